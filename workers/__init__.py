@@ -1,0 +1,1 @@
+"""Ferryman workers: the Celery app, its tasks, and one adapter per outside system."""
