@@ -1,0 +1,5 @@
+"""``python -m workflows`` runs the ferryman command."""
+
+from workflows.cli import main
+
+main()

@@ -1,0 +1,135 @@
+"""Steps: the unit of work the engine records and the workers execute.
+
+The compiler turns a plan into stages of :class:`TaskUnit` s. A unit is one Celery task (one
+per VM in a VM stage, one per action otherwise) carrying an ordered list of :class:`StepSpec` s,
+each recorded as a row of its own so the timeline shows every cmdlet-level step. Everything in
+a unit is JSON and holds no secret: endpoints travel as URLs with credential *references*.
+
+Workers execute a step through an executor registered for its :class:`StepKind`; executors
+are idempotent (they read the replication state first and do nothing when the step's effect is
+already there) and return a :class:`StepOutcome` whose ``undo`` says how to compensate.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class StepKind(enum.StrEnum):
+    """Every kind of step a run can contain."""
+
+    SHUTDOWN_PRIMARY = "shutdown_primary"  # Stop-VM on the primary (planned; tried in unplanned)
+    PREPARE_FAILOVER = "prepare_failover"  # Start-VMFailover -Prepare on the primary
+    FAILOVER = "failover"  # Start-VMFailover on the replica (optionally a recovery point)
+    TEST_FAILOVER = "test_failover"  # Start-VMFailover -AsTest on the replica
+    REVERSE = "reverse"  # Set-VMReplication -Reverse on the new primary
+    CONNECT_NETWORK = "connect_network"  # Connect-VMNetworkAdapter to the mapped/test network
+    START_VM = "start_vm"  # Start-VM and check it runs
+    WAIT_IP = "wait_ip"  # poll VMM/Hyper-V until an address in the target subnet appears
+    UPDATE_DNS = "update_dns"  # capture, switch and verify the VM's records
+    RESTORE_DNS = "restore_dns"  # put back the records captured by UPDATE_DNS
+    TEST_CLEANUP = "test_cleanup"  # Stop-VMFailover on the replica: delete "<VM> - Test"
+    COMMIT = "commit"  # Complete-VMFailover
+    CANCEL_FAILOVER = "cancel_failover"  # Stop-VMFailover on an uncommitted failover
+    SET_AS_REPLICA = "set_as_replica"  # Set-VMReplication -AsReplica on the old primary
+    REVERSE_TO = "reverse_to"  # Set-VMReplication -Reverse -ReplicaServerName (after unplanned)
+    START_INITIAL_REPLICATION = "start_initial_replication"
+    SCRIPT = "script"  # a plan's PowerShell action on a site's VMM/management host
+    HEALTH_CHECK = "health_check"  # the VM runs and replication health is not Critical
+    MANUAL = "manual"  # an operator's approval: never executed by a worker
+
+
+# Steps that change something outside Ferryman; the audit and compensation care about these.
+MUTATING = frozenset(
+    {
+        StepKind.SHUTDOWN_PRIMARY,
+        StepKind.PREPARE_FAILOVER,
+        StepKind.FAILOVER,
+        StepKind.TEST_FAILOVER,
+        StepKind.REVERSE,
+        StepKind.CONNECT_NETWORK,
+        StepKind.START_VM,
+        StepKind.UPDATE_DNS,
+        StepKind.RESTORE_DNS,
+        StepKind.TEST_CLEANUP,
+        StepKind.COMMIT,
+        StepKind.CANCEL_FAILOVER,
+        StepKind.SET_AS_REPLICA,
+        StepKind.REVERSE_TO,
+        StepKind.START_INITIAL_REPLICATION,
+        StepKind.SCRIPT,
+    }
+)
+
+
+@dataclass(frozen=True)
+class HostRef:
+    """How a worker reaches a host: no secret, only the credential's reference."""
+
+    name: str
+    site: str
+    url: str
+    auth: str
+    username: str
+    password_ref: str
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+    operation_timeout: float = 20.0
+    connect_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One recorded step: a stable key (unique in the run), its kind, VM, host and params.
+
+    ``params`` is JSON: e.g. ``{"switch": "test-got"}`` for CONNECT_NETWORK,
+    ``{"subnets": [...], "source": "hyperv", "timeout": 600}`` for WAIT_IP, the DNS target
+    (zone, primary, servers, key reference, algorithm) and records for UPDATE_DNS.
+    """
+
+    key: str
+    kind: StepKind
+    vm: str | None = None
+    host: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskUnit:
+    """One Celery task: its registered name, the queue it goes to and its steps in order."""
+
+    key: str
+    task: str
+    queue: str
+    steps: tuple[StepSpec, ...]
+    vm: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The unit as plain data (what a task message carries)."""
+        return asdict(self)
+
+
+@dataclass
+class StepOutcome:
+    """What an executor did: a result for the timeline and how to undo it (or None)."""
+
+    result: dict[str, Any] = field(default_factory=dict)
+    undo: dict[str, Any] | None = None
+    changed: bool = True  # False when the step found its effect already there
+
+
+# Task names (Flower shows these; kwargs carry run id, group, VM and step keys).
+TASK_VM = "ferryman.vm.steps"
+TASK_SCRIPT = "ferryman.script.run"
+TASK_ADVANCE = "ferryman.engine.advance"
+
+
+def site_queue(site: str) -> str:
+    """The queue a site's workers consume."""
+    return f"ferryman.site.{site}"
+
+
+ENGINE_QUEUE = "ferryman.engine"
+RUNS_QUEUE = "ferryman.runs"
