@@ -16,6 +16,7 @@ from pypsrp.wsman import WSMan
 
 from plans.credentials import SecretRef
 from plans.errors import ConfigurationError
+from workflows.steps import HostRef
 
 
 class AuthMethod(Enum):
@@ -97,6 +98,22 @@ class PsrpEndpoint:
             # pypsrp retries a Receive that hit the HTTP read timeout with this backoff; keep it
             # short because Ferryman's own retry policy (per error type) sits above this.
             reconnection_backoff=0.2,
+        )
+
+    @classmethod
+    def from_ref(cls, ref: HostRef, *, read_timeout: float | None = None) -> PsrpEndpoint:
+        """The endpoint a step's :class:`~workflows.steps.HostRef` describes (no secret in it)."""
+        return cls(
+            host=ref.name,
+            url=ref.url,
+            auth=AuthMethod(ref.auth),
+            username=ref.username,
+            password_ref=SecretRef.parse(ref.password_ref),
+            verify_tls=ref.verify_tls,
+            ca_bundle=ref.ca_bundle,
+            connect_timeout=ref.connect_timeout,
+            operation_timeout=int(ref.operation_timeout),
+            read_timeout=read_timeout or ref.operation_timeout + 10,
         )
 
     def __str__(self) -> str:

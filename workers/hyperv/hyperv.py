@@ -1,0 +1,220 @@
+"""HyperVHost: typed Hyper-V cmdlets on one host, over any PowerShellRunner.
+
+Each method is one cmdlet with named parameters. Cmdlets that Hyper-V marks high-impact
+(failover, reverse, commit) get ``-Confirm:$false`` because a remote session has no one to
+answer a prompt. Any error record, terminating or not, fails the call with
+:class:`~workers.errors.CmdletFailed` naming the host, cmdlet and FullyQualifiedErrorId: a
+half-done failover must never look like success.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from workers.errors import CmdletFailed
+from workers.hyperv.models import Adapter, RecoveryPoint, ReplicationInfo, VMInfo
+from workers.powershell import PowerShellRunner, PSResult
+
+TEST_SUFFIX = " - Test"
+# Snapshot types that are replica recovery points (the rest are ordinary checkpoints).
+RECOVERY_SNAPSHOT_TYPES = ("Replica", "AppConsistentReplica", "SyncedReplica")
+
+
+def test_vm_name(vm: str) -> str:
+    """The name Hyper-V gives the VM that ``Start-VMFailover -AsTest`` creates."""
+    return f"{vm}{TEST_SUFFIX}"
+
+
+class ReplicationAuth(Enum):
+    """``Enable-VMReplication -AuthenticationType``: Kerberos (HTTP) or certificate (HTTPS)."""
+
+    KERBEROS = "Kerberos"
+    CERTIFICATE = "Certificate"
+
+
+@dataclass(frozen=True)
+class ReplicationSettings:
+    """What ``Enable-VMReplication`` needs (the protection profile, resolved for one VM)."""
+
+    replica_server: str
+    replica_port: int = 8083
+    authentication: ReplicationAuth = ReplicationAuth.KERBEROS
+    frequency_sec: int = 300
+    recovery_history: int = 0
+    vss_frequency_hours: int | None = None
+    compression: bool = True
+    certificate_thumbprint: str | None = None
+
+    def parameters(self, vm: str) -> dict[str, Any]:
+        """The cmdlet's named parameters for ``vm``."""
+        params: dict[str, Any] = {
+            "VMName": vm,
+            "ReplicaServerName": self.replica_server,
+            "ReplicaServerPort": self.replica_port,
+            "AuthenticationType": self.authentication.value,
+            "ReplicationFrequencySec": self.frequency_sec,
+            "RecoveryHistory": self.recovery_history,
+            "CompressionEnabled": self.compression,
+        }
+        if self.vss_frequency_hours is not None:
+            params["VSSSnapshotFrequencyHour"] = self.vss_frequency_hours
+        if self.certificate_thumbprint:
+            params["CertificateThumbprint"] = self.certificate_thumbprint
+        return params
+
+
+class HyperVHost:
+    """One Hyper-V host (``host_name`` as the fabric names it) reached through ``runner``."""
+
+    def __init__(self, runner: PowerShellRunner, host_name: str) -> None:
+        self.runner = runner
+        self.host_name = host_name
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def get_vm(self, name: str) -> VMInfo:
+        """``Get-VM -Name``; a VM that is not on this host raises CmdletFailed."""
+        result = self._call("Get-VM", {"Name": name})
+        return VMInfo.from_output(self._one(result, "Get-VM", name))
+
+    def get_replication(self, vm: str) -> ReplicationInfo:
+        """``Get-VMReplication -VMName``: state, health, mode, servers, frequency, last time."""
+        result = self._call("Get-VMReplication", {"VMName": vm})
+        return ReplicationInfo.from_output(self._one(result, "Get-VMReplication", vm))
+
+    def get_recovery_points(self, vm: str) -> list[RecoveryPoint]:
+        """Replica recovery points of ``vm`` (``Get-VMSnapshot``), oldest first."""
+        result = self._call("Get-VMSnapshot", {"VMName": vm})
+        points = [RecoveryPoint.from_output(o) for o in result.output]
+        points = [p for p in points if p.snapshot_type in RECOVERY_SNAPSHOT_TYPES]
+        return sorted(points, key=lambda p: (p.created is None, p.created or datetime.min))
+
+    def get_network_adapters(self, vm: str) -> list[Adapter]:
+        """``Get-VMNetworkAdapter -VMName``: adapters with switch and guest IP addresses."""
+        result = self._call("Get-VMNetworkAdapter", {"VMName": vm})
+        return [Adapter.from_output(o) for o in result.output]
+
+    # --- power --------------------------------------------------------------------------------
+
+    def start_vm(self, vm: str) -> None:
+        """``Start-VM -Name``."""
+        self._call("Start-VM", {"Name": vm})
+
+    def stop_vm(self, vm: str, *, force: bool = False, turn_off: bool = False) -> None:
+        """``Stop-VM -Name`` (guest shutdown); ``force`` skips the guest's objections,
+        ``turn_off`` pulls the plug."""
+        switches = [s for s, on in (("Force", force), ("TurnOff", turn_off)) if on]
+        self._call("Stop-VM", {"Name": vm}, switches)
+
+    # --- failover -----------------------------------------------------------------------------
+
+    def start_failover(
+        self,
+        vm: str,
+        *,
+        prepare: bool = False,
+        as_test: bool = False,
+        recovery_snapshot: str | None = None,
+    ) -> None:
+        """``Start-VMFailover``: ``prepare`` on the primary (planned), plain or ``as_test`` on
+        the replica; ``recovery_snapshot`` names a recovery point from
+        :meth:`get_recovery_points` (default: the latest)."""
+        if prepare and (as_test or recovery_snapshot):
+            raise ValueError("-Prepare runs on the primary and takes no test or recovery point")
+        params: dict[str, Any] = {"VMName": vm, "Confirm": False}
+        if recovery_snapshot is not None:
+            params["VMRecoverySnapshot"] = recovery_snapshot
+        switches = [s for s, on in (("Prepare", prepare), ("AsTest", as_test)) if on]
+        self._call("Start-VMFailover", params, switches)
+
+    def stop_failover(self, vm: str) -> None:
+        """``Stop-VMFailover``: cancel a prepared/uncommitted failover or delete a test VM."""
+        self._call("Stop-VMFailover", {"VMName": vm, "Confirm": False})
+
+    def complete_failover(self, vm: str) -> None:
+        """``Complete-VMFailover``: commit an unplanned failover (irreversible)."""
+        self._call("Complete-VMFailover", {"VMName": vm, "Confirm": False})
+
+    # --- replication --------------------------------------------------------------------------
+
+    def set_replication_reverse(self, vm: str, replica_server: str | None = None) -> None:
+        """``Set-VMReplication -Reverse`` on the new primary (optionally to a new replica)."""
+        params: dict[str, Any] = {"VMName": vm, "Confirm": False}
+        if replica_server is not None:
+            params["ReplicaServerName"] = replica_server
+        self._call("Set-VMReplication", params, ["Reverse"])
+
+    def set_replication_as_replica(self, vm: str) -> None:
+        """``Set-VMReplication -AsReplica`` on the old primary after an unplanned failover."""
+        self._call("Set-VMReplication", {"VMName": vm, "Confirm": False}, ["AsReplica"])
+
+    def enable_replication(self, vm: str, settings: ReplicationSettings) -> None:
+        """``Enable-VMReplication`` with the protection profile's settings."""
+        self._call("Enable-VMReplication", settings.parameters(vm))
+
+    def start_initial_replication(
+        self,
+        vm: str,
+        *,
+        destination_path: str | None = None,
+        start_time: datetime | None = None,
+    ) -> None:
+        """``Start-VMInitialReplication``: now, at ``start_time``, or offline to a path."""
+        params: dict[str, Any] = {"VMName": vm}
+        if destination_path is not None:
+            params["DestinationPath"] = destination_path
+        if start_time is not None:
+            params["InitialReplicationStartTime"] = start_time
+        self._call("Start-VMInitialReplication", params)
+
+    # --- networks -----------------------------------------------------------------------------
+
+    def connect_network(self, vm: str, switch: str, adapter: str | None = None) -> None:
+        """``Connect-VMNetworkAdapter -VMName -SwitchName`` (every adapter, or one by name)."""
+        params: dict[str, Any] = {"VMName": vm, "SwitchName": switch}
+        if adapter is not None:
+            params["Name"] = adapter
+        self._call("Connect-VMNetworkAdapter", params)
+
+    def disconnect_network(self, vm: str) -> None:
+        """``Disconnect-VMNetworkAdapter -VMName``: leave every adapter unconnected."""
+        self._call("Disconnect-VMNetworkAdapter", {"VMName": vm})
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def _call(
+        self, cmdlet: str, params: Mapping[str, Any], switches: Sequence[str] = ()
+    ) -> PSResult:
+        result = self.runner.run(cmdlet, params, switches=switches)
+        if result.errors:
+            raise _failed(self.host_name, cmdlet, result)
+        return result
+
+    def _one(self, result: PSResult, cmdlet: str, name: str) -> Mapping[str, Any]:
+        if not result.output:
+            raise CmdletFailed(
+                f"{cmdlet} on {self.host_name} found no VM named {name!r}; check the plan's VM "
+                "name and which host holds it",
+                host=self.host_name,
+                cmdlet=cmdlet,
+                fully_qualified_error_id="ObjectNotFound",
+                category="ObjectNotFound",
+                target=name,
+            )
+        return result.output[0]
+
+
+def _failed(host: str, cmdlet: str, result: PSResult) -> CmdletFailed:
+    error = result.errors[0]
+    return CmdletFailed(
+        f"{cmdlet} failed on {host}: {error.message} [{error.fully_qualified_error_id}]",
+        host=host,
+        cmdlet=cmdlet,
+        fully_qualified_error_id=error.fully_qualified_error_id,
+        category=error.category,
+        target=error.target,
+    )
