@@ -1,0 +1,288 @@
+"""One lab host's WinRM endpoint: its HTTP listener, authentication and WinRM shells.
+
+A host that is down in the domain has no listener, so clients get "connection refused" as
+from a powered-off server; its open connections are reset when it goes down.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import ssl
+import threading
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Any
+
+from lab.objects import TransportFault
+from lab.server import wsman
+from lab.server.auth import Authenticator, AuthFailed, ConnectionAuth
+from lab.server.backend import HostSpec, LabBackend
+from lab.server.http import DropConnection, LabHTTPServer
+from lab.server.http_types import HttpReply
+from lab.server.psrp import Shell, ShellClosed
+from lab.server.wsman import NS, Action, Request, WSManFault
+
+log = logging.getLogger(__name__)
+
+PSRP_RESOURCE_PREFIX = "http://schemas.microsoft.com/powershell/"
+
+
+@dataclass
+class EndpointStats:
+    """Counters the tests read (and a bench could)."""
+
+    requests: int = 0
+    timed_out_receives: int = 0
+    largest_reply: int = 0  # bytes of the largest SOAP reply, before encryption
+
+
+class HostService:
+    """The WS-Management service of one host: shells and their pipelines."""
+
+    def __init__(self, spec: HostSpec, backend: LabBackend, authenticator: Authenticator) -> None:
+        self.spec = spec
+        self.backend = backend
+        self.auth = authenticator
+        self.address = ""
+        self.shells: dict[str, Shell] = {}
+        self._lock = threading.Lock()
+        self.stats = EndpointStats()
+
+    # -- HTTP entry point --------------------------------------------------------------------
+
+    def __call__(
+        self,
+        method: str,
+        path: str,
+        headers: Any,
+        body: bytes,
+        state: dict[str, Any],
+        client_ip: str,
+    ) -> HttpReply:
+        if method != "POST" or path.rstrip("/").lower() != "/wsman":
+            return HttpReply(404, b"", [], "text/plain")
+        conn = state.setdefault("auth", ConnectionAuth())
+        try:
+            accepted = self.auth.accept(conn, headers, body)
+        except AuthFailed as failed:
+            return failed.reply
+        final_headers = conn.extra.pop("final_headers", [])
+        if accepted.handshake_only:
+            return HttpReply(200, b"", final_headers)
+        try:
+            status, soap = self.handle_soap(accepted.body, client_ip)
+        except TransportFault as fault:
+            if fault.kind == "reset":
+                raise DropConnection() from fault
+            status, soap = 500, b""
+        if conn.encrypted and soap:
+            content_type, payload = self.auth.wrap(conn, soap)
+            return HttpReply(status, payload, final_headers, content_type)
+        return HttpReply(status, soap, final_headers)
+
+    def handle_soap(self, body: bytes, client_ip: str) -> tuple[int, bytes]:
+        """Answer one SOAP request; returns (HTTP status, envelope)."""
+        with self._lock:
+            self.stats.requests += 1
+        relates_to = ""
+        try:
+            request = wsman.parse_request(body)
+            relates_to = request.message_id
+            reply = self._dispatch(request, client_ip)
+            status = 200
+        except WSManFault as fault:
+            if fault.code is wsman.FaultCode.TIMED_OUT:
+                with self._lock:
+                    self.stats.timed_out_receives += 1
+            reply = wsman.fault_envelope(fault, relates_to, self.spec.host)
+            status = 500
+        with self._lock:
+            self.stats.largest_reply = max(self.stats.largest_reply, len(reply))
+        return status, reply
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def _dispatch(self, req: Request, client_ip: str) -> bytes:
+        if req.action == Action.CREATE.value:
+            return self._create(req, client_ip)
+        shell = self._shell(req)
+        if req.action == Action.COMMAND.value:
+            return self._command(req, shell)
+        if req.action == Action.SEND.value:
+            return self._send(req, shell)
+        if req.action == Action.RECEIVE.value:
+            return self._receive(req, shell)
+        if req.action == Action.SIGNAL.value:
+            return self._signal(req, shell)
+        if req.action == Action.DELETE.value:
+            with self._lock:
+                self.shells.pop(shell.shell_id, None)
+            shell.close()
+            return wsman.empty_response(Action.DELETE, req.message_id)
+        raise WSManFault(
+            wsman.FaultCode.ACTION_NOT_SUPPORTED,
+            "a:ActionNotSupported",
+            f"The action {req.action} is not supported by the lab.",
+        )
+
+    def _shell(self, req: Request) -> Shell:
+        with self._lock:
+            shell = self.shells.get(req.shell_id)
+        if shell is None:
+            raise wsman.shell_not_found(req.shell_id)
+        return shell
+
+    def _create(self, req: Request, client_ip: str) -> bytes:
+        if not req.resource_uri.startswith(PSRP_RESOURCE_PREFIX):
+            raise WSManFault(
+                wsman.FaultCode.ACTION_NOT_SUPPORTED,
+                "w:InvalidResourceURI",
+                "The lab serves PowerShell remoting (PSRP) shells only; cmd shells are not "
+                "simulated.",
+            )
+        shell_el = req.body.find("rsp:Shell", NS)
+        if shell_el is None:
+            raise WSManFault(
+                wsman.FaultCode.INVALID_PARAMETER, "w:SchemaValidationError", "no Shell"
+            )
+        shell_id = (shell_el.attrib.get("ShellId") or str(uuid.uuid4())).upper()
+        creation = shell_el.find("pwsh:creationXml", NS)
+        shell = Shell(shell_id, self._invoker, req.payload_budget())
+        if creation is not None and creation.text:
+            shell.open(base64.b64decode(creation.text))
+        with self._lock:
+            self.shells[shell_id] = shell
+        return wsman.create_response(
+            req.message_id,
+            address=self.address,
+            resource_uri=req.resource_uri,
+            shell_id=shell_id,
+            owner=self.auth.account.username,
+            client_ip=client_ip,
+            input_streams=_text(shell_el, "rsp:InputStreams") or "stdin pr",
+            output_streams=_text(shell_el, "rsp:OutputStreams") or "stdout",
+        )
+
+    def _invoker(self, commands: Any) -> Any:
+        return self.backend.invoke(self.spec.host, commands)
+
+    def _command(self, req: Request, shell: Shell) -> bytes:
+        line = req.body.find("rsp:CommandLine", NS)
+        if line is None:
+            raise WSManFault(
+                wsman.FaultCode.INVALID_PARAMETER, "w:SchemaValidationError", "no CommandLine"
+            )
+        command_id = line.attrib.get("CommandId", "")
+        data = b"".join(base64.b64decode(a.text or "") for a in line.findall("rsp:Arguments", NS))
+        try:
+            run = shell.command(command_id, data)
+        except ShellClosed:
+            raise wsman.shell_not_found(req.shell_id) from None
+        # Most cmdlets finish at once; waiting briefly lets an injected transport fault hit
+        # this very request, as it would on a real host.
+        run.done.wait(timeout=min(2.0, req.operation_timeout))
+        fault = shell.take_fault(run)
+        if fault is not None:
+            raise fault
+        return wsman.command_response(req.message_id, run.command_id)
+
+    def _send(self, req: Request, shell: Shell) -> bytes:
+        send = req.body.find("rsp:Send", NS)
+        streams = send.findall("rsp:Stream", NS) if send is not None else []
+        try:
+            for stream in streams:
+                shell.send(stream.attrib.get("CommandId"), base64.b64decode(stream.text or ""))
+        except ShellClosed:
+            raise wsman.shell_not_found(req.shell_id) from None
+        return wsman.empty_response(Action.SEND, req.message_id)
+
+    def _receive(self, req: Request, shell: Shell) -> bytes:
+        desired = req.body.find("rsp:Receive/rsp:DesiredStream", NS)
+        command_id = desired.attrib.get("CommandId") if desired is not None else None
+        try:
+            reply = shell.receive(command_id, req.payload_budget(), req.operation_timeout)
+        except ShellClosed:
+            raise wsman.shell_not_found(req.shell_id) from None
+        if reply is None:
+            raise wsman.timed_out()
+        return wsman.receive_response(req.message_id, reply)
+
+    def _signal(self, req: Request, shell: Shell) -> bytes:
+        signal = req.body.find("rsp:Signal", NS)
+        if signal is None:
+            raise WSManFault(
+                wsman.FaultCode.INVALID_PARAMETER, "w:SchemaValidationError", "no Signal"
+            )
+        code = _text(signal, "rsp:Code")
+        command_id = signal.attrib.get("CommandId", "")
+        if command_id:
+            shell.signal(command_id, terminate=code == wsman.SIGNAL_TERMINATE)
+        return wsman.empty_response(Action.SIGNAL, req.message_id)
+
+    def close_all(self) -> None:
+        """Close every shell (the host went down or the lab stops)."""
+        with self._lock:
+            shells = list(self.shells.values())
+            self.shells.clear()
+        for shell in shells:
+            shell.close()
+
+
+def _text(parent: ET.Element, path: str) -> str:
+    el = parent.find(path, NS)
+    return (el.text or "").strip() if el is not None else ""
+
+
+class HostEndpoint:
+    """The listener of one host; it exists only while the host is up."""
+
+    def __init__(
+        self,
+        spec: HostSpec,
+        backend: LabBackend,
+        authenticator: Authenticator,
+        ssl_context: ssl.SSLContext | None = None,
+        port: int = 0,
+    ) -> None:
+        self.spec = spec
+        self.service = HostService(spec, backend, authenticator)
+        self.ssl_context = ssl_context
+        self.port = port
+        self._server: LabHTTPServer | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def scheme(self) -> str:
+        """``https`` or ``http``."""
+        return "https" if self.ssl_context is not None else "http"
+
+    @property
+    def url(self) -> str:
+        """The WinRM URL, e.g. ``http://127.0.0.1:41234/wsman``."""
+        return f"{self.scheme}://127.0.0.1:{self.port}/wsman"
+
+    @property
+    def listening(self) -> bool:
+        """True while the host accepts connections."""
+        return self._server is not None
+
+    def up(self) -> None:
+        """Start listening (on the same port as before, once one was chosen)."""
+        with self._lock:
+            if self._server is not None:
+                return
+            server = LabHTTPServer(self.port, self.service, self.ssl_context)
+            self.port = server.port
+            self.service.address = self.url
+            server.start()
+            self._server = server
+
+    def down(self) -> None:
+        """Stop listening, reset open connections and forget the host's shells."""
+        with self._lock:
+            server, self._server = self._server, None
+        if server is not None:
+            server.stop()
+        self.service.close_all()

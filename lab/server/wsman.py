@@ -1,0 +1,289 @@
+"""WS-Management SOAP envelopes: parse a request, build responses and faults.
+
+Only what the WinRM shell plugin (MS-WSMV) speaks for PSRP is implemented: Create, Command,
+Send, Receive, Signal and Delete. Every response carries ``wsa:RelatesTo`` (pypsrp rejects a
+reply without it) and the Create response carries the ``ShellId`` selector pypsrp reads back.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from enum import Enum
+
+NS = {
+    "s": "http://www.w3.org/2003/05/soap-envelope",
+    "wsa": "http://schemas.xmlsoap.org/ws/2004/08/addressing",
+    "wsman": "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd",
+    "wsmanfault": "http://schemas.microsoft.com/wbem/wsman/1/wsmanfault",
+    "rsp": "http://schemas.microsoft.com/wbem/wsman/1/windows/shell",
+    "wst": "http://schemas.xmlsoap.org/ws/2004/09/transfer",
+    "pwsh": "http://schemas.microsoft.com/powershell",
+    "xml": "http://www.w3.org/XML/1998/namespace",
+}
+for _prefix, _uri in NS.items():
+    if _prefix != "xml":
+        ET.register_namespace(_prefix, _uri)
+
+ANONYMOUS = "http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous"
+COMMAND_DONE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Done"
+COMMAND_RUNNING = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Running"
+SIGNAL_TERMINATE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/terminate"
+SIGNAL_CTRL_C = "powershell/signal/crtl_c"  # sic: the code WinRM and pypsrp both use
+
+# Room for the SOAP header and the Receive body around the payload, in bytes.
+ENVELOPE_OVERHEAD = 2048
+
+
+class Action(str, Enum):
+    """The WS-Management actions the lab answers."""
+
+    CREATE = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Create"
+    DELETE = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Delete"
+    COMMAND = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Command"
+    SEND = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Send"
+    RECEIVE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Receive"
+    SIGNAL = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Signal"
+
+    @property
+    def response(self) -> str:
+        """The action URI of this action's response."""
+        return self.value + "Response"
+
+
+class FaultCode(int, Enum):
+    """WSManFault codes (HRESULTs) the lab sends, as real WinRM does."""
+
+    TIMED_OUT = 2150858793  # ERROR_WSMAN_OPERATION_TIMEDOUT, pypsrp polls again
+    INVALID_SELECTORS = 2150858843  # unknown ShellId
+    ACTION_NOT_SUPPORTED = 2150858774
+    INVALID_PARAMETER = 87
+    INTERNAL = 2150858752
+
+
+@dataclass
+class WSManFault(Exception):
+    """A SOAP fault to answer with HTTP 500."""
+
+    code: FaultCode
+    subcode: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.subcode} ({int(self.code)}): {self.reason}"
+
+
+def timed_out() -> WSManFault:
+    """The fault WinRM sends when a Receive had nothing to say within OperationTimeout."""
+    return WSManFault(
+        FaultCode.TIMED_OUT,
+        "w:TimedOut",
+        "The WS-Management service cannot complete the operation within the time specified "
+        "in OperationTimeout.",
+    )
+
+
+def shell_not_found(shell_id: str) -> WSManFault:
+    """The fault for a request naming a shell this host does not have."""
+    return WSManFault(
+        FaultCode.INVALID_SELECTORS,
+        "w:InvalidSelectors",
+        f"The request for the Windows Remote Shell with ShellId {shell_id} failed because the "
+        "shell was not found on the server. Possible causes are: the specified ShellId is "
+        "incorrect or the shell no longer exists on the server. Open a new shell.",
+    )
+
+
+@dataclass
+class Request:
+    """The parts of a WS-Management request the lab acts on."""
+
+    action: str
+    message_id: str
+    resource_uri: str
+    max_envelope_size: int
+    operation_timeout: float
+    selectors: dict[str, str]
+    body: ET.Element
+
+    @property
+    def shell_id(self) -> str:
+        """The ShellId selector (upper-case, as WinRM reports it), or ``""``."""
+        return self.selectors.get("ShellId", "").upper()
+
+    def payload_budget(self) -> int:
+        """How many raw bytes of PSRP data fit in one reply under MaxEnvelopeSize."""
+        # Payload goes out base64-encoded: 4 characters for every 3 bytes.
+        return max(64, (self.max_envelope_size - ENVELOPE_OVERHEAD) * 3 // 4)
+
+
+_DURATION = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?$")
+
+
+def parse_duration(text: str | None, default: float) -> float:
+    """Parse an xs:duration such as ``PT20S`` or ``PT60.000S`` into seconds."""
+    if not text:
+        return default
+    match = _DURATION.match(text.strip())
+    if not match:
+        return default
+    hours, minutes, seconds = match.groups()
+    return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
+
+
+def parse_request(data: bytes) -> Request:
+    """Parse a SOAP envelope; raises :class:`WSManFault` on anything malformed."""
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as exc:
+        raise WSManFault(FaultCode.INVALID_PARAMETER, "w:InvalidXml", str(exc)) from exc
+    header = root.find("s:Header", NS)
+    body = root.find("s:Body", NS)
+    if header is None or body is None:
+        raise WSManFault(FaultCode.INVALID_PARAMETER, "w:SchemaValidationError", "no Header/Body")
+
+    def text(path: str) -> str:
+        el = header.find(path, NS)
+        return (el.text or "").strip() if el is not None else ""
+
+    selectors = {
+        sel.attrib.get("Name", ""): (sel.text or "")
+        for sel in header.findall("wsman:SelectorSet/wsman:Selector", NS)
+    }
+    try:
+        max_env = int(text("wsman:MaxEnvelopeSize") or 153600)
+    except ValueError:
+        max_env = 153600
+    return Request(
+        action=text("wsa:Action"),
+        message_id=text("wsa:MessageID"),
+        resource_uri=text("wsman:ResourceURI"),
+        max_envelope_size=max_env,
+        operation_timeout=parse_duration(text("wsman:OperationTimeout"), 60.0),
+        selectors=selectors,
+        body=body,
+    )
+
+
+def _q(prefix: str, name: str) -> str:
+    return f"{{{NS[prefix]}}}{name}"
+
+
+def envelope(action: str, relates_to: str, body_children: list[ET.Element] | None = None) -> bytes:
+    """Build a response envelope with the addressing headers WinRM sends."""
+    env = ET.Element(_q("s", "Envelope"))
+    header = ET.SubElement(env, _q("s", "Header"))
+    ET.SubElement(header, _q("wsa", "Action")).text = action
+    ET.SubElement(header, _q("wsa", "MessageID")).text = f"uuid:{str(uuid.uuid4()).upper()}"
+    ET.SubElement(header, _q("wsa", "To")).text = ANONYMOUS
+    ET.SubElement(header, _q("wsa", "RelatesTo")).text = relates_to
+    body = ET.SubElement(env, _q("s", "Body"))
+    for child in body_children or []:
+        body.append(child)
+    return ET.tostring(env, encoding="utf-8", xml_declaration=False)
+
+
+def fault_envelope(fault: WSManFault, relates_to: str, machine: str) -> bytes:
+    """Build the SOAP fault body WinRM returns with HTTP 500."""
+    fault_el = ET.Element(_q("s", "Fault"))
+    code = ET.SubElement(fault_el, _q("s", "Code"))
+    ET.SubElement(code, _q("s", "Value")).text = "s:Receiver"
+    sub = ET.SubElement(code, _q("s", "Subcode"))
+    ET.SubElement(sub, _q("s", "Value")).text = fault.subcode
+    reason = ET.SubElement(fault_el, _q("s", "Reason"))
+    ET.SubElement(reason, _q("s", "Text"), {_q("xml", "lang"): "en-US"}).text = fault.reason
+    detail = ET.SubElement(fault_el, _q("s", "Detail"))
+    wf = ET.SubElement(
+        detail,
+        _q("wsmanfault", "WSManFault"),
+        {"Code": str(int(fault.code)), "Machine": machine},
+    )
+    ET.SubElement(wf, _q("wsmanfault", "Message")).text = fault.reason
+    action = "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault"
+    return envelope(action, relates_to, [fault_el])
+
+
+def create_response(
+    relates_to: str,
+    *,
+    address: str,
+    resource_uri: str,
+    shell_id: str,
+    owner: str,
+    client_ip: str,
+    input_streams: str,
+    output_streams: str,
+) -> bytes:
+    """The Create response: ResourceCreated with the ShellId selector, plus the Shell."""
+    created = ET.Element(_q("wst", "ResourceCreated"))
+    ET.SubElement(created, _q("wsa", "Address")).text = address
+    ref = ET.SubElement(created, _q("wsa", "ReferenceParameters"))
+    ET.SubElement(ref, _q("wsman", "ResourceURI")).text = resource_uri
+    sel_set = ET.SubElement(ref, _q("wsman", "SelectorSet"))
+    ET.SubElement(sel_set, _q("wsman", "Selector"), {"Name": "ShellId"}).text = shell_id
+    shell = ET.Element(_q("rsp", "Shell"))
+    for name, value in (
+        ("ShellId", shell_id),
+        ("ResourceUri", resource_uri),
+        ("Owner", owner),
+        ("ClientIP", client_ip),
+        ("IdleTimeOut", "PT7200.000S"),
+        ("InputStreams", input_streams),
+        ("OutputStreams", output_streams),
+        ("ShellRunTime", "P0DT0H0M0S"),
+        ("ShellInactivity", "P0DT0H0M0S"),
+    ):
+        ET.SubElement(shell, _q("rsp", name)).text = value
+    return envelope(Action.CREATE.response, relates_to, [created, shell])
+
+
+def command_response(relates_to: str, command_id: str) -> bytes:
+    """The Command response naming the command (pipeline) id."""
+    resp = ET.Element(_q("rsp", "CommandResponse"))
+    ET.SubElement(resp, _q("rsp", "CommandId")).text = command_id
+    return envelope(Action.COMMAND.response, relates_to, [resp])
+
+
+def empty_response(action: Action, relates_to: str) -> bytes:
+    """A response with an empty body element for Send, Signal and Delete."""
+    children: list[ET.Element] = []
+    if action is Action.SEND:
+        children.append(ET.Element(_q("rsp", "SendResponse")))
+    elif action is Action.SIGNAL:
+        children.append(ET.Element(_q("rsp", "SignalResponse")))
+    return envelope(action.response, relates_to, children)
+
+
+@dataclass
+class ReceiveChunk:
+    """Payload for one Receive response."""
+
+    chunks: list[bytes] = field(default_factory=list)
+    command_id: str | None = None
+    done: bool = False
+
+
+def receive_response(relates_to: str, reply: ReceiveChunk) -> bytes:
+    """The Receive response: one ``rsp:Stream`` per chunk, then the command state."""
+    import base64
+
+    resp = ET.Element(_q("rsp", "ReceiveResponse"))
+    attrs = {"Name": "stdout"}
+    if reply.command_id:
+        attrs["CommandId"] = reply.command_id
+    for chunk in reply.chunks:
+        ET.SubElement(resp, _q("rsp", "Stream"), attrs).text = base64.b64encode(chunk).decode()
+    if reply.command_id:
+        state = ET.SubElement(
+            resp,
+            _q("rsp", "CommandState"),
+            {
+                "CommandId": reply.command_id,
+                "State": COMMAND_DONE if reply.done else COMMAND_RUNNING,
+            },
+        )
+        if reply.done:
+            ET.SubElement(state, _q("rsp", "ExitCode")).text = "0"
+    return envelope(Action.RECEIVE.response, relates_to, [resp])
