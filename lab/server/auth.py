@@ -13,6 +13,7 @@ several labs with different passwords run in one process (tests do).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import os
 import re
@@ -20,7 +21,7 @@ import struct
 import tempfile
 import threading
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import spnego
@@ -32,7 +33,7 @@ _BOUNDARY = "Encrypted Boundary"
 SPNEGO_ENCRYPTED = "application/HTTP-SPNEGO-session-encrypted"
 
 
-class AuthMode(str, Enum):
+class AuthMode(StrEnum):
     """How an endpoint authenticates, as ``ferryman lab serve --auth`` names it."""
 
     BASIC = "basic"  # Basic over plain HTTP (pypsrp: auth="basic", encryption="never")
@@ -62,10 +63,8 @@ class UserFile:
 
     def remove(self) -> None:
         """Delete the file (idempotent)."""
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
 
 
 @dataclass

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol
 
 from lab.objects import Command, InvokeResult
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     """What a lab host plays: a VMM server or a Hyper-V host."""
 
     VMM = "vmm"

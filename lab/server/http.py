@@ -7,6 +7,7 @@ ask for the connection to be dropped without an answer (an injected "reset").
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -68,10 +69,8 @@ class LabHTTPServer(ThreadingHTTPServer):
         finally:
             with self._conn_lock:
                 self._connections.discard(request)
-            try:
+            with contextlib.suppress(OSError):
                 request.close()
-            except OSError:
-                pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("connection from %s ended with an error", client_address, exc_info=True)
@@ -103,18 +102,12 @@ class LabHTTPServer(ThreadingHTTPServer):
 
 def reset(conn: socket.socket) -> None:
     """Close ``conn`` so the peer sees a reset rather than an orderly close."""
-    try:
+    with contextlib.suppress(OSError):
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
-    try:
+    with contextlib.suppress(OSError):
         conn.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    try:
+    with contextlib.suppress(OSError):
         conn.close()
-    except OSError:
-        pass
 
 
 class _Handler(BaseHTTPRequestHandler):

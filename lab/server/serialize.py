@@ -33,6 +33,7 @@ _ENUM_BASE_TYPES = ["System.Enum", "System.ValueType", "System.Object"]
 # the lab only knows the member it is sending, so each is built on first use and reused.
 _enum_cache: dict[tuple[str, str, int], enum.Enum] = {}
 _enum_lock = threading.Lock()
+_make_enum: Any = enum.Enum  # the functional API, typed loosely: the member name is dynamic
 
 
 def to_ps_enum(value: LabEnum) -> enum.Enum:
@@ -41,11 +42,11 @@ def to_ps_enum(value: LabEnum) -> enum.Enum:
     with _enum_lock:
         member = _enum_cache.get(key)
         if member is None:
-            cls = enum.Enum(value.type_name.rsplit(".", 1)[-1], [(value.name, value.value)])
+            cls = _make_enum(value.type_name.rsplit(".", 1)[-1], [(value.name, value.value)])
             member = cls[value.name]
             # The serializer reads the .NET type names from a ``PSObject`` attribute when the
             # value has one; an enum member accepts instance attributes.
-            member.PSObject = PSObjectMeta([value.type_name, *_ENUM_BASE_TYPES])  # type: ignore[attr-defined]
+            member.PSObject = PSObjectMeta([value.type_name, *_ENUM_BASE_TYPES])
             _enum_cache[key] = member
     return member
 
@@ -53,7 +54,7 @@ def to_ps_enum(value: LabEnum) -> enum.Enum:
 def to_ps_object(obj: LabObject) -> PSObject:
     """Return a PSObject with ``obj``'s type names and its properties as adapted properties."""
     ps = PSObject()
-    ps.PSObject.type_names = list(obj.type_names) + ["System.Object"]
+    ps.PSObject.type_names = [*list(obj.type_names), "System.Object"]
     for name, raw in obj.properties.items():
         ps.PSObject.adapted_properties.append(PSNoteProperty(name, value=to_ps_value(raw)))
     if obj.to_string is not None:

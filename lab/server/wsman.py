@@ -11,7 +11,7 @@ import re
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 
 NS = {
     "s": "http://www.w3.org/2003/05/soap-envelope",
@@ -37,7 +37,7 @@ SIGNAL_CTRL_C = "powershell/signal/crtl_c"  # sic: the code WinRM and pypsrp bot
 ENVELOPE_OVERHEAD = 2048
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     """The WS-Management actions the lab answers."""
 
     CREATE = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Create"
