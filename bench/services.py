@@ -1,0 +1,141 @@
+"""The servers a benchmark starts for itself and stops again: Redis and Celery workers.
+
+Every benchmark gets its own ``redis-server`` on a free loopback port (no persistence), so it
+never depends on, or clobbers, a shared instance; worker processes are children that are
+stopped by their pid when the benchmark ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from plans.errors import ConfigurationError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    """A running private redis-server: its port and URL builder."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+
+    def url(self, db: int = 0) -> str:
+        """``redis://127.0.0.1:PORT/DB``."""
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def client(self, db: int = 0) -> redis.Redis:
+        """A redis-py client on database ``db``."""
+        return redis.Redis(host="127.0.0.1", port=self.port, db=db)
+
+
+@contextmanager
+def redis_server(*, timeout: float = 10.0) -> Iterator[RedisServer]:
+    """Start ``redis-server`` on a free loopback port without persistence; stop it on exit."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ConfigurationError(
+            "redis-server is not installed; install it (apt-get install redis-server) "
+            "and run the benchmark again"
+        )
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server = RedisServer(port, process)
+    try:
+        _wait_for_redis(server, timeout)
+        yield server
+    finally:
+        stop_process(process)
+
+
+def _wait_for_redis(server: RedisServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    client = server.client()
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            if server.process.poll() is not None or time.monotonic() > deadline:
+                raise ConfigurationError(
+                    f"redis-server on port {server.port} did not start; run it by hand to see why"
+                ) from None
+            time.sleep(0.02)  # a server starting up has no event to wait on
+
+
+def spawn(
+    argv: Sequence[str], *, env: Mapping[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a child process in the repository root with the repository on ``PYTHONPATH``."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), full_env.get("PYTHONPATH", "")) if p
+    )
+    out = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(
+        list(argv), cwd=REPO_ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT
+    )
+
+
+def stop_process(process: subprocess.Popen[bytes], *, timeout: float = 15.0) -> None:
+    """Ask a child to stop (SIGTERM), then kill it if it has not stopped within ``timeout``."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+def celery_worker_argv(
+    app: str, *, queues: Sequence[str], concurrency: int, pool: str = "threads", name: str
+) -> list[str]:
+    """The command line of a Celery worker for ``app`` on ``queues``."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        app,
+        "worker",
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency),
+        "--queues",
+        ",".join(queues),
+        "--hostname",
+        f"{name}@bench",
+        "--loglevel",
+        "WARNING",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
