@@ -284,7 +284,7 @@ def _primary_conf(p: BindServer, s: BindServer, keys: list[Path], rndc: Path, no
     for zone in (ZONE, TEST_ZONE, REVERSE_ZONE, REVERSE_ZONE6):
         # Explicit notify to the secondary's real port: NS records can only name port 53.
         notify_conf = (
-            f"notify explicit; also-notify {{ {s.address} port {s.port}; }};"
+            f"notify explicit; notify-delay 0; also-notify {{ {s.address} port {s.port}; }};"
             if notify
             else "notify no;"
         )
