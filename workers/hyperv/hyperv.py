@@ -24,7 +24,7 @@ TEST_SUFFIX = " - Test"
 RECOVERY_SNAPSHOT_TYPES = ("Replica", "AppConsistentReplica", "SyncedReplica")
 
 
-def test_vm_name(vm: str) -> str:
+def name_of_test_vm(vm: str) -> str:
     """The name Hyper-V gives the VM that ``Start-VMFailover -AsTest`` creates."""
     return f"{vm}{TEST_SUFFIX}"
 
