@@ -28,6 +28,7 @@ class HostSpec:
     host: str
     site: str
     role: Role
+    port: int | None = None  # fixed port from the topology; None picks a free one
 
 
 class LabBackend(Protocol):

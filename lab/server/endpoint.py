@@ -218,7 +218,7 @@ class HostService:
         code = _text(signal, "rsp:Code")
         command_id = signal.attrib.get("CommandId", "")
         if command_id:
-            shell.signal(command_id, terminate=code == wsman.SIGNAL_TERMINATE)
+            shell.signal(command_id, terminate=code.lower() == wsman.SIGNAL_TERMINATE.lower())
         return wsman.empty_response(Action.SIGNAL, req.message_id)
 
     def close_all(self) -> None:

@@ -7,6 +7,7 @@ reply without it) and the Create response carries the ``ShellId`` selector pypsr
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
 import xml.etree.ElementTree as ET
@@ -30,8 +31,7 @@ for _prefix, _uri in NS.items():
 ANONYMOUS = "http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous"
 COMMAND_DONE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Done"
 COMMAND_RUNNING = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Running"
-SIGNAL_TERMINATE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/terminate"
-SIGNAL_CTRL_C = "powershell/signal/crtl_c"  # sic: the code WinRM and pypsrp both use
+SIGNAL_TERMINATE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/Terminate"
 
 # Room for the SOAP header and the Receive body around the payload, in bytes.
 ENVELOPE_OVERHEAD = 2048
@@ -267,8 +267,6 @@ class ReceiveChunk:
 
 def receive_response(relates_to: str, reply: ReceiveChunk) -> bytes:
     """The Receive response: one ``rsp:Stream`` per chunk, then the command state."""
-    import base64
-
     resp = ET.Element(_q("rsp", "ReceiveResponse"))
     attrs = {"Name": "stdout"}
     if reply.command_id:

@@ -1,0 +1,57 @@
+"""Real pypsrp clients for a lab endpoint, configured the way each auth mode needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pypsrp.powershell import PowerShell, RunspacePool
+from pypsrp.wsman import WSMan
+
+from lab.server.service import Endpoint
+
+
+def wsman_for(
+    endpoint: Endpoint,
+    *,
+    password: str | None = None,
+    verify: bool | str = True,
+    **kwargs: Any,
+) -> WSMan:
+    """A ``pypsrp.wsman.WSMan`` for ``endpoint`` (Basic: unencrypted; NTLM: encrypted)."""
+    options: dict[str, Any] = {
+        "port": endpoint.port,
+        "username": endpoint.username,
+        "password": endpoint.password if password is None else password,
+        "no_proxy": True,
+        "connection_timeout": 5,
+    }
+    if endpoint.auth == "basic":
+        options.update(ssl=False, auth="basic", encryption="never")
+    elif endpoint.auth == "ntlm":
+        options.update(ssl=False, auth="ntlm")
+    else:
+        ca = endpoint.ca_bundle if verify is True else verify
+        options.update(ssl=True, auth="basic", cert_validation=ca)
+    options.update(kwargs)
+    return WSMan("127.0.0.1", **options)
+
+
+def run(pool: RunspacePool, cmdlet: str, **params: Any) -> PowerShell:
+    """Invoke one cmdlet with named parameters (``True`` for a switch); return the pipeline."""
+    ps = PowerShell(pool)
+    ps.add_cmdlet(cmdlet)
+    for name, value in params.items():
+        if value is True:
+            ps.add_parameter(name)
+        else:
+            ps.add_parameter(name, value)
+    ps.invoke()
+    return ps
+
+
+def props(obj: Any) -> dict[str, Any]:
+    """An output object's adapted properties with enum values as their names."""
+    out: dict[str, Any] = {}
+    for key, value in obj.adapted_properties.items():
+        out[key] = str(value) if hasattr(value, "to_string") and value.to_string else value
+    return out
