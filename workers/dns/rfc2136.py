@@ -34,6 +34,14 @@ from workers.dns.records import RecordSet
 from workers.dns.target import DnsTarget, Server
 from workers.dns.tsig import ALGORITHMS, TsigKey
 
+# dnspython's names for the TSIG errors a server reports, as RFC 8945 names them.
+_TSIG_ERRORS = {
+    "PeerBadKey": "BADKEY",
+    "PeerBadSignature": "BADSIG",
+    "PeerBadTime": "BADTIME",
+    "PeerBadTruncation": "BADTRUNC",
+}
+
 _CONFLICT_RCODES = {
     dns.rcode.YXDOMAIN,
     dns.rcode.YXRRSET,
@@ -204,9 +212,11 @@ def send_update(
             key_ref=key_ref,
         ) from None
     except dns.tsig.PeerError as exc:
-        raise _bad_key(type(exc).__name__, server, zone, key, key_ref) from None
+        what = _TSIG_ERRORS.get(type(exc).__name__, type(exc).__name__)
+        raise _bad_key(what, server, zone, key, key_ref) from None
     except (dns.tsig.BadSignature, dns.tsig.BadKey, dns.tsig.BadAlgorithm) as exc:
-        raise _bad_key(type(exc).__name__, server, zone, key, key_ref) from None
+        what = f"its answer failed our check: {type(exc).__name__}"
+        raise _bad_key(what, server, zone, key, key_ref) from None
     except (OSError, EOFError) as exc:
         raise DnsTransientError(
             f"cannot send the update of zone {zone} to DNS server {server} ({exc!r}); "
@@ -249,7 +259,13 @@ def _raise_for_rcode(
     signed = f" signed with key {key.name} from {key_ref}" if key else ""
     kwargs = {"zone": zone, "server": str(server), "key_ref": key_ref}
     error: DnsError
-    if rcode == dns.rcode.REFUSED:
+    if action == "query" and rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
+        error = DnsNotAuth(
+            f"{where}: it does not serve zone {zone}; check the zone name and that the "
+            "target's primary/servers are the zone's authoritative servers",
+            **kwargs,
+        )
+    elif rcode == dns.rcode.REFUSED:
         error = DnsRefused(
             f"{where}{signed}: its policy does not allow this; grant the key the zone in "
             "update-policy (or allow-update), or use a key that may update it",

@@ -36,7 +36,8 @@ ALGORITHMS: dict[str, dns.name.Name] = {
     "hmac-sha512": dns.tsig.HMAC_SHA512,
 }
 
-_COMMENT = re.compile(r"(#|//)[^\n]*|/\*.*?\*/", re.DOTALL)
+# Quoted strings first, so a "//" inside a base64 secret is not taken for a comment.
+_TOKEN = re.compile(r'"[^"]*"|/\*.*?\*/|//[^\n]*|#[^\n]*', re.DOTALL)
 _KEY = re.compile(r'key\s+"?([^"\s{]+)"?\s*\{(.*?)\}\s*;', re.DOTALL)
 _CLAUSE = re.compile(r'(algorithm|secret)\s+"?([^";\s]+)"?\s*;')
 
@@ -94,7 +95,8 @@ def parse_keys(
     hmac-md5, which nobody should rely on).
     """
     keys = []
-    for match in _KEY.finditer(_COMMENT.sub("", text)):
+    bare = _TOKEN.sub(lambda m: m.group(0) if m.group(0).startswith('"') else " ", text)
+    for match in _KEY.finditer(bare):
         clauses = dict(_CLAUSE.findall(match.group(2)))
         if "secret" not in clauses:
             raise DnsKeyFileError(
