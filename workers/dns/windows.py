@@ -103,15 +103,20 @@ class WindowsDns:
         self, cmdlet: str, parameters: dict[str, Any], switches: tuple[str, ...] = ()
     ) -> PSResult:
         result = self.runner.run(cmdlet, parameters, switches=switches, timeout=self.timeout)
-        if result.errors or result.had_errors:
-            first = result.errors[0] if result.errors else None
-            detail = f"{first.message} ({first.fully_qualified_error_id})" if first else "failed"
-            raise DnsCmdletError(
-                f"{cmdlet} on zone {self.zone} reported: {detail}; check the record and the "
-                "DNS server's event log",
-                zone=self.zone,
-            )
+        self._check(cmdlet, result)
         return result
+
+    def _check(self, cmdlet: str, result: PSResult) -> None:
+        """Raise :class:`DnsCmdletError` when the pipeline reported any error record."""
+        if not (result.errors or result.had_errors):
+            return
+        first = result.errors[0] if result.errors else None
+        detail = f"{first.message} ({first.fully_qualified_error_id})" if first else "failed"
+        raise DnsCmdletError(
+            f"{cmdlet} on zone {self.zone} reported: {detail}; check the record and the "
+            "DNS server's event log",
+            zone=self.zone,
+        )
 
     def _read(self, fqdn: str, rrtype: str) -> list[_Found]:
         params = {"ZoneName": self.zone, "Name": self._relative(fqdn), "RRType": rrtype}
@@ -123,8 +128,7 @@ class WindowsDns:
             raise
         if any(NOT_FOUND_ERROR in e.fully_qualified_error_id for e in result.errors):
             return []
-        if result.errors:
-            self._run("Get-DnsServerResourceRecord", params)  # raises with the error's text
+        self._check("Get-DnsServerResourceRecord", result)
         return [
             _Found(record_value(obj, rrtype), ttl_seconds(obj.get("TimeToLive", 0)), obj)
             for obj in result.output
