@@ -39,6 +39,7 @@ class StepKind(enum.StrEnum):
     SCRIPT = "script"  # a plan's PowerShell action on a site's VMM/management host
     HEALTH_CHECK = "health_check"  # the VM runs and replication health is not Critical
     MANUAL = "manual"  # an operator's approval: never executed by a worker
+    COMPENSATE = "compensate"  # run the undo record params["undo"] of an earlier step
 
 
 # Steps that change something outside Ferryman; the audit and compensation care about these.
@@ -94,6 +95,14 @@ class StepSpec:
     vm: str | None = None
     host: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    # "continue": a failure of this step is recorded but does not fail its unit or the run
+    # (an unplanned failover's shutdown attempt, a script with on_error: continue)
+    on_error: str = "stop"
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StepSpec:
+        """The inverse of ``dataclasses.asdict``."""
+        return cls(**{**data, "kind": StepKind(data["kind"])})
 
 
 @dataclass(frozen=True)
@@ -105,10 +114,17 @@ class TaskUnit:
     queue: str
     steps: tuple[StepSpec, ...]
     vm: str | None = None
+    group: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The unit as plain data (what a task message carries)."""
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TaskUnit:
+        """The inverse of :meth:`to_json`."""
+        steps = tuple(StepSpec.from_json(step) for step in data["steps"])
+        return cls(**{**data, "steps": steps})
 
 
 @dataclass

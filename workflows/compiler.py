@@ -1,0 +1,743 @@
+"""The compiler: a plan, a failover type and a direction in; ordered stages of task units out.
+
+Pure: no I/O, no Celery. A :class:`CompiledRun` is plain JSON (``to_json``/``from_json``), stored
+with the run and dispatched stage by stage by the engine — never as one nested canvas (see
+DESIGN.md, "Celery conventions": a nested chain of chords grows every message with the whole
+plan). A stage is either a group of units run in parallel (one chord) or a manual gate.
+
+Stage order:
+
+* **test**: per group: applicable pre-actions, the VM stage (TEST_FAILOVER, CONNECT_NETWORK to
+  the plan's test network, START_VM, WAIT_IP, UPDATE_DNS in the zone's test zone only), then
+  post-actions.
+* **planned**: pre-actions that run on the *primary* site go first, while it still runs; then
+  the shutdown phase in reverse group order (SHUTDOWN_PRIMARY, PREPARE_FAILOVER on the primary
+  host); then per group: the other pre-actions, the VM stage on the replica (FAILOVER, REVERSE,
+  CONNECT_NETWORK, START_VM, WAIT_IP, UPDATE_DNS), post-actions.
+* **unplanned**: per group: pre-actions, the VM stage on the replica (an optional best-effort
+  SHUTDOWN_PRIMARY whose failure does not fail the run, FAILOVER to the latest or a chosen
+  recovery point, CONNECT_NETWORK, START_VM, WAIT_IP, UPDATE_DNS), post-actions. The shutdown
+  attempt travels with the replica site's unit: in a disaster the primary site's workers may be
+  gone, and a message on their queue would never be taken.
+
+A failback is the same with the primary and replica roles swapped. Follow-up operations
+(cleanup, commit, cancel, reverse, compensate) compile from the original run and its recorded
+steps with :func:`compile_followup`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from plans.errors import ConfigurationError
+from plans.model import (
+    Direction,
+    Endpoint,
+    Fabric,
+    FailoverType,
+    Group,
+    ManualAction,
+    PlanVM,
+    RecoveryPlan,
+    ScriptAction,
+    UpdateDnsAction,
+    WaitForIpAction,
+)
+from workflows.steps import (
+    TASK_SCRIPT,
+    TASK_VM,
+    HostRef,
+    StepKind,
+    StepSpec,
+    TaskUnit,
+    site_queue,
+)
+
+
+class CompileError(ConfigurationError):
+    """The plan cannot be compiled for that type and direction; the message says why."""
+
+
+class RunOperation(enum.StrEnum):
+    """What a run does: a failover type, or a follow-up of an earlier run."""
+
+    TEST = "test"
+    PLANNED = "planned"
+    UNPLANNED = "unplanned"
+    CLEANUP = "cleanup"  # after a test: delete the test VMs, revert test DNS
+    COMMIT = "commit"  # after an unplanned failover: Complete-VMFailover
+    CANCEL_FAILOVER = "cancel_failover"  # after an unplanned failover: Stop-VMFailover
+    REVERSE = "reverse"  # after a committed unplanned failover: replicate back
+    COMPENSATE = "compensate"  # undo the completed steps of a run, newest first
+
+    @property
+    def is_failover(self) -> bool:
+        """True for the three failover types (compiled from the plan itself)."""
+        return self in (RunOperation.TEST, RunOperation.PLANNED, RunOperation.UNPLANNED)
+
+
+FOLLOW_UPS: dict[RunOperation, frozenset[RunOperation]] = {
+    # which follow-up may be started after which operation
+    RunOperation.CLEANUP: frozenset({RunOperation.TEST}),
+    RunOperation.COMMIT: frozenset({RunOperation.UNPLANNED}),
+    RunOperation.CANCEL_FAILOVER: frozenset({RunOperation.UNPLANNED}),
+    RunOperation.REVERSE: frozenset({RunOperation.UNPLANNED, RunOperation.COMMIT}),
+}
+
+
+class StageKind(enum.StrEnum):
+    """A stage is a chord of units, or a gate waiting for an operator."""
+
+    UNITS = "units"
+    GATE = "gate"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A manual action: the run waits in ``waiting`` until approved, rejected or timed out."""
+
+    name: str
+    instructions: str
+    timeout: float | None = None
+    on_timeout: str = "fail"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the run's progress: a chord of parallel units, or a gate."""
+
+    index: int
+    name: str
+    kind: StageKind
+    group: str | None = None
+    units: tuple[TaskUnit, ...] = ()
+    gate: Gate | None = None
+    on_failure: str = "stop"  # "continue": a failed unit does not stop later stages
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Stage:
+        """The inverse of ``dataclasses.asdict``."""
+        return cls(
+            index=data["index"],
+            name=data["name"],
+            kind=StageKind(data["kind"]),
+            group=data.get("group"),
+            units=tuple(TaskUnit.from_json(unit) for unit in data.get("units", ())),
+            gate=Gate(**data["gate"]) if data.get("gate") else None,
+            on_failure=data.get("on_failure", "stop"),
+        )
+
+
+@dataclass(frozen=True)
+class CompiledRun:
+    """Everything a run executes, as data: hosts (with credential references only) and stages."""
+
+    plan: str
+    operation: RunOperation
+    direction: Direction
+    hosts: dict[str, HostRef]
+    stages: tuple[Stage, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON: what the run row stores and ``ferryman run --dry-run`` prints."""
+        data = asdict(self)
+        data["operation"] = self.operation.value
+        data["direction"] = self.direction.value
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CompiledRun:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            plan=data["plan"],
+            operation=RunOperation(data["operation"]),
+            direction=Direction(data["direction"]),
+            hosts={name: HostRef(**ref) for name, ref in data["hosts"].items()},
+            stages=tuple(Stage.from_json(stage) for stage in data["stages"]),
+            options=dict(data.get("options", {})),
+        )
+
+    def steps(self) -> Iterator[tuple[Stage, TaskUnit, StepSpec]]:
+        """Every step in execution order with its stage and unit."""
+        for stage in self.stages:
+            for unit in stage.units:
+                for step in unit.steps:
+                    yield stage, unit, step
+
+    def vms(self) -> list[str]:
+        """The VMs this run touches, in first-touched order."""
+        seen: dict[str, None] = {}
+        for _stage, unit, _step in self.steps():
+            if unit.vm:
+                seen.setdefault(unit.vm, None)
+        return list(seen)
+
+
+# --- helpers over the fabric ----------------------------------------------------------------
+
+
+def _host_ref(fabric: Fabric, name: str) -> HostRef:
+    try:
+        site, endpoint = fabric.host_endpoint(name)
+    except KeyError:
+        raise CompileError(f"host {name!r} is not in any site of the fabric") from None
+    return _ref_from_endpoint(fabric, name, site, endpoint)
+
+
+def _ref_from_endpoint(fabric: Fabric, name: str, site: str, endpoint: Endpoint) -> HostRef:
+    credential = fabric.credentials.get(endpoint.credential)
+    if credential is None:
+        raise CompileError(f"host {name} uses unknown credential {endpoint.credential!r}")
+    return HostRef(
+        name=name,
+        site=site,
+        url=endpoint.url,
+        auth=endpoint.auth,
+        username=credential.username,
+        password_ref=credential.password,
+        verify_tls=endpoint.verify_tls,
+        ca_bundle=endpoint.ca_bundle,
+        operation_timeout=endpoint.operation_timeout,
+        connect_timeout=endpoint.connect_timeout,
+    )
+
+
+def _all_hosts(fabric: Fabric, sites: Sequence[str]) -> dict[str, HostRef]:
+    hosts: dict[str, HostRef] = {}
+    for site_name in sites:
+        site = fabric.sites[site_name]
+        hosts[site.vmm.name] = _ref_from_endpoint(fabric, site.vmm.name, site_name, site.vmm)
+        for host_name, endpoint in site.hosts.items():
+            hosts[host_name] = _ref_from_endpoint(fabric, host_name, site_name, endpoint)
+    return hosts
+
+
+@dataclass(frozen=True)
+class _Roles:
+    """Which site and host play primary (source) and replica (target) in this direction."""
+
+    source_site: str
+    target_site: str
+    failback: bool
+
+    def hosts(self, fabric: Fabric, pairing: str, vm: str) -> tuple[str, str]:
+        protected = fabric.pairings[pairing].vms.get(vm)
+        if protected is None:
+            raise CompileError(f"VM {vm} is not protected by pairing {pairing}; add it there")
+        if self.failback:
+            return protected.replica_host, protected.primary_host
+        return protected.primary_host, protected.replica_host
+
+
+class _Compiler:
+    """Builds the stages of one run; a class only to share the context between helpers."""
+
+    def __init__(
+        self,
+        fabric: Fabric,
+        plan_name: str,
+        plan: RecoveryPlan,
+        failover_type: FailoverType,
+        direction: Direction,
+        options: dict[str, Any],
+        gate_timeout: float | None,
+    ) -> None:
+        if plan.pairing not in fabric.pairings:
+            raise CompileError(f"plan {plan_name} names unknown pairing {plan.pairing!r}")
+        pairing = fabric.pairings[plan.pairing]
+        primary, recovery = pairing.primary.site, pairing.recovery.site
+        failback = direction is Direction.FAILBACK
+        self.roles = _Roles(
+            source_site=recovery if failback else primary,
+            target_site=primary if failback else recovery,
+            failback=failback,
+        )
+        self.fabric, self.plan_name, self.plan = fabric, plan_name, plan
+        self.type, self.direction, self.options = failover_type, direction, options
+        self.gate_timeout = gate_timeout
+        self.stages: list[Stage] = []
+
+    # -- stages
+
+    def _add(self, **kwargs: Any) -> None:
+        self.stages.append(Stage(index=len(self.stages), **kwargs))
+
+    def compile(self) -> CompiledRun:
+        groups = self.plan.groups
+        if self.type is FailoverType.PLANNED:
+            for number, group in enumerate(groups, 1):
+                for action in group.pre:
+                    if isinstance(action, ScriptAction) and action.site == "primary":
+                        self._action(number, group, action)
+            for number, group in reversed(list(enumerate(groups, 1))):
+                self._shutdown_stage(number, group)
+        for number, group in enumerate(groups, 1):
+            for action in group.pre:
+                primary_script = isinstance(action, ScriptAction) and action.site == "primary"
+                if not (self.type is FailoverType.PLANNED and primary_script):
+                    self._action(number, group, action)
+            self._vm_stage(number, group)
+            for action in group.post:
+                self._action(number, group, action)
+        sites = [self.roles.source_site, self.roles.target_site]
+        return CompiledRun(
+            plan=self.plan_name,
+            operation=RunOperation(self.type.value),
+            direction=self.direction,
+            hosts=_all_hosts(self.fabric, sites),
+            stages=tuple(self.stages),
+            options=dict(self.options),
+        )
+
+    def _shutdown_stage(self, number: int, group: Group) -> None:
+        units = []
+        name = f"g{number}.{group.name}.shutdown"
+        for vm in group.vms:
+            source, _target = self.roles.hosts(self.fabric, self.plan.pairing, vm.name)
+            steps = (
+                StepSpec(
+                    f"{name}/{vm.name}/shutdown_primary", StepKind.SHUTDOWN_PRIMARY, vm.name, source
+                ),
+                StepSpec(
+                    f"{name}/{vm.name}/prepare_failover", StepKind.PREPARE_FAILOVER, vm.name, source
+                ),
+            )
+            units.append(self._unit(name, vm.name, group.name, self.roles.source_site, steps))
+        self._add(
+            name=name,
+            kind=StageKind.UNITS,
+            group=group.name,
+            units=tuple(units),
+            on_failure=self.plan.on_group_failure,
+        )
+
+    def _vm_stage(self, number: int, group: Group) -> None:
+        name = f"g{number}.{group.name}"
+        units = []
+        for vm in group.vms:
+            steps = self._vm_steps(name, vm)
+            units.append(self._unit(name, vm.name, group.name, self.roles.target_site, steps))
+        self._add(
+            name=name,
+            kind=StageKind.UNITS,
+            group=group.name,
+            units=tuple(units),
+            on_failure=self.plan.on_group_failure,
+        )
+
+    def _vm_steps(self, stage: str, vm: PlanVM) -> tuple[StepSpec, ...]:
+        source, target = self.roles.hosts(self.fabric, self.plan.pairing, vm.name)
+        prefix = f"{stage}/{vm.name}"
+        steps: list[StepSpec] = []
+
+        def add(
+            kind: StepKind, host: str, params: dict[str, Any] | None = None, on_error: str = "stop"
+        ) -> None:
+            steps.append(
+                StepSpec(f"{prefix}/{kind.value}", kind, vm.name, host, params or {}, on_error)
+            )
+
+        if self.type is FailoverType.TEST:
+            add(StepKind.TEST_FAILOVER, target)
+        elif self.type is FailoverType.PLANNED:
+            add(StepKind.FAILOVER, target)
+            add(StepKind.REVERSE, target)
+        else:
+            if self.options.get("try_shutdown", True):
+                add(StepKind.SHUTDOWN_PRIMARY, source, {"best_effort": True}, on_error="continue")
+            point = self._recovery_point(vm.name)
+            add(StepKind.FAILOVER, target, {"recovery_point": point} if point else {})
+        switch, subnets = self._target_network(vm.name)
+        add(StepKind.CONNECT_NETWORK, target, {"switch": switch})
+        add(StepKind.START_VM, target, {"start_delay": vm.start_delay})
+        if vm.wait_for_ip and switch is not None:
+            add(StepKind.WAIT_IP, target, self._wait_ip_params(vm, subnets))
+            dns = self._dns_params(vm)
+            if dns is not None:
+                add(StepKind.UPDATE_DNS, target, dns)
+        return tuple(steps)
+
+    def _recovery_point(self, vm: str) -> str | None:
+        point = self.options.get("recovery_point")
+        if isinstance(point, dict):
+            point = point.get(vm)
+        if point in (None, "", "latest"):
+            return None
+        return str(point)
+
+    def _wait_ip_params(self, vm: PlanVM, subnets: list[str]) -> dict[str, Any]:
+        timeout = self.options.get("wait_ip_timeout", 600)
+        return {"subnets": subnets, "source": vm.ip_source, "timeout": timeout}
+
+    def _target_network(self, vm: str) -> tuple[str | None, list[str]]:
+        """The switch a failed-over VM connects to and its subnets; (None, []) = disconnected.
+
+        A VM with several networks is connected by its first one (one adapter per VM in the
+        model); the others are a readiness warning for ``ferryman plan check``.
+        """
+        protected = self.fabric.pairings[self.plan.pairing].vms[vm]
+        if not protected.networks:
+            return None, []
+        network = protected.networks[0]
+        pairing = self.fabric.pairings[self.plan.pairing]
+        mapping = self.fabric.mapping_for(pairing.primary.site, network)
+        if mapping is None:
+            return None, []
+        if self.type is FailoverType.TEST:
+            if self.plan.test_network == "none":
+                return None, []
+            if self.plan.test_network == "isolated":
+                if self.roles.failback or mapping.test_network is None:
+                    return None, []
+                return mapping.test_network, self._subnets(
+                    mapping.target.site, mapping.test_network
+                )
+        if self.roles.failback:
+            return network, self._subnets(pairing.primary.site, network)
+        return mapping.target.network, self._subnets(mapping.target.site, mapping.target.network)
+
+    def _subnets(self, site: str, network: str) -> list[str]:
+        found = self.fabric.sites.get(site)
+        if found is None or network not in found.networks:
+            return []
+        return list(found.networks[network].subnets)
+
+    def _dns_params(self, vm: PlanVM) -> dict[str, Any] | None:
+        records: list[dict[str, Any]] = []
+        zones: dict[str, dict[str, Any]] = {}
+        for record in vm.dns:
+            zone_name = record.zone
+            if self.type is FailoverType.TEST:
+                zone = self.fabric.dns_zones.get(record.zone)
+                if zone is None or zone.test_zone is None:
+                    continue  # a test run never touches a production zone
+                zone_name = zone.test_zone
+            zone_target = self._zone_target(zone_name)
+            zones[zone_name] = zone_target
+            records.append(
+                {"zone": zone_name, "name": record.name, "ttl": record.ttl, "ptr": record.ptr}
+            )
+        if not records:
+            return None
+        return {"records": records, "zones": zones}
+
+    def _zone_target(self, zone_name: str) -> dict[str, Any]:
+        zone = self.fabric.dns_zones.get(zone_name)
+        if zone is None:
+            raise CompileError(f"DNS zone {zone_name} is not in the fabric's dns_zones")
+        target = zone.model_dump(mode="json")
+        target["name"] = zone_name
+        if zone.site is not None:
+            site = self.fabric.sites.get(zone.site)
+            if site is None:
+                raise CompileError(f"DNS zone {zone_name} names unknown site {zone.site!r}")
+            target["vmm"] = site.vmm.name
+        return target
+
+    # -- actions
+
+    def _action(self, number: int, group: Group, action: Any) -> None:
+        if not action.applies_to(self.type, self.direction):
+            return
+        name = f"g{number}.{group.name}.{action.name}"
+        if isinstance(action, ManualAction):
+            timeout = action.timeout if action.timeout is not None else self.gate_timeout
+            gate = Gate(action.name, action.instructions, timeout, action.on_timeout)
+            self._add(name=name, kind=StageKind.GATE, group=group.name, gate=gate)
+        elif isinstance(action, ScriptAction):
+            self._script(name, group, action)
+        else:
+            kind = {
+                WaitForIpAction: StepKind.WAIT_IP,
+                UpdateDnsAction: StepKind.UPDATE_DNS,
+            }.get(type(action), StepKind.HEALTH_CHECK)
+            self._builtin(name, group, action, kind)
+
+    def _script(self, name: str, group: Group, action: ScriptAction) -> None:
+        on_source = action.site == "primary"
+        site = self.roles.source_site if on_source else self.roles.target_site
+        host = action.host or self.fabric.sites[site].vmm.name
+        params: dict[str, Any] = {
+            "script": action.script,
+            "file": action.file,
+            "parameters": dict(action.parameters),
+            "timeout": action.timeout,
+            "undo": action.undo,
+            "name": action.name,
+        }
+        step = StepSpec(
+            f"{name}/script",
+            StepKind.SCRIPT,
+            None,
+            host,
+            params,
+            action.error_policy(self.type).value,
+        )
+        unit = TaskUnit(
+            key=name, task=TASK_SCRIPT, queue=site_queue(site), steps=(step,), group=group.name
+        )
+        self._add(name=name, kind=StageKind.UNITS, group=group.name, units=(unit,))
+
+    def _builtin(self, name: str, group: Group, action: Any, kind: StepKind) -> None:
+        units = []
+        for vm in group.vms:
+            _source, target = self.roles.hosts(self.fabric, self.plan.pairing, vm.name)
+            params: dict[str, Any] = {}
+            if kind is StepKind.WAIT_IP:
+                _switch, subnets = self._target_network(vm.name)
+                params = {**self._wait_ip_params(vm, subnets), "timeout": action.timeout}
+            elif kind is StepKind.UPDATE_DNS:
+                params = self._dns_params(vm) or {}
+                if not params:
+                    continue
+            elif kind is StepKind.HEALTH_CHECK:
+                params = {"timeout": action.timeout}
+            step = StepSpec(f"{name}/{vm.name}/{kind.value}", kind, vm.name, target, params)
+            units.append(self._unit(name, vm.name, group.name, self.roles.target_site, (step,)))
+        self._add(
+            name=name,
+            kind=StageKind.UNITS,
+            group=group.name,
+            units=tuple(units),
+            on_failure=self.plan.on_group_failure,
+        )
+
+    @staticmethod
+    def _unit(stage: str, vm: str, group: str, site: str, steps: tuple[StepSpec, ...]) -> TaskUnit:
+        return TaskUnit(
+            key=f"{stage}/{vm}",
+            task=TASK_VM,
+            queue=site_queue(site),
+            steps=steps,
+            vm=vm,
+            group=group,
+        )
+
+
+def compile_run(
+    fabric: Fabric,
+    plan_name: str,
+    plan: RecoveryPlan,
+    failover_type: FailoverType | str,
+    direction: Direction | str = Direction.FAILOVER,
+    options: dict[str, Any] | None = None,
+    *,
+    gate_timeout: float | None = None,
+) -> CompiledRun:
+    """Compile a plan into stages for a failover type and direction (pure; raises CompileError).
+
+    ``options``: ``recovery_point`` (a name, or per VM a dict; unplanned only), ``try_shutdown``
+    (unplanned; default true), ``wait_ip_timeout`` (seconds, default 600).
+    """
+    try:
+        failover_type = FailoverType(failover_type)
+        direction = Direction(direction)
+    except ValueError as exc:
+        raise CompileError(
+            f"{exc}; types: test, planned, unplanned; directions: failover, failback"
+        ) from None
+    compiler = _Compiler(
+        fabric, plan_name, plan, failover_type, direction, options or {}, gate_timeout
+    )
+    return compiler.compile()
+
+
+# --- follow-ups ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What a follow-up needs to know about a step of the original run (from the store)."""
+
+    key: str
+    kind: StepKind
+    stage: int
+    seq: int
+    status: str
+    vm: str | None = None
+    host: str | None = None
+    result: dict[str, Any] | None = None
+    undo: dict[str, Any] | None = None
+
+
+def compile_followup(
+    parent: CompiledRun, operation: RunOperation, steps: Sequence[StepRecord]
+) -> CompiledRun:
+    """Compile a follow-up of ``parent`` from its recorded steps (pure; raises CompileError)."""
+    builders = {
+        RunOperation.CLEANUP: _cleanup,
+        RunOperation.COMMIT: _commit,
+        RunOperation.CANCEL_FAILOVER: _cancel,
+        RunOperation.REVERSE: _reverse,
+        RunOperation.COMPENSATE: _compensate,
+    }
+    if operation not in builders:
+        raise CompileError(f"{operation} is not a follow-up operation")
+    stages = builders[operation](parent, steps)
+    if not any(stage.units for stage in stages):
+        raise CompileError(
+            f"run has nothing to {operation.value.replace('_', ' ')}: no step "
+            "it would act on completed"
+        )
+    return CompiledRun(
+        plan=parent.plan,
+        operation=operation,
+        direction=parent.direction,
+        hosts=dict(parent.hosts),
+        stages=tuple(stages),
+        options={},
+    )
+
+
+def _queue_of(parent: CompiledRun, host: str | None) -> str:
+    if host is None or host not in parent.hosts:
+        raise CompileError(f"host {host!r} of the original run is not in its host list")
+    return site_queue(parent.hosts[host].site)
+
+
+def _done(
+    steps: Sequence[StepRecord], kind: StepKind, *, started: bool = False
+) -> list[StepRecord]:
+    # "started" also takes steps that failed part-way: their effect may exist, and the
+    # follow-up's executors are idempotent (they do nothing where there is nothing to undo)
+    wanted = {"succeeded", "failed", "running"} if started else {"succeeded"}
+    return [step for step in steps if step.kind is kind and step.status in wanted]
+
+
+def _per_vm_stage(
+    parent: CompiledRun, name: str, index: int, per_vm: dict[str, list[StepSpec]]
+) -> Stage:
+    units = []
+    for vm, specs in per_vm.items():
+        units.append(
+            TaskUnit(
+                key=f"{name}/{vm}",
+                task=TASK_VM,
+                queue=_queue_of(parent, specs[-1].host),
+                steps=tuple(specs),
+                vm=specs[0].vm,
+            )
+        )
+    return Stage(
+        index=index, name=name, kind=StageKind.UNITS, units=tuple(units), on_failure="continue"
+    )
+
+
+def _cleanup(parent: CompiledRun, steps: Sequence[StepRecord]) -> list[Stage]:
+    if parent.operation is not RunOperation.TEST:
+        raise CompileError("only a test failover is cleaned up; use commit or cancel instead")
+    dns = {s.vm: s for s in _done(steps, StepKind.UPDATE_DNS) if s.undo is not None}
+    per_vm: dict[str, list[StepSpec]] = {}
+    for step in _done(steps, StepKind.TEST_FAILOVER, started=True):
+        assert step.vm is not None
+        specs = per_vm.setdefault(step.vm, [])
+        if step.vm in dns:
+            update = dns[step.vm]
+            specs.append(
+                StepSpec(
+                    f"cleanup/{step.vm}/restore_dns",
+                    StepKind.RESTORE_DNS,
+                    step.vm,
+                    update.host,
+                    dict(update.undo or {}),
+                )
+            )
+        specs.append(
+            StepSpec(f"cleanup/{step.vm}/test_cleanup", StepKind.TEST_CLEANUP, step.vm, step.host)
+        )
+    return [_per_vm_stage(parent, "cleanup", 0, per_vm)]
+
+
+def _failovers(parent: CompiledRun, steps: Sequence[StepRecord]) -> list[StepRecord]:
+    if parent.operation is not RunOperation.UNPLANNED:
+        raise CompileError("commit, cancel and reverse follow an unplanned failover")
+    return _done(steps, StepKind.FAILOVER)
+
+
+def _commit(parent: CompiledRun, steps: Sequence[StepRecord]) -> list[Stage]:
+    per_vm = {
+        s.vm: [StepSpec(f"commit/{s.vm}/commit", StepKind.COMMIT, s.vm, s.host)]
+        for s in _failovers(parent, steps)
+        if s.vm
+    }
+    return [_per_vm_stage(parent, "commit", 0, per_vm)]
+
+
+def _cancel(parent: CompiledRun, steps: Sequence[StepRecord]) -> list[Stage]:
+    per_vm = {
+        s.vm: [StepSpec(f"cancel/{s.vm}/cancel_failover", StepKind.CANCEL_FAILOVER, s.vm, s.host)]
+        for s in _failovers(parent, steps)
+        if s.vm
+    }
+    return [_per_vm_stage(parent, "cancel", 0, per_vm)]
+
+
+def _reverse(parent: CompiledRun, steps: Sequence[StepRecord]) -> list[Stage]:
+    failovers = _failovers(parent, steps)
+    sources = {s.vm: s.host for s in steps if s.kind is StepKind.SHUTDOWN_PRIMARY and s.vm}
+    old: dict[str, list[StepSpec]] = {}
+    new: dict[str, list[StepSpec]] = {}
+    for step in failovers:
+        assert step.vm is not None
+        source = sources.get(step.vm) or _source_host(parent, step.vm)
+        old[step.vm] = [
+            StepSpec(f"reverse/{step.vm}/set_as_replica", StepKind.SET_AS_REPLICA, step.vm, source)
+        ]
+        new[step.vm] = [
+            StepSpec(
+                f"reverse/{step.vm}/reverse_to",
+                StepKind.REVERSE_TO,
+                step.vm,
+                step.host,
+                {"replica_server": source},
+            ),
+            StepSpec(
+                f"reverse/{step.vm}/start_initial_replication",
+                StepKind.START_INITIAL_REPLICATION,
+                step.vm,
+                step.host,
+            ),
+        ]
+    return [
+        _per_vm_stage(parent, "reverse.old-primary", 0, old),
+        _per_vm_stage(parent, "reverse.new-primary", 1, new),
+    ]
+
+
+def _source_host(parent: CompiledRun, vm: str) -> str:
+    for _stage, _unit, spec in parent.steps():
+        if spec.vm == vm and spec.kind is StepKind.SHUTDOWN_PRIMARY and spec.host:
+            return spec.host
+    raise CompileError(
+        f"the original run does not say which host was {vm}'s primary; "
+        "reverse replication needs the old primary host"
+    )
+
+
+def _compensate(parent: CompiledRun, steps: Sequence[StepRecord]) -> list[Stage]:
+    undoable = [s for s in steps if s.status == "succeeded" and s.undo is not None]
+    by_stage: dict[int, list[StepRecord]] = {}
+    for step in undoable:
+        by_stage.setdefault(step.stage, []).append(step)
+    stages: list[Stage] = []
+    for stage_index in sorted(by_stage, reverse=True):
+        per_unit: dict[str, list[StepSpec]] = {}
+        for step in sorted(by_stage[stage_index], key=lambda s: s.seq, reverse=True):
+            owner = step.vm or step.key
+            per_unit.setdefault(owner, []).append(
+                StepSpec(
+                    f"compensate/{step.key}",
+                    StepKind.COMPENSATE,
+                    step.vm,
+                    step.host,
+                    {"undo": step.undo, "of": step.key, "kind": step.kind.value},
+                )
+            )
+        name = f"compensate.{parent.stages[stage_index].name}"
+        stage = _per_vm_stage(parent, name, len(stages), per_unit)
+        stages.append(stage)
+    return stages

@@ -1,0 +1,24 @@
+"""What the audit trail records about a run."""
+
+from __future__ import annotations
+
+import enum
+
+
+class EventKind(enum.StrEnum):
+    """Kinds of audit events, in roughly the order a run produces them."""
+
+    CREATED = "created"
+    STAGE_STARTED = "stage_started"
+    STAGE_FINISHED = "stage_finished"
+    STEP_RETRY = "step_retry"
+    STEP_FAILED = "step_failed"
+    GATE_OPENED = "gate_opened"
+    GATE_APPROVED = "gate_approved"
+    GATE_REJECTED = "gate_rejected"
+    GATE_TIMED_OUT = "gate_timed_out"
+    RESUMED = "resumed"
+    CANCELLED = "cancelled"
+    COMPENSATION_STARTED = "compensation_started"
+    FOLLOW_UP = "follow_up"
+    FINISHED = "finished"

@@ -1,0 +1,74 @@
+"""Opening the database: SQLite (WAL, busy timeout) for one host, PostgreSQL for production."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session, SQLModel, create_engine
+
+from workflows.store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _normalise(url: str) -> str:
+    # "postgresql://" means psycopg 3 here (psycopg2 is not a dependency)
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets the engine read while a worker thread writes; the busy timeout makes concurrent
+    # writers wait for each other instead of failing with "database is locked"
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Database:
+    """An engine plus a session factory; pass it to whatever needs the store."""
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        self.url = _normalise(url)
+        kwargs: dict[str, Any] = {}
+        if self.url.startswith("sqlite"):
+            kwargs["connect_args"] = {
+                "check_same_thread": False,
+                "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+            }
+            # one connection per use: SQLite connections are cheap, and pooling them across
+            # worker threads only invites "database is locked" surprises
+            kwargs["poolclass"] = NullPool
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(self.url, **kwargs)
+        if self.url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        if create:
+            self.create_all()
+
+    def create_all(self) -> None:
+        """Create missing tables (Alembic migrations do the same for managed deployments)."""
+        SQLModel.metadata.create_all(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session committed on success and rolled back on error."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def dispose(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()

@@ -1,0 +1,264 @@
+"""Repository functions over the tables; every argument after the session is keyword-only.
+
+Status changes are compare-and-set updates checked against the transition tables in
+:mod:`workflows.statuses`, so two processes racing on one run (a redelivered callback, an
+operator's approval) cannot both win.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from plans.errors import FerrymanError
+from workflows.events import EventKind
+from workflows.statuses import (
+    ApprovalStatus,
+    RunStatus,
+    StepStatus,
+    check_approval,
+    check_run,
+    check_step,
+)
+from workflows.store.tables import Approval, AuditEvent, Run, Step, utcnow
+
+
+class RunNotFound(FerrymanError):
+    """No run has that id."""
+
+
+class Conflict(FerrymanError):
+    """Someone else changed the row first; read it again and decide."""
+
+
+def get_run(session: Session, *, run_id: str) -> Run:
+    """The run with that id (a unique prefix of at least 4 characters also works)."""
+    run = session.get(Run, run_id)
+    if run is not None:
+        return run
+    if len(run_id) >= 4:
+        matches = session.exec(select(Run).where(col(Run.id).startswith(run_id))).all()
+        if len(matches) == 1:
+            return matches[0]
+    raise RunNotFound(f"no run {run_id!r}; 'ferryman runs list' shows the runs")
+
+
+def find_run_by_key(session: Session, *, idempotency_key: str) -> Run | None:
+    """The run created for that idempotency key, if any."""
+    return session.exec(select(Run).where(Run.idempotency_key == idempotency_key)).first()
+
+
+def list_runs(
+    session: Session, *, status: Sequence[RunStatus] | None = None, limit: int = 50
+) -> list[Run]:
+    """The most recent runs first, optionally only those in the given statuses."""
+    query = select(Run).order_by(col(Run.created_at).desc()).limit(limit)
+    if status:
+        query = query.where(col(Run.status).in_([s.value for s in status]))
+    return list(session.exec(query).all())
+
+
+def children_of(session: Session, *, run_id: str) -> list[Run]:
+    """Follow-up runs (cleanup, commit, compensation, ...) linked to a run, oldest first."""
+    query = select(Run).where(Run.parent_id == run_id).order_by(col(Run.created_at))
+    return list(session.exec(query).all())
+
+
+def add_run(session: Session, *, run: Run, steps: Sequence[Step]) -> Run:
+    """Insert a run and its steps."""
+    session.add(run)
+    session.flush()
+    for step in steps:
+        session.add(step)
+    session.flush()
+    return run
+
+
+def set_run_status(
+    session: Session,
+    *,
+    run: Run,
+    status: RunStatus,
+    error: str | None = None,
+    expect: RunStatus | None = None,
+) -> Run:
+    """Move a run to ``status`` if it is still in ``expect`` (default: its current status)."""
+    current = RunStatus(expect or run.status)
+    check_run(current, status)
+    values: dict[str, Any] = {"status": status.value}
+    now = utcnow()
+    if status is RunStatus.RUNNING and run.started_at is None:
+        values["started_at"] = now
+    if status in (
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+        RunStatus.COMPENSATED,
+    ):
+        values["finished_at"] = now
+    elif status is RunStatus.RUNNING:
+        values["finished_at"] = None
+    if error is not None:
+        values["error"] = error
+    result = session.execute(
+        update(Run).where(col(Run.id) == run.id, col(Run.status) == current.value).values(**values)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"run {run.id} is no longer {current}; it changed while deciding")
+    session.flush()
+    session.refresh(run)
+    return run
+
+
+def move_stage(session: Session, *, run_id: str, from_stage: int, to_stage: int) -> bool:
+    """Compare-and-set the run's current stage; False when another caller moved it first."""
+    result = session.execute(
+        update(Run)
+        .where(col(Run.id) == run_id, col(Run.current_stage) == from_stage)
+        .values(current_stage=to_stage)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def steps_of(
+    session: Session, *, run_id: str, stage: int | None = None, vm: str | None = None
+) -> list[Step]:
+    """A run's steps in compiled order, optionally of one stage or one VM."""
+    query = select(Step).where(Step.run_id == run_id)
+    if stage is not None:
+        query = query.where(Step.stage == stage)
+    if vm is not None:
+        query = query.where(Step.vm == vm)
+    return list(session.exec(query.order_by(col(Step.seq))).all())
+
+
+def get_step(session: Session, *, run_id: str, key: str) -> Step:
+    """One step by its key."""
+    step = session.exec(select(Step).where(Step.run_id == run_id, Step.key == key)).first()
+    if step is None:
+        raise FerrymanError(f"run {run_id} has no step {key!r}; was the run recompiled?")
+    return step
+
+
+def set_step_status(session: Session, *, step: Step, status: StepStatus, **fields: Any) -> Step:
+    """Move a step to ``status`` (checked) and set other columns (result, undo, error...)."""
+    current = StepStatus(step.status)
+    check_step(current, status)
+    values: dict[str, Any] = {"status": status.value, **fields}
+    now = utcnow()
+    if status is StepStatus.RUNNING:
+        values.setdefault("started_at", now)
+        values["attempts"] = step.attempts + 1
+        values["finished_at"] = None
+    elif status in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED):
+        values["finished_at"] = now
+    result = session.execute(
+        update(Step)
+        .where(col(Step.id) == step.id, col(Step.status) == current.value)
+        .values(**values)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"step {step.key} of run {step.run_id} changed while being updated")
+    session.flush()
+    session.refresh(step)
+    return step
+
+
+def reset_steps(session: Session, *, run_id: str, statuses: Sequence[StepStatus]) -> int:
+    """Put steps in ``statuses`` back to pending (resume); returns how many."""
+    for status in statuses:
+        check_step(status, StepStatus.PENDING)
+    result = session.execute(
+        update(Step)
+        .where(col(Step.run_id) == run_id, col(Step.status).in_([s.value for s in statuses]))
+        .values(status=StepStatus.PENDING.value, error="", finished_at=None)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def prior_results(session: Session, *, run_id: str, vm: str) -> dict[str, dict[str, Any]]:
+    """Results of the VM's succeeded steps keyed by step kind (the latest of each kind wins)."""
+    prior: dict[str, dict[str, Any]] = {}
+    for step in steps_of(session, run_id=run_id, vm=vm):
+        if step.status == StepStatus.SUCCEEDED and step.result is not None:
+            prior[step.kind] = step.result
+    return prior
+
+
+def add_approval(session: Session, *, approval: Approval) -> Approval:
+    """Open a gate, or return the one already open for that stage (idempotent)."""
+    existing = session.exec(
+        select(Approval).where(Approval.run_id == approval.run_id, Approval.stage == approval.stage)
+    ).first()
+    if existing is not None:
+        return existing
+    session.add(approval)
+    session.flush()
+    return approval
+
+
+def approval_for(session: Session, *, run_id: str, stage: int) -> Approval | None:
+    """The gate of that stage, if one was opened."""
+    return session.exec(
+        select(Approval).where(Approval.run_id == run_id, Approval.stage == stage)
+    ).first()
+
+
+def approvals_of(session: Session, *, run_id: str) -> list[Approval]:
+    """Every gate of a run in stage order."""
+    query = select(Approval).where(Approval.run_id == run_id).order_by(col(Approval.stage))
+    return list(session.exec(query).all())
+
+
+def pending_approvals(session: Session, *, due_before: datetime | None = None) -> list[Approval]:
+    """Open gates, optionally only those whose deadline has passed."""
+    query = select(Approval).where(Approval.status == ApprovalStatus.PENDING.value)
+    if due_before is not None:
+        query = query.where(
+            col(Approval.deadline).is_not(None), col(Approval.deadline) <= due_before
+        )
+    return list(session.exec(query).all())
+
+
+def decide_approval(
+    session: Session, *, approval: Approval, status: ApprovalStatus, by: str, comment: str
+) -> Approval:
+    """Close a gate, recording who decided, when and why."""
+    current = ApprovalStatus(approval.status)
+    check_approval(current, status)
+    result = session.execute(
+        update(Approval)
+        .where(col(Approval.id) == approval.id, col(Approval.status) == current.value)
+        .values(status=status.value, decided_by=by, comment=comment, decided_at=utcnow())
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"the gate of run {approval.run_id} was decided by someone else first")
+    session.flush()
+    session.refresh(approval)
+    return approval
+
+
+def add_event(
+    session: Session,
+    *,
+    run_id: str,
+    event: EventKind,
+    message: str = "",
+    actor: str = "",
+    data: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append to a run's audit trail."""
+    row = AuditEvent(run_id=run_id, event=event.value, message=message, actor=actor, data=data)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def events_of(session: Session, *, run_id: str) -> list[AuditEvent]:
+    """A run's audit trail, oldest first."""
+    query = select(AuditEvent).where(AuditEvent.run_id == run_id).order_by(col(AuditEvent.id))
+    return list(session.exec(query).all())

@@ -1,0 +1,105 @@
+"""The SQL tables: runs, their steps, manual-gate approvals and the audit trail.
+
+JSON columns hold plain data only (the bundle snapshot, the compiled stages, step results and
+undo records), never a secret: those exist in Ferryman only as references. Times are naive UTC
+because SQLite drops time zones; :func:`utcnow` is the one clock.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Now, as naive UTC (what every table stores)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Run(SQLModel, table=True):
+    """One execution of a plan (or a follow-up such as cleanup) with its frozen inputs."""
+
+    __tablename__ = "run"
+
+    id: str = Field(primary_key=True, max_length=32)
+    plan: str = Field(index=True, max_length=128)
+    operation: str = Field(max_length=32)  # RunOperation value
+    direction: str = Field(max_length=16)
+    status: str = Field(index=True, max_length=16)
+    parent_id: str | None = Field(default=None, index=True, max_length=32)
+    requested_by: str = Field(default="", max_length=128)
+    idempotency_key: str | None = Field(default=None, unique=True, max_length=200)
+    content_hash: str = Field(default="", max_length=80)
+    snapshot: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    compiled: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    options: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    current_stage: int = 0
+    notes: str = Field(default="", sa_column=Column(Text))
+    error: str = Field(default="", sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class Step(SQLModel, table=True):
+    """One recorded step of a run: its status, attempts, result and how to undo it."""
+
+    __tablename__ = "step"
+    __table_args__ = (UniqueConstraint("run_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(index=True, foreign_key="run.id", max_length=32)
+    key: str = Field(max_length=300)
+    seq: int = 0  # position in the compiled run, for ordering
+    stage: int
+    unit: str = Field(max_length=300)
+    group: str | None = Field(default=None, max_length=128)
+    vm: str | None = Field(default=None, max_length=128)
+    host: str | None = Field(default=None, max_length=128)
+    kind: str = Field(max_length=40)
+    on_error: str = Field(default="stop", max_length=16)
+    status: str = Field(max_length=16)
+    attempts: int = 0
+    changed: bool | None = None
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    undo: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    error: str = Field(default="", sa_column=Column(Text))
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class Approval(SQLModel, table=True):
+    """A manual gate: who approved or rejected it, when and why."""
+
+    __tablename__ = "approval"
+    __table_args__ = (UniqueConstraint("run_id", "stage"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(index=True, foreign_key="run.id", max_length=32)
+    stage: int
+    name: str = Field(max_length=128)
+    instructions: str = Field(default="", sa_column=Column(Text))
+    status: str = Field(max_length=16)
+    on_timeout: str = Field(default="fail", max_length=16)
+    requested_at: datetime = Field(default_factory=utcnow)
+    deadline: datetime | None = None
+    decided_at: datetime | None = None
+    decided_by: str = Field(default="", max_length=128)
+    comment: str = Field(default="", sa_column=Column(Text))
+
+
+class AuditEvent(SQLModel, table=True):
+    """Something that happened to a run, for its timeline and report."""
+
+    __tablename__ = "audit_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(index=True, max_length=32)
+    at: datetime = Field(default_factory=utcnow)
+    event: str = Field(max_length=40)
+    actor: str = Field(default="", max_length=128)
+    message: str = Field(default="", sa_column=Column(Text))
+    data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
