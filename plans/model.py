@@ -34,12 +34,14 @@ def _parse_duration(value: Any) -> Any:
     if isinstance(value, str):
         match = _DURATION.match(value)
         if not match:
-            raise ValueError("a duration is a number of seconds or a string like '90s', '10m', '1h'")
+            raise ValueError(
+                "a duration is a number of seconds or a string like '90s', '10m', '1h'"
+            )
         return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     return value
 
 
-Seconds = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)]
+Seconds = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0, allow_inf_nan=False)]
 
 
 class Model(BaseModel):

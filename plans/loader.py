@@ -1,0 +1,335 @@
+"""Safe YAML loading that remembers where every node came from.
+
+Plan files come from operators and sometimes from places less friendly, so loading is
+defensive and bounded: files over :data:`MAX_FILE_BYTES` are refused before they are read in
+full, binary and non-UTF-8 content is refused, only one document per file, no tags beyond
+YAML's core scalars, aliases limited to :data:`MAX_ALIASES` and the expanded document to
+:data:`MAX_NODES` nodes (the "billion laughs" bomb), nesting to :data:`MAX_DEPTH` levels, and
+duplicate keys are errors naming both lines. Every failure is a :class:`~plans.problems.Problem`
+with a line and column; nothing here raises for bad input.
+
+Loading builds plain Python data (dicts, lists, scalars) plus :class:`Marks`, the line and
+column of every key and value by document path, which validation uses to point at the node
+a problem is about.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from plans.problems import DocPath, Problem
+
+MAX_FILE_BYTES = 1024 * 1024  # plan files are a few KB; anything near this is a mistake
+MAX_DEPTH = 64  # nesting levels of mappings and lists
+MAX_ALIASES = 100  # alias uses (*name) per file
+MAX_NODES = 100_000  # nodes after aliases are expanded
+MAX_EVENTS = 500_000  # parser events per file, checked before anything is built
+
+# Tags the constructor may build; everything else (!!python/..., !!binary, custom !tags) is
+# refused, so a file can never make the loader run code or allocate something unexpected.
+_SCALAR_TAGS = {
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:timestamp",
+}
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+Position = tuple[int, int]  # 1-based line and column
+
+
+@dataclass
+class Marks:
+    """Where each node of a loaded document sits in its file.
+
+    ``values`` maps a document path to the position of the value at that path; ``keys`` maps
+    the path of a mapping entry to the position of its key.
+    """
+
+    values: dict[DocPath, Position] = field(default_factory=dict)
+    keys: dict[DocPath, Position] = field(default_factory=dict)
+
+    def value(self, path: DocPath) -> Position:
+        """Position of the value at ``path``, or of its nearest ancestor that exists."""
+        for end in range(len(path), -1, -1):
+            position = self.values.get(path[:end])
+            if position is not None:
+                return position
+        return (1, 1)
+
+    def key(self, path: DocPath) -> Position:
+        """Position of the key of the entry at ``path`` (its value's if there is no key)."""
+        position = self.keys.get(path)
+        return position if position is not None else self.value(path)
+
+
+@dataclass
+class LoadedFile:
+    """One YAML file turned into plain data with its marks."""
+
+    file: str
+    data: dict[str, Any]
+    marks: Marks
+    problems: list[Problem] = field(default_factory=list)
+
+
+class _Refused(Exception):
+    """Internal: loading stops with this problem."""
+
+    def __init__(self, message: str, position: Position = (0, 0)) -> None:
+        super().__init__(message)
+        self.message = message
+        self.position = position
+
+
+def load_file(path: str | Path, display: str | None = None) -> LoadedFile | Problem:
+    """Load one YAML file; return its data and marks, or the one problem that stopped it.
+
+    ``display`` is the file name used in problems (default: ``str(path)``).
+    """
+    name = display if display is not None else str(path)
+    try:
+        text = _read_text(Path(path))
+        data, marks, issues = load_text(text)
+    except _Refused as refused:
+        line, col = refused.position
+        return Problem(name, line, col, refused.message)
+    problems = [Problem(name, line, col, message) for message, (line, col) in issues]
+    return LoadedFile(name, data, marks, problems)
+
+
+def load_text(text: str) -> tuple[dict[str, Any], Marks, list[tuple[str, Position]]]:
+    """Parse YAML text into a mapping, its marks and non-fatal issues (duplicate keys).
+
+    Raises ``_Refused`` when the text cannot be loaded at all.
+    """
+    if not text.strip():
+        raise _Refused("the file is empty; a plan file is a YAML mapping (version, fabric, plans)")
+    _check_events(text)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise _yaml_refusal(exc) from None
+    except RecursionError:
+        raise _Refused(f"the YAML nests deeper than {MAX_DEPTH} levels") from None
+    if node is None:
+        raise _Refused("the file holds only comments; a plan file is a YAML mapping")
+    builder = _Builder()
+    data = builder.build(node, ())
+    if not isinstance(data, dict):
+        raise _Refused(
+            "the top level must be a mapping with keys such as version, include, fabric and "
+            f"plans, not {describe(data)}",
+            _pos(node),
+        )
+    return data, builder.marks, builder.issues
+
+
+def describe(value: Any) -> str:
+    """Plain words for the kind of a YAML value, for error messages."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"text ({shown!r})"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _read_text(path: Path) -> str:
+    try:
+        if path.is_dir():
+            raise _Refused("is a directory, not a file; name the YAML files to load")
+        if not path.exists():
+            raise _Refused("file not found")
+        if not path.is_file():
+            raise _Refused("is not a regular file")
+        with path.open("rb") as handle:
+            # Read one byte past the limit rather than trusting stat(), which lies for pipes
+            # and files that grow while being read.
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise _Refused(f"cannot read the file ({exc.strerror or exc})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise _Refused(
+            f"the file is larger than {MAX_FILE_BYTES // 1024} KiB, the limit for plan files; "
+            "split it and use include"
+        )
+    if b"\x00" in raw:
+        line, col = _offset_position(raw, raw.index(b"\x00"))
+        raise _Refused("this is a binary file (it contains NUL bytes), not YAML text", (line, col))
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line, col = _offset_position(raw, exc.start)
+        raise _Refused(
+            f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02x}); save it as UTF-8",
+            (line, col),
+        ) from None
+    return text
+
+
+def _offset_position(raw: bytes, offset: int) -> Position:
+    line = raw.count(b"\n", 0, offset) + 1
+    col = offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
+    return line, col
+
+
+def _pos(node: Node) -> Position:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _check_events(text: str) -> None:
+    """Refuse deep nesting, alias floods and multiple documents before building anything.
+
+    The parser is iterative, but PyYAML's composer and our builder recurse, so depth must be
+    bounded here, on the event stream.
+    """
+    depth = aliases = events = documents = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            events += 1
+            if events > MAX_EVENTS:
+                raise _Refused(f"the document has more than {MAX_EVENTS} YAML nodes")
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _Refused(
+                        f"the YAML nests deeper than {MAX_DEPTH} levels", _mark(event.start_mark)
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+            elif isinstance(event, yaml.AliasEvent):
+                aliases += 1
+                if aliases > MAX_ALIASES:
+                    raise _Refused(
+                        f"more than {MAX_ALIASES} aliases (*name); write the values out",
+                        _mark(event.start_mark),
+                    )
+            elif isinstance(event, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    raise _Refused(
+                        "a plan file holds one YAML document; remove the second '---' or "
+                        "split the file",
+                        _mark(event.start_mark),
+                    )
+    except yaml.YAMLError as exc:
+        raise _yaml_refusal(exc) from None
+
+
+def _mark(mark: Any) -> Position:
+    return mark.line + 1, mark.column + 1
+
+
+def _yaml_refusal(exc: yaml.YAMLError) -> _Refused:
+    """Turn PyYAML's multi-line error into one line with a position."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        return _Refused(
+            f"the file contains a control character (#x{exc.character:04x}) that YAML does not "
+            "allow; remove it",
+            (1, 1) if exc.position is None else (1, exc.position + 1),
+        )
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        problem = (exc.problem or "").strip()
+        context = (exc.context or "").strip()
+        message = f"YAML syntax error: {context}: {problem}" if context else problem
+        if not message:
+            message = "YAML syntax error"
+        elif not context:
+            message = f"YAML syntax error: {message}"
+        if "'\\t'" in problem or "\\t" in repr(problem):
+            message += " (YAML does not allow tabs for indentation; use spaces)"
+        return _Refused(message, _mark(mark) if mark is not None else (0, 0))
+    return _Refused(f"YAML error: {exc}")
+
+
+class _Builder:
+    """Turns composed nodes into plain data, recording marks and enforcing the budgets."""
+
+    def __init__(self) -> None:
+        self.marks = Marks()
+        self.issues: list[tuple[str, Position]] = []
+        self.nodes = 0
+        self.active: set[int] = set()
+        self.constructor = yaml.SafeLoader("")
+
+    def build(self, node: Node, path: DocPath) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _Refused(
+                f"the document expands to more than {MAX_NODES} nodes (aliases that repeat "
+                "aliases?); write it out plainly",
+                _pos(node),
+            )
+        if len(path) > MAX_DEPTH:
+            raise _Refused(f"the YAML nests deeper than {MAX_DEPTH} levels", _pos(node))
+        self.marks.values.setdefault(path, _pos(node))
+        if id(node) in self.active:
+            raise _Refused("an alias refers to the value that contains it", _pos(node))
+        if isinstance(node, ScalarNode):
+            return self._scalar(node)
+        self.active.add(id(node))
+        try:
+            if isinstance(node, MappingNode):
+                return self._mapping(node, path)
+            if isinstance(node, SequenceNode):
+                if node.tag != _SEQ_TAG:
+                    raise _Refused(f"unsupported YAML tag {node.tag!r} on a list", _pos(node))
+                return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        finally:
+            self.active.discard(id(node))
+        raise _Refused("unsupported YAML node", _pos(node))
+
+    def _scalar(self, node: ScalarNode) -> Any:
+        if node.tag not in _SCALAR_TAGS:
+            raise _Refused(
+                f"unsupported YAML tag {node.tag!r}; plan files use plain values", _pos(node)
+            )
+        try:
+            return self.constructor.construct_object(node)
+        except (yaml.YAMLError, ValueError, OverflowError) as exc:
+            raise _Refused(
+                f"cannot read the value {node.value[:40]!r}: {exc}", _pos(node)
+            ) from None
+
+    def _mapping(self, node: MappingNode, path: DocPath) -> dict[str, Any]:
+        if node.tag != _MAP_TAG:
+            raise _Refused(f"unsupported YAML tag {node.tag!r} on a mapping", _pos(node))
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                raise _Refused("a key must be plain text, not a list or mapping", _pos(key_node))
+            if key_node.tag == _MERGE_TAG:
+                raise _Refused(
+                    "merge keys ('<<') are not supported; write the keys out", _pos(key_node)
+                )
+            # Keys are names: keep the text as written, so "300:" or "yes:" stay strings.
+            key = key_node.value
+            child = (*path, key)
+            if key in result:
+                # Not fatal: report it and keep the first value, so other problems still show.
+                first_line = self.marks.keys[child][0]
+                message = f"duplicate key {key!r} (first defined on line {first_line}); keep one"
+                self.issues.append((message, _pos(key_node)))
+                continue
+            self.marks.keys[child] = _pos(key_node)
+            result[key] = self.build(value_node, child)
+        return result
