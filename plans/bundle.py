@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from plans.errors import ConfigurationError
-from plans.loader import LoadedFile, load_file
+from plans.loader import MAX_FILE_BYTES, LoadedFile, load_file
 from plans.model import Document, Fabric, RecoveryPlan, ScriptAction
 from plans.problems import DocPath, PlanInvalid, Problem, Severity, sort_problems
 from plans.rules import Finding, RuleContext, check_bundle
@@ -145,7 +145,12 @@ def validate(paths: Sequence[str | Path], *, now: datetime | None = None) -> Val
     if any(p.is_error for p in problems) or assembly is None:
         return ValidationReport(problems, None)
     fabric, _, plans, plan_files = assembly
-    inlined = {name: _inline_scripts(plan, plan_files[name].file) for name, plan in plans.items()}
+    inlined: dict[str, RecoveryPlan] = {}
+    for name, plan in plans.items():
+        inlined[name], script_problems = _inline_scripts(name, plan, plan_files[name])
+        problems.extend(script_problems)
+    if any(p.is_error for p in problems):
+        return ValidationReport(sort_problems(problems), None)
     bundle = Bundle(fabric=fabric, plans=inlined, files=[f.file for f in reader.loaded])
     return ValidationReport(problems, bundle)
 
@@ -175,8 +180,10 @@ class _Reader:
         self.seen.add(real)
         result = load_file(display)
         if isinstance(result, Problem):
-            if origin is not None and result.line == 0 and not os.path.isfile(display):
-                self._at(origin, f"included file {display!r} {result.message}")
+            if origin is not None and result.line == 0:
+                # A whole-file problem (missing, a directory, too large) is best shown
+                # where the include names the file.
+                self._at(origin, f"included file {display!r}: {result.message}")
             else:
                 self.problems.append(result)
             return
@@ -291,23 +298,49 @@ def _locate(
     return Problem(source.file, line, col, finding.message, finding.path, finding.severity)
 
 
-def _inline_scripts(plan: RecoveryPlan, plan_file: str) -> RecoveryPlan:
-    """Carry script files' text in the plan, so the snapshot holds what will run."""
-    base = Path(plan_file).parent
+def _inline_scripts(
+    name: str, plan: RecoveryPlan, source: LoadedFile
+) -> tuple[RecoveryPlan, list[Problem]]:
+    """Carry script files' text in the plan, so the snapshot holds what will run.
+
+    ``file`` keeps the path as written (relative to the plan file), so the snapshot and its
+    hash do not depend on where the files are checked out.
+    """
+    base = Path(source.file).parent
+    problems: list[Problem] = []
     groups = []
-    changed = False
-    for group in plan.groups:
+    for g, group in enumerate(plan.groups):
         actions: dict[str, list[Any]] = {"pre": [], "post": []}
         for phase in ("pre", "post"):
-            for action in getattr(group, phase):
+            for a, action in enumerate(getattr(group, phase)):
                 if isinstance(action, ScriptAction) and action.file and action.script is None:
-                    path = (base / action.file).resolve()
-                    text = path.read_text(encoding="utf-8")
-                    action = action.model_copy(update={"script": text, "file": str(path)})
-                    changed = True
+                    path = ("plans", name, "groups", g, phase, a, "file")
+                    try:
+                        text = _read_script(base / action.file)
+                    except ConfigurationError as exc:
+                        line, col = source.marks.value(path)
+                        problems.append(Problem(source.file, line, col, str(exc), path))
+                    else:
+                        action = action.model_copy(update={"script": text})
                 actions[phase].append(action)
         groups.append(group.model_copy(update=actions))
-    return plan.model_copy(update={"groups": groups}) if changed else plan
+    return plan.model_copy(update={"groups": groups}), problems
+
+
+def _read_script(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read script file {str(path)!r} ({exc.strerror})"
+        ) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigurationError(f"script file {str(path)!r} is larger than {MAX_FILE_BYTES} bytes")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"script file {str(path)!r} is not UTF-8 text") from None
 
 
 def _hash(snapshot: dict[str, Any]) -> str:
