@@ -1,0 +1,131 @@
+"""StepContext: what an executor knows about its run and how it reaches hosts and DNS.
+
+A context is built per task from JSON (run id, type, direction, :class:`HostRef` s with
+credential *references*). Runners come from ``runner_factory``; the default builds a
+:class:`~workers.hyperv.psrp.PsrpRunner` on the process-wide runspace-pool cache, so a host's
+pool is opened once per worker process and reused by every task, never once per call.
+Tests pass their own factories instead of monkeypatching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from plans.credentials import SecretRef
+from plans.errors import ConfigurationError
+from workers.executors.dnsops import DnsOps, default_dns_factory
+from workers.hyperv.connection import AuthMethod, PsrpEndpoint
+from workers.hyperv.hyperv import HyperVHost
+from workers.hyperv.psrp import PsrpRunner
+from workers.hyperv.vmm import VmmServer
+from workers.powershell import PowerShellRunner
+from workflows.steps import HostRef
+
+RunnerFactory = Callable[[HostRef], PowerShellRunner]
+DnsFactory = Callable[[Mapping[str, Any]], DnsOps]
+
+
+def endpoint_for(ref: HostRef) -> PsrpEndpoint:
+    """The adapter's endpoint for a HostRef; the password stays a reference."""
+    try:
+        auth = AuthMethod(ref.auth.lower())
+    except ValueError:
+        known = ", ".join(m.value for m in AuthMethod)
+        raise ConfigurationError(
+            f"host {ref.name}: auth {ref.auth!r} is not supported; use one of {known}"
+        ) from None
+    operation_timeout = max(1, int(ref.operation_timeout))
+    return PsrpEndpoint(
+        host=ref.name,
+        url=ref.url,
+        auth=auth,
+        username=ref.username,
+        password_ref=SecretRef.parse(ref.password_ref),
+        verify_tls=ref.verify_tls,
+        ca_bundle=ref.ca_bundle,
+        connect_timeout=ref.connect_timeout,
+        operation_timeout=operation_timeout,
+        # The HTTP read must outlast a long-poll Receive held for the operation timeout.
+        read_timeout=float(operation_timeout + 10),
+    )
+
+
+def psrp_runner(ref: HostRef) -> PowerShellRunner:
+    """The default runner: pypsrp over the process-wide pool cache (one pool per host)."""
+    return PsrpRunner(endpoint_for(ref))
+
+
+@dataclass
+class StepContext:
+    """The run an executor works for and its ways out to hosts and DNS servers.
+
+    ``prior`` holds the results of earlier steps of the same VM in this task, keyed by
+    :class:`~workflows.steps.StepKind` value (e.g. ``prior["wait_ip"]["addresses"]``).
+    """
+
+    run_id: str
+    failover_type: str
+    direction: str
+    hosts: dict[str, HostRef]
+    prior: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runner_factory: RunnerFactory = psrp_runner
+    dns_factory: DnsFactory = default_dns_factory
+    poll_interval: float = 2.0  # seconds between reads while waiting for a state or an IP
+    _runners: dict[str, PowerShellRunner] = field(default_factory=dict, repr=False)
+
+    def host_ref(self, host_name: str) -> HostRef:
+        """The HostRef of ``host_name``; an unknown host is a configuration error."""
+        try:
+            return self.hosts[host_name]
+        except KeyError:
+            known = ", ".join(sorted(self.hosts)) or "none"
+            raise ConfigurationError(
+                f"run {self.run_id}: host {host_name!r} is not in the run's fabric snapshot "
+                f"(known: {known}); check the plan's fabric"
+            ) from None
+
+    def runner(self, host_name: str) -> PowerShellRunner:
+        """The PowerShell runner for ``host_name`` (one per host per context)."""
+        runner = self._runners.get(host_name)
+        if runner is None:
+            runner = self.runner_factory(self.host_ref(host_name))
+            self._runners[host_name] = runner
+        return runner
+
+    def hyperv(self, host_name: str) -> HyperVHost:
+        """Typed Hyper-V cmdlets on ``host_name``."""
+        return HyperVHost(self.runner(host_name), host_name)
+
+    def vmm(self, host_name: str) -> VmmServer:
+        """Typed VMM cmdlets on the VMM server ``host_name``."""
+        return VmmServer(self.runner(host_name), host_name)
+
+    def dns(self, params: Mapping[str, Any]) -> DnsOps:
+        """DNS operations on one zone target (``params`` as the compiler writes them)."""
+        return self.dns_factory(params)
+
+
+def context(
+    run_id: str,
+    failover_type: str,
+    direction: str,
+    hosts: dict[str, HostRef],
+    prior: dict[str, dict[str, Any]] | None = None,
+    *,
+    runner_factory: RunnerFactory | None = None,
+    dns_factory: DnsFactory | None = None,
+    poll_interval: float = 2.0,
+) -> StepContext:
+    """Build a :class:`StepContext`; factories default to pypsrp and the DNS adapter."""
+    return StepContext(
+        run_id=run_id,
+        failover_type=failover_type,
+        direction=direction,
+        hosts=dict(hosts),
+        prior=dict(prior or {}),
+        runner_factory=runner_factory or psrp_runner,
+        dns_factory=dns_factory or default_dns_factory,
+        poll_interval=poll_interval,
+    )

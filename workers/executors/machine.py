@@ -1,0 +1,220 @@
+"""Executors for a failed-over (or test) VM itself: network, power, address and health.
+
+In a test run these act on the test VM ("<VM> - Test"); see :func:`base.target_vm`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from workers.executors.base import (
+    describe,
+    host_of,
+    param,
+    refused_as_step_error,
+    target_vm,
+    vm_of,
+    wait_until,
+)
+from workers.executors.context import StepContext
+from workers.executors.errors import HealthCheckFailed, StepParamsError, VmNotFound
+from workers.executors.lookup import find_replication, find_vm
+from workers.hyperv.hyperv import HyperVHost
+from workers.hyperv.ip import HyperVIpSource, IpSource, VmmIpSource, wait_for_ip
+from workers.hyperv.models import VMInfo
+from workers.hyperv.states import ReplicationHealth, VMState
+from workflows.steps import StepOutcome, StepSpec
+
+
+def _require_vm(hv: HyperVHost, spec: StepSpec, name: str) -> VMInfo:
+    info = find_vm(hv, name)
+    if info is None:
+        raise VmNotFound(
+            f"VM {name!r} is not on host {hv.host_name} (step {spec.kind}); run the failover "
+            "(or test failover) step first, or check the plan's replica host"
+        )
+    return info
+
+
+def _is_test(name: str) -> bool:
+    return name.endswith(" - Test")
+
+
+def connect_network(ctx: StepContext, spec: StepSpec) -> StepOutcome:
+    """Connect every adapter to ``params["switch"]``; None leaves the adapters as they are."""
+    host = host_of(spec)
+    name = target_vm(ctx, spec)
+    switch = spec.params.get("switch")
+    hv = ctx.hyperv(host)
+    _require_vm(hv, spec, name)
+    adapters = hv.get_network_adapters(name)
+    current = sorted({a.switch or "" for a in adapters})
+    if switch is None:
+        # An unmapped network: the VM stays disconnected (plan readiness warned about it).
+        return StepOutcome(result={"switch": None, "connected": current}, changed=False)
+    if not adapters:
+        warning = f"VM {name!r} on {host} has no network adapter; nothing to connect"
+        return StepOutcome(result={"switch": switch, "warning": warning}, changed=False)
+    if all(a.switch == switch for a in adapters):
+        return StepOutcome(result={"switch": switch}, changed=False)
+    with refused_as_step_error(
+        spec,
+        host,
+        "Connect-VMNetworkAdapter",
+        lambda: describe(find_vm(hv, name), None),
+        f"Check that the virtual switch {switch!r} exists on {host}, then resume the run",
+    ):
+        hv.connect_network(name, str(switch))
+    undo: dict[str, Any] | None = None
+    if not _is_test(name) and len(current) == 1:
+        # The test VM is deleted by its cleanup; a real replica gets its old switch back.
+        undo = {
+            "action": "connect_network",
+            "host": host,
+            "vm": vm_of(spec),
+            "vm_name": name,
+            "switch": current[0] or None,
+        }
+    return StepOutcome(result={"switch": switch, "previous": current}, undo=undo)
+
+
+def disconnect_or_connect(ctx: StepContext, spec: StepSpec) -> StepOutcome:
+    """Compensation of CONNECT_NETWORK: back to the previous switch (None: disconnected)."""
+    switch = spec.params.get("switch")
+    if switch is not None:
+        return connect_network(ctx, spec)
+    host = host_of(spec)
+    name = target_vm(ctx, spec)
+    hv = ctx.hyperv(host)
+    if find_vm(hv, name) is None:
+        return StepOutcome(result={"vm": None}, changed=False)
+    if all(not a.switch for a in hv.get_network_adapters(name)):
+        return StepOutcome(result={"switch": None}, changed=False)
+    hv.disconnect_network(name)
+    return StepOutcome(result={"switch": None})
+
+
+def start_vm(ctx: StepContext, spec: StepSpec) -> StepOutcome:
+    """Start-VM after ``start_delay`` seconds and wait until it runs; skip if Running."""
+    host = host_of(spec)
+    name = target_vm(ctx, spec)
+    delay = param(spec, "start_delay", float, 0.0)
+    timeout = param(spec, "timeout", float, 300.0)
+    hv = ctx.hyperv(host)
+    info = _require_vm(hv, spec, name)
+    if info.state is VMState.RUNNING:
+        return StepOutcome(result={"state": "Running"}, changed=False)
+    if delay > 0:
+        # The plan's per-VM delay staggers boots inside a group (ASR's start order).
+        time.sleep(delay)
+    with refused_as_step_error(
+        spec,
+        host,
+        "Start-VM",
+        lambda: describe(find_vm(hv, name), find_replication(hv, name)),
+        f"Check the VM's configuration and the host's resources on {host}, then resume",
+    ):
+        hv.start_vm(name)
+    running = wait_until(
+        lambda: True if _state_of(hv, name) is VMState.RUNNING else None,
+        timeout=timeout,
+        interval=ctx.poll_interval,
+    )
+    if running is None:
+        raise HealthCheckFailed(
+            f"VM {name!r} on {host} is {_state_text(hv, name)} {timeout:g}s after Start-VM; "
+            "check its console in Hyper-V Manager, then resume the run"
+        )
+    undo = None if _is_test(name) else {"action": "stop_vm", "host": host, "vm_name": name}
+    return StepOutcome(result={"state": "Running"}, undo=undo)
+
+
+def stop_vm(ctx: StepContext, spec: StepSpec) -> StepOutcome:
+    """Compensation of START_VM: turn the VM off (it is about to be discarded)."""
+    host = host_of(spec)
+    name = target_vm(ctx, spec)
+    hv = ctx.hyperv(host)
+    info = find_vm(hv, name)
+    if info is None or info.state in (VMState.OFF, VMState.OFF_CRITICAL):
+        return StepOutcome(result={"state": "Off"}, changed=False)
+    hv.stop_vm(name, turn_off=True)
+    return StepOutcome(result={"state": "Off"})
+
+
+def _state_of(hv: HyperVHost, name: str) -> VMState | None:
+    info = find_vm(hv, name)
+    return info.state if info else None
+
+
+def _state_text(hv: HyperVHost, name: str) -> str:
+    state = _state_of(hv, name)
+    return state.value if state else "missing"
+
+
+def wait_ip(ctx: StepContext, spec: StepSpec) -> StepOutcome:
+    """Poll Hyper-V or VMM until the VM reports an address in ``params["subnets"]``."""
+    host = host_of(spec)
+    name = target_vm(ctx, spec)
+    subnets = param(spec, "subnets", list, [])
+    if not subnets:
+        raise StepParamsError(
+            f"step {spec.key}: wait_ip for {name!r} needs the target network's subnets; "
+            "add subnets to the network in the fabric"
+        )
+    source_name = param(spec, "source", str, "hyperv")
+    timeout = param(spec, "timeout", float, 600.0)
+    source: IpSource
+    if source_name == "vmm":
+        vmm_host = param(spec, "vmm", str, "")
+        if not vmm_host:
+            raise StepParamsError(
+                f"step {spec.key}: ip_source vmm for {name!r} needs the site's VMM server "
+                "(params.vmm); recompile the run"
+            )
+        source = VmmIpSource(ctx.vmm(vmm_host), prefer_host=host)
+    elif source_name == "hyperv":
+        source = HyperVIpSource(ctx.hyperv(host))
+    else:
+        raise StepParamsError(f"step {spec.key}: ip source {source_name!r} is not hyperv or vmm")
+    address = wait_for_ip(
+        source,
+        name,
+        [str(s) for s in subnets],
+        timeout=timeout,
+        initial_interval=ctx.poll_interval,
+        max_interval=max(ctx.poll_interval * 15, ctx.poll_interval),
+    )
+    return StepOutcome(result={"addresses": [address], "source": source_name}, changed=False)
+
+
+def health_check(ctx: StepContext, spec: StepSpec) -> StepOutcome:
+    """The VM runs and its replication health is not Critical (polled up to ``timeout``)."""
+    host = host_of(spec)
+    name = target_vm(ctx, spec)
+    vm = vm_of(spec)
+    timeout = param(spec, "timeout", float, 0.0)
+    hv = ctx.hyperv(host)
+    last: dict[str, str] = {}
+
+    def healthy() -> dict[str, str] | None:
+        info = find_vm(hv, name)
+        repl = find_replication(hv, vm)
+        last["state"] = describe(info, repl)
+        if info is None or info.state is not VMState.RUNNING:
+            return None
+        if repl is not None and repl.health is ReplicationHealth.CRITICAL:
+            return None
+        return {
+            "state": info.state.value,
+            "health": repl.health.value if repl else ReplicationHealth.NOT_APPLICABLE.value,
+        }
+
+    found = wait_until(healthy, timeout=timeout, interval=ctx.poll_interval)
+    if found is None:
+        raise HealthCheckFailed(
+            f"health check of VM {name!r} on {host} failed ({last.get('state', 'unknown')}): "
+            "it must be Running with replication health not Critical; fix the VM or its "
+            "replication (Resume-VMReplication), then resume the run"
+        )
+    return StepOutcome(result=dict(found), changed=False)

@@ -1,0 +1,45 @@
+"""The executor registry: one function per StepKind, and :func:`run_step` dispatching on it."""
+
+from __future__ import annotations
+
+from workers.executors import dns, machine, replication, script
+from workers.executors.base import Executor
+from workers.executors.compensation import compensate_step
+from workers.executors.context import StepContext
+from workers.executors.errors import StepParamsError
+from workflows.steps import StepKind, StepOutcome, StepSpec
+
+EXECUTORS: dict[StepKind, Executor] = {
+    StepKind.SHUTDOWN_PRIMARY: replication.shutdown_primary,
+    StepKind.PREPARE_FAILOVER: replication.prepare_failover,
+    StepKind.FAILOVER: replication.failover,
+    StepKind.TEST_FAILOVER: replication.test_failover,
+    StepKind.REVERSE: replication.reverse,
+    StepKind.CONNECT_NETWORK: machine.connect_network,
+    StepKind.START_VM: machine.start_vm,
+    StepKind.WAIT_IP: machine.wait_ip,
+    StepKind.UPDATE_DNS: dns.update_dns,
+    StepKind.RESTORE_DNS: dns.restore_dns,
+    StepKind.TEST_CLEANUP: replication.test_cleanup,
+    StepKind.COMMIT: replication.commit,
+    StepKind.CANCEL_FAILOVER: replication.cancel_failover,
+    StepKind.SET_AS_REPLICA: replication.set_as_replica,
+    StepKind.REVERSE_TO: replication.reverse_to,
+    StepKind.START_INITIAL_REPLICATION: replication.start_initial_replication,
+    StepKind.SCRIPT: script.script,
+    StepKind.HEALTH_CHECK: machine.health_check,
+}
+
+
+def run_step(ctx: StepContext, spec: StepSpec) -> StepOutcome:
+    """Execute one step idempotently; raises TransientError / PermanentError subclasses."""
+    executor = EXECUTORS.get(spec.kind)
+    if executor is None:
+        if spec.kind.value == "compensate":
+            # The engine's COMPENSATE step carries an undo record in params["undo"].
+            return compensate_step(ctx, spec)
+        raise StepParamsError(
+            f"step {spec.key}: {spec.kind} steps are not executed by workers "
+            "(a manual step is a gate the engine holds); recompile the run"
+        )
+    return executor(ctx, spec)

@@ -1,0 +1,76 @@
+"""The SCRIPT executor: a plan's PowerShell action on a site's VMM/management host.
+
+Script text is the operator's; it runs through ``runner.run_script`` with its parameters as
+real parameters (no string building). A terminating error, an error record or a timeout
+raises :class:`ScriptFailed` (permanent: re-running a half-run script is the operator's
+call); the engine then applies the action's ``on_error`` policy.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from plans.errors import TransientError
+from workers.errors import CmdletFailed
+from workers.executors.base import host_of, param
+from workers.executors.context import StepContext
+from workers.executors.errors import ScriptFailed, StepParamsError
+from workflows.steps import StepOutcome, StepSpec
+
+
+def output_lines(output: list[dict[str, Any]]) -> list[str]:
+    """Pipeline output as text lines: bare values as text, objects as compact JSON."""
+    lines: list[str] = []
+    for item in output:
+        if set(item) == {"Value"}:
+            lines.append("" if item["Value"] is None else str(item["Value"]))
+        else:
+            lines.append(json.dumps(item, default=str, sort_keys=True))
+    return lines
+
+
+def script(ctx: StepContext, spec: StepSpec) -> StepOutcome:
+    """Run ``params["script"]`` with ``params["parameters"]`` within ``params["timeout"]``."""
+    host = host_of(spec)
+    text = param(spec, "script", str, "")
+    if not text.strip():
+        raise StepParamsError(f"step {spec.key}: script action has no script text; fix the plan")
+    parameters = param(spec, "parameters", dict, {})
+    timeout = param(spec, "timeout", float, 600.0)
+    name = param(spec, "name", str, spec.key)
+    runner = ctx.runner(host)
+    try:
+        result = runner.run_script(text, parameters, timeout=timeout)
+    except CmdletFailed as exc:
+        raise ScriptFailed(
+            f"script {name!r} failed on {host}: {exc}; fix the script or its target, then "
+            "resume the run"
+        ) from exc
+    except TransientError as exc:
+        if "did not finish within" in str(exc):
+            raise ScriptFailed(
+                f"script {name!r} on {host} did not finish within {timeout:g}s and was "
+                "stopped; raise the action's timeout or fix the script, then resume"
+            ) from exc
+        raise
+    lines = output_lines(result.output)
+    if result.errors:
+        first = result.errors[0]
+        raise ScriptFailed(
+            f"script {name!r} on {host} wrote an error: {first.message} "
+            f"[{first.fully_qualified_error_id or 'no error id'}]; fix the script, then resume",
+            output=lines,
+        )
+    undo_text = param(spec, "undo", str, "")
+    undo = None
+    if undo_text.strip():
+        undo = {
+            "action": "script",
+            "host": host,
+            "name": f"{name} (undo)",
+            "script": undo_text,
+            "parameters": parameters,
+            "timeout": timeout,
+        }
+    return StepOutcome(result={"output": lines}, undo=undo)
