@@ -127,7 +127,7 @@ class Authenticator:
             state.authenticated = True
             return AuthResult(body)
         if scheme_l in ("negotiate", "ntlm") and self.allow_negotiate:
-            return self._negotiate_step(state, token.strip(), body)
+            return self._negotiate_step(state, token.strip(), body, headers.get("Content-Type", ""))
         if state.authenticated and state.encrypted:
             return AuthResult(self.unwrap(state, headers.get("Content-Type", ""), body))
         if state.authenticated and self.mode is AuthMode.HTTPS and state.context is not None:
@@ -145,7 +145,9 @@ class Authenticator:
         if not (ok_user and ok_password):
             raise self._unauthorized()
 
-    def _negotiate_step(self, state: ConnectionAuth, token: str, body: bytes) -> AuthResult:
+    def _negotiate_step(
+        self, state: ConnectionAuth, token: str, body: bytes, content_type: str
+    ) -> AuthResult:
         assert self._user_file is not None
         try:
             in_token = base64.b64decode(token)
@@ -184,6 +186,8 @@ class Authenticator:
         state.extra["final_headers"] = headers
         if not body:
             return AuthResult(b"", handshake_only=True)
+        if state.encrypted:
+            return AuthResult(self.unwrap(state, content_type, body))
         return AuthResult(body)
 
     @staticmethod

@@ -116,6 +116,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.state: dict[str, Any] = {}
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -153,7 +155,7 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.body or reply.status != 401:
             self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(reply.body)))
-        self.end_headers()
-        if reply.body:
-            self.wfile.write(reply.body)
-        self.wfile.flush()
+        # Headers and body in one write: two small writes meet the client's delayed ACK
+        # (Nagle) and cost ~40 ms per request.
+        self._headers_buffer.append(b"\r\n" + reply.body)
+        self.flush_headers()

@@ -37,6 +37,8 @@ class FakeBackend:
         self.down: set[str] = set()
         self.faults: dict[str, list[str]] = {}
         self.release = threading.Event()
+        self.waiting = 0  # Wait-Release pipelines running right now
+        self.most_waiting = 0
         self.calls: list[tuple[str, list[Command]]] = []
         self._lock = threading.Lock()
 
@@ -72,8 +74,15 @@ class FakeBackend:
             size = int(_param(cmd, "Size", 1000))
             return InvokeResult(output=["x" * size, "tail"])
         if name == "wait-release":
-            self.release.wait(timeout=30)
-            return InvokeResult(output=["released"])
+            with self._lock:
+                self.waiting += 1
+                self.most_waiting = max(self.most_waiting, self.waiting)
+            try:
+                self.release.wait(timeout=30)
+            finally:
+                with self._lock:
+                    self.waiting -= 1
+            return InvokeResult(output=["released", host])
         if name == "fail-hard":
             raise CmdletError(
                 ErrorInfo(

@@ -48,9 +48,9 @@ def test_terminating_error_fails_pipeline_with_the_same_error_id_each_time(
             assert record.target_object == "web-03"
             assert record.reason == "VirtualizationException"
             assert "cannot be performed" in str(record)
-    assert ids == [
-        "InvalidReplicationState,Microsoft.HyperV.PowerShell.Commands.StartVMFailover"
-    ] * 2
+    assert (
+        ids == ["InvalidReplicationState,Microsoft.HyperV.PowerShell.Commands.StartVMFailover"] * 2
+    )
 
 
 def test_non_terminating_error_keeps_output_and_completes(fake_server: LabServer) -> None:
@@ -101,7 +101,7 @@ def test_receive_with_nothing_to_say_times_out_and_pypsrp_polls_again(
     releaser.join()
     assert stats.timed_out_receives >= 1
     assert ps.state == PSInvocationState.COMPLETED
-    assert ps.output == ["released"]
+    assert ps.output == ["released", "hv-sto-1"]
 
 
 def test_one_pool_runs_pipelines_one_after_another_and_closes_them(
