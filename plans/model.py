@@ -17,7 +17,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 # --- shared pieces -------------------------------------------------------------------------
 
@@ -41,13 +41,30 @@ def _parse_duration(value: Any) -> Any:
     return value
 
 
-Seconds = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0, allow_inf_nan=False)]
+DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"
+
+Seconds = Annotated[
+    float,
+    BeforeValidator(_parse_duration),
+    Field(ge=0, allow_inf_nan=False),
+    # The file format accepts "90s"/"10m"/"1h" as well as plain seconds; say so in the schema.
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": DURATION_PATTERN},
+            ]
+        }
+    ),
+]
 
 
 class Model(BaseModel):
     """Base of every document class: unknown keys are errors, objects are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True
+    )
 
 
 class FailoverType(enum.StrEnum):
@@ -83,70 +100,100 @@ class Credential(Model):
     """A login for a WinRM endpoint. ``password`` is a reference (``env:NAME``/``file:PATH``)."""
 
     username: Name
+    """User name, e.g. ``LAB\\ferryman`` or ``ferryman@lab.example``."""
     password: str
+    """Reference to the password: ``env:NAME`` or ``file:PATH``; never the value."""
 
 
 class Endpoint(Model):
     """How to reach one Windows host over WinRM/PSRP."""
 
     url: Annotated[str, Field(pattern=r"^https?://[^/\s]+(/\S*)?$")]
+    """WinRM URL, e.g. ``https://hv-1.example:5986/wsman``."""
     auth: Literal["negotiate", "ntlm", "kerberos", "credssp", "basic"] = "negotiate"
+    """WinRM authentication; ``basic`` only over https (or loopback)."""
     credential: Name
+    """Name of an entry under ``fabric.credentials``."""
     verify_tls: bool = True
+    """Verify the server's TLS certificate (https URLs)."""
     ca_bundle: str | None = None
+    """Path to a CA bundle for TLS verification; default: the system's."""
     operation_timeout: Seconds = 20
+    """WS-Management operation timeout (seconds or '20s')."""
     connect_timeout: Seconds = 30
+    """TCP connect timeout (seconds or '30s')."""
 
 
 class VmmServer(Endpoint):
     """A site's VMM server; ``name`` is its host name."""
 
     name: Name
+    """Host name of the VMM server (unique across sites)."""
 
 
 class Network(Model):
     """A VM network (the Hyper-V virtual switch of the same name) and its subnets."""
 
     subnets: list[str] = Field(default_factory=list)
+    """Subnets in CIDR notation, e.g. ``10.10.0.0/16``."""
 
 
 class Site(Model):
     """One datacenter: its VMM server, Hyper-V hosts, VM networks and VMM clouds."""
 
     vmm: VmmServer
+    """The site's VMM server."""
     hosts: dict[Name, Endpoint] = Field(min_length=1)
+    """Hyper-V hosts by host name (unique across sites); at least one."""
     networks: dict[Name, Network] = Field(default_factory=dict)
+    """VM networks (= Hyper-V virtual switch names) by name."""
     clouds: list[Name] = Field(default_factory=list)
+    """VMM clouds of the site."""
     storage_classifications: list[Name] = Field(default_factory=list)
+    """VMM storage classifications of the site."""
 
 
 class CloudRef(Model):
     """A VMM cloud in a site."""
 
     site: Name
+    """Name of a site under ``fabric.sites``."""
     cloud: Name
+    """Name of a cloud in that site's ``clouds``."""
 
 
 class InitialReplication(Model):
     """How the first copy reaches the replica: over the network now, later, or offline."""
 
     method: Literal["network", "scheduled", "offline"] = "network"
+    """``network`` (now), ``scheduled`` (at start_time) or ``offline`` (export/import)."""
     start_time: datetime | None = None
+    """When a scheduled copy starts: in the future, at most 7 days ahead (ISO 8601)."""
     export_path: str | None = None
+    """Offline only: where the source host exports the initial copy."""
     import_path: str | None = None
+    """Offline only: where the target host imports the initial copy from."""
 
 
 class ProtectionProfile(Model):
     """Replication settings applied to every VM of a pairing (the seed's step 5)."""
 
     replication_frequency: int = 300
+    """Seconds between replications: 30, 300 or 900."""
     recovery_points: int = 0
+    """Additional hourly recovery points to keep, 0-24 (0 = latest only)."""
     app_consistent_frequency: int | None = None
+    """Hours between app-consistent (VSS) snapshots, 1-12, less than recovery_points."""
     compression: bool = True
+    """Compress replication traffic."""
     authentication: Literal["kerberos", "certificate"] = "kerberos"
+    """``kerberos`` (HTTP, port 8083) or ``certificate`` (HTTPS, port 8084)."""
     port: int | None = None
+    """Replication port override, 1-65535."""
     initial_replication: InitialReplication = Field(default_factory=InitialReplication)
+    """How the first copy reaches the replica."""
     delete_replica_on_disable: bool = False
+    """Delete the replica VM when protection is disabled."""
 
     @property
     def effective_port(self) -> int:
@@ -160,47 +207,64 @@ class ProtectedVM(Model):
     """A VM protected by a pairing: where it runs, where its replica lives, its networks."""
 
     primary_host: Name
+    """Hyper-V host of the primary site the VM runs on."""
     replica_host: Name
+    """Hyper-V host of the recovery site that holds the replica."""
     networks: list[Name] = Field(default_factory=list)
+    """VM networks of the primary site the VM is connected to."""
     storage_classification: Name | None = None
+    """Storage classification of the primary site; default: the host's default path."""
 
 
 class Pairing(Model):
     """A primary cloud paired with a recovery cloud, the profile, and the VMs protected."""
 
     primary: CloudRef
+    """The primary cloud (where the VMs run)."""
     recovery: CloudRef
+    """The recovery cloud (where the replicas live), in another site."""
     profile: ProtectionProfile = Field(default_factory=ProtectionProfile)
+    """Replication settings for every VM of the pairing."""
     vms: dict[Name, ProtectedVM] = Field(default_factory=dict)
+    """Protected VMs by name."""
 
 
 class NetworkRef(Model):
     """A VM network in a site."""
 
     site: Name
+    """Name of a site."""
     network: Name
+    """Name of a VM network in that site."""
 
 
 class NetworkMapping(Model):
     """Source VM network -> target VM network, plus the network test failovers use."""
 
     source: NetworkRef
+    """The network in the primary site."""
     target: NetworkRef
+    """The network failed-over VMs connect to."""
     test_network: Name | None = None
+    """Network of the target site that test failovers connect to."""
 
 
 class StorageRef(Model):
     """A storage classification in a site."""
 
     site: Name
+    """Name of a site."""
     classification: Name
+    """A storage classification of that site."""
 
 
 class StorageMapping(Model):
     """Source storage classification -> target classification (the replica location)."""
 
     source: StorageRef
+    """Classification in the primary site."""
     target: StorageRef
+    """Classification in the recovery site (where replicas are stored)."""
 
 
 class DnsZone(Model):
@@ -213,25 +277,40 @@ class DnsZone(Model):
     """
 
     kind: Literal["rfc2136", "windows"] = "rfc2136"
+    """``rfc2136`` (BIND-style dynamic update) or ``windows`` (DNS Server cmdlets)."""
     primary: str | None = None
+    """rfc2136: ``host[:port]`` of the server that accepts updates."""
     servers: list[str] | None = None
+    """``host[:port]`` of the authoritative servers to verify; default: the zone's NS."""
     tsig_key: str | None = None
+    """Reference to the TSIG key: ``file:PATH`` (tsig-keygen output) or ``env:NAME``."""
     algorithm: str = "hmac-sha256"
+    """TSIG algorithm."""
     site: Name | None = None
+    """windows: the site whose DNS server holds the zone (required)."""
     test_zone: Name | None = None
+    """Zone (defined under dns_zones) that test failovers write to instead."""
     timeout: Seconds = 5
+    """Timeout of one DNS query or update."""
     verify_timeout: Seconds = 60
+    """How long to wait for every server to serve the new records."""
 
 
 class Fabric(Model):
     """Everything about the two sites that plans refer to."""
 
     credentials: dict[Name, Credential] = Field(default_factory=dict)
+    """Logins by name; passwords are references."""
     sites: dict[Name, Site] = Field(default_factory=dict)
+    """The datacenters by name."""
     pairings: dict[Name, Pairing] = Field(default_factory=dict)
+    """Cloud pairings by name, with the VMs each protects."""
     network_mappings: list[NetworkMapping] = Field(default_factory=list)
+    """Source network -> target network (+ test network)."""
     storage_mappings: list[StorageMapping] = Field(default_factory=list)
+    """Source storage classification -> target classification."""
     dns_zones: dict[Name, DnsZone] = Field(default_factory=dict)
+    """DNS zones Ferryman updates, by zone name."""
 
     def host_endpoint(self, host: str) -> tuple[str, Endpoint]:
         """The site name and endpoint of a Hyper-V host or VMM server, by host name."""
@@ -255,8 +334,11 @@ class Fabric(Model):
 
 class _ActionBase(Model):
     name: Name
+    """Action name, unique in the plan."""
     types: list[FailoverType] = Field(default_factory=lambda: list(ALL_TYPES))
+    """Failover types the action runs in: test, planned, unplanned (default: all)."""
     directions: list[Direction] = Field(default_factory=lambda: list(ALL_DIRECTIONS))
+    """Directions the action runs in: failover, failback (default: both)."""
 
     def applies_to(self, failover_type: FailoverType, direction: Direction) -> bool:
         """Whether this action runs in a run of that type and direction."""
@@ -271,14 +353,23 @@ class ScriptAction(_ActionBase):
     """
 
     kind: Literal["script"]
+    """``script``."""
     script: str | None = None
+    """Inline PowerShell (exactly one of script and file)."""
     file: str | None = None
+    """PowerShell file, relative to the plan file (exactly one of script and file)."""
     parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """Named parameters passed to the script."""
     site: Literal["primary", "recovery"] = "recovery"
+    """Which site of the pairing runs it (relative to the run's direction)."""
     host: Name | None = None
+    """Host of that site to run on; default: the site's VMM server."""
     timeout: Seconds = 600
+    """How long the script may run."""
     on_error: OnError | None = None
+    """``stop`` or ``continue``; default: stop, except continue in unplanned failovers."""
     undo: str | None = None
+    """PowerShell run when the action is compensated."""
 
     def error_policy(self, failover_type: FailoverType) -> OnError:
         """The effective policy for this run type."""
@@ -291,29 +382,38 @@ class ManualAction(_ActionBase):
     """Instructions for an operator; the run waits until someone approves or rejects."""
 
     kind: Literal["manual"]
+    """``manual``."""
     instructions: str
+    """What the operator must do before approving."""
     timeout: Seconds | None = None
+    """How long to wait for a decision; default: forever."""
     on_timeout: Literal["fail", "continue"] = "fail"
+    """What a timeout does: fail the run or continue it."""
 
 
 class WaitForIpAction(_ActionBase):
     """Wait until every VM of the group reports an address in its target network."""
 
     kind: Literal["wait_for_ip"]
+    """``wait_for_ip``."""
     timeout: Seconds = 600
+    """How long to wait for every VM's address."""
 
 
 class UpdateDnsAction(_ActionBase):
     """Switch the DNS records of every VM of the group to its new address."""
 
     kind: Literal["update_dns"]
+    """``update_dns``."""
 
 
 class HealthCheckAction(_ActionBase):
     """Check that every VM of the group runs and its replication health is not Critical."""
 
     kind: Literal["health_check"]
+    """``health_check``."""
     timeout: Seconds = 300
+    """How long the VMs have to become healthy."""
 
 
 Action = Annotated[
@@ -326,9 +426,13 @@ class DnsRecord(Model):
     """A name whose A/AAAA records follow the VM."""
 
     zone: Name
+    """A zone under ``fabric.dns_zones``."""
     name: Name
+    """Record name relative to the zone, e.g. ``sql-01`` or ``www``."""
     ttl: int | None = None
+    """TTL of the new records in seconds; default: keep the current TTL."""
     ptr: bool = False
+    """Also update the reverse (PTR) record."""
 
 
 def _vm_from_name(value: Any) -> Any:
@@ -339,30 +443,47 @@ class PlanVM(Model):
     """A VM's entry in a group: DNS records to switch, where its IP comes from, a delay."""
 
     name: Name
+    """A VM protected by the plan's pairing."""
     dns: list[DnsRecord] = Field(default_factory=list)
+    """DNS records that follow the VM's address."""
     ip_source: Literal["hyperv", "vmm"] = "hyperv"
+    """Where the new address is read: Hyper-V's adapter or VMM's IP pool."""
     start_delay: Seconds = 0
+    """Wait this long before starting the VM."""
     wait_for_ip: bool = True
+    """Wait for the VM's address before the group counts as up."""
 
 
 class Group(Model):
     """VMs failed over in parallel, with actions before and after."""
 
     name: Name
-    vms: list[Annotated[PlanVM, BeforeValidator(_vm_from_name)]] = Field(default_factory=list)
+    """Group name, unique in the plan."""
+    vms: list[
+        Annotated[PlanVM, BeforeValidator(_vm_from_name, json_schema_input_type=str | PlanVM)]
+    ] = Field(default_factory=list)
+    """VMs failed over in parallel: names or mappings."""
     pre: list[Action] = Field(default_factory=list)
+    """Actions run in order before the group's VMs fail over."""
     post: list[Action] = Field(default_factory=list)
+    """Actions run in order after the group's VMs are up."""
 
 
 class RecoveryPlan(Model):
     """Ordered groups of VMs of one pairing; group N+1 starts when group N is up."""
 
     pairing: Name
+    """The pairing (under ``fabric.pairings``) whose VMs the plan recovers."""
     description: str = ""
+    """Free text shown in reports."""
     rto: Seconds | None = None
+    """Recovery time objective; reports compare the run's duration with it."""
     on_group_failure: Literal["stop", "continue"] = "stop"
+    """Whether a failed group stops the run or the next group starts anyway."""
     test_network: Literal["isolated", "mapped", "none"] = "isolated"
+    """Test failovers connect to: each mapping's test network, the mapped network, or nothing."""
     groups: list[Group] = Field(min_length=1)
+    """Ordered groups; group N+1 starts when every VM of group N is up."""
 
     def vm_names(self) -> list[str]:
         """Every VM of the plan, in group order."""
@@ -373,9 +494,13 @@ class Document(Model):
     """One YAML file: a fabric, plans, or both, and the files it includes."""
 
     version: Literal[1] = 1
+    """File format version: 1."""
     include: list[str] = Field(default_factory=list)
+    """Files to load too, relative to this file (each loaded once)."""
     fabric: Fabric | None = None
+    """The sites, pairings, mappings and zones (one fabric per bundle)."""
     plans: dict[Name, RecoveryPlan] = Field(default_factory=dict)
+    """Recovery plans by name."""
 
 
 def address_in(address: str, subnets: list[str]) -> bool:
