@@ -1,0 +1,128 @@
+"""The driver behind ``bench/run``: runs the benchmarks, prints the table, writes the JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NAMES = ("scale", "overhead", "makespan", "concurrency")
+
+# The figures latest.json always carries at its top level (None when not measured).
+HEADLINE = (
+    "makespan_ratio",
+    "overhead_ms_per_step",
+    "compile_5000_s",
+    "peak_mb_5000",
+    "concurrent_plans_ok",
+)
+
+
+def _runner(name: str) -> Callable[..., dict[str, Any]]:
+    # Imported on use: a benchmark whose dependencies are missing must not stop the others.
+    module = __import__(f"bench.{name}", fromlist=["run"])
+    return module.run  # type: ignore[no-any-return]
+
+
+def run_one(name: str, quick: bool) -> dict[str, Any]:
+    """Run one benchmark; an exception becomes ``{"error": ...}`` with the traceback's tail."""
+    started = time.monotonic()
+    try:
+        result = _runner(name)(quick=quick)
+    except Exception as exc:
+        tail = traceback.format_exc().strip().splitlines()[-6:]
+        result = {"error": f"{type(exc).__name__}: {exc}", "traceback": tail}
+    result["elapsed_s"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were taken on."""
+    load = os.getloadavg()
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_avg_1m_at_start": round(load[0], 2),
+    }
+
+
+def collect(results: dict[str, dict[str, Any]], quick: bool) -> dict[str, Any]:
+    """The JSON document: headline figures, why any is missing, and every section in full."""
+    document: dict[str, Any] = {
+        "taken_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "mode": "quick" if quick else "full",
+        "machine": machine(),
+    }
+    not_run: dict[str, str] = {}
+    for key in HEADLINE:
+        document[key] = None
+    for name, result in results.items():
+        reason = result.get("skipped") or result.get("error")
+        if reason:
+            not_run[name] = str(reason)
+        for key in HEADLINE:
+            if key in result and result[key] is not None:
+                document[key] = result[key]
+    document["not_run"] = not_run
+    document["benchmarks"] = results
+    return document
+
+
+def table(document: dict[str, Any]) -> str:
+    """The headline figures against their targets, and what did not run."""
+    rows = [
+        ("makespan / critical path", "makespan_ratio", "<= 1.05 (+50 ms/stage)"),
+        ("engine overhead per VM-step", "overhead_ms_per_step", "<= 3 ms beyond bare Celery"),
+        ("validate+compile 5,000 VMs", "compile_5000_s", "< 2 s"),
+        ("peak RSS 5,000 VMs (MB)", "peak_mb_5000", "< 300 MB"),
+        ("20 concurrent plans succeeded", "concurrent_plans_ok", "true"),
+    ]
+    lines = [f"{'figure':34} {'value':>12}  target", "-" * 72]
+    for label, key, target in rows:
+        value = document.get(key)
+        shown = "not run" if value is None else str(value)
+        lines.append(f"{label:34} {shown:>12}  {target}")
+    details = document["benchmarks"]
+    for name, result in details.items():
+        for line in result.get("summary", []):
+            lines.append(f"  {name}: {line}")
+    if document["not_run"]:
+        lines.append("")
+        lines.append("not run or failed:")
+        for name, reason in document["not_run"].items():
+            lines.append(f"  {name}: {reason}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, run, print, write; exit 0 even when a benchmark could not run."""
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes; under 5 minutes")
+    parser.add_argument("--only", default=",".join(NAMES), help="comma-separated benchmarks")
+    parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    options = parser.parse_args(argv)
+    names = [n.strip() for n in options.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in NAMES]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {list(NAMES)}")
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        results[name] = run_one(name, options.quick)
+        print(f"  done in {results[name]['elapsed_s']} s", file=sys.stderr, flush=True)
+    document = collect(results, options.quick)
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    options.out.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
+    print(table(document))
+    print(f"\nwritten to {options.out}")
+    return 0
