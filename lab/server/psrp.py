@@ -48,9 +48,14 @@ def _plain(value: Any) -> Any:
         return {_plain(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    props = getattr(getattr(value, "PSObject", None), "extended_properties", None)
-    if props:
-        return {p.name: _plain(p.get_value(value)) for p in props}
+    meta = getattr(value, "PSObject", None)
+    if meta is not None:
+        # A deserialised object the client passed back (e.g. a VM from Get-VM): hand the
+        # domain its properties as a dict, so no psrpcore type leaks past this layer.
+        props = [*meta.adapted_properties, *meta.extended_properties]
+        if props:
+            return {str(p.name): _plain(p.get_value(value)) for p in props}
+        return str(value)
     return value
 
 

@@ -18,6 +18,19 @@ def wsman_for(
     **kwargs: Any,
 ) -> WSMan:
     """A ``pypsrp.wsman.WSMan`` for ``endpoint`` (Basic: unencrypted; NTLM: encrypted)."""
+    return WSMan(
+        "127.0.0.1", **client_options(endpoint, password=password, verify=verify, **kwargs)
+    )
+
+
+def client_options(
+    endpoint: Endpoint,
+    *,
+    password: str | None = None,
+    verify: bool | str = True,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Keyword arguments for ``WSMan``/``pypsrp.client.Client`` that reach ``endpoint``."""
     options: dict[str, Any] = {
         "port": endpoint.port,
         "username": endpoint.username,
@@ -33,7 +46,7 @@ def wsman_for(
         ca = endpoint.ca_bundle if verify is True else verify
         options.update(ssl=True, auth="basic", cert_validation=ca)
     options.update(kwargs)
-    return WSMan("127.0.0.1", **options)
+    return options
 
 
 def run(pool: RunspacePool, cmdlet: str, **params: Any) -> PowerShell:

@@ -70,6 +70,10 @@ class FakeBackend:
         if name == "get-vm":
             vm = _param(cmd, "Name", "sql-01")
             return InvokeResult(output=[_vm(vm, host)])
+        if name == "invoke-expression":
+            return InvokeResult(output=[f"ran: {_param(cmd, 'Command')}", host])
+        if name == "echo-param":
+            return InvokeResult(output=[repr(_param(cmd, "Value"))])
         if name == "write-big":
             size = int(_param(cmd, "Size", 1000))
             return InvokeResult(output=["x" * size, "tail"])

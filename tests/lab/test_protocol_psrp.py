@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
+from pypsrp.client import Client
 from pypsrp.powershell import PowerShell, PSInvocationState, RunspacePool
 
 from lab.server.service import LabServer
-from tests.lab.clients import props, run, wsman_for
+from tests.lab.clients import client_options, props, run, wsman_for
 from tests.lab.fake_backend import FakeBackend
 
 
@@ -121,3 +122,34 @@ def test_one_pool_runs_pipelines_one_after_another_and_closes_them(
         (shell,) = service.shells.values()
         assert shell.runs == {}
     assert service.shells == {}
+
+
+def test_parameters_reach_the_domain_as_plain_values(fake_server: LabServer) -> None:
+    with RunspacePool(wsman_for(fake_server.endpoints["hv-sto-1"])) as pool:
+        vm = run(pool, "Get-VM", Name="mon-01").output[0]
+        echoed = {
+            "text": run(pool, "Echo-Param", Value="corp-got").output[0],
+            "number": run(pool, "Echo-Param", Value=300).output[0],
+            "list": run(pool, "Echo-Param", Value=["a", 2]).output[0],
+            "switch": run(pool, "Echo-Param", Value=True).output[0],
+            "object": run(pool, "Echo-Param", Value=vm).output[0],
+        }
+    assert echoed["text"] == "'corp-got'"
+    assert echoed["number"] == "300"
+    assert echoed["list"] == "['a', 2]"
+    assert echoed["switch"] in ("None", "True")
+    assert "'Name': 'mon-01'" in echoed["object"]
+
+
+def test_pypsrp_client_execute_ps(fake_server: LabServer, fake_backend: FakeBackend) -> None:
+    endpoint = fake_server.endpoints["hv-got-1"]
+    client = Client("127.0.0.1", **client_options(endpoint))
+    try:
+        output, _streams, had_errors = client.execute_ps("Get-Date")
+    finally:
+        client.close()
+    assert output.splitlines() == ["ran: Get-Date", "hv-got-1"]
+    assert not had_errors
+    host, commands = fake_backend.calls[-1]
+    assert host == "hv-got-1"
+    assert [c.name for c in commands] == ["Invoke-Expression", "Out-String"]
