@@ -263,6 +263,7 @@ def _common_conf(server: BindServer, keys: list[Path], rndc_key: Path) -> str:
         "  dnssec-validation no;\n"
         "  minimal-responses yes;\n"
         "  transfers-per-ns 10;\n"
+        "  serial-query-rate 1000;\n"
         f"  transfer-source {server.address};\n"
         f"  notify-source {server.address};\n"
         "};\n"

@@ -39,7 +39,7 @@ ALGORITHMS: dict[str, dns.name.Name] = {
 # Quoted strings first, so a "//" inside a base64 secret is not taken for a comment.
 _TOKEN = re.compile(r'"[^"]*"|/\*.*?\*/|//[^\n]*|#[^\n]*', re.DOTALL)
 _KEY = re.compile(r'key\s+"?([^"\s{]+)"?\s*\{(.*?)\}\s*;', re.DOTALL)
-_CLAUSE = re.compile(r'(algorithm|secret)\s+"?([^";\s]+)"?\s*;')
+_CLAUSE = re.compile(r'(algorithm|secret)\s+(?:"([^"]*)"|([^;\s]+))\s*;')
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def parse_keys(
     keys = []
     bare = _TOKEN.sub(lambda m: m.group(0) if m.group(0).startswith('"') else " ", text)
     for match in _KEY.finditer(bare):
-        clauses = dict(_CLAUSE.findall(match.group(2)))
+        clauses = {k: quoted or bare for k, quoted, bare in _CLAUSE.findall(match.group(2))}
         if "secret" not in clauses:
             raise DnsKeyFileError(
                 f"key {match.group(1)!r} in {source or 'the key text'} has no secret clause",
