@@ -1,0 +1,125 @@
+"""Network, power, address and health executors on the fake world."""
+
+from __future__ import annotations
+
+import pytest
+
+from workers.executors import HealthCheckFailed, StepParamsError, VmNotFound, run_step
+from workers.hyperv.ip import IpTimeout
+from workflows.steps import StepKind
+
+from .conftest import MakeContext
+from .helpers import spec, twice
+from .world import World
+
+K = StepKind
+TEST_VM = "sql-01 - Test"
+
+
+@pytest.fixture
+def test_vm(world: World, make_ctx: MakeContext) -> None:
+    run_step(make_ctx("test"), spec(K.TEST_FAILOVER, "hv-got-1"))
+
+
+@pytest.mark.usefixtures("test_vm")
+def test_connect_network_acts_on_the_test_vm_in_a_test_run(
+    world: World, make_ctx: MakeContext
+) -> None:
+    out = twice(world, make_ctx("test"), spec(K.CONNECT_NETWORK, "hv-got-1", switch="test-got"))
+    assert world.vm("hv-got-1", TEST_VM).switches == ["test-got"]
+    assert world.vm("hv-got-1", "sql-01").switches == [None]
+    assert out.undo is None  # the test VM's cleanup deletes it anyway
+
+
+def test_connect_network_without_a_switch_leaves_the_vm_alone(
+    world: World, make_ctx: MakeContext
+) -> None:
+    out = run_step(make_ctx(), spec(K.CONNECT_NETWORK, "hv-got-1", switch=None))
+    assert out.changed is False and out.result["switch"] is None
+    assert world.mutations() == []
+
+
+def test_connect_network_on_a_replica_records_the_previous_switch(
+    world: World, make_ctx: MakeContext
+) -> None:
+    out = twice(world, make_ctx(), spec(K.CONNECT_NETWORK, "hv-got-1", switch="corp-got"))
+    assert out.undo == {
+        "action": "connect_network",
+        "host": "hv-got-1",
+        "vm": "sql-01",
+        "vm_name": "sql-01",
+        "switch": None,
+    }
+
+
+def test_connect_network_of_a_missing_test_vm_says_to_run_the_test_failover(
+    make_ctx: MakeContext,
+) -> None:
+    with pytest.raises(VmNotFound, match="sql-01 - Test"):
+        run_step(make_ctx("test"), spec(K.CONNECT_NETWORK, "hv-got-1", switch="test-got"))
+
+
+@pytest.mark.usefixtures("test_vm")
+def test_start_then_wait_ip_finds_the_test_address(world: World, make_ctx: MakeContext) -> None:
+    ctx = make_ctx("test")
+    run_step(ctx, spec(K.CONNECT_NETWORK, "hv-got-1", switch="test-got"))
+    started = twice(world, ctx, spec(K.START_VM, "hv-got-1", start_delay=0.001))
+    assert started.undo is None
+    assert world.vm("hv-got-1", TEST_VM).state == "Running"
+    out = run_step(ctx, spec(K.WAIT_IP, "hv-got-1", subnets=["10.99.0.0/16"], timeout=5))
+    assert out.result["addresses"] == ["10.99.1.11"]
+    assert out.changed is False
+
+
+def test_start_vm_of_a_failed_over_replica_can_be_undone(
+    world: World, make_ctx: MakeContext
+) -> None:
+    ctx = make_ctx("unplanned")
+    run_step(ctx, spec(K.FAILOVER, "hv-got-1"))
+    out = twice(world, ctx, spec(K.START_VM, "hv-got-1"))
+    assert out.undo == {"action": "stop_vm", "host": "hv-got-1", "vm_name": "sql-01"}
+
+
+def test_wait_ip_through_vmm_picks_the_vm_on_the_step_host(
+    world: World, make_ctx: MakeContext
+) -> None:
+    ctx = make_ctx("unplanned")
+    run_step(ctx, spec(K.FAILOVER, "hv-got-1"))
+    run_step(ctx, spec(K.CONNECT_NETWORK, "hv-got-1", switch="corp-got"))
+    run_step(ctx, spec(K.START_VM, "hv-got-1"))
+    step = spec(K.WAIT_IP, "hv-got-1", subnets=["10.20.0.0/16"], source="vmm", vmm="vmm-got")
+    out = run_step(ctx, step)
+    assert out.result == {"addresses": ["10.20.1.11"], "source": "vmm"}
+    assert {c.host for c in world.calls if c.cmdlet.startswith("Get-SC")} == {"vmm-got"}
+
+
+def test_wait_ip_times_out_transiently_naming_what_it_saw(
+    world: World, make_ctx: MakeContext
+) -> None:
+    world.boot_without_ip.add("sql-01")
+    ctx = make_ctx("unplanned")
+    run_step(ctx, spec(K.FAILOVER, "hv-got-1"))
+    run_step(ctx, spec(K.START_VM, "hv-got-1"))
+    with pytest.raises(IpTimeout, match=r"sql-01.*hv-got-1.*10\.20\.0\.0/16"):
+        run_step(ctx, spec(K.WAIT_IP, "hv-got-1", subnets=["10.20.0.0/16"], timeout=0.05))
+
+
+def test_wait_ip_without_subnets_is_a_params_error(make_ctx: MakeContext) -> None:
+    with pytest.raises(StepParamsError, match="subnets"):
+        run_step(make_ctx(), spec(K.WAIT_IP, "hv-got-1"))
+
+
+def test_health_check_passes_for_a_running_primary(make_ctx: MakeContext) -> None:
+    out = run_step(make_ctx(), spec(K.HEALTH_CHECK, "hv-sto-1"))
+    assert out.result == {"state": "Running", "health": "Normal"}
+    assert out.changed is False
+
+
+def test_health_check_fails_on_critical_health_or_a_stopped_vm(
+    world: World, make_ctx: MakeContext
+) -> None:
+    world.vm("hv-sto-1", "sql-01").repl.health = "Critical"  # type: ignore[union-attr]
+    with pytest.raises(HealthCheckFailed, match="health Critical"):
+        run_step(make_ctx(), spec(K.HEALTH_CHECK, "hv-sto-1"))
+    with pytest.raises(HealthCheckFailed, match="VM Off"):
+        run_step(make_ctx(), spec(K.HEALTH_CHECK, "hv-got-1"))

@@ -1,0 +1,209 @@
+"""Replication-state executors on the fake world: effect, idempotent skip, and refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from workers.errors import CmdletFailed, RemoteTransientError
+from workers.executors import InvalidReplicationState, VmNotFound, run_step
+from workers.executors.base import StepFailed
+from workflows.steps import StepKind
+
+from .conftest import MakeContext
+from .helpers import spec, twice
+from .world import World
+
+K = StepKind
+
+
+def _prepare(world: World, make_ctx: MakeContext) -> None:
+    ctx = make_ctx()
+    run_step(ctx, spec(K.SHUTDOWN_PRIMARY, "hv-sto-1"))
+    run_step(ctx, spec(K.PREPARE_FAILOVER, "hv-sto-1"))
+
+
+def test_shutdown_stops_the_primary_once_and_records_a_restart(
+    world: World, make_ctx: MakeContext
+) -> None:
+    out = twice(world, make_ctx(), spec(K.SHUTDOWN_PRIMARY, "hv-sto-1"))
+    assert world.vm("hv-sto-1", "sql-01").state == "Off"
+    assert out.changed is True
+    assert out.undo == {"action": "start_vm", "host": "hv-sto-1", "vm": "sql-01"}
+    assert [c.cmdlet for c in world.mutations()] == ["Stop-VM"]
+
+
+def test_shutdown_best_effort_turns_an_unreachable_primary_into_a_warning(
+    world: World, make_ctx: MakeContext
+) -> None:
+    world.down.add("hv-sto-1")
+    out = run_step(make_ctx("unplanned"), spec(K.SHUTDOWN_PRIMARY, "hv-sto-1", best_effort=True))
+    assert out.changed is False
+    assert "sql-01" in out.result["warning"] and "hv-sto-1" in out.result["warning"]
+    with pytest.raises(RemoteTransientError):
+        run_step(make_ctx(), spec(K.SHUTDOWN_PRIMARY, "hv-sto-1"))
+
+
+def test_shutdown_of_a_vm_the_host_does_not_have_names_vm_and_host(make_ctx: MakeContext) -> None:
+    with pytest.raises(VmNotFound, match=r"nope-01.*hv-sto-1"):
+        run_step(make_ctx(), spec(K.SHUTDOWN_PRIMARY, "hv-sto-1", vm="nope-01"))
+
+
+def test_prepare_refuses_a_running_primary_and_says_to_shut_it_down(
+    make_ctx: MakeContext,
+) -> None:
+    with pytest.raises(InvalidReplicationState) as err:
+        run_step(make_ctx(), spec(K.PREPARE_FAILOVER, "hv-sto-1"))
+    message = str(err.value)
+    for part in ("sql-01", "hv-sto-1", "Start-VMFailover -Prepare", "Replicating", "shut it down"):
+        assert part in message
+
+
+def test_prepare_then_failover_each_happen_once(world: World, make_ctx: MakeContext) -> None:
+    ctx = make_ctx()
+    shutdown = run_step(ctx, spec(K.SHUTDOWN_PRIMARY, "hv-sto-1"))
+    prepared = twice(world, ctx, spec(K.PREPARE_FAILOVER, "hv-sto-1"))
+    assert prepared.undo == {"action": "cancel_prepare", "host": "hv-sto-1", "vm": "sql-01"}
+    assert world.vm("hv-sto-1", "sql-01").repl.state == "PreparedForFailover"  # type: ignore[union-attr]
+
+    ctx.prior["shutdown_primary"] = shutdown.result
+    failed_over = twice(world, ctx, spec(K.FAILOVER, "hv-got-1"))
+    assert world.vm("hv-got-1", "sql-01").repl.state == "FailedOverWaitingCompletion"  # type: ignore[union-attr]
+    assert failed_over.undo == {
+        "action": "cancel_failover",
+        "host": "hv-got-1",
+        "vm": "sql-01",
+        "restart_source": {"host": "hv-sto-1", "vm": "sql-01"},
+    }
+    assert [c.cmdlet for c in world.mutations("sql-01")] == [
+        "Stop-VM",
+        "Start-VMFailover",
+        "Start-VMFailover",
+    ]
+
+
+def test_failover_in_a_state_that_allows_nothing_names_the_state(
+    world: World, make_ctx: MakeContext
+) -> None:
+    world.vm("hv-got-1", "sql-01").repl.state = "WaitingForInitialReplication"  # type: ignore[union-attr]
+    with pytest.raises(InvalidReplicationState) as err:
+        run_step(make_ctx(), spec(K.FAILOVER, "hv-got-1"))
+    assert "WaitingForInitialReplication" in str(err.value)
+    assert "hv-got-1" in str(err.value) and "sql-01" in str(err.value)
+    assert world.mutations() == []
+
+
+def test_a_refused_cmdlet_becomes_a_step_error_with_the_current_state(
+    world: World, make_ctx: MakeContext
+) -> None:
+    world.faults[("hv-got-1", "Start-VMFailover")] = CmdletFailed(
+        "Start-VMFailover failed on hv-got-1: disk busy", host="hv-got-1", cmdlet="Start-VMFailover"
+    )
+    with pytest.raises(StepFailed) as err:
+        run_step(make_ctx(), spec(K.FAILOVER, "hv-got-1"))
+    message = str(err.value)
+    assert "disk busy" in message and "replication Replicating" in message and "VM Off" in message
+
+
+def test_failover_to_a_named_recovery_point_passes_it(world: World, make_ctx: MakeContext) -> None:
+    run_step(make_ctx(), spec(K.FAILOVER, "hv-got-1", recovery_point="sql-01 - Standard Replica"))
+    call = world.mutations()[-1]
+    assert call.params["VMRecoverySnapshot"] == "sql-01 - Standard Replica"
+
+
+def test_test_failover_creates_the_test_vm_once_and_keeps_its_cleanup(
+    world: World, make_ctx: MakeContext
+) -> None:
+    ctx = make_ctx("test")
+    out = run_step(ctx, spec(K.TEST_FAILOVER, "hv-got-1"))
+    again = run_step(ctx, spec(K.TEST_FAILOVER, "hv-got-1"))
+    assert ("hv-got-1", "sql-01 - Test") in world.vms
+    assert out.result == {"test_vm": "sql-01 - Test"} and again.changed is False
+    # A redelivered task still reports what must be cleaned up.
+    assert (
+        again.undo
+        == out.undo
+        == {
+            "action": "stop_test_failover",
+            "host": "hv-got-1",
+            "vm": "sql-01",
+        }
+    )
+    assert len(world.mutations()) == 1
+
+
+def test_test_cleanup_deletes_the_test_vm_once(world: World, make_ctx: MakeContext) -> None:
+    ctx = make_ctx("test")
+    run_step(ctx, spec(K.TEST_FAILOVER, "hv-got-1"))
+    out = twice(world, ctx, spec(K.TEST_CLEANUP, "hv-got-1"))
+    assert out.result["deleted"] == "sql-01 - Test"
+    assert ("hv-got-1", "sql-01 - Test") not in world.vms
+
+
+def test_reverse_makes_the_replica_primary_once(world: World, make_ctx: MakeContext) -> None:
+    _prepare(world, make_ctx)
+    ctx = make_ctx()
+    run_step(ctx, spec(K.FAILOVER, "hv-got-1"))
+    out = twice(world, ctx, spec(K.REVERSE, "hv-got-1", replica_server="hv-sto-1"))
+    assert out.undo is None
+    assert out.result["replica_server"].startswith("hv-sto-1")
+    assert world.vm("hv-got-1", "sql-01").repl.mode == "Primary"  # type: ignore[union-attr]
+    assert world.vm("hv-sto-1", "sql-01").repl.mode == "Replica"  # type: ignore[union-attr]
+
+
+def test_reverse_refuses_a_primary_replicating_elsewhere(make_ctx: MakeContext) -> None:
+    with pytest.raises(InvalidReplicationState, match="already replicates to hv-got-1"):
+        run_step(make_ctx(), spec(K.REVERSE, "hv-sto-1", replica_server="hv-sto-2"))
+
+
+def test_reverse_before_failover_says_to_fail_over_first(make_ctx: MakeContext) -> None:
+    with pytest.raises(InvalidReplicationState, match="run the failover"):
+        run_step(make_ctx(), spec(K.REVERSE, "hv-got-1"))
+
+
+def test_commit_then_reverse_to_then_initial_replication(
+    world: World, make_ctx: MakeContext
+) -> None:
+    ctx = make_ctx("unplanned")
+    run_step(ctx, spec(K.FAILOVER, "hv-got-1"))
+    twice(world, ctx, spec(K.COMMIT, "hv-got-1"))
+    assert world.vm("hv-got-1", "sql-01").repl.state == "FailedOver"  # type: ignore[union-attr]
+    twice(world, ctx, spec(K.SET_AS_REPLICA, "hv-sto-1"))
+    twice(world, ctx, spec(K.REVERSE_TO, "hv-got-1", replica_server="hv-sto-1"))
+    out = twice(world, ctx, spec(K.START_INITIAL_REPLICATION, "hv-got-1"))
+    assert out.result == {"state": "Replicating"}
+    new_primary = world.vm("hv-got-1", "sql-01").repl
+    assert new_primary is not None
+    assert (new_primary.mode, new_primary.state) == ("Primary", "Replicating")
+    assert world.vm("hv-sto-1", "sql-01").repl.mode == "Replica"  # type: ignore[union-attr]
+
+
+def test_reverse_to_needs_the_replica_server(make_ctx: MakeContext) -> None:
+    with pytest.raises(Exception, match="replica_server"):
+        run_step(make_ctx(), spec(K.REVERSE_TO, "hv-got-1"))
+
+
+def test_cancel_failover_turns_the_vm_off_and_cancels_once(
+    world: World, make_ctx: MakeContext
+) -> None:
+    ctx = make_ctx("unplanned")
+    run_step(ctx, spec(K.FAILOVER, "hv-got-1"))
+    run_step(ctx, spec(K.START_VM, "hv-got-1"))
+    twice(world, ctx, spec(K.CANCEL_FAILOVER, "hv-got-1"))
+    replica = world.vm("hv-got-1", "sql-01")
+    assert replica.state == "Off" and replica.repl.state == "Replicating"  # type: ignore[union-attr]
+
+
+def test_cancel_after_commit_says_to_fail_back(world: World, make_ctx: MakeContext) -> None:
+    ctx = make_ctx("unplanned")
+    run_step(ctx, spec(K.FAILOVER, "hv-got-1"))
+    run_step(ctx, spec(K.COMMIT, "hv-got-1"))
+    with pytest.raises(InvalidReplicationState, match="fail back"):
+        run_step(ctx, spec(K.CANCEL_FAILOVER, "hv-got-1"))
+
+
+def test_a_vm_that_is_not_replicated_is_reported_as_such(
+    world: World, make_ctx: MakeContext
+) -> None:
+    world.vm("hv-got-1", "sql-01").repl = None
+    with pytest.raises(InvalidReplicationState, match="not replicated"):
+        run_step(make_ctx(), spec(K.FAILOVER, "hv-got-1"))
