@@ -23,6 +23,32 @@ from workers.hyperv.faults import classify
 log = logging.getLogger(__name__)
 
 
+class FairLock:
+    """A first-come, first-served lock.
+
+    ``threading.Lock`` lets a thread that releases and re-acquires in a loop (a call polling a
+    long-running cmdlet) starve the others; tickets make every waiting call take its turn.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._next_ticket = 0
+        self._serving = 0
+
+    def __enter__(self) -> FairLock:
+        with self._cond:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            while ticket != self._serving:
+                self._cond.wait()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
+
+
 @dataclass(eq=False)
 class PooledRunspace:
     """An open runspace pool plus the lock that serialises requests on it."""
@@ -30,7 +56,7 @@ class PooledRunspace:
     endpoint: PsrpEndpoint
     wsman: WSMan
     pool: RunspacePool
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: FairLock = field(default_factory=FairLock)
     uses: int = 0
     broken: bool = False
 

@@ -12,13 +12,13 @@ interleave instead of queueing behind a long-running cmdlet.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pypsrp.complex_objects import PSInvocationState
-from pypsrp.exceptions import WSManFaultError
+from pypsrp.exceptions import AuthenticationError as AuthenticationFailed
+from pypsrp.exceptions import WinRMTransportError, WSManFaultError
 from pypsrp.powershell import PowerShell
 
 from plans.errors import FerrymanError
@@ -56,7 +56,7 @@ class PsrpRunner:
         *,
         cache: RunspacePoolCache | None = None,
         default_timeout: float = DEFAULT_TIMEOUT,
-        poll_interval: float = 1.0,
+        poll_interval: float = 0.5,
     ) -> None:
         self.endpoint = endpoint
         self.cache = cache if cache is not None else shared_cache()
@@ -122,10 +122,10 @@ class PsrpRunner:
             except Exception as exc:
                 self.cache.discard(entry)
                 # A reused session the server no longer knows (it restarted, or dropped an idle
-                # shell) answers with a WS-Man fault before running anything: open a fresh one
-                # once. Other failures may have started the cmdlet, so they are not repeated.
-                if attempt == 1 and entry.uses > 1 and isinstance(exc, WSManFaultError):
-                    log.info("PSRP session on %s is gone (%s); reopening", self.host, exc.code)
+                # shell or connection) is refused before anything runs: open a fresh one once.
+                # Other failures may have started the cmdlet, so they are not repeated.
+                if attempt == 1 and entry.uses > 1 and _session_refused(exc):
+                    log.info("PSRP session on %s is gone (%s); reopening", self.host, exc)
                     continue
                 raise classify(exc, self.endpoint, label) from exc
             return self._finish(entry, ps, label, deadline, limit)
@@ -143,10 +143,11 @@ class PsrpRunner:
                         f"{label} on {self.host} did not finish within {limit:g}s and was "
                         "stopped; will retry (raise the action's timeout if it needs longer)"
                     )
-                wait = max(1, math.ceil(min(self.poll_interval, remaining)))
+                wait = max(0.2, min(self.poll_interval, remaining))
                 with entry.lock:
                     try:
-                        ps.poll_invoke(timeout=wait)
+                        # pypsrp annotates int but writes PT{n}S, where fractions are valid.
+                        ps.poll_invoke(timeout=wait)  # type: ignore[arg-type]
                     except WSManFaultError as exc:
                         # pypsrp itself swallows only the decimal form of TimedOut.
                         if exc.code != WSMAN_TIMED_OUT:
@@ -198,6 +199,15 @@ class PsrpRunner:
                 ps.close()
             except Exception as exc:
                 log.debug("closing a finished pipeline on %s failed: %s", self.host, exc)
+
+
+def _session_refused(exc: BaseException) -> bool:
+    """True when the server refused a request on a stale session without running anything:
+    a WS-Man fault (unknown shell), HTTP 400 (an NTLM-sealed message it cannot unseal on a
+    new connection) or a 401 (the connection's login was lost)."""
+    if isinstance(exc, WSManFaultError | AuthenticationFailed):
+        return True
+    return isinstance(exc, WinRMTransportError) and exc.code == 400
 
 
 def _wire_value(value: Any) -> Any:

@@ -1,0 +1,210 @@
+"""PsrpRunner through the real pypsrp client against the lab's real WinRM endpoints.
+
+The domain behind the endpoints is :mod:`.lab_double`, so each test controls exactly what
+the host does: block, fail, drop the connection, go down.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pytest
+
+from lab.server.auth import Account
+from lab.server.service import LabServer
+from plans.credentials import SecretRef
+from workers.errors import AuthenticationError, CmdletFailed, RemoteTransientError
+from workers.hyperv.connection import AuthMethod, PsrpEndpoint
+from workers.hyperv.hyperv import HyperVHost
+from workers.hyperv.pool import RunspacePoolCache
+from workers.hyperv.psrp import PsrpRunner
+from workers.hyperv.states import ReplicationMode, VMState
+
+from .lab_double import RunnerBackend
+
+pytestmark = pytest.mark.integration
+
+PASSWORD_VAR = "HV_TEST_LAB_PASSWORD"
+
+
+@dataclass
+class Site:
+    server: LabServer
+    backend: RunnerBackend
+    cache: RunspacePoolCache
+    password: str
+
+    def endpoint(self, host: str = "hv-got-1", password_var: str = PASSWORD_VAR) -> PsrpEndpoint:
+        ep = self.server.endpoints[host]
+        auth = AuthMethod.NTLM if ep.auth == "ntlm" else AuthMethod.BASIC
+        return PsrpEndpoint(
+            host,
+            ep.url,
+            auth,
+            ep.username,
+            SecretRef("env", password_var),
+            ca_bundle=ep.ca_bundle,
+            connect_timeout=5,
+            operation_timeout=5,
+            read_timeout=15,
+        )
+
+    def runner(self, host: str = "hv-got-1", **kw: float) -> PsrpRunner:
+        return PsrpRunner(self.endpoint(host), cache=self.cache, **kw)
+
+    def bounce(self, host: str) -> None:
+        """Take the host down and up again: connections reset, shells forgotten."""
+        self.backend.down.add(host)
+        self.server.sync_hosts()
+        self.backend.down.discard(host)
+        self.server.sync_hosts()
+
+
+def _site(auth: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
+    password = secrets.token_urlsafe(16)
+    monkeypatch.setenv(PASSWORD_VAR, password)
+    backend = RunnerBackend()
+    cache = RunspacePoolCache()
+    with LabServer(backend, Account("ferryman", password), auth=auth) as server:
+        try:
+            yield Site(server, backend, cache, password)
+        finally:
+            backend.release.set()
+            cache.close()
+
+
+@pytest.fixture(params=["basic", "ntlm", "https"])
+def any_auth_site(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Site]:
+    yield from _site(request.param, monkeypatch)
+
+
+@pytest.fixture(params=["basic", "ntlm"])
+def site(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
+    yield from _site(request.param, monkeypatch)
+
+
+def test_typed_call_reads_enums_by_name(any_auth_site: Site) -> None:
+    vm = HyperVHost(any_auth_site.runner(), "hv-got-1").get_vm("sql-01")
+    assert vm.state is VMState.OFF
+    assert vm.replication_mode is ReplicationMode.REPLICA
+    assert vm.host == "hv-got-1"
+
+
+def test_unknown_vm_is_cmdlet_failed_with_the_hyperv_error_id(site: Site) -> None:
+    with pytest.raises(CmdletFailed) as info:
+        HyperVHost(site.runner(), "hv-got-1").get_vm("sql-99")
+    err = info.value
+    assert (
+        err.fully_qualified_error_id
+        == "InvalidParameter,Microsoft.HyperV.PowerShell.Commands.GetVM"
+    )
+    assert (err.host, err.cmdlet, err.category) == ("hv-got-1", "Get-VM", "InvalidArgument")
+    assert 'name "sql-99"' in str(err)
+    # A cmdlet error is an answer, not a broken session: the pool stays.
+    HyperVHost(site.runner(), "hv-got-1").get_vm("sql-01")
+    assert site.cache.opened["hv-got-1"] == 1
+
+
+def test_parameters_arrive_as_typed_values_not_script_text(site: Site) -> None:
+    tricky = "sql-01'; Remove-VM -Name * -Force; '$(whoami)"
+    result = site.runner().run(
+        "Echo-Parameters",
+        {"Name": tricky, "Count": 3, "Enabled": False, "Tags": ["a", "b"]},
+        switches=["Force"],
+    )
+    assert result.output == [
+        {"Name": tricky, "Count": 3, "Enabled": False, "Tags": ["a", "b"], "Force": True}
+    ]
+
+
+def test_run_script_passes_parameters_as_parameters(site: Site) -> None:
+    script = "param($VMName) Get-VM -Name $VMName"
+    result = site.runner().run_script(script, {"VMName": "web-01"})
+    assert result.output == [{"Text": script, "VMName": "web-01"}]
+
+
+def test_one_pool_serves_twenty_threads(site: Site) -> None:
+    runner = site.runner()
+
+    def work(_: int) -> list[str]:
+        return [HyperVHost(runner, "hv-got-1").get_vm("sql-01").name for _ in range(3)]
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(work, range(20)))
+    assert results == [["sql-01"] * 3] * 20
+    assert site.cache.opened["hv-got-1"] == 1
+    assert site.backend.pipelines["hv-got-1"] == 60
+
+
+def test_a_long_cmdlet_does_not_hold_up_other_calls(site: Site) -> None:
+    runner = site.runner()
+    outcome: list[object] = []
+    blocked = threading.Thread(target=lambda: outcome.append(runner.run("Block-Call").output))
+    blocked.start()
+    assert site.backend.blocked.wait(timeout=10)
+    # While Block-Call runs on the host, another call on the same pool completes.
+    assert HyperVHost(runner, "hv-got-1").get_vm("sql-01").name == "sql-01"
+    assert blocked.is_alive()
+    site.backend.release.set()
+    blocked.join(timeout=10)
+    assert outcome == [[{"Value": "released"}]]
+
+
+def test_per_call_timeout_stops_the_pipeline(site: Site) -> None:
+    runner = site.runner()
+    with pytest.raises(RemoteTransientError, match="did not finish within 2s"):
+        runner.run("Block-Call", timeout=2)
+    site.backend.release.set()
+    assert runner.run("Get-VM", {"Name": "sql-01"}).output[0]["Name"] == "sql-01"
+
+
+@pytest.mark.parametrize("fault", ["http500", "reset"])
+def test_transport_faults_are_transient_and_the_next_call_works(site: Site, fault: str) -> None:
+    runner = site.runner()
+    runner.run("Get-VM", {"Name": "sql-01"})
+    site.backend.faults["hv-got-1"] = [fault]
+    with pytest.raises(RemoteTransientError, match="hv-got-1"):
+        runner.run("Get-VM", {"Name": "sql-01"})
+    assert runner.run("Get-VM", {"Name": "sql-01"}).output[0]["Name"] == "sql-01"
+
+
+def test_host_down_is_connection_refused_then_recovers(site: Site) -> None:
+    runner = site.runner()
+    runner.run("Get-VM", {"Name": "sql-01"})
+    site.backend.down.add("hv-got-1")
+    site.server.sync_hosts()
+    with pytest.raises(RemoteTransientError, match="refused"):
+        runner.run("Get-VM", {"Name": "sql-01"})
+    site.backend.down.discard("hv-got-1")
+    site.server.sync_hosts()
+    assert runner.run("Get-VM", {"Name": "sql-01"}).output[0]["Name"] == "sql-01"
+    assert site.cache.opened["hv-got-1"] == 2
+
+
+def test_a_forgotten_session_is_reopened_without_an_error(site: Site) -> None:
+    runner = site.runner()
+    runner.run("Get-VM", {"Name": "sql-01"})
+    site.bounce("hv-got-1")  # the server restarted: the cached shell no longer exists
+    assert runner.run("Get-VM", {"Name": "sql-01"}).output[0]["Name"] == "sql-01"
+    assert site.cache.opened["hv-got-1"] == 2
+
+
+def test_wrong_password_is_an_authentication_error_naming_the_reference(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrong = "not-" + site.password
+    monkeypatch.setenv("HV_TEST_WRONG", wrong)
+    runner = PsrpRunner(site.endpoint(password_var="HV_TEST_WRONG"), cache=site.cache)
+    with pytest.raises(AuthenticationError) as info:
+        runner.run("Get-VM", {"Name": "sql-01"})
+    message = str(info.value)
+    assert "env:HV_TEST_WRONG" in message and "hv-got-1" in message
+    assert wrong not in message and site.password not in message
+    assert len(site.cache) == 0
+    assert site.backend.pipelines["hv-got-1"] == 0
