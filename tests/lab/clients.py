@@ -8,6 +8,7 @@ from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 
 from lab.server.service import Endpoint
+from lab.testing import pypsrp_options
 
 
 def wsman_for(
@@ -31,20 +32,12 @@ def client_options(
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Keyword arguments for ``WSMan``/``pypsrp.client.Client`` that reach ``endpoint``."""
-    options: dict[str, Any] = {
-        "port": endpoint.port,
-        "username": endpoint.username,
-        "password": endpoint.password if password is None else password,
-        "no_proxy": True,
-        "connection_timeout": 5,
-    }
-    if endpoint.auth == "basic":
-        options.update(ssl=False, auth="basic", encryption="never")
-    elif endpoint.auth == "ntlm":
-        options.update(ssl=False, auth="ntlm")
-    else:
-        ca = endpoint.ca_bundle if verify is True else verify
-        options.update(ssl=True, auth="basic", cert_validation=ca)
+    options = pypsrp_options(endpoint)
+    options["connection_timeout"] = 5
+    if password is not None:
+        options["password"] = password
+    if endpoint.auth == "https" and verify is not True:
+        options["cert_validation"] = verify
     options.update(kwargs)
     return options
 
