@@ -451,10 +451,11 @@ class _Compiler:
         elif isinstance(action, ScriptAction):
             self._script(name, group, action)
         else:
-            kind = {
-                WaitForIpAction: StepKind.WAIT_IP,
-                UpdateDnsAction: StepKind.UPDATE_DNS,
-            }.get(type(action), StepKind.HEALTH_CHECK)
+            kind = StepKind.HEALTH_CHECK
+            if isinstance(action, WaitForIpAction):
+                kind = StepKind.WAIT_IP
+            elif isinstance(action, UpdateDnsAction):
+                kind = StepKind.UPDATE_DNS
             self._builtin(name, group, action, kind)
 
     def _script(self, name: str, group: Group, action: ScriptAction) -> None:
@@ -589,7 +590,8 @@ def compile_followup(
         direction=parent.direction,
         hosts=dict(parent.hosts),
         stages=tuple(stages),
-        options={},
+        # executors still need the failover type of the original run (test VM names)
+        options={"failover_type": parent.options.get("failover_type", parent.operation.value)},
     )
 
 
@@ -719,7 +721,9 @@ def _source_host(parent: CompiledRun, vm: str) -> str:
 
 
 def _compensate(parent: CompiledRun, steps: Sequence[StepRecord]) -> list[Stage]:
-    undoable = [s for s in steps if s.status == "succeeded" and s.undo is not None]
+    # a failed step may have changed something before failing (DNS records switched before a
+    # verification timed out); executors attach an undo record for that part
+    undoable = [s for s in steps if s.status in ("succeeded", "failed") and s.undo is not None]
     by_stage: dict[int, list[StepRecord]] = {}
     for step in undoable:
         by_stage.setdefault(step.stage, []).append(step)

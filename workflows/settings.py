@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -24,9 +24,9 @@ class RetryPolicy(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    max_retries: int = Field(5, ge=0)
-    base_delay: float = Field(1.0, gt=0)
-    max_delay: float = Field(60.0, gt=0)
+    max_retries: Annotated[int, Field(ge=0)] = 5
+    base_delay: Annotated[float, Field(gt=0)] = 1.0
+    max_delay: Annotated[float, Field(gt=0)] = 60.0
 
     def delay(self, attempt: int, jitter: float) -> float:
         """The wait before retry number ``attempt`` (0-based); ``jitter`` in [0, 1)."""
@@ -44,7 +44,7 @@ class Settings(BaseModel):
     broker_url: str = "memory://"
     result_backend: str = "cache+memory://"
     plan_paths: list[str] = Field(default_factory=list)
-    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy())
     gate_timeout: float | None = None  # default for manual actions without their own timeout
     visibility_timeout: int = 7200  # longer than the longest task (scripts, IP waits)
     worker_concurrency: int = 16

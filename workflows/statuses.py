@@ -82,8 +82,9 @@ A = ApprovalStatus
 APPROVAL_TRANSITIONS: dict[ApprovalStatus, frozenset[ApprovalStatus]] = {
     A.PENDING: frozenset({A.APPROVED, A.REJECTED, A.TIMED_OUT, A.CANCELLED}),
     A.APPROVED: frozenset(),
-    A.REJECTED: frozenset(),
-    A.TIMED_OUT: frozenset(),
+    # resume of a run stopped at a gate asks the operator again
+    A.REJECTED: frozenset({A.PENDING}),
+    A.TIMED_OUT: frozenset({A.PENDING}),
     A.CANCELLED: frozenset(),
 }
 

@@ -262,3 +262,29 @@ def events_of(session: Session, *, run_id: str) -> list[AuditEvent]:
     """A run's audit trail, oldest first."""
     query = select(AuditEvent).where(AuditEvent.run_id == run_id).order_by(col(AuditEvent.id))
     return list(session.exec(query).all())
+
+
+def reopen_approval(session: Session, *, approval: Approval, deadline: datetime | None) -> Approval:
+    """Ask again at a gate that was rejected or timed out (the run is being resumed)."""
+    current = ApprovalStatus(approval.status)
+    check_approval(current, ApprovalStatus.PENDING)
+    session.execute(
+        update(Approval)
+        .where(col(Approval.id) == approval.id)
+        .values(
+            status=ApprovalStatus.PENDING.value,
+            requested_at=utcnow(),
+            deadline=deadline,
+            decided_at=None,
+            decided_by="",
+            comment="",
+        )
+    )
+    session.flush()
+    session.refresh(approval)
+    return approval
+
+
+def set_current_stage(session: Session, *, run_id: str, stage: int) -> None:
+    """Point the run at a stage unconditionally (resume, under the run's status lock)."""
+    session.execute(update(Run).where(col(Run.id) == run_id).values(current_stage=stage))

@@ -1,8 +1,8 @@
 """The SQL tables: runs, their steps, manual-gate approvals and the audit trail.
 
 JSON columns hold plain data only (the bundle snapshot, the compiled stages, step results and
-undo records), never a secret: those exist in Ferryman only as references. Times are naive UTC
-because SQLite drops time zones; :func:`utcnow` is the one clock.
+undo records), never a secret: those exist in Ferryman only as references. Times are UTC with
+their time zone; :func:`utcnow` is the one clock.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
-    """Now, as naive UTC (what every table stores)."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    """Now, in UTC (what every table stores)."""
+    return datetime.now(UTC)
 
 
 class Run(SQLModel, table=True):

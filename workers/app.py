@@ -1,0 +1,75 @@
+"""The Celery app factory: Ferryman's conventions in one place (DESIGN.md, Celery conventions).
+
+JSON only; ``acks_late`` with ``task_reject_on_worker_lost`` so a task whose worker dies runs
+again (every step is idempotent); prefetch 1 so a long step never holds others hostage; task
+events on for Flower; on Redis a visibility timeout longer than the longest task and a faster
+look for unacknowledged messages (kombu's default looks about every 100 s).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from celery import Celery
+
+from workflows.settings import Settings
+from workflows.steps import ENGINE_QUEUE, site_queue
+
+MEMORY_POLLING_INTERVAL = 0.005  # the memory transport otherwise polls once a second
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """Broker transport options for the configured broker."""
+    url = settings.broker_url
+    if url.startswith("memory://"):
+        return {"polling_interval": MEMORY_POLLING_INTERVAL}
+    if url.startswith(("redis://", "rediss://")):
+        return {
+            "visibility_timeout": settings.visibility_timeout,
+            # restore a dead worker's unacknowledged tasks within ~10 s instead of ~100 s
+            "unacked_restore_interval": 2,
+            "unacked_restore_throttle": 5,
+        }
+    return {}
+
+
+def create_app(settings: Settings, *, name: str = "ferryman") -> Celery:
+    """A configured Celery app; tasks are registered by :func:`workers.tasks.register`."""
+    app = Celery(
+        name,
+        broker=settings.broker_url,
+        backend=settings.result_backend,
+        set_as_current=False,
+    )
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        task_default_queue=ENGINE_QUEUE,
+        task_create_missing_queues=True,
+        broker_transport_options=transport_options(settings),
+        broker_connection_retry_on_startup=True,
+        result_expires=7 * 24 * 3600,
+        worker_pool="threads",
+        worker_concurrency=settings.worker_concurrency,
+        worker_hijack_root_logger=False,
+    )
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        app.conf.result_backend_transport_options = {
+            "visibility_timeout": settings.visibility_timeout
+        }
+    return app
+
+
+def queues_for(sites: Iterable[str], *, engine: bool = True) -> list[str]:
+    """The queues a worker for ``sites`` consumes (plus the engine's, by default)."""
+    queues = [site_queue(site) for site in sites]
+    return [*queues, ENGINE_QUEUE] if engine else queues

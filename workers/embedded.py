@@ -1,0 +1,84 @@
+"""Everything in one process: memory broker, cache backend, a worker thread, the gate watch.
+
+For ``ferryman demo``, tests and small plans. The memory transport polls every 5 ms (its default
+second per poll would dominate a run) and the cache backend joins chords in O(M^2) and keeps at
+most 5,000 results: large plans belong on Redis (DESIGN.md, Celery conventions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+
+from workers.app import create_app, queues_for
+from workers.tasks import Executor, register
+from workflows.dispatch import CeleryDispatcher
+from workflows.engine import Engine
+from workflows.gates import GateWatch
+from workflows.settings import Settings
+from workflows.store import Database
+
+
+@dataclass
+class Runtime:
+    """A wired engine: the Celery app, the engine and its database."""
+
+    app: Celery
+    engine: Engine
+    db: Database
+
+
+def build_runtime(settings: Settings, executor: Executor | None = None) -> Runtime:
+    """Wire app, tasks, store and engine (no worker started)."""
+    app = create_app(settings)
+    db = Database(settings.database_url)
+    engine = Engine(db, CeleryDispatcher(app), settings)
+    register(app, engine, executor)
+    return Runtime(app, engine, db)
+
+
+@contextmanager
+def worker(
+    runtime: Runtime,
+    sites: Iterable[str],
+    *,
+    concurrency: int = 8,
+    gate_interval: float = 1.0,
+) -> Iterator[Runtime]:
+    """Run a worker thread on the sites' queues and the engine queue, plus the gate watch."""
+    with start_worker(
+        runtime.app,
+        pool="threads",
+        concurrency=concurrency,
+        perform_ping_check=False,
+        hostname="ferryman@embedded",
+        queues=queues_for(sites),
+        loglevel="WARNING",
+        shutdown_timeout=60,
+    ):
+        watch = GateWatch(runtime.engine, interval=gate_interval).start()
+        try:
+            yield runtime
+        finally:
+            watch.stop()
+
+
+@contextmanager
+def embedded(
+    settings: Settings,
+    sites: Iterable[str],
+    *,
+    executor: Executor | None = None,
+    concurrency: int = 8,
+) -> Iterator[Runtime]:
+    """The engine with an in-process worker (memory broker unless settings say otherwise)."""
+    runtime = build_runtime(settings, executor)
+    try:
+        with worker(runtime, sites, concurrency=concurrency):
+            yield runtime
+    finally:
+        runtime.db.dispose()

@@ -1,0 +1,252 @@
+"""The Celery tasks: short shells around the store and the step executors.
+
+``ferryman.vm.steps`` and ``ferryman.script.run`` run a unit's steps in order: skip steps that
+already succeeded (a redelivered message), mark the step running, call the executor, record the
+outcome and its undo record. Transient errors are retried with exponential backoff and jitter
+through Celery's retry, up to the configured bound; permanent errors and exhausted retries are
+recorded as the step's failure. The task then *returns* a status dict instead of raising, so
+the stage's chord always completes and ``ferryman.engine.advance`` decides what happens next.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from celery import Celery, Task
+from celery.exceptions import Retry
+
+from plans.errors import FerrymanError, PermanentError, TransientError
+from workflows.compiler import CompiledRun
+from workflows.engine import Engine
+from workflows.events import EventKind
+from workflows.statuses import RunStatus, StepStatus
+from workflows.steps import (
+    ENGINE_QUEUE,
+    TASK_ADVANCE,
+    TASK_SCRIPT,
+    TASK_VM,
+    HostRef,
+    StepOutcome,
+    StepSpec,
+    TaskUnit,
+)
+from workflows.store import repository
+
+log = logging.getLogger(__name__)
+
+
+class Executor(Protocol):
+    """What tasks need of ``workers.executors`` (tests pass a fake with the same shape)."""
+
+    def context(
+        self,
+        run_id: str,
+        failover_type: str,
+        direction: str,
+        hosts: dict[str, HostRef],
+        prior: dict[str, dict[str, Any]] | None = None,
+    ) -> Any:
+        """Build the executor's context for one step."""
+
+    def run_step(self, ctx: Any, spec: StepSpec) -> StepOutcome:
+        """Execute one step idempotently."""
+
+
+def default_executor() -> Executor:
+    """The real executors (imported late: they pull in pypsrp and dnspython)."""
+    import workers.executors as executors
+
+    return executors
+
+
+def describe_failure(spec: StepSpec, exc: BaseException) -> str:
+    """A failure message naming the step, VM, host and cmdlet, plus the executor's own words."""
+    where = f"on {spec.host}" if spec.host else ""
+    subject = f"VM {spec.vm}" if spec.vm else "the run"
+    cmdlet = getattr(exc, "cmdlet", "")
+    error_id = getattr(exc, "fully_qualified_error_id", "")
+    detail = f" [{cmdlet}{': ' + error_id if error_id else ''}]" if cmdlet else ""
+    kind = "transient" if isinstance(exc, TransientError) else "permanent"
+    if not isinstance(exc, FerrymanError):
+        kind = f"unexpected {type(exc).__name__}"
+    return f"{spec.kind.value} of {subject} {where}{detail} failed ({kind}): {exc}".replace(
+        "  ", " "
+    )
+
+
+@dataclass
+class UnitRunner:
+    """Runs one unit's steps against the store; one instance per app."""
+
+    engine: Engine
+    executor: Executor
+
+    def run(self, task: Task, *, run_id: str, unit: dict[str, Any]) -> dict[str, Any]:
+        """Execute the unit (see the module docstring); returns a status dict."""
+        parsed = TaskUnit.from_json(unit)
+        with self.engine.db.session() as session:
+            run = repository.get_run(session, run_id=run_id)
+            compiled = CompiledRun.from_json(run.compiled)
+        failover_type = str(compiled.options.get("failover_type") or run.operation)
+        summary: dict[str, Any] = {"run_id": run_id, "unit": parsed.key, "status": "succeeded"}
+        for spec in parsed.steps:
+            verdict = self._step(task, run_id, spec, compiled, failover_type)
+            if verdict in ("cancelled", "stale"):
+                summary["status"] = verdict
+                self._cancel_rest(run_id, parsed)
+                break
+            if verdict == "failed" and spec.on_error != "continue":
+                summary.update(status="failed", step=spec.key)
+                break
+        return summary
+
+    def _step(
+        self,
+        task: Task,
+        run_id: str,
+        spec: StepSpec,
+        compiled: CompiledRun,
+        failover_type: str,
+    ) -> str:
+        with self.engine.db.session() as session:
+            run = repository.get_run(session, run_id=run_id)
+            if run.status == RunStatus.CANCELLED:
+                return "cancelled"
+            if run.status != RunStatus.RUNNING:
+                return "stale"
+            step = repository.get_step(session, run_id=run_id, key=spec.key)
+            status = StepStatus(step.status)
+            if status in (StepStatus.SUCCEEDED, StepStatus.SKIPPED):
+                return "succeeded"  # redelivered: done before, never do it twice
+            if status in (StepStatus.FAILED, StepStatus.CANCELLED):
+                return status.value
+            repository.set_step_status(session, step=step, status=StepStatus.RUNNING)
+            prior = repository.prior_results(session, run_id=run_id, vm=spec.vm) if spec.vm else {}
+        try:
+            ctx = self.executor.context(
+                run_id, failover_type, compiled.direction.value, compiled.hosts, prior
+            )
+            outcome = self.executor.run_step(ctx, spec)
+        except TransientError as exc:
+            retries = task.request.retries
+            policy = self.engine.settings.retry
+            if retries < policy.max_retries:
+                delay = policy.delay(retries, random.random())
+                self._retrying(run_id, spec, exc, retries + 1, delay)
+                raise task.retry(countdown=delay, exc=exc, max_retries=policy.max_retries) from exc
+            message = f"{describe_failure(spec, exc)}; gave up after {retries + 1} attempts"
+            self._failed(run_id, spec, message, exc)
+            return "failed"
+        except Retry:
+            raise
+        except (PermanentError, Exception) as exc:
+            self._failed(run_id, spec, describe_failure(spec, exc), exc)
+            return "failed"
+        with self.engine.db.session() as session:
+            step = repository.get_step(session, run_id=run_id, key=spec.key)
+            repository.set_step_status(
+                session,
+                step=step,
+                status=StepStatus.SUCCEEDED,
+                result=outcome.result,
+                undo=outcome.undo,
+                changed=outcome.changed,
+                error="",
+            )
+        return "succeeded"
+
+    def _retrying(
+        self, run_id: str, spec: StepSpec, exc: Exception, attempt: int, delay: float
+    ) -> None:
+        message = f"attempt {attempt} failed: {describe_failure(spec, exc)}; retry in {delay:.2f}s"
+        with self.engine.db.session() as session:
+            step = repository.get_step(session, run_id=run_id, key=spec.key)
+            repository.set_step_status(session, step=step, status=StepStatus.PENDING, error=message)
+            repository.add_event(
+                session, run_id=run_id, event=EventKind.STEP_RETRY, message=f"{spec.key}: {message}"
+            )
+
+    def _failed(self, run_id: str, spec: StepSpec, message: str, exc: BaseException) -> None:
+        if not isinstance(exc, FerrymanError):
+            log.exception("step %s of run %s raised unexpectedly", spec.key, run_id)
+        undo = getattr(exc, "undo", None)
+        with self.engine.db.session() as session:
+            step = repository.get_step(session, run_id=run_id, key=spec.key)
+            repository.set_step_status(
+                session,
+                step=step,
+                status=StepStatus.FAILED,
+                error=message,
+                undo=undo if isinstance(undo, dict) else None,
+            )
+            repository.add_event(
+                session,
+                run_id=run_id,
+                event=EventKind.STEP_FAILED,
+                message=f"{spec.key}: {message}",
+                data={"on_error": spec.on_error},
+            )
+
+    def _cancel_rest(self, run_id: str, unit: TaskUnit) -> None:
+        with self.engine.db.session() as session:
+            for spec in unit.steps:
+                step = repository.get_step(session, run_id=run_id, key=spec.key)
+                if step.status == StepStatus.PENDING:
+                    repository.set_step_status(session, step=step, status=StepStatus.CANCELLED)
+
+
+def register(app: Celery, engine: Engine, executor: Executor | None = None) -> None:
+    """Register Ferryman's tasks on ``app``, bound to these collaborators."""
+    runner = UnitRunner(engine, executor or default_executor())
+    advance_retries = int(engine.settings.visibility_timeout / engine.settings.advance_poll)
+
+    def run_unit(task: Task, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return runner.run(task, run_id=kwargs["run_id"], unit=kwargs["unit"])
+        except Retry:
+            raise
+        except Exception as exc:
+            # never let the chord break: the callback must run and see the store
+            log.exception("unit %s of run %s broke", kwargs.get("unit_key"), kwargs.get("run_id"))
+            return {"run_id": kwargs.get("run_id"), "status": "error", "error": str(exc)}
+
+    options: dict[str, Any] = {"bind": True, "acks_late": True, "reject_on_worker_lost": True}
+
+    @app.task(name=TASK_VM, **options)
+    def vm_steps(
+        self: Task,
+        *,
+        run_id: str,
+        stage: int,
+        group: str | None,
+        vm: str | None,
+        unit_key: str,
+        unit: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Run one VM's steps of a stage."""
+        return run_unit(self, run_id=run_id, unit=unit, unit_key=unit_key)
+
+    @app.task(name=TASK_SCRIPT, **options)
+    def script_run(
+        self: Task,
+        *,
+        run_id: str,
+        stage: int,
+        group: str | None,
+        vm: str | None,
+        unit_key: str,
+        unit: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Run a plan's script action."""
+        return run_unit(self, run_id=run_id, unit=unit, unit_key=unit_key)
+
+    @app.task(name=TASK_ADVANCE, queue=ENGINE_QUEUE, **options)
+    def advance(self: Task, *, run_id: str, stage: int) -> str:
+        """A stage finished: move the run on (or wait a moment if steps still run)."""
+        outcome = engine.advance(run_id, stage)
+        if outcome == "not_ready":
+            raise self.retry(countdown=engine.settings.advance_poll, max_retries=advance_retries)
+        return outcome

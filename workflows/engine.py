@@ -1,0 +1,389 @@
+"""The run lifecycle: create a run, enter its stages one by one, finish it.
+
+The engine holds no state of its own: the store is the truth, and every decision is a
+compare-and-set on the run's row, so the callback of a stage (``ferryman.engine.advance``) may
+be delivered twice, or race an operator's approval, without dispatching a stage twice.
+
+Dispatching is a collaborator (:class:`Dispatcher`): the Celery one sends a stage as a chord
+whose callback calls :meth:`Engine.advance`; tests may pass one that records. Dispatches happen
+only after the transaction that decided them has committed, so a worker never reads a run that
+is not there yet.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from functools import partial
+from typing import Any, Protocol
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from plans.errors import FerrymanError
+from plans.model import Direction, Fabric, FailoverType, RecoveryPlan
+from workflows import gates
+from workflows.compiler import (
+    CompiledRun,
+    RunOperation,
+    Stage,
+    StageKind,
+    compile_run,
+)
+from workflows.events import EventKind
+from workflows.settings import Settings
+from workflows.statuses import (
+    DONE_STEP,
+    SETTLED_STEP,
+    TERMINAL_RUN,
+    RunStatus,
+    StepStatus,
+)
+from workflows.store import Database, Run, Step, repository, utcnow
+
+
+class BundleLike(Protocol):
+    """What the engine needs of a loaded bundle (``plans.Bundle``)."""
+
+    @property
+    def fabric(self) -> Fabric: ...
+
+    @property
+    def content_hash(self) -> str: ...
+
+    def plan(self, name: str) -> RecoveryPlan: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+class Dispatcher(Protocol):
+    """Sends a stage's units to the workers; the last one to finish calls ``advance``."""
+
+    def dispatch(self, run_id: str, stage: Stage) -> None:
+        """Send the stage (a chord in the Celery dispatcher)."""
+
+
+class RunStateError(FerrymanError):
+    """The operation does not fit the run's current status; the message says what does."""
+
+
+AfterCommit = list[Callable[[], None]]
+
+
+def new_run_id() -> str:
+    """A short random run id (12 hex digits: unique enough, easy to type)."""
+    return uuid.uuid4().hex[:12]
+
+
+class Engine:
+    """Creates runs and moves them through their stages."""
+
+    def __init__(self, db: Database, dispatcher: Dispatcher, settings: Settings) -> None:
+        self.db = db
+        self.dispatcher = dispatcher
+        self.settings = settings
+
+    # -- transactions
+
+    @contextmanager
+    def transaction(self) -> Iterator[tuple[Session, AfterCommit]]:
+        """A session plus a list of actions (dispatches) to run once it has committed."""
+        after: AfterCommit = []
+        with self.db.session() as session:
+            yield session, after
+        for action in after:
+            action()
+
+    # -- starting runs
+
+    def compile(
+        self,
+        bundle: BundleLike,
+        plan: str,
+        failover_type: FailoverType | str,
+        direction: Direction | str = Direction.FAILOVER,
+        options: dict[str, Any] | None = None,
+    ) -> CompiledRun:
+        """Compile without running (``--dry-run``)."""
+        return compile_run(
+            bundle.fabric,
+            plan,
+            bundle.plan(plan),
+            failover_type,
+            direction,
+            options,
+            gate_timeout=self.settings.gate_timeout,
+        )
+
+    def start(
+        self,
+        bundle: BundleLike,
+        plan: str,
+        failover_type: FailoverType | str,
+        direction: Direction | str = Direction.FAILOVER,
+        *,
+        options: dict[str, Any] | None = None,
+        requested_by: str = "",
+        idempotency_key: str | None = None,
+    ) -> Run:
+        """Create a run of a plan and dispatch its first stage.
+
+        With an ``idempotency_key`` already used, the existing run is returned and nothing new
+        happens (queue triggers are delivered at least once).
+        """
+        if idempotency_key:
+            with self.db.session() as session:
+                existing = repository.find_run_by_key(session, idempotency_key=idempotency_key)
+                if existing is not None:
+                    return existing
+        compiled = self.compile(bundle, plan, failover_type, direction, options)
+        run = Run(
+            id=new_run_id(),
+            plan=plan,
+            operation=compiled.operation.value,
+            direction=compiled.direction.value,
+            status=RunStatus.PENDING.value,
+            requested_by=requested_by,
+            idempotency_key=idempotency_key or None,
+            content_hash=bundle.content_hash,
+            snapshot=bundle.snapshot(),
+            compiled=compiled.to_json(),
+            options=dict(options or {}),
+        )
+        try:
+            return self._create(run, compiled, requested_by)
+        except IntegrityError:
+            if not idempotency_key:
+                raise
+            # another trigger with the same key won the race: that run is the answer
+            with self.db.session() as session:
+                existing = repository.find_run_by_key(session, idempotency_key=idempotency_key)
+            if existing is None:
+                raise
+            return existing
+
+    def _create(self, run: Run, compiled: CompiledRun, actor: str, message: str = "") -> Run:
+        steps = [
+            Step(
+                run_id=run.id,
+                key=spec.key,
+                seq=seq,
+                stage=stage.index,
+                unit=unit.key,
+                group=unit.group,
+                vm=spec.vm,
+                host=spec.host,
+                kind=spec.kind.value,
+                on_error=spec.on_error,
+                status=StepStatus.PENDING.value,
+            )
+            for seq, (stage, unit, spec) in enumerate(compiled.steps())
+        ]
+        with self.transaction() as (session, after):
+            repository.add_run(session, run=run, steps=steps)
+            repository.add_event(
+                session,
+                run_id=run.id,
+                event=EventKind.CREATED,
+                actor=actor,
+                message=message or f"{run.operation} of plan {run.plan} ({run.direction})",
+                data={"content_hash": run.content_hash, "parent": run.parent_id},
+            )
+            repository.set_run_status(session, run=run, status=RunStatus.RUNNING)
+            self.enter(session, after, run, 0)
+        return run
+
+    def start_child(
+        self, parent: Run, compiled: CompiledRun, *, requested_by: str, notes: str = ""
+    ) -> Run:
+        """Create a follow-up run of ``parent`` (same snapshot) and dispatch it."""
+        run = Run(
+            id=new_run_id(),
+            plan=parent.plan,
+            operation=compiled.operation.value,
+            direction=compiled.direction.value,
+            status=RunStatus.PENDING.value,
+            parent_id=parent.id,
+            requested_by=requested_by,
+            content_hash=parent.content_hash,
+            snapshot=parent.snapshot,
+            compiled=compiled.to_json(),
+            notes=notes,
+        )
+        message = f"{compiled.operation.value} of run {parent.id}"
+        return self._create(run, compiled, requested_by, message)
+
+    # -- moving through stages
+
+    def enter(self, session: Session, after: AfterCommit, run: Run, index: int) -> None:
+        """Enter stage ``index`` (or the first one after it with work left) of a running run.
+
+        Gates already approved and stages whose steps all succeeded are passed over, which is
+        what makes resume continue exactly where the run stopped.
+        """
+        compiled = CompiledRun.from_json(run.compiled)
+        while index < len(compiled.stages):
+            stage = compiled.stages[index]
+            repository.set_current_stage(session, run_id=run.id, stage=index)
+            if stage.kind is StageKind.GATE:
+                if gates.open_gate(self, session, run, stage):
+                    return
+            else:
+                steps = repository.steps_of(session, run_id=run.id, stage=index)
+                if any(StepStatus(step.status) not in DONE_STEP for step in steps):
+                    repository.add_event(
+                        session,
+                        run_id=run.id,
+                        event=EventKind.STAGE_STARTED,
+                        message=f"stage {index} {stage.name}: {len(stage.units)} task(s)",
+                    )
+                    after.append(partial(self.dispatcher.dispatch, run.id, stage))
+                    return
+            index += 1
+        self.finish(session, after, run)
+
+    def advance(self, run_id: str, stage: int) -> str:
+        """A stage's units have all reported: decide what comes next.
+
+        Returns what happened: ``stale`` (the run moved on or stopped; nothing to do),
+        ``not_ready`` (steps of the stage still run; call again later), ``failed`` or
+        ``advanced``.
+        """
+        self.check_timeouts()
+        with self.transaction() as (session, after):
+            run = repository.get_run(session, run_id=run_id)
+            if run.status != RunStatus.RUNNING or run.current_stage != stage:
+                return "stale"
+            steps = repository.steps_of(session, run_id=run_id, stage=stage)
+            if any(StepStatus(step.status) not in SETTLED_STEP for step in steps):
+                return "not_ready"
+            compiled = CompiledRun.from_json(run.compiled)
+            failed = [s for s in steps if blocking(s)]
+            repository.add_event(
+                session,
+                run_id=run_id,
+                event=EventKind.STAGE_FINISHED,
+                message=f"stage {stage} {compiled.stages[stage].name}: "
+                f"{len(failed)} failed step(s)",
+            )
+            if failed and compiled.stages[stage].on_failure != "continue":
+                self.fail(session, after, run, failure_summary(failed))
+                return "failed"
+            if not repository.move_stage(
+                session, run_id=run_id, from_stage=stage, to_stage=stage + 1
+            ):
+                return "stale"
+            self.enter(session, after, run, stage + 1)
+            return "advanced"
+
+    def finish(self, session: Session, after: AfterCommit, run: Run) -> None:
+        """All stages done: succeeded, or failed if a group allowed to continue had failures."""
+        failed = [s for s in repository.steps_of(session, run_id=run.id) if blocking(s)]
+        if failed:
+            self.fail(session, after, run, failure_summary(failed))
+            return
+        repository.set_run_status(session, run=run, status=RunStatus.SUCCEEDED)
+        repository.add_event(session, run_id=run.id, event=EventKind.FINISHED, message="succeeded")
+        self._on_finished(session, after, run)
+
+    def fail(self, session: Session, after: AfterCommit, run: Run, error: str) -> None:
+        """Stop the run as failed; a failed test run is compensated automatically."""
+        repository.set_run_status(session, run=run, status=RunStatus.FAILED, error=error)
+        repository.add_event(session, run_id=run.id, event=EventKind.FINISHED, message=error)
+        self._on_finished(session, after, run)
+
+    def _on_finished(self, session: Session, after: AfterCommit, run: Run) -> None:
+        from workflows import compensation  # the modules refer to each other by design
+
+        if run.operation == RunOperation.COMPENSATE and run.parent_id:
+            compensation.close_parent(session, run)
+        elif (
+            run.operation == RunOperation.TEST
+            and run.status == RunStatus.FAILED
+            and self.settings.auto_compensate_test
+        ):
+            # a failed test must not leave test VMs behind; real failovers are never rolled
+            # back automatically (that can make a disaster worse)
+            after.append(partial(self._auto_compensate, run.id))
+
+    def _auto_compensate(self, run_id: str) -> None:
+        from workflows import compensation
+
+        compensation.compensate(self, run_id, by="ferryman (automatic)")
+
+    # -- operator actions
+
+    def resume(self, run_id: str, *, by: str) -> Run:
+        """Re-run a failed run's failed steps and continue from where it stopped."""
+        with self.transaction() as (session, after):
+            run = repository.get_run(session, run_id=run_id)
+            if run.status != RunStatus.FAILED:
+                raise RunStateError(f"run {run.id} is {run.status}; only a failed run resumes")
+            failed_stages = [
+                step.stage
+                for step in repository.steps_of(session, run_id=run.id)
+                if step.status in (StepStatus.FAILED, StepStatus.CANCELLED)
+            ]
+            repository.reset_steps(
+                session, run_id=run.id, statuses=[StepStatus.FAILED, StepStatus.CANCELLED]
+            )
+            start = min([run.current_stage, *failed_stages])
+            repository.set_run_status(session, run=run, status=RunStatus.RUNNING, error="")
+            repository.add_event(
+                session,
+                run_id=run.id,
+                event=EventKind.RESUMED,
+                actor=by,
+                message=f"resumed at stage {start}; {len(failed_stages)} step(s) to re-run",
+            )
+            self.enter(session, after, run, start)
+        return run
+
+    def cancel(self, run_id: str, *, by: str, reason: str = "") -> Run:
+        """Stop a run: nothing new is dispatched; steps already running finish first."""
+        with self.transaction() as (session, _after):
+            run = repository.get_run(session, run_id=run_id)
+            if RunStatus(run.status) in TERMINAL_RUN:
+                raise RunStateError(f"run {run.id} is already {run.status}")
+            repository.set_run_status(
+                session, run=run, status=RunStatus.CANCELLED, error=reason or f"cancelled by {by}"
+            )
+            for step in repository.steps_of(session, run_id=run.id):
+                if step.status == StepStatus.PENDING:
+                    repository.set_step_status(session, step=step, status=StepStatus.CANCELLED)
+            gates.cancel_open(session, run)
+            repository.add_event(
+                session, run_id=run.id, event=EventKind.CANCELLED, actor=by, message=reason
+            )
+        return run
+
+    def approve(self, run_id: str, *, by: str, comment: str = "") -> Run:
+        """An operator approves the open gate: the run continues."""
+        return gates.decide(self, run_id, approved=True, by=by, comment=comment)
+
+    def reject(self, run_id: str, *, by: str, comment: str = "") -> Run:
+        """An operator rejects the open gate: the run fails (resume asks again)."""
+        return gates.decide(self, run_id, approved=False, by=by, comment=comment)
+
+    def check_timeouts(self) -> list[str]:
+        """Apply the timeout policy of every overdue gate; returns the runs affected."""
+        return gates.check_timeouts(self)
+
+    def deadline(self, timeout: float | None) -> Any:
+        """When a gate opened now with ``timeout`` seconds expires (None: never)."""
+        return None if timeout is None else utcnow() + timedelta(seconds=timeout)
+
+
+def blocking(step: Step) -> bool:
+    """A failed step that fails its stage (not one allowed to fail)."""
+    return step.status == StepStatus.FAILED and step.on_error != "continue"
+
+
+def failure_summary(steps: list[Step]) -> str:
+    """One line per failed step (at most five), for the run's error."""
+    lines = [f"{step.key}: {step.error or 'failed'}" for step in steps[:5]]
+    if len(steps) > 5:
+        lines.append(f"... and {len(steps) - 5} more failed step(s)")
+    return "\n".join(lines)
