@@ -182,7 +182,7 @@ class HostService:
             raise wsman.shell_not_found(req.shell_id) from None
         # Most cmdlets finish at once; waiting briefly lets an injected transport fault hit
         # this very request, as it would on a real host.
-        run.done.wait(timeout=min(1.0, req.operation_timeout))
+        run.done.wait(timeout=min(0.5, req.operation_timeout))
         fault = shell.take_fault(run)
         if fault is not None:
             raise fault

@@ -153,3 +153,20 @@ def test_pypsrp_client_execute_ps(fake_server: LabServer, fake_backend: FakeBack
     host, commands = fake_backend.calls[-1]
     assert host == "hv-got-1"
     assert [c.name for c in commands] == ["Invoke-Expression", "Out-String"]
+
+
+def test_stopping_a_running_pipeline_then_closing_the_pool(
+    fake_server: LabServer, fake_backend: FakeBackend
+) -> None:
+    endpoint = fake_server.endpoints["hv-sto-1"]
+    with RunspacePool(wsman_for(endpoint)) as pool:
+        ps = PowerShell(pool)
+        ps.add_cmdlet("Wait-Release")
+        ps.begin_invoke()
+        ps.stop()
+        assert ps.state == PSInvocationState.STOPPED
+        # The pool still serves new pipelines after the stop.
+        assert run(pool, "Get-VM").output
+    fake_backend.release.set()
+    service = fake_server._hosts["hv-sto-1"].service
+    assert service.shells == {}
