@@ -118,18 +118,47 @@ class HyperVHost:
         *,
         prepare: bool = False,
         as_test: bool = False,
-        recovery_snapshot: str | None = None,
+        recovery_snapshot: RecoveryPoint | str | None = None,
     ) -> None:
         """``Start-VMFailover``: ``prepare`` on the primary (planned), plain or ``as_test`` on
-        the replica; ``recovery_snapshot`` names a recovery point from
-        :meth:`get_recovery_points` (default: the latest)."""
-        if prepare and (as_test or recovery_snapshot):
+        the replica, by default to the latest recovery point.
+
+        ``recovery_snapshot`` chooses an older point: a :class:`RecoveryPoint` or its name or
+        ID (looked up with :meth:`get_recovery_points`; an unknown one raises CmdletFailed).
+        The point goes to ``-VMRecoverySnapshot`` as the snapshot's identifying properties
+        (Id, Name, VMName), which is the parameter set that takes no ``-VMName``.
+        """
+        if prepare and (as_test or recovery_snapshot is not None):
             raise ValueError("-Prepare runs on the primary and takes no test or recovery point")
-        params: dict[str, Any] = {"VMName": vm, "Confirm": False}
-        if recovery_snapshot is not None:
-            params["VMRecoverySnapshot"] = recovery_snapshot
         switches = [s for s, on in (("Prepare", prepare), ("AsTest", as_test)) if on]
+        params: dict[str, Any] = {"Confirm": False}
+        if recovery_snapshot is None:
+            params["VMName"] = vm
+        else:
+            point = self._recovery_point(vm, recovery_snapshot)
+            params["VMRecoverySnapshot"] = {
+                "Id": point.id,
+                "Name": point.name,
+                "VMName": point.vm_name or vm,
+            }
         self._call("Start-VMFailover", params, switches)
+
+    def _recovery_point(self, vm: str, wanted: RecoveryPoint | str) -> RecoveryPoint:
+        if isinstance(wanted, RecoveryPoint):
+            return wanted
+        points = self.get_recovery_points(vm)
+        for point in points:
+            if wanted in (point.name, point.id):
+                return point
+        raise CmdletFailed(
+            f"{vm} on {self.host_name} has no recovery point {wanted!r} (has: "
+            f"{', '.join(p.name for p in points) or 'none'}); choose one of those or the latest",
+            host=self.host_name,
+            cmdlet="Get-VMSnapshot",
+            fully_qualified_error_id="RecoveryPointNotFound",
+            category="ObjectNotFound",
+            target=vm,
+        )
 
     def stop_failover(self, vm: str) -> None:
         """``Stop-VMFailover``: cancel a prepared/uncommitted failover or delete a test VM."""

@@ -103,11 +103,13 @@ class RecoveryPoint:
     id: str
     snapshot_type: str
     created: datetime | None
+    vm_name: str = ""
 
     @classmethod
     def from_output(cls, obj: Mapping[str, Any]) -> RecoveryPoint:
         """Read one ``Microsoft.HyperV.PowerShell.VMSnapshot``."""
         return cls(
+            vm_name=str(first(obj, "VMName") or ""),
             name=str(require(obj, "Name")),
             id=str(first(obj, "Id") or ""),
             snapshot_type=str(first(obj, "SnapshotType") or ""),

@@ -8,10 +8,12 @@ import pytest
 
 from workers.errors import CmdletFailed
 from workers.hyperv.hyperv import HyperVHost, ReplicationAuth, ReplicationSettings, name_of_test_vm
-from workers.hyperv.models import UnexpectedOutput
+from workers.hyperv.models import RecoveryPoint, UnexpectedOutput
 from workers.hyperv.states import ReplicationHealth, ReplicationMode, ReplicationState, VMState
 
 from .doubles import FakeRunner, error, output
+
+POINT = RecoveryPoint("hourly", "p1", "Replica", None, "sql-01")
 
 REPLICATION = {
     "VMName": "sql-01",
@@ -84,7 +86,7 @@ def test_mutating_cmdlets_send_named_parameters_and_switches(runner: FakeRunner)
     host.stop_vm("sql-01", force=True, turn_off=True)
     host.start_failover("sql-01", prepare=True)
     host.start_failover("sql-01", as_test=True)
-    host.start_failover("sql-01", recovery_snapshot="sql-01 - Standard Replica - (29.11.2026)")
+    host.start_failover("sql-01", recovery_snapshot=POINT)
     host.set_replication_reverse("sql-01", replica_server="hv-sto-1")
     host.set_replication_as_replica("sql-01")
     host.connect_network(name_of_test_vm("sql-01"), "test-got")
@@ -97,9 +99,8 @@ def test_mutating_cmdlets_send_named_parameters_and_switches(runner: FakeRunner)
         (
             "Start-VMFailover",
             {
-                "VMName": "sql-01",
                 "Confirm": False,
-                "VMRecoverySnapshot": "sql-01 - Standard Replica - (29.11.2026)",
+                "VMRecoverySnapshot": {"Id": "p1", "Name": "hourly", "VMName": "sql-01"},
             },
             (),
         ),
@@ -112,6 +113,22 @@ def test_mutating_cmdlets_send_named_parameters_and_switches(runner: FakeRunner)
         ("Connect-VMNetworkAdapter", {"VMName": "sql-01 - Test", "SwitchName": "test-got"}, ()),
         ("Complete-VMFailover", {"VMName": "sql-01", "Confirm": False}, ()),
     ]
+
+
+def test_recovery_point_by_name_is_looked_up(runner: FakeRunner) -> None:
+    runner.on(
+        "Get-VMSnapshot",
+        output({"Name": "hourly", "Id": "p1", "VMName": "sql-01", "SnapshotType": "Replica"}),
+    )
+    host = HyperVHost(runner, "hv-got-1")
+    host.start_failover("sql-01", recovery_snapshot="p1")
+    assert runner.calls[-1].parameters["VMRecoverySnapshot"] == {
+        "Id": "p1",
+        "Name": "hourly",
+        "VMName": "sql-01",
+    }
+    with pytest.raises(CmdletFailed, match=r"no recovery point 'yesterday'.*hourly"):
+        host.start_failover("sql-01", recovery_snapshot="yesterday")
 
 
 def test_prepare_with_test_is_refused(runner: FakeRunner) -> None:
