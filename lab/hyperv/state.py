@@ -1,0 +1,422 @@
+"""The simulated world: VMs on Hyper-V hosts, their replication relationships, DNS zones.
+
+Both ends of a replication relationship share one :class:`Replication` object, so a
+transition changes the primary and the replica together (they live on different hosts, as in
+real Hyper-V Replica). Time-driven progress (initial replication finishing, replication
+cycles, hourly recovery points, guests booting) is computed from the lab clock by
+:meth:`World.advance`, which every read calls first and the background ticker calls
+periodically; that keeps a frozen-clock lab deterministic.
+
+All mutation happens under ``World.lock``; nothing in here blocks or sleeps.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from lab.clock import Clock
+from lab.hyperv.enums import (
+    AuthenticationType,
+    ReplicationHealth,
+    ReplicationMode,
+    ReplicationState,
+    SnapshotType,
+    VMState,
+)
+from lab.topology import HostSpec, Topology, VMSpec
+
+HOUR = 3600.0
+# Replication keeps working through these; anything else stops the cycles.
+_CYCLING = ReplicationState.Replicating
+
+_NAMESPACE = uuid.UUID("6f0c6a52-3c55-4f5e-9d7e-6a2b8a1c1f00")
+
+
+def stable_id(*parts: str) -> uuid.UUID:
+    """A deterministic UUID, so a topology always yields the same VM and adapter IDs."""
+    return uuid.uuid5(_NAMESPACE, "/".join(parts))
+
+
+@dataclass
+class Adapter:
+    """A VM network adapter; ``switch`` None means not connected."""
+
+    id: uuid.UUID
+    mac: str
+    switch: str | None
+    name: str = "Network Adapter"
+
+
+@dataclass
+class RecoveryPoint:
+    """A replica recovery point (``Get-VMSnapshot -SnapshotType Replica``)."""
+
+    id: uuid.UUID
+    time: float
+    kind: SnapshotType
+    latest: bool = False
+
+
+@dataclass
+class Replication:
+    """One replication relationship, shared by its primary and replica VM records.
+
+    ``primary_host`` is empty for a VM made ready by ``Set-VMReplication -AsReplica`` whose
+    new primary has not linked to it yet.
+    """
+
+    vm_name: str
+    primary_host: str
+    replica_host: str
+    primary_state: ReplicationState
+    replica_state: ReplicationState
+    frequency: int = 300
+    recovery_history: int = 0
+    app_consistent_hours: int = 0
+    auth: AuthenticationType = AuthenticationType.Kerberos
+    port: int = 8083
+    compression: bool = True
+    last_replication: float | None = None
+    last_app_consistent: float | None = None
+    count: int = 0
+    missed: int = 0
+    missed_streak: int = 0
+    anchor: float = 0.0
+    hourly: list[RecoveryPoint] = field(default_factory=list)
+    initial_start_at: float | None = None
+    initial_done_at: float | None = None
+    offline_export: bool = False
+    # Set when the other end failed over for good or dropped the relationship: cycles stop.
+    broken: bool = False
+
+    def state_of(self, host: str) -> ReplicationState:
+        """The state as seen from the end on ``host``."""
+        return self.primary_state if host == self.primary_host else self.replica_state
+
+    def set_state(self, host: str, state: ReplicationState) -> None:
+        """Set the state of the end on ``host``."""
+        if host == self.primary_host:
+            self.primary_state = state
+        else:
+            self.replica_state = state
+
+
+@dataclass
+class VM:
+    """One VM record on one Hyper-V host (a replicated VM has one on each end)."""
+
+    name: str
+    id: uuid.UUID
+    host: str
+    spec: VMSpec
+    adapters: list[Adapter]
+    state: VMState = VMState.Off
+    started_at: float | None = None
+    replication: Replication | None = None
+    test_of: VM | None = None
+    test_vm: VM | None = None
+    # The recovery point a replica failed over to (None: the latest).
+    failover_point: RecoveryPoint | None = None
+
+    @property
+    def mode(self) -> ReplicationMode:
+        """Primary, Replica, TestReplica or None, seen from this host."""
+        if self.test_of is not None:
+            return ReplicationMode.TestReplica
+        rep = self.replication
+        if rep is None:
+            return ReplicationMode.None_
+        return ReplicationMode.Primary if rep.primary_host == self.host else ReplicationMode.Replica
+
+    @property
+    def replication_state(self) -> ReplicationState:
+        """This end's replication state (Disabled when not replicating)."""
+        rep = self.replication
+        return ReplicationState.Disabled if rep is None else rep.state_of(self.host)
+
+    @property
+    def partner_host(self) -> str | None:
+        """The host of the other end, if linked."""
+        rep = self.replication
+        if rep is None:
+            return None
+        other = rep.replica_host if self.mode is ReplicationMode.Primary else rep.primary_host
+        return other or None
+
+
+class World:
+    """Every host's VMs plus the overrides the fault injector and admin API set."""
+
+    def __init__(self, topology: Topology, clock: Clock) -> None:
+        self.topology = topology
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.hosts: dict[str, HostSpec] = {h.name: h for h in topology.hosts}
+        self.down: set[str] = set()
+        self.vms: dict[str, dict[str, VM]] = {
+            h.name: {} for h in topology.hosts if h.role == "hyperv"
+        }
+        self.health_override: dict[str, ReplicationHealth] = {}
+        self.no_ip: set[str] = set()
+        # DNS zones by lower-case name (lab.hyperv.dns.Zone), filled in by the lab facade.
+        self.zones: dict[str, Any] = {}
+        self._build()
+
+    # ----------------------------------------------------------------- construction
+    def _build(self) -> None:
+        now = self.clock.now()
+        for spec in self.topology.vms:
+            vm_id = stable_id("vm", spec.name)
+            primary = VM(spec.name, vm_id, spec.primary, spec, self._adapters(spec, spec.primary))
+            self.add(primary)
+            if spec.running:
+                primary.state = VMState.Running
+                # Already booted: the world starts in steady state.
+                primary.started_at = now - spec.boot_seconds
+            if spec.replica is None or spec.replication is None:
+                continue
+            r = spec.replication
+            replica = VM(spec.name, vm_id, spec.replica, spec, self._adapters(spec, spec.replica))
+            replica.adapters = [
+                Adapter(a.id, a.mac, None, a.name) for a in self._adapters(spec, spec.replica)
+            ]
+            self.add(replica)
+            ready = r.state == "ready"
+            rep = Replication(
+                vm_name=spec.name,
+                primary_host=spec.primary,
+                replica_host=spec.replica,
+                primary_state=(
+                    ReplicationState.ReadyForInitialReplication
+                    if ready
+                    else ReplicationState.Replicating
+                ),
+                replica_state=(
+                    ReplicationState.WaitingForInitialReplication
+                    if ready
+                    else ReplicationState.Replicating
+                ),
+                frequency=r.frequency,
+                recovery_history=r.recovery_history,
+                app_consistent_hours=r.app_consistent_hours,
+                auth=(
+                    AuthenticationType.Certificate
+                    if r.auth == "certificate"
+                    else AuthenticationType.Kerberos
+                ),
+                port=r.port,
+                compression=r.compression,
+                anchor=now,
+            )
+            if not ready:
+                # "At least one completed replication" at start, as the example world says.
+                rep.last_replication = now
+                rep.count = 1
+                self._keep_points(rep, now, now)
+            primary.replication = rep
+            replica.replication = rep
+
+    def _adapters(self, spec: VMSpec, host: str) -> list[Adapter]:
+        adapters = []
+        for i, net in enumerate(spec.networks or ("",)):
+            aid = stable_id("adapter", spec.name, host, str(i))
+            mac = "00155D" + aid.hex[:6].upper()
+            adapters.append(Adapter(aid, mac, net or None))
+        return adapters
+
+    def add(self, vm: VM) -> None:
+        """Register ``vm`` on its host."""
+        self.vms[vm.host][vm.name.lower()] = vm
+
+    def remove(self, vm: VM) -> None:
+        """Delete ``vm`` from its host."""
+        self.vms[vm.host].pop(vm.name.lower(), None)
+
+    # ----------------------------------------------------------------- lookups
+    def is_hyperv(self, host: str) -> bool:
+        """True for a Hyper-V host of the topology."""
+        return host in self.vms
+
+    def find(self, host: str, name: str) -> VM | None:
+        """The VM called ``name`` on ``host`` (names compare case-insensitively)."""
+        return self.vms.get(host, {}).get(name.lower())
+
+    def find_by_id(self, host: str, vm_id: str) -> VM | None:
+        """The VM with Hyper-V ID ``vm_id`` on ``host``."""
+        for vm in self.vms.get(host, {}).values():
+            if str(vm.id).lower() == vm_id.lower():
+                return vm
+        return None
+
+    def all_vms(self) -> list[VM]:
+        """Every VM record of every Hyper-V host, host by host."""
+        return [vm for host in self.vms.values() for vm in host.values()]
+
+    def switches(self, host: str) -> list[str]:
+        """The virtual switches of ``host``: the networks of its site."""
+        site = self.hosts[host].site
+        return [n.name for n in self.topology.networks if n.site == site]
+
+    # ----------------------------------------------------------------- derived facts
+    def guest_ips(self, vm: VM, adapter: Adapter | None = None) -> list[str]:
+        """The IPs the guest reports (empty until it has booted on a connected adapter)."""
+        if vm.state is not VMState.Running or vm.started_at is None:
+            return []
+        base = vm.test_of or vm
+        if base.name.lower() in self.no_ip or vm.name.lower() in self.no_ip:
+            return []
+        if self.clock.now() < vm.started_at + vm.spec.boot_seconds:
+            return []
+        ips = []
+        for a in [adapter] if adapter else vm.adapters:
+            if a is None or a.switch is None:
+                continue
+            ip = self.ip_for(vm.spec, a.switch)
+            if ip:
+                ips.extend(
+                    [ip, "fe80::215:5dff:fe" + a.mac[-4:-2].lower() + ":" + a.mac[-2:].lower()]
+                )
+        return ips
+
+    def ip_for(self, spec: VMSpec, network: str) -> str | None:
+        """The guest's IPv4 address on ``network``: as listed, else derived from the subnet.
+
+        A derived address keeps the subnet's prefix and the last two octets of the VM's
+        first listed address (sql-01 10.10.1.11 on test-got 10.99.0.0/16 -> 10.99.1.11).
+        """
+        if network in spec.ips:
+            return spec.ips[network]
+        net = self.topology.network(network)
+        if net is None or net.subnet is None or not spec.ips:
+            return None
+        first = ipaddress.IPv4Address(next(iter(spec.ips.values())))
+        host_bits = 32 - net.subnet.prefixlen
+        mask = (1 << host_bits) - 1
+        return str(ipaddress.IPv4Address(int(net.subnet.network_address) | (int(first) & mask)))
+
+    def health(self, vm: VM) -> ReplicationHealth:
+        """Replication health of one end, admin overrides first."""
+        rep = vm.replication
+        if rep is None or vm.test_of is not None:
+            return ReplicationHealth.NotApplicable
+        override = self.health_override.get(vm.name.lower())
+        if override is not None:
+            return override
+        state = rep.state_of(vm.host)
+        if state in (
+            ReplicationState.Disabled,
+            ReplicationState.ReadyForInitialReplication,
+            ReplicationState.WaitingForInitialReplication,
+        ):
+            return ReplicationHealth.NotApplicable
+        if state is ReplicationState.FailedOver:
+            return ReplicationHealth.Warning
+        if rep.broken:
+            return ReplicationHealth.Critical
+        if rep.missed_streak > 0:
+            return ReplicationHealth.Warning
+        return ReplicationHealth.Normal
+
+    # ----------------------------------------------------------------- time
+    def advance(self) -> None:
+        """Bring every relationship up to lab time now (call with the lock held or not)."""
+        with self.lock:
+            now = self.clock.now()
+            seen: set[int] = set()
+            for vm in self.all_vms():
+                rep = vm.replication
+                if rep is None or id(rep) in seen or not rep.primary_host:
+                    continue
+                seen.add(id(rep))
+                self._advance_one(rep, now)
+
+    def _advance_one(self, rep: Replication, now: float) -> None:
+        if (
+            rep.primary_state is ReplicationState.ReadyForInitialReplication
+            and rep.initial_start_at is not None
+            and now >= rep.initial_start_at
+        ):
+            rep.primary_state = ReplicationState.InitialReplicationInProgress
+            rep.initial_done_at = rep.initial_start_at + self.topology.initial_replication_seconds
+            rep.initial_start_at = None
+        if (
+            rep.primary_state is ReplicationState.InitialReplicationInProgress
+            and not rep.offline_export
+            and rep.initial_done_at is not None
+            and now >= rep.initial_done_at
+        ):
+            self.finish_initial(rep, rep.initial_done_at)
+        if rep.primary_state is not _CYCLING or rep.frequency <= 0:
+            return
+        cycles = int((now - rep.anchor) // rep.frequency)
+        if cycles <= 0:
+            return
+        last = rep.anchor + cycles * rep.frequency
+        rep.anchor = last
+        override = self.health_override.get(rep.vm_name.lower())
+        reachable = rep.primary_host not in self.down and rep.replica_host not in self.down
+        if (
+            rep.broken
+            or not reachable
+            or rep.replica_state is not _CYCLING
+            or override is ReplicationHealth.Critical
+        ):
+            rep.missed += cycles
+            rep.missed_streak += cycles
+            return
+        previous = rep.last_replication if rep.last_replication is not None else last
+        rep.last_replication = last
+        rep.count += cycles
+        rep.missed_streak = 0
+        self._keep_points(rep, previous, last)
+
+    def finish_initial(self, rep: Replication, at: float) -> None:
+        """Initial replication done at ``at``: both ends Replicating, first point kept."""
+        rep.primary_state = ReplicationState.Replicating
+        rep.replica_state = ReplicationState.Replicating
+        rep.initial_done_at = None
+        rep.offline_export = False
+        rep.last_replication = at
+        rep.count += 1
+        rep.missed_streak = 0
+        rep.anchor = at
+        rep.hourly.clear()
+        self._keep_points(rep, at, at)
+
+    def _keep_points(self, rep: Replication, previous: float, last: float) -> None:
+        """Add the hourly points crossed between ``previous`` and ``last``, keep the newest."""
+        if rep.recovery_history <= 0:
+            return
+        first_hour = int(previous // HOUR) + 1
+        last_hour = int(last // HOUR)
+        # Only the newest recovery_history hours can survive; skip the rest outright.
+        first_hour = max(first_hour, last_hour - rep.recovery_history + 1)
+        for hour in range(first_hour, last_hour + 1):
+            app = rep.app_consistent_hours > 0 and hour % rep.app_consistent_hours == 0
+            kind = SnapshotType.AppConsistentReplica if app else SnapshotType.Replica
+            at = hour * HOUR
+            rep.hourly.append(
+                RecoveryPoint(
+                    stable_id("point", rep.vm_name, rep.replica_host, str(hour)), at, kind
+                )
+            )
+            if app:
+                rep.last_app_consistent = at
+        del rep.hourly[: max(0, len(rep.hourly) - rep.recovery_history)]
+
+    def recovery_points(self, vm: VM) -> list[RecoveryPoint]:
+        """The replica's recovery points, oldest first, the latest point last."""
+        rep = vm.replication
+        if rep is None or vm.mode is not ReplicationMode.Replica or rep.last_replication is None:
+            return []
+        latest = RecoveryPoint(
+            stable_id("latest", str(vm.id), vm.host),
+            rep.last_replication,
+            SnapshotType.Replica,
+            True,
+        )
+        return [*rep.hourly, latest]
