@@ -1,0 +1,56 @@
+"""WS-Management envelopes as pypsrp reads them, and raw requests pypsrp would not send."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from pypsrp.exceptions import WSManFaultError
+from pypsrp.shell import WinRS
+from pypsrp.wsman import SelectorSet, WSMan
+
+from lab.server import wsman
+from lab.server.service import LabServer
+from tests.lab.clients import wsman_for
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("PT20S", 20.0), ("PT60.000S", 60.0), ("PT1M30S", 90.0), ("PT2H", 7200.0), ("bogus", 5.0)],
+)
+def test_operation_timeout_durations(text: str, seconds: float) -> None:
+    assert wsman.parse_duration(text, 5.0) == seconds
+
+
+def test_timed_out_fault_is_what_pypsrp_polls_past() -> None:
+    body = wsman.fault_envelope(wsman.timed_out(), "uuid:1", "hv-sto-1").decode()
+    fault = WSMan._parse_wsman_fault(body)
+    assert isinstance(fault, WSManFaultError)
+    assert fault.code == 2150858793
+    assert fault.machine == "hv-sto-1"
+    assert "OperationTimeout" in (fault.reason or "")
+
+
+def test_request_for_an_unknown_shell_is_a_fault(fake_server: LabServer) -> None:
+    shell = WinRS(
+        wsman_for(fake_server.endpoints["hv-sto-1"]),
+        resource_uri="http://schemas.microsoft.com/powershell/Microsoft.PowerShell",
+    )
+    # Address a shell that was never created.
+    selectors = SelectorSet()
+    selectors.add_option("ShellId", "6A1B9B8C-0000-4000-8000-000000000001")
+    shell._selector_set = selectors
+    with pytest.raises(WSManFaultError) as caught:
+        shell.receive("stdout")
+    assert caught.value.code == int(wsman.FaultCode.INVALID_SELECTORS)
+
+
+def test_cmd_shells_are_refused_with_a_fault(fake_server: LabServer) -> None:
+    with pytest.raises(WSManFaultError) as caught:
+        WinRS(wsman_for(fake_server.endpoints["hv-got-1"])).open()
+    assert "PSRP" in (caught.value.reason or "")
+
+
+def test_non_wsman_path_is_404(fake_server: LabServer) -> None:
+    url = fake_server.endpoints["hv-sto-1"].url.replace("/wsman", "/other")
+    response = requests.post(url, data=b"", timeout=5, proxies={"http": "", "https": ""})
+    assert response.status_code == 404
