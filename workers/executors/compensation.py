@@ -72,6 +72,8 @@ def outcome_of(ctx: StepContext, undo: Mapping[str, Any]) -> StepOutcome:
     outcome = executor(ctx, _spec(action, kind, undo))
     restart = undo.get("restart_source") if action == "cancel_failover" else None
     if isinstance(restart, Mapping):
+        # A planned failover left the source PreparedForFailover; undo that before starting it.
+        outcome_of(ctx, {"action": "cancel_prepare", **restart})
         started = outcome_of(ctx, {"action": "start_vm", **restart})
         outcome.result["restarted_source"] = started.changed
         outcome.changed = outcome.changed or started.changed

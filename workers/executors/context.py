@@ -15,7 +15,7 @@ from typing import Any
 
 from plans.credentials import SecretRef
 from plans.errors import ConfigurationError
-from workers.executors.dnsops import DnsOps, default_dns_factory
+from workers.executors.dnsops import DnsOps, default_dns_ops
 from workers.hyperv.connection import AuthMethod, PsrpEndpoint
 from workers.hyperv.hyperv import HyperVHost
 from workers.hyperv.psrp import PsrpRunner
@@ -71,7 +71,7 @@ class StepContext:
     hosts: dict[str, HostRef]
     prior: dict[str, dict[str, Any]] = field(default_factory=dict)
     runner_factory: RunnerFactory = psrp_runner
-    dns_factory: DnsFactory = default_dns_factory
+    dns_factory: DnsFactory | None = None  # None: the DNS adapter for the zone's kind
     poll_interval: float = 2.0  # seconds between reads while waiting for a state or an IP
     _runners: dict[str, PowerShellRunner] = field(default_factory=dict, repr=False)
 
@@ -104,7 +104,9 @@ class StepContext:
 
     def dns(self, params: Mapping[str, Any]) -> DnsOps:
         """DNS operations on one zone target (``params`` as the compiler writes them)."""
-        return self.dns_factory(params)
+        if self.dns_factory is not None:
+            return self.dns_factory(params)
+        return default_dns_ops(params, self.runner)
 
 
 def context(
@@ -126,6 +128,6 @@ def context(
         hosts=dict(hosts),
         prior=dict(prior or {}),
         runner_factory=runner_factory or psrp_runner,
-        dns_factory=dns_factory or default_dns_factory,
+        dns_factory=dns_factory,
         poll_interval=poll_interval,
     )

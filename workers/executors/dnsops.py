@@ -8,15 +8,19 @@ adapter, ``workers.dns``. Snapshots travel as the adapter's JSON so they fit in 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from plans.credentials import SecretRef
 from plans.errors import ConfigurationError
-from workers.dns.records import ADDRESS_TYPES, Snapshot
+from workers.dns.errors import DnsVerificationTimeout
+from workers.dns.records import ADDRESS_TYPES, Snapshot, parse_addresses
 from workers.dns.switch import capture, restore, switch
 from workers.dns.target import DnsTarget
 from workers.dns.verify import verify
+from workers.dns.windows import WindowsDns
+from workers.powershell import PowerShellRunner
 
 
 class DnsOps(Protocol):
@@ -110,13 +114,77 @@ def target_from_params(params: Mapping[str, Any]) -> DnsTarget:
     )
 
 
-def default_dns_factory(params: Mapping[str, Any]) -> DnsOps:
-    """DnsOps for a zone target; ``kind`` rfc2136 (the default) is supported."""
+class WindowsZone:
+    """:class:`DnsOps` on a site's Windows DNS Server through its cmdlets (over PSRP)."""
+
+    def __init__(
+        self, runner: PowerShellRunner, zone: str, host: str, *, verify_timeout: float = 60.0
+    ) -> None:
+        self.dns = WindowsDns(runner, zone)
+        self.zone = zone
+        self.host = host
+        self.verify_timeout = verify_timeout
+
+    def switch(
+        self, name: str, addresses: list[str], *, ttl: int | None, ptr: bool
+    ) -> tuple[dict[str, Any], bool]:
+        """See :meth:`DnsOps.switch` (PTR records are not managed on Windows DNS)."""
+        if ptr:
+            raise ConfigurationError(
+                f"zone {self.zone}: PTR updates through Windows DNS are not supported; set "
+                "ptr: false for this record or serve the zone over RFC 2136"
+            )
+        done = self.dns.switch(name, addresses, ttl=ttl)
+        return done.old.to_dict(), done.changed
+
+    def verify(self, name: str, addresses: list[str]) -> dict[str, Any]:
+        """Read the records back from the DNS Server until they match (AD replicates them)."""
+        split = parse_addresses(addresses)
+        expected = sorted(a for values in split.values() for a in values)
+        deadline = time.monotonic() + self.verify_timeout
+        while True:
+            found = self.dns.capture([name]).addresses(name)
+            if found == expected:
+                return {"name": name, "ok": True, "answers": [{"server": self.host}]}
+            if time.monotonic() >= deadline:
+                raise DnsVerificationTimeout(
+                    f"{name} in {self.zone} on {self.host} answers {', '.join(found) or 'nothing'}"
+                    f", not {', '.join(expected)}; check the DNS Server, then resume",
+                    zone=self.zone,
+                    server=self.host,
+                    stale={self.host: found},
+                )
+            time.sleep(0.5)
+
+    def restore(self, snapshot: Mapping[str, Any]) -> bool:
+        """See :meth:`DnsOps.restore`."""
+        wanted = Snapshot.from_dict(dict(snapshot))
+        names = _forward_names(wanted)
+        now = self.dns.capture(names)
+        if all(now.addresses(n) == wanted.addresses(n) for n in names) and all(
+            (now.get(r.name, r.rrtype) or r).ttl == r.ttl for r in wanted.records if r.exists
+        ):
+            return False
+        self.dns.restore(wanted)
+        return True
+
+
+RunnerFor = Callable[[str], PowerShellRunner]
+
+
+def default_dns_ops(params: Mapping[str, Any], runner_for: RunnerFor) -> DnsOps:
+    """DnsOps for a zone target: ``kind`` rfc2136 (default) or windows (via ``params.vmm``)."""
     kind = str(params.get("kind") or "rfc2136")
-    if kind != "rfc2136":
-        raise ConfigurationError(
-            f"zone {params.get('zone', '?')}: DNS kind {kind!r} is not supported by the step "
-            "executors yet; use kind rfc2136 for zones a run updates"
-        )
     verify_timeout = float(params.get("verify_timeout") or 60.0)
-    return Rfc2136Zone(target_from_params(params), verify_timeout=verify_timeout)
+    zone = str(params.get("zone") or "")
+    if kind == "rfc2136":
+        return Rfc2136Zone(target_from_params(params), verify_timeout=verify_timeout)
+    if kind == "windows":
+        host = params.get("vmm") or params.get("host")
+        if not host:
+            raise ConfigurationError(
+                f"zone {zone}: a windows zone needs the site whose VMM server runs the DNS "
+                "cmdlets (dns_zones.{zone}.site); recompile the run"
+            )
+        return WindowsZone(runner_for(str(host)), zone, str(host), verify_timeout=verify_timeout)
+    raise ConfigurationError(f"zone {zone}: DNS kind {kind!r} is unknown; use rfc2136 or windows")

@@ -166,12 +166,7 @@ def wait_ip(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     timeout = param(spec, "timeout", float, 600.0)
     source: IpSource
     if source_name == "vmm":
-        vmm_host = param(spec, "vmm", str, "")
-        if not vmm_host:
-            raise StepParamsError(
-                f"step {spec.key}: ip_source vmm for {name!r} needs the site's VMM server "
-                "(params.vmm); recompile the run"
-            )
+        vmm_host = param(spec, "vmm", str, "") or _site_vmm(ctx, host)
         source = VmmIpSource(ctx.vmm(vmm_host), prefer_host=host)
     elif source_name == "hyperv":
         source = HyperVIpSource(ctx.hyperv(host))
@@ -186,6 +181,19 @@ def wait_ip(ctx: StepContext, spec: StepSpec) -> StepOutcome:
         max_interval=max(ctx.poll_interval * 15, ctx.poll_interval),
     )
     return StepOutcome(result={"addresses": [address], "source": source_name}, changed=False)
+
+
+def _site_vmm(ctx: StepContext, host: str) -> str:
+    """The VMM server of ``host``'s site when the step does not name it.
+
+    The compiler lists each site's VMM server first among that site's hosts (the run's
+    fabric snapshot keeps that order through JSON), so the first host of the site is it.
+    """
+    site = ctx.host_ref(host).site
+    for name, ref in ctx.hosts.items():
+        if ref.site == site:
+            return name
+    raise StepParamsError(f"no VMM server known for site {site}; add params.vmm")
 
 
 def health_check(ctx: StepContext, spec: StepSpec) -> StepOutcome:

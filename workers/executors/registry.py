@@ -28,6 +28,8 @@ EXECUTORS: dict[StepKind, Executor] = {
     StepKind.START_INITIAL_REPLICATION: replication.start_initial_replication,
     StepKind.SCRIPT: script.script,
     StepKind.HEALTH_CHECK: machine.health_check,
+    # The engine's compensation runs carry an undo record in params["undo"].
+    StepKind.COMPENSATE: compensate_step,
 }
 
 
@@ -35,9 +37,6 @@ def run_step(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     """Execute one step idempotently; raises TransientError / PermanentError subclasses."""
     executor = EXECUTORS.get(spec.kind)
     if executor is None:
-        if spec.kind.value == "compensate":
-            # The engine's COMPENSATE step carries an undo record in params["undo"].
-            return compensate_step(ctx, spec)
         raise StepParamsError(
             f"step {spec.key}: {spec.kind} steps are not executed by workers "
             "(a manual step is a gate the engine holds); recompile the run"

@@ -7,11 +7,13 @@ from typing import Any
 
 import pytest
 
+from tests.support.bind import bind_servers  # noqa: F401  (fixture for the DNS tests)
 from workers.executors import StepContext, context
 
 from .world import World, example_world, host_ref
 
-HOSTS = ("hv-sto-1", "hv-sto-2", "hv-got-1", "hv-got-2", "vmm-sto", "vmm-got")
+# In the compiler's order: each site's VMM server first, then its Hyper-V hosts.
+HOSTS = ("vmm-sto", "hv-sto-1", "hv-sto-2", "vmm-got", "hv-got-1", "hv-got-2")
 
 MakeContext = Callable[..., StepContext]
 

@@ -105,9 +105,12 @@ def test_a_refused_cmdlet_becomes_a_step_error_with_the_current_state(
 
 
 def test_failover_to_a_named_recovery_point_passes_it(world: World, make_ctx: MakeContext) -> None:
-    run_step(make_ctx(), spec(K.FAILOVER, "hv-got-1", recovery_point="sql-01 - Standard Replica"))
-    call = world.mutations()[-1]
-    assert call.params["VMRecoverySnapshot"] == "sql-01 - Standard Replica"
+    point = "sql-01 - Standard Replica - 12"
+    out = run_step(make_ctx(), spec(K.FAILOVER, "hv-got-1", recovery_point=point))
+    assert out.result["recovery_point"] == point
+    [call] = world.mutations("sql-01")
+    assert call.params["VMRecoverySnapshot"]["Id"] == "sql-01-point-12"
+    assert world.vm("hv-got-1", "sql-01").repl.state == "FailedOverWaitingCompletion"  # type: ignore[union-attr]
 
 
 def test_test_failover_creates_the_test_vm_once_and_keeps_its_cleanup(

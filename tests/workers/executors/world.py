@@ -98,7 +98,7 @@ class World:
         """Mutating calls so far (optionally only those naming ``vm``)."""
         found = [c for c in self.calls if c.mutating]
         if vm is not None:
-            found = [c for c in found if vm in (c.params.get("Name"), c.params.get("VMName"))]
+            found = [c for c in found if vm in _vm_names(c.params)]
         return found
 
     def runner(self, ref: HostRef) -> FakeRunner:
@@ -223,8 +223,26 @@ class World:
         self._assign_ip(host, vm)
         return PSResult()
 
+    def _get_vmsnapshot(self, host: str, p: dict[str, Any], sw: set[str]) -> PSResult:
+        vm = self._find(host, p["VMName"], "Get-VMSnapshot")
+        if vm.repl is None or vm.repl.mode != "Replica":
+            return PSResult()
+        return PSResult(
+            output=[
+                {
+                    "Name": f"{vm.name} - Standard Replica - {hour}",
+                    "Id": f"{vm.name}-point-{hour}",
+                    "VMName": vm.name,
+                    "SnapshotType": "Replica",
+                    "CreationTime": f"2026-11-29T{hour}:00:00Z",
+                }
+                for hour in ("12", "13")
+            ]
+        )
+
     def _start_vmfailover(self, host: str, p: dict[str, Any], sw: set[str]) -> PSResult:
-        name = p["VMName"]
+        point = p.get("VMRecoverySnapshot")
+        name = point["VMName"] if point else p["VMName"]
         vm = self._find(host, name, "Start-VMFailover")
         r = vm.repl
         if r is None:
@@ -352,6 +370,14 @@ class World:
     def _get_scipaddress(self, host: str, p: dict[str, Any], sw: set[str]) -> PSResult:
         vm_host, name, _ = p["GrantToObjectID"].split("/")
         return PSResult(output=[{"Address": ip} for ip in self.vms[(vm_host, name)].ips])
+
+
+def _vm_names(params: dict[str, Any]) -> set[str]:
+    names = {params.get("Name"), params.get("VMName")}
+    point = params.get("VMRecoverySnapshot")
+    if isinstance(point, dict):
+        names.add(point.get("VMName"))
+    return {str(n) for n in names if n}
 
 
 def _fail(host: str, cmdlet: str, message: str, category: str = "InvalidOperation") -> CmdletFailed:
