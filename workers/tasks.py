@@ -55,11 +55,37 @@ class Executor(Protocol):
         """Execute one step idempotently."""
 
 
-def default_executor() -> Executor:
-    """The real executors (imported late: they pull in pypsrp and dnspython)."""
-    import workers.executors as executors
+@dataclass
+class ConfiguredExecutor:
+    """The real executors, with options for every context (poll interval, factories)."""
 
-    return executors
+    context_options: dict[str, Any]
+
+    def context(
+        self,
+        run_id: str,
+        failover_type: str,
+        direction: str,
+        hosts: dict[str, HostRef],
+        prior: dict[str, dict[str, Any]] | None = None,
+    ) -> Any:
+        """Build a ``workers.executors.StepContext`` with the configured options."""
+        from workers import executors
+
+        return executors.context(
+            run_id, failover_type, direction, hosts, prior, **self.context_options
+        )
+
+    def run_step(self, ctx: Any, spec: StepSpec) -> StepOutcome:
+        """Execute one step through the executor registry."""
+        from workers import executors
+
+        return executors.run_step(ctx, spec)
+
+
+def default_executor(**context_options: Any) -> Executor:
+    """The real executors (imported at first use: they pull in pypsrp and dnspython)."""
+    return ConfiguredExecutor(context_options)
 
 
 def describe_failure(spec: StepSpec, exc: BaseException) -> str:

@@ -1,0 +1,79 @@
+"""A fake executor that records calls and can be told to fail, for engine and task tests."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from workers.errors import RemotePermanentError, RemoteTransientError
+from workflows.steps import HostRef, StepKind, StepOutcome, StepSpec
+
+UNDO = {
+    StepKind.TEST_FAILOVER: "stop_test_failover",
+    StepKind.FAILOVER: "cancel_failover",
+    StepKind.UPDATE_DNS: "restore_dns",
+}
+
+
+@dataclass
+class FakeContext:
+    run_id: str
+    failover_type: str
+    direction: str
+    hosts: dict[str, HostRef]
+    prior: dict[str, dict[str, Any]]
+
+
+@dataclass
+class FakeExecutor:
+    """Succeeds unless told otherwise; ``calls`` counts (kind, vm) executions."""
+
+    transient: dict[tuple[str, str | None], int] = field(default_factory=dict)
+    permanent: set[tuple[str, str | None]] = field(default_factory=set)
+    calls: Counter[tuple[str, str | None]] = field(default_factory=Counter)
+    contexts: list[FakeContext] = field(default_factory=list)
+    compensated: list[dict[str, Any]] = field(default_factory=list)
+    block: threading.Event | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def context(
+        self,
+        run_id: str,
+        failover_type: str,
+        direction: str,
+        hosts: dict[str, HostRef],
+        prior: dict[str, dict[str, Any]] | None = None,
+    ) -> FakeContext:
+        ctx = FakeContext(run_id, failover_type, direction, hosts, dict(prior or {}))
+        with self.lock:
+            self.contexts.append(ctx)
+        return ctx
+
+    def run_step(self, ctx: FakeContext, spec: StepSpec) -> StepOutcome:
+        key = (spec.kind.value, spec.vm)
+        with self.lock:
+            self.calls[key] += 1
+            if self.transient.get(key, 0) > 0:
+                self.transient[key] -= 1
+                raise RemoteTransientError(f"connection reset by {spec.host}")
+            if key in self.permanent:
+                raise RemotePermanentError(
+                    f"VM {spec.vm} on {spec.host}: Start-VMFailover refused, replication "
+                    "state Error"
+                )
+        if spec.kind is StepKind.COMPENSATE:
+            with self.lock:
+                self.compensated.append(spec.params["undo"])
+            return StepOutcome(result={"undone": spec.params["of"]})
+        if spec.kind is StepKind.WAIT_IP:
+            return StepOutcome(result={"addresses": [f"10.99.0.{len(spec.vm or '')}"]}, undo=None)
+        action = UNDO.get(spec.kind)
+        undo = {"action": action, "vm": spec.vm, "host": spec.host} if action else None
+        if spec.kind is StepKind.UPDATE_DNS:
+            undo = {"action": "restore_dns", "snapshots": [{"vm": spec.vm}]}
+        return StepOutcome(result={"kind": spec.kind.value, "prior": sorted(ctx.prior)}, undo=undo)
+
+    def count(self, kind: StepKind) -> int:
+        return sum(n for (k, _vm), n in self.calls.items() if k == kind.value)
