@@ -72,6 +72,7 @@ class ConnectionAuth:
     """Authentication state of one TCP connection."""
 
     authenticated: bool = False
+    user: str = ""  # who authenticated, as the client named itself
     context: Any = None  # a pyspnego context once NTLM completes (or while in progress)
     encrypted: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -123,7 +124,7 @@ class Authenticator:
         scheme, _, token = authz.partition(" ")
         scheme_l = scheme.lower()
         if scheme_l == "basic" and self.allow_basic:
-            self._check_basic(token)
+            state.user = self._check_basic(token)
             state.authenticated = True
             return AuthResult(body)
         if scheme_l in ("negotiate", "ntlm") and self.allow_negotiate:
@@ -134,7 +135,7 @@ class Authenticator:
             return AuthResult(body)
         raise self._unauthorized()
 
-    def _check_basic(self, token: str) -> None:
+    def _check_basic(self, token: str) -> str:
         try:
             user, _, password = base64.b64decode(token).decode("utf-8").partition(":")
         except (ValueError, UnicodeDecodeError):
@@ -144,6 +145,7 @@ class Authenticator:
         ok_password = hmac.compare_digest(password, self.account.password)
         if not (ok_user and ok_password):
             raise self._unauthorized()
+        return user
 
     def _negotiate_step(
         self, state: ConnectionAuth, token: str, body: bytes, content_type: str
@@ -177,6 +179,7 @@ class Authenticator:
             value = "Negotiate " + base64.b64encode(out_token or b"").decode()
             raise self._unauthorized([("WWW-Authenticate", value)])
         state.authenticated = True
+        state.user = str(getattr(state.context, "client_principal", "") or "")
         state.encrypted = self.mode is AuthMode.NTLM
         headers = []
         if out_token:

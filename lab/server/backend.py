@@ -46,8 +46,8 @@ class LabBackend(Protocol):
         """False while the host is down (its endpoint then refuses connections)."""
         ...
 
-    def invoke(self, host: str, commands: Sequence[Command]) -> InvokeResult:
-        """Run one pipeline on ``host``."""
+    def invoke(self, host: str, commands: Sequence[Command], *, user: str = "") -> InvokeResult:
+        """Run one pipeline on ``host`` for the authenticated ``user``."""
         ...
 
     def admin(self, method: str, path: str, body: Any) -> tuple[int, Any]:

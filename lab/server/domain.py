@@ -26,13 +26,15 @@ class WorldBackend:
         """Whether the domain has the host up."""
         return bool(self.lab.host_is_up(host))
 
-    def invoke(self, host: str, commands: Sequence[Command]) -> InvokeResult:
-        """Run one pipeline in the domain."""
-        result: InvokeResult = self.lab.invoke(host, list(commands))
+    def invoke(self, host: str, commands: Sequence[Command], *, user: str = "") -> InvokeResult:
+        """Run one pipeline in the domain (``user`` goes to the audit log)."""
+        result: InvokeResult = self.lab.invoke(host, list(commands), user=user)
         return result
 
     def admin(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         """One admin API call."""
+        if body is not None and not isinstance(body, dict):
+            return 400, {"error": "the admin API takes a JSON object as the request body"}
         status, answer = self.lab.admin(method, path, body)
         return int(status), answer
 
@@ -47,19 +49,15 @@ class World:
     admin_port: int | None
 
     def close(self) -> None:
-        """Stop the domain's own background work, if it has any."""
-        close = getattr(self.lab, "close", None)
-        if callable(close):
-            close()
+        """Stop the domain's background ticker."""
+        self.lab.close()
 
 
 def open_world(topology: Any, *, time_scale: float | None = None) -> World:
-    """Load ``topology`` and start the domain for it."""
-    from lab.topology import load_topology
+    """Load ``topology`` (path, dict or loaded) and start the domain's ticker."""
     from lab.world import Lab  # the domain; imported late so the protocol layer stands alone
 
-    loaded = load_topology(topology)
-    lab = Lab(loaded, time_scale=time_scale)
-    creds = loaded.credentials
-    account = Account(creds.username, creds.password, creds.domain)
-    return World(lab, WorldBackend(lab), account, loaded.admin_port)
+    lab = Lab.from_topology(topology, time_scale=time_scale)
+    account = Account(lab.username, lab.password, lab.domain)
+    lab.start()
+    return World(lab, WorldBackend(lab), account, lab.admin_port)

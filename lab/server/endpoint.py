@@ -12,16 +12,17 @@ import ssl
 import threading
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lab.objects import TransportFault
+from lab.objects import Command, InvokeResult, TransportFault
 from lab.server import wsman
 from lab.server.auth import Authenticator, AuthFailed, ConnectionAuth
 from lab.server.backend import HostSpec, LabBackend
 from lab.server.http import DropConnection, LabHTTPServer
 from lab.server.http_types import HttpReply
-from lab.server.psrp import Shell, ShellClosed
+from lab.server.psrp import Invoker, Shell, ShellClosed
 from lab.server.wsman import NS, Action, Request, WSManFault
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class HostService:
         if accepted.handshake_only:
             return HttpReply(200, b"", final_headers)
         try:
-            status, soap = self.handle_soap(accepted.body, client_ip)
+            status, soap = self.handle_soap(accepted.body, client_ip, conn.user)
         except TransportFault as fault:
             if fault.kind == "reset":
                 raise DropConnection() from fault
@@ -82,7 +83,7 @@ class HostService:
             return HttpReply(status, payload, final_headers, content_type)
         return HttpReply(status, soap, final_headers)
 
-    def handle_soap(self, body: bytes, client_ip: str) -> tuple[int, bytes]:
+    def handle_soap(self, body: bytes, client_ip: str, user: str = "") -> tuple[int, bytes]:
         """Answer one SOAP request; returns (HTTP status, envelope)."""
         with self._lock:
             self.stats.requests += 1
@@ -90,7 +91,7 @@ class HostService:
         try:
             request = wsman.parse_request(body)
             relates_to = request.message_id
-            reply = self._dispatch(request, client_ip)
+            reply = self._dispatch(request, client_ip, user)
             status = 200
         except WSManFault as fault:
             if fault.code is wsman.FaultCode.TIMED_OUT:
@@ -104,9 +105,9 @@ class HostService:
 
     # -- actions -----------------------------------------------------------------------------
 
-    def _dispatch(self, req: Request, client_ip: str) -> bytes:
+    def _dispatch(self, req: Request, client_ip: str, user: str) -> bytes:
         if req.action == Action.CREATE.value:
-            return self._create(req, client_ip)
+            return self._create(req, client_ip, user)
         shell = self._shell(req)
         if req.action == Action.COMMAND.value:
             return self._command(req, shell)
@@ -134,7 +135,7 @@ class HostService:
             raise wsman.shell_not_found(req.shell_id)
         return shell
 
-    def _create(self, req: Request, client_ip: str) -> bytes:
+    def _create(self, req: Request, client_ip: str, user: str) -> bytes:
         if not req.resource_uri.startswith(PSRP_RESOURCE_PREFIX):
             raise WSManFault(
                 wsman.FaultCode.ACTION_NOT_SUPPORTED,
@@ -149,7 +150,7 @@ class HostService:
             )
         shell_id = (shell_el.attrib.get("ShellId") or str(uuid.uuid4())).upper()
         creation = shell_el.find("pwsh:creationXml", NS)
-        shell = Shell(shell_id, self._invoker, req.payload_budget())
+        shell = Shell(shell_id, self._invoker_for(user), req.payload_budget())
         if creation is not None and creation.text:
             shell.open(base64.b64decode(creation.text))
         with self._lock:
@@ -165,8 +166,11 @@ class HostService:
             output_streams=_text(shell_el, "rsp:OutputStreams") or "stdout",
         )
 
-    def _invoker(self, commands: Any) -> Any:
-        return self.backend.invoke(self.spec.host, commands)
+    def _invoker_for(self, user: str) -> Invoker:
+        def invoke(commands: Sequence[Command]) -> InvokeResult:
+            return self.backend.invoke(self.spec.host, commands, user=user)
+
+        return invoke
 
     def _command(self, req: Request, shell: Shell) -> bytes:
         line = req.body.find("rsp:CommandLine", NS)

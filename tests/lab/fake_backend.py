@@ -40,6 +40,7 @@ class FakeBackend:
         self.waiting = 0  # Wait-Release pipelines running right now
         self.most_waiting = 0
         self.calls: list[tuple[str, list[Command]]] = []
+        self.users: list[str] = []
         self._lock = threading.Lock()
 
     def hosts(self) -> Sequence[HostSpec]:
@@ -59,9 +60,10 @@ class FakeBackend:
             return 200, {"ok": True}
         return 404, {"error": f"no such admin call: {method} {path}"}
 
-    def invoke(self, host: str, commands: Sequence[Command]) -> InvokeResult:
+    def invoke(self, host: str, commands: Sequence[Command], *, user: str = "") -> InvokeResult:
         with self._lock:
             self.calls.append((host, list(commands)))
+            self.users.append(user)
             pending = self.faults.get(host)
             if pending:
                 raise TransportFault(pending.pop(0))

@@ -153,6 +153,7 @@ def test_pypsrp_client_execute_ps(fake_server: LabServer, fake_backend: FakeBack
     host, commands = fake_backend.calls[-1]
     assert host == "hv-got-1"
     assert [c.name for c in commands] == ["Invoke-Expression", "Out-String"]
+    assert fake_backend.users[-1].lower().endswith("ferryman")
 
 
 def test_stopping_a_running_pipeline_then_closing_the_pool(
