@@ -583,12 +583,16 @@ def plan_vms_stay_connected(
         if pairing is None:
             continue
         site = pairing.primary.site
+        primary = fabric.sites.get(site)
+        networks = primary.networks if primary is not None else {}
         for g, group in enumerate(plan.groups):
             for v, plan_vm in enumerate(group.vms):
                 protected = pairing.vms.get(plan_vm.name)
                 if protected is None:
                     continue
                 for network in protected.networks:
+                    if network not in networks:
+                        continue  # an unknown network is reported as an error already
                     if fabric.mapping_for(site, network) is None:
                         yield Finding(
                             ("plans", name, "groups", g, "vms", v),
