@@ -15,6 +15,8 @@ from plans.errors import PermanentError, TransientError
 from tests.support.bind import BindServers
 from workers.dns import (
     DnsBadKey,
+    DnsConflict,
+    DnsNotApplied,
     DnsNotAuth,
     DnsNotZone,
     DnsRefused,
@@ -155,3 +157,37 @@ def test_a_closed_port_is_transient() -> None:
     target = DnsTarget("corp.example", primary=f"127.0.0.1:{port}", timeout=0.5)
     with pytest.raises(TransientError):
         capture(target, ["sql-01"])
+
+
+def test_a_stale_prerequisite_is_a_transient_conflict(bind_servers: BindServers) -> None:
+    key = load_key_file(bind_servers.key_file)
+    update = new_update("corp.example", key)
+    update.present("sql-01.corp.example.", "A", "10.10.1.99")  # not what the zone holds
+    update.replace("sql-01.corp.example.", 300, "A", "10.20.1.11")
+    primary = Server.parse(bind_servers.primary.hostport)
+    with pytest.raises(DnsConflict) as caught:
+        send_update(primary, update, zone="corp.example", key=key, timeout=2)
+    assert isinstance(caught.value, RemoteTransientError)
+
+
+def test_an_update_the_server_silently_skips_is_not_reported_as_done(
+    target: DnsTarget, bind_servers: BindServers
+) -> None:
+    key = load_key_file(bind_servers.key_file)
+    update = new_update("corp.example", key)
+    update.add("alias.corp.example.", 300, "CNAME", "sql-01.corp.example.")
+    primary = Server.parse(bind_servers.primary.hostport)
+    send_update(primary, update, zone="corp.example", key=key, timeout=2)
+    with pytest.raises(DnsNotApplied, match="CNAME"):
+        switch(target, "alias", ["10.20.1.11"])
+
+
+def test_the_key_may_come_from_an_environment_variable(
+    target: DnsTarget, bind_servers: BindServers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DNS_UPDATE_KEY", bind_servers.key_file.read_text())
+    by_env = dataclasses.replace(target, key_file="env:DNS_UPDATE_KEY")
+    assert switch(by_env, "sql-02", ["10.20.1.12"]).changed
+    unset = dataclasses.replace(target, key_file="env:NO_SUCH_VARIABLE")
+    with pytest.raises(PermanentError, match="NO_SUCH_VARIABLE"):
+        switch(unset, "sql-02", ["10.20.1.13"])

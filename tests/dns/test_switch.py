@@ -157,3 +157,19 @@ def test_results_are_json_without_secrets(target: DnsTarget, bind_servers: BindS
     key = target.load_key()
     assert key is not None and key.secret not in text
     assert str(bind_servers.key_file) in text
+
+
+def test_ipv6_ptr_goes_to_the_ip6_arpa_zone(target: DnsTarget) -> None:
+    result = switch(target, "web-02", ["fd00:20::32"], ptr=True)
+    ptrs = [r for r in result.new.records if r.rrtype == "PTR" and r.exists]
+    assert [(r.zone, r.values) for r in ptrs] == [("d.f.ip6.arpa", ("web-02.corp.example.",))]
+    restore(target, result.old)
+    assert capture(target, [ptrs[0].name], ["PTR"]).records[0].values == ()
+
+
+def test_verify_can_confirm_a_name_is_gone(target: DnsTarget) -> None:
+    test_zone = dataclasses.replace(target, zone="test.corp.example")
+    result = switch(test_zone, "app-01", ["10.99.2.21"])
+    assert verify(test_zone, "app-01", ["10.99.2.21"], timeout=10).ok
+    restore(test_zone, result.old)
+    assert verify(test_zone, "app-01", [], timeout=10).ok

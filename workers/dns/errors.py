@@ -56,6 +56,10 @@ class DnsBadRequest(DnsPermanentError):
     """FORMERR/NOTIMP or another definite rejection of the request as sent."""
 
 
+class DnsNotApplied(DnsPermanentError):
+    """The server accepted an update but does not serve its result (e.g. a CNAME is there)."""
+
+
 class DnsTransientError(DnsError, RemoteTransientError):
     """The server could not be reached or could not answer now: retry with backoff."""
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import dns.update
 
-from workers.dns.errors import DnsConfigurationError
+from workers.dns.errors import DnsConfigurationError, DnsNotApplied
 from workers.dns.records import (
     ADDRESS_TYPES,
     RecordSet,
@@ -148,7 +148,25 @@ def switch(
         tuple(_read(target, server, [(r.name, r.rrtype) for r in old.records])),
         str(server),
     )
+    _check_applied(target, server, new, fqdn, wanted)
     return SwitchResult(old=old, new=new, changed=changed)
+
+
+def _check_applied(
+    target: DnsTarget, server: Server, new: Snapshot, fqdn: str, wanted: dict[str, list[str]]
+) -> None:
+    """A server may accept an update and silently skip parts of it (RFC 2136 3.4.2.2)."""
+    served = new.addresses(fqdn)
+    expected = sorted(a for values in wanted.values() for a in values)
+    if served != expected:
+        raise DnsNotApplied(
+            f"DNS server {server} accepted the update of {fqdn} but serves "
+            f"{', '.join(served) or 'no address'} instead of {', '.join(expected)}; another "
+            "record at that name (a CNAME?) makes it ignore address records: fix the zone",
+            zone=target.zone,
+            server=str(server),
+            key_ref=target.key_ref,
+        )
 
 
 def _switch_ptrs(

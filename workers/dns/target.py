@@ -65,8 +65,9 @@ class DnsTarget:
     ``primary`` is the server that takes updates (``host:port``); when None it is the zone's
     SOA MNAME. ``servers`` are the authoritative servers verification polls; when None they
     are the zone's NS records. Servers found through SOA/NS records are reached on ``port``.
-    ``key_file`` is the path of a ``tsig-keygen`` key file (a reference, never the secret);
-    its ``algorithm`` clause wins, and ``algorithm`` applies to files without one.
+    ``key_file`` is the path of a ``tsig-keygen`` key file, or ``file:PATH`` / ``env:NAME``
+    (a reference, never the secret); its ``algorithm`` clause wins, and ``algorithm`` applies
+    to keys without one.
     """
 
     zone: str

@@ -23,6 +23,7 @@ from typing import Any
 import dns.name
 import dns.tsig
 
+from plans.credentials import SecretRef
 from workers.dns.errors import DnsKeyFileError
 
 DEFAULT_ALGORITHM = "hmac-sha256"
@@ -119,17 +120,22 @@ def load_key_file(
 ) -> TsigKey:
     """Read a key file written by ``tsig-keygen`` (or rndc-confgen/ddns-confgen).
 
-    With several keys in the file, ``name`` picks one; without it the file must hold one key.
+    ``path`` is a file path, ``file:PATH``, or ``env:NAME`` for a variable that holds the
+    file's text (a container secret). With several keys, ``name`` picks one; without it the
+    source must hold exactly one key.
     """
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DnsKeyFileError(
-            f"cannot read TSIG key file {source} ({exc.strerror}); check the path and that "
-            "this process may read it",
-            key_ref=source,
-        ) from None
+    if source.startswith(("env:", "file:")):
+        text = SecretRef.parse(source).resolve()
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DnsKeyFileError(
+                f"cannot read TSIG key file {source} ({exc.strerror}); check the path and "
+                "that this process may read it",
+                key_ref=source,
+            ) from None
     keys = parse_keys(text, source=source, default_algorithm=default_algorithm)
     if name is not None:
         keys = [k for k in keys if k.name.rstrip(".") == name.rstrip(".")]
