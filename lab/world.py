@@ -52,9 +52,16 @@ class HostInfo:
 class Lab:
     """Two Hyper-V Replica sites with VMM and Windows DNS, simulated in memory."""
 
-    def __init__(self, topology: Topology, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        time_scale: float | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self.topology = topology
-        self.clock = clock or Clock(topology.time_scale)
+        scale = topology.time_scale if time_scale is None else time_scale
+        self.clock = clock or Clock(scale)
         self.world = World(topology, self.clock)
         self.world.zones = build_zones(topology)
         self.audit = AuditLog()
@@ -73,9 +80,7 @@ class Lab:
         time_scale: float | None = None,
     ) -> Lab:
         """Build a lab from a topology (object, dict or YAML path); ``time_scale`` overrides."""
-        topo = load_topology(topology)
-        scale = topo.time_scale if time_scale is None else time_scale
-        return cls(topo, clock=Clock(scale))
+        return cls(load_topology(topology), time_scale=time_scale)
 
     # ----------------------------------------------------------------- identity
     @property
@@ -326,6 +331,10 @@ class Lab:
         if self._ticker is not None:
             self._ticker.join(timeout=5)
             self._ticker = None
+
+    def close(self) -> None:
+        """Release background work (same as :meth:`stop`)."""
+        self.stop()
 
     def _tick_loop(self, interval: float) -> None:
         while not self._stop.wait(interval):

@@ -1,0 +1,443 @@
+"""The Hyper-V Replica state machine: every row, every failover sequence, both ends checked."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from lab.objects import CmdletError
+from tests.lab.test_domain_support import (
+    call,
+    ends,
+    error_of,
+    example_dict,
+    make_lab,
+    ok,
+    plain,
+    rep,
+    vm,
+)
+
+STO, GOT = "hv-sto-1", "hv-got-1"
+INVALID = "InvalidState,Microsoft.HyperV.PowerShell.Commands."
+
+
+def ips(lab, host: str, name: str) -> list[str]:
+    adapters = ok(lab, host, "Get-VMNetworkAdapter", VMName=name)
+    return [ip for a in adapters for ip in a.properties["IPAddresses"] if ":" not in ip]
+
+
+def planned_failover(lab, name: str, source: str, target: str, network: str) -> None:
+    """DESIGN.md's planned failover, as the workers run it."""
+    ok(lab, source, "Stop-VM", Name=name)
+    ok(lab, source, "Start-VMFailover", VMName=name, Prepare=True)
+    ok(lab, target, "Start-VMFailover", VMName=name)
+    ok(lab, target, "Set-VMReplication", VMName=name, Reverse=True)
+    ok(lab, target, "Connect-VMNetworkAdapter", VMName=name, SwitchName=network)
+    ok(lab, target, "Start-VM", Name=name)
+
+
+# ----------------------------------------------------------------------------- test failover
+def test_test_failover_creates_test_vm_and_cleanup_deletes_it() -> None:
+    lab = make_lab()
+    (test_vm,) = ok(lab, GOT, "Start-VMFailover", VMName="sql-01", AsTest=True, Passthru=True)
+    assert test_vm.properties["Name"] == "sql-01 - Test"
+    assert plain(test_vm)["ReplicationMode"] == "TestReplica"
+    # Replication carries on; the primary is untouched.
+    assert ends(lab, "sql-01", STO, GOT) == ("Primary", "Replicating", "Replica", "Replicating")
+    assert vm(lab, STO, "sql-01")["State"] == "Running"
+    # No network until connected; then the isolated test IP after boot.
+    ok(lab, GOT, "Start-VM", Name="sql-01 - Test")
+    lab.clock.advance(60)
+    assert ips(lab, GOT, "sql-01 - Test") == []
+    ok(lab, GOT, "Connect-VMNetworkAdapter", VMName="sql-01 - Test", SwitchName="test-got")
+    assert ips(lab, GOT, "sql-01 - Test") == ["10.99.1.11"]
+    # A second test failover is refused while one runs.
+    err = error_of(lab, GOT, "Start-VMFailover", VMName="sql-01", AsTest=True)
+    assert err.fully_qualified_error_id == INVALID + "StartVMFailover"
+    ok(lab, GOT, "Stop-VMFailover", VMName="sql-01")
+    assert error_of(lab, GOT, "Get-VM", Name="sql-01 - Test").fully_qualified_error_id == (
+        "InvalidParameter,Microsoft.HyperV.PowerShell.Commands.GetVM"
+    )
+    assert ends(lab, "sql-01", STO, GOT) == ("Primary", "Replicating", "Replica", "Replicating")
+
+
+def test_test_failover_is_refused_on_the_primary() -> None:
+    lab = make_lab()
+    err = error_of(lab, STO, "Start-VMFailover", VMName="sql-01", AsTest=True)
+    assert err.fully_qualified_error_id == INVALID + "StartVMFailover"
+    assert err.category == "InvalidOperation"
+
+
+# ----------------------------------------------------------------------------- planned
+def test_planned_failover_runs_in_gothenburg_and_replicates_back() -> None:
+    lab = make_lab()
+    planned_failover(lab, "sql-01", STO, GOT, "corp-got")
+    assert ends(lab, "sql-01", GOT, STO) == ("Primary", "Replicating", "Replica", "Replicating")
+    assert rep(lab, GOT, "sql-01")["ReplicaServer"] == STO
+    assert vm(lab, GOT, "sql-01")["State"] == "Running"
+    assert ips(lab, GOT, "sql-01") == []  # still booting
+    lab.clock.advance(30)
+    assert ips(lab, GOT, "sql-01") == ["10.20.1.11"]
+    # Replication now runs gothenburg -> stockholm at the configured frequency.
+    before = rep(lab, STO, "sql-01")["LastReplicationTime"]
+    lab.clock.advance(300)
+    after = rep(lab, STO, "sql-01")["LastReplicationTime"]
+    assert after is not None and (before is None or after > before)
+
+
+def test_planned_failover_steps_refuse_the_wrong_order() -> None:
+    lab = make_lab()
+    # Prepare needs the VM off.
+    err = error_of(lab, STO, "Start-VMFailover", VMName="sql-01", Prepare=True)
+    assert err.fully_qualified_error_id == INVALID + "StartVMFailover"
+    # Failover on the replica needs it off too (it is), but a plain failover on the primary
+    # is refused.
+    ok(lab, STO, "Stop-VM", Name="sql-01")
+    err = error_of(lab, STO, "Start-VMFailover", VMName="sql-01")
+    assert err.fully_qualified_error_id == INVALID + "StartVMFailover"
+    # A replica cannot be started before failover.
+    err = error_of(lab, GOT, "Start-VM", Name="sql-01")
+    assert err.fully_qualified_error_id == INVALID + "StartVM"
+    # -Reverse on the primary is invalid.
+    err = error_of(lab, STO, "Set-VMReplication", VMName="sql-01", Reverse=True)
+    assert err.fully_qualified_error_id == INVALID + "SetVMReplication"
+    # The same situation gives the same id every time.
+    again = error_of(lab, STO, "Set-VMReplication", VMName="sql-01", Reverse=True)
+    assert again.fully_qualified_error_id == err.fully_qualified_error_id
+
+
+def test_prepared_primary_can_be_cancelled_and_cannot_start() -> None:
+    lab = make_lab()
+    ok(lab, STO, "Stop-VM", Name="sql-01")
+    ok(lab, STO, "Start-VMFailover", VMName="sql-01", Prepare=True)
+    assert rep(lab, STO, "sql-01")["State"] == "PreparedForFailover"
+    assert error_of(lab, STO, "Start-VM", Name="sql-01").fully_qualified_error_id == (
+        INVALID + "StartVM"
+    )
+    ok(lab, STO, "Stop-VMFailover", VMName="sql-01")
+    assert ends(lab, "sql-01", STO, GOT) == ("Primary", "Replicating", "Replica", "Replicating")
+
+
+def test_failback_is_a_planned_failover_the_other_way() -> None:
+    lab = make_lab()
+    planned_failover(lab, "app-01", STO, GOT, "corp-got")
+    planned_failover(lab, "app-01", GOT, STO, "corp-sto")
+    assert ends(lab, "app-01", STO, GOT) == ("Primary", "Replicating", "Replica", "Replicating")
+    lab.clock.advance(30)
+    assert ips(lab, STO, "app-01") == ["10.10.2.21"]
+    assert vm(lab, GOT, "app-01")["State"] == "Off"
+
+
+# ----------------------------------------------------------------------------- unplanned
+def test_unplanned_failover_commit_and_cancel() -> None:
+    lab = make_lab()
+    ok(lab, GOT, "Start-VMFailover", VMName="web-01")
+    assert rep(lab, GOT, "web-01")["State"] == "FailedOverWaitingCompletion"
+    ok(lab, GOT, "Start-VM", Name="web-01")
+    ok(lab, GOT, "Complete-VMFailover", VMName="web-01")
+    r = rep(lab, GOT, "web-01")
+    assert (r["State"], r["Health"]) == ("FailedOver", "Warning")
+    # Irreversible: there is nothing left to cancel.
+    err = error_of(lab, GOT, "Stop-VMFailover", VMName="web-01")
+    assert err.fully_qualified_error_id == INVALID + "StopVMFailover"
+    # The old primary can no longer replicate into it.
+    lab.clock.advance(300)
+    assert rep(lab, STO, "web-01")["Health"] == "Critical"
+
+    # Cancel instead of commit on another VM: back to Replicating (VM must be off first).
+    ok(lab, "hv-got-2", "Start-VMFailover", VMName="web-02")
+    ok(lab, "hv-got-2", "Start-VM", Name="web-02")
+    err = error_of(lab, "hv-got-2", "Stop-VMFailover", VMName="web-02")
+    assert err.fully_qualified_error_id == INVALID + "StopVMFailover"
+    ok(lab, "hv-got-2", "Stop-VM", Name="web-02", TurnOff=True)
+    ok(lab, "hv-got-2", "Stop-VMFailover", VMName="web-02")
+    assert ends(lab, "web-02", "hv-sto-2", "hv-got-2") == (
+        "Primary",
+        "Replicating",
+        "Replica",
+        "Replicating",
+    )
+
+
+def test_reverse_after_unplanned_failover() -> None:
+    lab = make_lab()
+    ok(lab, GOT, "Start-VMFailover", VMName="file-01")
+    ok(lab, GOT, "Start-VM", Name="file-01")
+    ok(lab, GOT, "Complete-VMFailover", VMName="file-01")
+    # Without -ReplicaServerName (old primary not prepared) -Reverse is refused.
+    err = error_of(lab, GOT, "Set-VMReplication", VMName="file-01", Reverse=True)
+    assert err.fully_qualified_error_id == INVALID + "SetVMReplication"
+    # Nor before the old primary was made a replica.
+    err = error_of(
+        lab, GOT, "Set-VMReplication", VMName="file-01", Reverse=True, ReplicaServerName=STO
+    )
+    assert err.fully_qualified_error_id == INVALID + "SetVMReplication"
+    # Old primary comes back: it must be off to become the replica.
+    err = error_of(lab, STO, "Set-VMReplication", VMName="file-01", AsReplica=True)
+    assert err.fully_qualified_error_id == INVALID + "SetVMReplication"
+    ok(lab, STO, "Stop-VM", Name="file-01", TurnOff=True)
+    ok(lab, STO, "Set-VMReplication", VMName="file-01", AsReplica=True)
+    r = rep(lab, STO, "file-01")
+    assert (r["Mode"], r["State"]) == ("Replica", "WaitingForInitialReplication")
+    ok(lab, GOT, "Set-VMReplication", VMName="file-01", Reverse=True, ReplicaServerName=STO)
+    assert ends(lab, "file-01", GOT, STO) == (
+        "Primary",
+        "ReadyForInitialReplication",
+        "Replica",
+        "WaitingForInitialReplication",
+    )
+    ok(lab, GOT, "Start-VMInitialReplication", VMName="file-01")
+    assert rep(lab, GOT, "file-01")["State"] == "InitialReplicationInProgress"
+    lab.clock.advance(60)
+    assert ends(lab, "file-01", GOT, STO) == ("Primary", "Replicating", "Replica", "Replicating")
+    assert rep(lab, STO, "file-01")["Health"] == "Normal"
+
+
+def test_failover_to_a_chosen_recovery_point() -> None:
+    data = example_dict()
+    data["vms"][0]["replication"] = {
+        "frequency": 300,
+        "recovery_history": 4,
+        "app_consistent_hours": 2,
+    }
+    lab = make_lab(data)
+    lab.clock.advance(5 * 3600)
+    points = ok(lab, GOT, "Get-VMSnapshot", VMName="sql-01", SnapshotType="Replica")
+    assert len(points) == 5  # four hourly points and the latest
+    kinds = [plain(p)["SnapshotType"] for p in points]
+    assert "AppConsistentReplica" in kinds and "Replica" in kinds
+    assert points[-1].properties["IsLatest"] is True
+    app_only = ok(lab, GOT, "Get-VMSnapshot", VMName="sql-01", SnapshotType="AppConsistentReplica")
+    assert {plain(p)["SnapshotType"] for p in app_only} == {"AppConsistentReplica"}
+    # The client sends back a deserialised copy: a property bag.
+    chosen = {k: str(v) for k, v in points[0].properties.items()}
+    ok(lab, GOT, "Start-VMFailover", VMRecoverySnapshot=chosen)
+    assert rep(lab, GOT, "sql-01")["State"] == "FailedOverWaitingCompletion"
+    bogus = dict(chosen, Id="00000000-0000-0000-0000-000000000000")
+    err = error_of(lab, "hv-got-2", "Start-VMFailover", VMRecoverySnapshot=bogus)
+    assert err.fully_qualified_error_id.startswith("InvalidParameter,")
+
+
+def test_primary_keeps_no_recovery_points() -> None:
+    lab = make_lab()
+    assert ok(lab, STO, "Get-VMSnapshot", VMName="sql-01", SnapshotType="Replica") == []
+    assert len(ok(lab, GOT, "Get-VMSnapshot", VMName="sql-01", SnapshotType="Replica")) == 1
+
+
+# ----------------------------------------------------------------------------- enable, IR
+def _unprotected_lab():
+    data = example_dict()
+    data["vms"].append(
+        {
+            "name": "new-01",
+            "primary": "hv-sto-1",
+            "networks": ["corp-sto"],
+            "ips": {"corp-sto": "10.10.9.91"},
+        }
+    )
+    return make_lab(data)
+
+
+def test_enable_and_initial_replication_over_the_network() -> None:
+    lab = _unprotected_lab()
+    assert vm(lab, STO, "new-01")["ReplicationMode"] == "None"
+    err = error_of(lab, STO, "Get-VMReplication", VMName="new-01")
+    assert err.fully_qualified_error_id == (
+        "ObjectNotFound,Microsoft.HyperV.PowerShell.Commands.GetVMReplication"
+    )
+    ok(
+        lab,
+        STO,
+        "Enable-VMReplication",
+        VMName="new-01",
+        ReplicaServerName="hv-got-1",
+        ReplicaServerPort=8083,
+        AuthenticationType="Kerberos",
+        ReplicationFrequencySec=30,
+        RecoveryHistory=2,
+    )
+    assert ends(lab, "new-01", STO, GOT) == (
+        "Primary",
+        "ReadyForInitialReplication",
+        "Replica",
+        "WaitingForInitialReplication",
+    )
+    assert rep(lab, STO, "new-01")["FrequencySec"] == 30
+    # A replica cannot fail over before any replication.
+    err = error_of(lab, GOT, "Start-VMFailover", VMName="new-01")
+    assert err.fully_qualified_error_id == INVALID + "StartVMFailover"
+    ok(lab, STO, "Start-VMInitialReplication", VMName="new-01")
+    assert ends(lab, "new-01", STO, GOT)[1] == "InitialReplicationInProgress"
+    lab.clock.advance(59)
+    assert ends(lab, "new-01", STO, GOT)[3] == "WaitingForInitialReplication"
+    lab.clock.advance(1)
+    assert ends(lab, "new-01", STO, GOT) == ("Primary", "Replicating", "Replica", "Replicating")
+    # Enabling twice is an invalid state.
+    err = error_of(
+        lab,
+        STO,
+        "Enable-VMReplication",
+        VMName="new-01",
+        ReplicaServerName=GOT,
+        ReplicaServerPort=8083,
+        AuthenticationType="Kerberos",
+    )
+    assert err.fully_qualified_error_id == INVALID + "EnableVMReplication"
+
+
+@pytest.mark.parametrize(
+    ("settings", "parameter"),
+    [
+        ({"ReplicationFrequencySec": 60}, "ReplicationFrequencySec"),
+        ({"RecoveryHistory": 25}, "RecoveryHistory"),
+        ({"RecoveryHistory": 4, "VSSSnapshotFrequencyHour": 4}, "VSSSnapshotFrequencyHour"),
+    ],
+)
+def test_enable_validates_settings(settings: dict, parameter: str) -> None:
+    lab = _unprotected_lab()
+    err = error_of(
+        lab,
+        STO,
+        "Enable-VMReplication",
+        VMName="new-01",
+        ReplicaServerName=GOT,
+        ReplicaServerPort=8083,
+        AuthenticationType="Kerberos",
+        **settings,
+    )
+    assert err.fully_qualified_error_id.startswith("ParameterArgumentValidationError,")
+    assert parameter in err.message
+    assert vm(lab, STO, "new-01")["ReplicationMode"] == "None"
+
+
+def test_enable_with_the_wrong_port_for_the_auth_type_fails() -> None:
+    lab = _unprotected_lab()
+    err = error_of(
+        lab,
+        STO,
+        "Enable-VMReplication",
+        VMName="new-01",
+        ReplicaServerName=GOT,
+        ReplicaServerPort=8084,
+        AuthenticationType="Kerberos",
+    )
+    assert err.fully_qualified_error_id == (
+        "OperationFailed,Microsoft.HyperV.PowerShell.Commands.EnableVMReplication"
+    )
+
+
+def test_scheduled_and_offline_initial_replication() -> None:
+    lab = _unprotected_lab()
+    ok(
+        lab,
+        STO,
+        "Enable-VMReplication",
+        VMName="new-01",
+        ReplicaServerName=GOT,
+        ReplicaServerPort=8083,
+        AuthenticationType="Kerberos",
+    )
+    now = datetime.fromtimestamp(lab.clock.now(), UTC)
+    err = error_of(
+        lab,
+        STO,
+        "Start-VMInitialReplication",
+        VMName="new-01",
+        InitialReplicationStartTime=now + timedelta(days=8),
+    )
+    assert err.fully_qualified_error_id.startswith("ParameterArgumentValidationError,")
+    ok(
+        lab,
+        STO,
+        "Start-VMInitialReplication",
+        VMName="new-01",
+        InitialReplicationStartTime=now + timedelta(hours=1),
+    )
+    assert rep(lab, STO, "new-01")["State"] == "ReadyForInitialReplication"
+    lab.clock.advance(3600 + 59)  # (microsecond rounding of the start time aside)
+    assert rep(lab, STO, "new-01")["State"] == "InitialReplicationInProgress"
+    lab.clock.advance(2)
+    assert ends(lab, "new-01", STO, GOT) == ("Primary", "Replicating", "Replica", "Replicating")
+
+    offline = _unprotected_lab()
+    ok(
+        offline,
+        STO,
+        "Enable-VMReplication",
+        VMName="new-01",
+        ReplicaServerName=GOT,
+        ReplicaServerPort=8083,
+        AuthenticationType="Kerberos",
+    )
+    ok(offline, STO, "Start-VMInitialReplication", VMName="new-01", DestinationPath="D:\\ir")
+    offline.clock.advance(3600)
+    assert ends(offline, "new-01", STO, GOT)[1:4:2] == (
+        "InitialReplicationInProgress",
+        "WaitingForInitialReplication",
+    )
+    ok(offline, GOT, "Import-VMInitialReplication", VMName="new-01", Path="E:\\ir")
+    assert ends(offline, "new-01", STO, GOT) == ("Primary", "Replicating", "Replica", "Replicating")
+
+
+def test_remove_replication_breaks_the_other_end() -> None:
+    lab = make_lab()
+    ok(lab, STO, "Remove-VMReplication", VMName="sql-01")
+    assert vm(lab, STO, "sql-01")["ReplicationMode"] == "None"
+    assert rep(lab, GOT, "sql-01")["Health"] == "Critical"
+    err = error_of(lab, STO, "Remove-VMReplication", VMName="sql-01")
+    assert err.fully_qualified_error_id.startswith("ObjectNotFound,")
+
+
+def test_set_replication_changes_settings_on_both_ends() -> None:
+    lab = make_lab()
+    (out,) = ok(
+        lab, STO, "Set-VMReplication", VMName="sql-01", ReplicationFrequencySec=30, Passthru=True
+    )
+    assert out.properties["FrequencySec"] == 30
+    assert rep(lab, GOT, "sql-01")["FrequencySec"] == 30
+
+
+# ----------------------------------------------------------------------------- ticking
+def test_replication_ticks_at_the_configured_frequency() -> None:
+    lab = make_lab()
+    (m0,) = ok(lab, STO, "Measure-VMReplication", VMName="sql-01")
+    start = m0.properties["SuccessfulReplicationCount"]
+    lab.clock.advance(299)
+    (m1,) = ok(lab, STO, "Measure-VMReplication", VMName="sql-01")
+    assert m1.properties["SuccessfulReplicationCount"] == start
+    lab.clock.advance(1 + 600)
+    (m2,) = ok(lab, STO, "Measure-VMReplication", VMName="sql-01")
+    assert m2.properties["SuccessfulReplicationCount"] == start + 3
+
+
+def test_time_scale_drives_replication_in_real_time() -> None:
+    data = example_dict()
+    data["vms"] = [dict(data["vms"][0], replication={"frequency": 30})]
+    data["dns"] = {"zones": []}
+    from lab.world import Lab
+
+    lab = Lab.from_topology(data, time_scale=0.001)  # a 30 s cycle takes 30 ms
+    lab.start()
+    try:
+        first = rep(lab, STO, "sql-01")["LastReplicationTime"]
+        # Poll (not sleep-and-assert): done as soon as a cycle has happened.
+        import threading
+
+        changed = threading.Event()
+        for _ in range(200):
+            if rep(lab, STO, "sql-01")["LastReplicationTime"] != first:
+                changed.set()
+                break
+            changed.wait(0.01)
+        assert changed.is_set()
+    finally:
+        lab.stop()
+
+
+def test_terminating_with_error_action_stop() -> None:
+    lab = make_lab()
+    with pytest.raises(CmdletError) as caught:
+        call(lab, STO, "Start-VMFailover", VMName="sql-01", AsTest=True, ErrorAction="Stop")
+    assert caught.value.info.fully_qualified_error_id == INVALID + "StartVMFailover"
