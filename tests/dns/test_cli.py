@@ -7,10 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from tests.support.bind import BindServers
 from workers.dns.cli import dns
+
+pytestmark = pytest.mark.integration
+
 
 ROOT = Path(__file__).resolve().parents[2]
 

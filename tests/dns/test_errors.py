@@ -30,6 +30,9 @@ from workers.dns.rfc2136 import new_update, send_update
 from workers.dns.target import Server
 from workers.errors import RemotePermanentError, RemoteTransientError
 
+pytestmark = pytest.mark.integration
+
+
 OTHER_SECRET = base64.b64encode(b"not the secret the server holds!").decode()
 
 

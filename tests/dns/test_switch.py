@@ -5,10 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pytest
+
 from tests.support.bind import BindServers
 from workers.dns import DnsTarget, RecordSet, Snapshot, capture, lower_ttl, restore, switch, verify
 from workers.dns.rfc2136 import authoritative_servers, primary_server
 from workers.dns.target import Server
+
+pytestmark = pytest.mark.integration
 
 
 def rrset(snapshot: Snapshot, name: str, rrtype: str) -> RecordSet:

@@ -11,6 +11,8 @@ from plans.errors import TransientError
 from tests.support.bind import BindServers
 from workers.dns import DnsTarget, DnsVerificationTimeout, VerifyResult, switch, verify
 
+pytestmark = pytest.mark.integration
+
 
 def test_verification_waits_for_a_lagging_secondary(
     lagging_target: DnsTarget, bind_servers_lagging: BindServers

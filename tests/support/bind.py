@@ -384,6 +384,9 @@ def bind_pair(*, notify: bool = True, attempts: int = 3) -> Iterator[BindServers
             last = exc
             shutil.rmtree(root, ignore_errors=True)
             continue
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
         try:
             yield servers
         finally:
