@@ -14,9 +14,36 @@ import click
 # name -> "module:attribute" of a click command or group
 SUBCOMMANDS: dict[str, str] = {
     "plan": "plans.cli:plan",
-    "lab": "lab.cli:lab",
+    "lab": "lab.cli:lab_group",
     "dns": "workers.dns.cli:dns",
+    "run": "workflows.console:run",
+    "runs": "workflows.console:runs",
+    "worker": "workflows.console:worker_cmd",
+    "flower": "workflows.console:flower",
+    "demo": "workflows.console:demo",
 }
+
+# commands added to another package's group when it is loaded: group -> ["module:attribute"]
+EXTENSIONS: dict[str, list[str]] = {
+    "plan": ["workflows.readiness:check"],
+}
+
+
+def _load(reference: str) -> click.Command:
+    module_name, _, attribute = reference.partition(":")
+    command = getattr(importlib.import_module(module_name), attribute)
+    if not isinstance(command, click.Command):
+        raise TypeError(f"{reference} is not a click command")
+    return command
+
+
+def _unavailable(name: str, exc: Exception) -> click.Command:
+    """A stand-in that says why a sub-command cannot load, instead of breaking every command."""
+
+    def explain() -> None:
+        raise click.ClickException(f"'{name}' is unavailable in this installation: {exc}")
+
+    return click.Command(name, callback=explain, help=f"(unavailable: {exc})")
 
 
 class LazyGroup(click.Group):
@@ -31,10 +58,19 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy:
-            module_name, _, attribute = self.lazy[cmd_name].partition(":")
-            command = getattr(importlib.import_module(module_name), attribute)
-            if not isinstance(command, click.Command):
-                raise TypeError(f"{self.lazy[cmd_name]} is not a click command")
+            try:
+                command = _load(self.lazy[cmd_name])
+            except (ImportError, AttributeError, TypeError) as exc:
+                return _unavailable(cmd_name, exc)
+            if isinstance(command, click.Group):
+                for reference in EXTENSIONS.get(cmd_name, []):
+                    extra = reference.rpartition(":")[2]
+                    if extra in command.commands:
+                        continue
+                    try:
+                        command.add_command(_load(reference), extra)
+                    except ImportError:  # an optional extension must not break the group
+                        continue
             return command
         return super().get_command(ctx, cmd_name)
 

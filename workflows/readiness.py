@@ -1,0 +1,235 @@
+"""``ferryman plan check``: is a plan ready to run that failover type against the live sites?
+
+Checks, each reported as pass / warn / fail with what to do: every VM is protected by the
+plan's pairing and its network is mapped (static); on the live sites, the VM exists where the
+run will act and its replication state and health allow the type; a worker consumes each
+site's queue; every RFC 2136 DNS zone answers an SOA query.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import click
+
+from plans.errors import FerrymanError
+from plans.model import Fabric, RecoveryPlan
+from workflows.compiler import CompiledRun, compile_run
+from workflows.steps import StepKind
+
+
+class Verdict(enum.StrEnum):
+    """The outcome of one check."""
+
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the readiness table."""
+
+    subject: str
+    check: str
+    verdict: Verdict
+    detail: str = ""
+
+
+# replication states that allow each type on the replica (DESIGN.md state table)
+ALLOWED = {
+    "test": {"Replicating"},
+    "planned": {"Replicating"},
+    "unplanned": {"Replicating", "Resynchronizing", "Suspended"},
+}
+
+
+def static_checks(fabric: Fabric, plan: RecoveryPlan) -> list[Check]:
+    """Checks that need no live site."""
+    checks: list[Check] = []
+    pairing = fabric.pairings.get(plan.pairing)
+    if pairing is None:
+        return [Check(plan.pairing, "pairing exists", Verdict.FAIL, "add it to the fabric")]
+    for vm in plan.vm_names():
+        protected = pairing.vms.get(vm)
+        if protected is None:
+            checks.append(
+                Check(vm, "protected", Verdict.FAIL, f"add {vm} to pairing {plan.pairing}")
+            )
+            continue
+        for network in protected.networks:
+            if fabric.mapping_for(pairing.primary.site, network) is None:
+                checks.append(
+                    Check(
+                        vm,
+                        "network mapped",
+                        Verdict.WARN,
+                        f"{network} is unmapped: the VM stays disconnected",
+                    )
+                )
+            else:
+                checks.append(Check(vm, "network mapped", Verdict.PASS, network))
+    return checks
+
+
+def replication_checks(
+    compiled: CompiledRun, failover_type: str, context: Callable[[], Any]
+) -> list[Check]:
+    """Read each VM's replication on the host the run will fail over on."""
+    checks: list[Check] = []
+    ctx = context()
+    targets = {
+        spec.vm: spec.host
+        for _stage, _unit, spec in compiled.steps()
+        if spec.kind in (StepKind.FAILOVER, StepKind.TEST_FAILOVER) and spec.vm and spec.host
+    }
+    for vm, host in targets.items():
+        try:
+            info = ctx.hyperv(host).get_replication(vm)
+        except FerrymanError as exc:
+            checks.append(Check(vm, f"replica on {host}", Verdict.FAIL, str(exc)))
+            continue
+        state, health = info.state.name, info.health.name
+        detail = f"{state}, health {health}"
+        if state not in ALLOWED[failover_type]:
+            checks.append(
+                Check(
+                    vm,
+                    f"replication on {host}",
+                    Verdict.FAIL,
+                    f"{detail}: a {failover_type} failover needs "
+                    + " or ".join(sorted(ALLOWED[failover_type])),
+                )
+            )
+        elif health == "Critical":
+            checks.append(
+                Check(
+                    vm,
+                    f"replication on {host}",
+                    Verdict.FAIL,
+                    f"{detail}: resolve the replication error first",
+                )
+            )
+        elif health == "Warning" or info.last_replication_time is None:
+            checks.append(Check(vm, f"replication on {host}", Verdict.WARN, detail))
+        else:
+            checks.append(Check(vm, f"replication on {host}", Verdict.PASS, detail))
+    return checks
+
+
+def worker_checks(compiled: CompiledRun, broker_url: str, app: Any) -> list[Check]:
+    """A worker must consume every site queue the run uses."""
+    queues = sorted({unit.queue for stage in compiled.stages for unit in stage.units})
+    if broker_url.startswith("memory://"):
+        return [
+            Check(q, "worker online", Verdict.PASS, "embedded: the run starts its own")
+            for q in queues
+        ]
+    replies = app.control.inspect(timeout=2.0).active_queues() or {}
+    consumed = {q["name"] for qs in replies.values() for q in qs}
+    return [
+        Check(
+            q,
+            "worker online",
+            Verdict.PASS if q in consumed else Verdict.FAIL,
+            "" if q in consumed else f"start one: ferryman worker --site {q.rsplit('.', 1)[1]}",
+        )
+        for q in queues
+    ]
+
+
+def dns_checks(fabric: Fabric) -> list[Check]:
+    """Every RFC 2136 zone's primary answers an SOA query."""
+    import dns.exception
+    import dns.message
+    import dns.query
+    import dns.rdatatype
+
+    checks: list[Check] = []
+    for name, zone in fabric.dns_zones.items():
+        if zone.kind != "rfc2136" or not zone.primary:
+            checks.append(
+                Check(
+                    name,
+                    "DNS reachable",
+                    Verdict.PASS,
+                    f"{zone.kind}: checked through the site's VMM at run time",
+                )
+            )
+            continue
+        host, _, port = (
+            zone.primary.rpartition(":") if ":" in zone.primary else (zone.primary, "", "53")
+        )
+        try:
+            answer = dns.query.udp(
+                dns.message.make_query(name, dns.rdatatype.SOA),
+                host,
+                port=int(port),
+                timeout=zone.timeout,
+            )
+            ok = bool(answer.answer)
+            checks.append(
+                Check(
+                    name,
+                    "DNS reachable",
+                    Verdict.PASS if ok else Verdict.FAIL,
+                    f"{zone.primary}: " + ("SOA answered" if ok else "no SOA"),
+                )
+            )
+        except (OSError, dns.exception.DNSException) as exc:
+            checks.append(Check(name, "DNS reachable", Verdict.FAIL, f"{zone.primary}: {exc}"))
+    return checks
+
+
+@click.command("check")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--plan", "plan_name", required=True)
+@click.option(
+    "--type", "failover_type", required=True, type=click.Choice(["test", "planned", "unplanned"])
+)
+@click.option("--direction", default="failover", type=click.Choice(["failover", "failback"]))
+@click.option("--json", "as_json", is_flag=True)
+def check(
+    files: tuple[str, ...], plan_name: str, failover_type: str, direction: str, as_json: bool
+) -> None:
+    """Readiness of a plan against the live sites: a table of pass / warn / fail."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from plans import load_bundle
+    from workers.app import create_app
+    from workers.tasks import default_executor
+    from workflows.settings import Settings
+
+    console = Console()
+    settings = Settings.from_env()
+    try:
+        bundle = load_bundle(list(files))
+        plan = bundle.plan(plan_name)
+        compiled = compile_run(bundle.fabric, plan_name, plan, failover_type, direction)
+    except FerrymanError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+    executor = default_executor()
+    checks = static_checks(bundle.fabric, plan)
+    checks += replication_checks(
+        compiled,
+        failover_type,
+        lambda: executor.context("readiness", failover_type, direction, compiled.hosts, {}),
+    )
+    checks += worker_checks(compiled, settings.broker_url, create_app(settings))
+    checks += dns_checks(bundle.fabric)
+    if as_json:
+        click.echo(json.dumps([asdict(c) for c in checks], indent=2))
+    else:
+        table = Table("subject", "check", "verdict", "detail")
+        colour = {Verdict.PASS: "green", Verdict.WARN: "yellow", Verdict.FAIL: "red"}
+        for c in checks:
+            table.add_row(c.subject, c.check, f"[{colour[c.verdict]}]{c.verdict}[/]", c.detail)
+        console.print(table)
+    sys.exit(1 if any(c.verdict is Verdict.FAIL for c in checks) else 0)
