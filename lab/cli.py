@@ -40,7 +40,14 @@ def lab_group() -> None:
     show_default=True,
     help="basic: Basic over HTTP; ntlm: NTLM with message encryption; https: Basic over TLS.",
 )
-def serve(topology: str, time_scale: float | None, as_json: bool, auth: str) -> None:
+@click.option(
+    "--ephemeral-ports",
+    is_flag=True,
+    help="Ignore the topology's fixed ports and pick free ones (parallel labs, tests).",
+)
+def serve(
+    topology: str, time_scale: float | None, as_json: bool, auth: str, ephemeral_ports: bool
+) -> None:
     """Serve the lab described by TOPOLOGY until interrupted."""
     stop = threading.Event()
 
@@ -50,7 +57,9 @@ def serve(topology: str, time_scale: float | None, as_json: bool, auth: str) -> 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
-            context = running_lab(topology, auth=auth, time_scale=time_scale)
+            context = running_lab(
+                topology, auth=auth, time_scale=time_scale, fixed_ports=not ephemeral_ports
+            )
             handle = context.__enter__()
         except (ValueError, OSError) as exc:
             # TopologyError is a ValueError listing every problem with its place in the file.

@@ -68,16 +68,24 @@ def running_lab(
     *,
     auth: str = "basic",
     time_scale: float | None = None,
+    fixed_ports: bool = False,
 ) -> Iterator[LabHandle]:
     """Start the lab for ``topology`` (a path, a dict or a loaded topology) and serve it.
 
     ``auth`` is ``basic`` (Basic over HTTP), ``ntlm`` (NTLM with message encryption over
     HTTP) or ``https`` (Basic over TLS; trust ``endpoint.ca_bundle`` or turn checks off).
-    ``time_scale`` overrides the topology's (real seconds per lab second).
+    ``time_scale`` overrides the topology's (real seconds per lab second). Ports are
+    ephemeral unless ``fixed_ports`` asks for the topology's (as ``ferryman lab serve`` does).
     """
     world = open_world(topology, time_scale=time_scale)
     try:
-        server = LabServer(world.backend, world.account, auth=auth, admin_port=world.admin_port)
+        server = LabServer(
+            world.backend,
+            world.account,
+            auth=auth,
+            admin_port=world.admin_port,
+            fixed_ports=fixed_ports,
+        )
         with server:
             yield LabHandle(world.lab, server, dict(server.endpoints), server.admin_url)
     finally:

@@ -49,7 +49,11 @@ class Endpoint:
 
 
 class LabServer:
-    """Serves ``backend`` over WS-Management/PSRP on 127.0.0.1 (see module docstring)."""
+    """Serves ``backend`` over WS-Management/PSRP on 127.0.0.1 (see module docstring).
+
+    With ``fixed_ports`` the hosts' and admin API's ports come from the backend (the
+    topology); otherwise every listener gets a free ephemeral port.
+    """
 
     def __init__(
         self,
@@ -58,12 +62,14 @@ class LabServer:
         *,
         auth: AuthMode | str = AuthMode.BASIC,
         admin_port: int | None = None,
+        fixed_ports: bool = True,
         watch_interval: float = 0.05,
     ) -> None:
         self.backend = backend
         self.account = account
         self.auth = AuthMode(auth)
-        self._admin_port = admin_port or 0
+        self._fixed_ports = fixed_ports
+        self._admin_port = (admin_port or 0) if fixed_ports else 0
         self._watch_interval = watch_interval
         self._user_file: UserFile | None = None
         self._certificate: LabCertificate | None = None
@@ -94,7 +100,8 @@ class LabServer:
             ssl_context = self._certificate.server_context()
         authenticator = Authenticator(self.auth, self.account, self._user_file)
         for spec in self.backend.hosts():
-            endpoint = HostEndpoint(spec, self.backend, authenticator, ssl_context, spec.port or 0)
+            port = (spec.port or 0) if self._fixed_ports else 0
+            endpoint = HostEndpoint(spec, self.backend, authenticator, ssl_context, port)
             self._hosts[spec.host] = endpoint
             # Bind every port first (down hosts too) so each host keeps one URL for the
             # lab's lifetime; the sync below closes the listeners of hosts that are down.
