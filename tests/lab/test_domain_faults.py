@@ -151,7 +151,7 @@ def test_topology_faults_apply_at_start() -> None:
     assert rep(lab, STO, "web-01")["Health"] == "Warning"
     with pytest.raises(TransportFault):
         call(lab, STO, "Stop-VM", Name="sql-01")
-    status, body = lab.admin("GET", "/faults", None)
+    _, body = lab.admin("GET", "/faults", None)
     assert body["hosts_down"] == ["hv-sto-2"] and len(body["rules"]) == 1
     lab.admin("DELETE", "/faults", None)
     assert not lab.host_down("hv-sto-2")
@@ -166,6 +166,7 @@ def test_audit_records_mutations_with_outcome_and_filters() -> None:
     ok(lab, STO, "Stop-VM", Name="sql-01")  # already off: recorded, changed False
     call(lab, GOT, "Start-VMFailover", VMName="sql-01", Prepare=True)  # invalid on a replica
     status, body = lab.admin("GET", "/audit?vm=sql-01", None)
+    assert status == 200
     entries = body["entries"]
     assert [(e["host"], e["cmdlet"], e["outcome"], e["changed"]) for e in entries] == [
         (STO, "Stop-VM", "ok", True),
@@ -192,7 +193,7 @@ def test_audit_proves_each_vm_changed_once_per_failover() -> None:
         host = GOT if name in ("web-01", "web-03") else "hv-got-2"
         ok(lab, host, "Start-VMFailover", VMName=name, AsTest=True)
     entries = lab.audit.entries(cmdlet="Start-VMFailover")
-    changed = [e.vm for e in entries if e.changed]
+    changed = [str(e.vm) for e in entries if e.changed]
     assert sorted(changed) == ["web-01", "web-02", "web-03", "web-04"]
 
 
