@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from lab.server.auth import Account
 from lab.server.service import LabServer
 from lab.testing import LabHandle, running_lab
 from tests.lab.fake_backend import FakeBackend
-from tests.lab.scenario import Sites
-
-TOPOLOGY = Path(__file__).resolve().parents[2] / "deploy" / "lab" / "topology.yaml"
+from tests.lab.scenario import Sites, scenario_topology
 
 
 @pytest.fixture
@@ -31,20 +26,6 @@ def fake_server(request: pytest.FixtureRequest, fake_backend: FakeBackend) -> It
     account = Account("ferryman", secrets.token_urlsafe(12))
     with LabServer(fake_backend, account, auth=request.param) as server:
         yield server
-
-
-def scenario_topology() -> dict[str, Any]:
-    """The shared example world, plus ``new-01``: a VM on hv-sto-1 that is not protected."""
-    data: dict[str, Any] = yaml.safe_load(TOPOLOGY.read_text())
-    data["vms"].append(
-        {
-            "name": "new-01",
-            "primary": "hv-sto-1",
-            "networks": ["corp-sto"],
-            "ips": {"corp-sto": "10.10.9.91"},
-        }
-    )
-    return data
 
 
 @pytest.fixture

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import yaml
 from pypsrp.powershell import PowerShell, PSInvocationState, RunspacePool
 
 from lab.testing import LabHandle
 from tests.lab.clients import props, run, wsman_for
+
+TOPOLOGY = Path(__file__).resolve().parents[2] / "deploy" / "lab" / "topology.yaml"
+
+
+def scenario_topology() -> dict[str, Any]:
+    """The shared example world, plus ``new-01``: a VM on hv-sto-1 that is not protected."""
+    data: dict[str, Any] = yaml.safe_load(TOPOLOGY.read_text())
+    data["vms"].append(
+        {
+            "name": "new-01",
+            "primary": "hv-sto-1",
+            "networks": ["corp-sto"],
+            "ips": {"corp-sto": "10.10.9.91"},
+        }
+    )
+    return data
 
 
 class Sites:

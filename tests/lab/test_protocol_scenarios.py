@@ -11,8 +11,8 @@ import pytest
 import requests
 from pypsrp.powershell import PSInvocationState
 
-from lab.testing import LabHandle
-from tests.lab.scenario import Sites
+from lab.testing import LabHandle, running_lab
+from tests.lab.scenario import Sites, scenario_topology
 
 STO, GOT, VM = "hv-sto-1", "hv-got-1", "sql-01"
 TEST_VM = "sql-01 - Test"
@@ -196,3 +196,15 @@ def test_terminating_error_with_error_action_stop(sites: Sites) -> None:
     assert ps.state == PSInvocationState.FAILED
     assert ps.had_errors
     assert ps.streams.error[0].fq_error.startswith("InvalidState,")
+
+
+@pytest.mark.parametrize("auth", ["ntlm", "https"])
+def test_planned_failover_over_encrypted_transports(auth: str) -> None:
+    with running_lab(scenario_topology(), auth=auth, time_scale=0) as handle:
+        sites = Sites(handle)
+        try:
+            planned_failover(sites, STO, GOT)
+            entries = handle.admin("GET", f"/audit?vm={VM}")[1]["entries"]
+            assert {e["user"].lower().split("\\")[-1] for e in entries} == {"ferryman"}
+        finally:
+            sites.close()
