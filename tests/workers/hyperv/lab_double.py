@@ -57,7 +57,7 @@ class RunnerBackend:
     def admin(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         return 404, {"error": "no admin API in this double"}
 
-    def invoke(self, host: str, commands: Sequence[Command]) -> InvokeResult:
+    def invoke(self, host: str, commands: Sequence[Command], *, user: str = "") -> InvokeResult:
         with self._lock:
             self.pipelines[host] += 1
             pending = self.faults.get(host)
