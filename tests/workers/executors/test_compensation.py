@@ -52,7 +52,8 @@ def test_a_planned_failover_is_undone_in_reverse_order(world: World, make_ctx: M
         undos.append(out.undo)
     assert all(undos)
     for undo in reversed(undos):
-        _compensate_twice(world, ctx, undo)  # type: ignore[arg-type]
+        assert undo is not None
+        _compensate_twice(world, ctx, undo)
     primary, replica = world.vm("hv-sto-1", "sql-01"), world.vm("hv-got-1", "sql-01")
     assert primary.state == "Running" and primary.repl.state == "Replicating"  # type: ignore[union-attr]
     assert replica.state == "Off" and replica.repl.state == "Replicating"  # type: ignore[union-attr]
@@ -78,7 +79,12 @@ def test_an_undo_script_runs_with_the_actions_parameters(
 ) -> None:
     seen: list[Mapping[str, Any]] = []
     world.scripts["do"] = lambda p: PSResult()
-    world.scripts["undo"] = lambda p: seen.append(p) or PSResult()
+
+    def undo_script(params: Mapping[str, Any]) -> PSResult:
+        seen.append(params)
+        return PSResult()
+
+    world.scripts["undo"] = undo_script
     step = spec(K.SCRIPT, "vmm-sto", vm=None, script="do", parameters={"Mode": "x"}, undo="undo")
     undo = run_step(make_ctx(), step).undo
     assert undo is not None

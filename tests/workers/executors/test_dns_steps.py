@@ -117,9 +117,16 @@ def test_default_ops_want_a_file_key_reference_and_a_vmm_for_windows() -> None:
         default_dns_ops({"zone": "corp.example", "kind": "windows"}, no_runner)
     with pytest.raises(ConfigurationError, match="bind9"):
         default_dns_ops({"zone": "corp.example", "kind": "bind9"}, no_runner)
+    asked: list[str] = []
+
+    def runner_for(host: str) -> Any:
+        asked.append(host)
+        return object()
+
     windows = default_dns_ops(
-        {"zone": "test.corp.example", "kind": "windows", "vmm": "vmm-got"}, lambda host: host
+        {"zone": "test.corp.example", "kind": "windows", "vmm": "vmm-got"}, runner_for
     )
+    assert asked == ["vmm-got"]
     assert isinstance(windows, WindowsZone) and windows.host == "vmm-got"
 
 
