@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 
 from plans.errors import PermanentError
 from tests.dns.fake_windows import FakeWindowsDnsServer
-from workers.dns import Snapshot, WindowsDns
+from workers.dns import DnsConfigurationError, Snapshot, WindowsDns
 from workers.dns.windows import DnsCmdletError, timespan, ttl_seconds
 
 ZONE = "corp.example"
@@ -118,6 +119,11 @@ def test_unknown_zone_is_reported(server: FakeWindowsDnsServer) -> None:
         ("00:05:00", 300),
         ("1.00:00:00", 86400),
         ("01:00:00.5", 3600),
+        ("PT5M", 300),
+        ("PT1H0M0S", 3600),
+        ("P1DT1M1S", 86461),
+        ("PT0.5S", 0),
+        (timedelta(minutes=10), 600),
         (300, 300),
         ({"TotalSeconds": 60.0}, 60),
         ({"Days": 0, "Hours": 1, "Minutes": 2, "Seconds": 3}, 3723),
@@ -125,6 +131,12 @@ def test_unknown_zone_is_reported(server: FakeWindowsDnsServer) -> None:
 )
 def test_ttl_shapes(value: object, seconds: int) -> None:
     assert ttl_seconds(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["P", "PT", "5 minutes", ""])
+def test_unreadable_ttls_are_refused(value: str) -> None:
+    with pytest.raises(DnsConfigurationError, match="TimeToLive"):
+        ttl_seconds(value)
 
 
 def test_timespan_round_trips() -> None:

@@ -13,6 +13,7 @@ import copy
 import ipaddress
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from workers.dns.errors import DnsConfigurationError, DnsPermanentError
@@ -26,6 +27,8 @@ NOT_FOUND_ERROR = "WIN32 9714"
 _DATA_FIELD = {"A": "IPv4Address", "AAAA": "IPv6Address"}
 _ADD_CMDLET = {"A": "Add-DnsServerResourceRecordA", "AAAA": "Add-DnsServerResourceRecordAAAA"}
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d+):(\d+):(\d+)(?:\.\d+)?$")
+# CLIXML carries TimeSpan as an xs:duration (``PT5M``, ``P1DT1M1S``); pypsrp hands over the text.
+_DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)(?:\.\d+)?S)?)?$")
 
 
 class DnsCmdletError(DnsPermanentError):
@@ -42,7 +45,10 @@ def timespan(seconds: int) -> str:
 
 
 def ttl_seconds(value: Any) -> int:
-    """A record's TimeToLive as seconds, from a number, a TimeSpan string or a TimeSpan dict."""
+    """A record's TimeToLive as seconds: a number, ``timedelta``, TimeSpan text, xs:duration
+    text (how CLIXML carries a TimeSpan), or a TimeSpan's properties as a dict."""
+    if isinstance(value, timedelta):
+        return int(value.total_seconds())
     if isinstance(value, dict):
         if "TotalSeconds" in value:
             return int(float(value["TotalSeconds"]))
@@ -52,7 +58,12 @@ def ttl_seconds(value: Any) -> int:
         )
     if isinstance(value, int | float):
         return int(value)
-    match = _TIMESPAN.match(str(value).strip())
+    text = str(value).strip()
+    duration = _DURATION.match(text)
+    if duration and text != "P" and not text.endswith("T"):
+        days, hours, minutes, secs = (int(g or 0) for g in duration.groups())
+        return days * 86400 + hours * 3600 + minutes * 60 + secs
+    match = _TIMESPAN.match(text)
     if not match:
         raise DnsConfigurationError(f"cannot read TimeToLive {value!r} from Windows DNS")
     days, hours, minutes, secs = (int(g or 0) for g in match.groups())
