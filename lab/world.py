@@ -276,7 +276,7 @@ class Lab:
     def _audit_touches(
         self, ctx: Context, label: str | None, failure: CmdletError | None, user: str
     ) -> None:
-        params = _jsonable(ctx.bound.values)
+        params = {k: _summary(v) for k, v in ctx.bound.values.items()}
         touches = list(ctx.touched)
         if failure is not None and not any(t.outcome.startswith("error:") for t in touches):
             self._record(ctx.host, ctx.cmdlet, label, params, failure, user)
@@ -371,6 +371,18 @@ def _raw_params(command: Command) -> dict[str, Any]:
     for i, (name, value) in enumerate(command.parameters):
         out[(name or f"arg{i}").lstrip("-")] = value
     return _jsonable(out)
+
+
+def _summary(value: Any) -> Any:
+    """A parameter value for the audit log: objects (VMs, snapshots, records) by name."""
+    if isinstance(value, list | tuple):
+        return [_summary(v) for v in value]
+    if isinstance(value, dict | LabObject) or hasattr(value, "PSObject"):
+        for key in ("Name", "HostName", "VMName"):
+            label = prop(value, key)
+            if label is not None:
+                return str(label)
+    return _jsonable(value)
 
 
 def _jsonable(value: Any) -> Any:

@@ -193,7 +193,15 @@ def _coerce(cmdlet: str, param: Param, value: Any) -> Any:
         return value
     if kind == "strings":
         items = value if isinstance(value, list | tuple) else [value]
-        return [str(v) for v in items if v is not None]
+        strings = [str(v) for v in items if v is not None]
+        if not strings:
+            # As in PowerShell; and an empty name list must never mean "every VM".
+            raise CmdletError(
+                errors.bad_argument(
+                    cmdlet, param.name, "The argument is null, empty, or an empty array.", value
+                )
+            )
+        return strings
     if value is None:
         raise CmdletError(
             errors.bad_argument(cmdlet, param.name, "The argument is null or empty.", value)

@@ -27,7 +27,6 @@ def vm_object(world: World, vm: VM) -> LabObject:
     now = world.clock.now()
     running = vm.state is VMState.Running and vm.started_at is not None
     uptime = timedelta(seconds=int(now - vm.started_at)) if running and vm.started_at else None
-    rep = vm.replication
     return LabObject(
         type_names=list(VM_TYPES),
         properties={
@@ -49,9 +48,7 @@ def vm_object(world: World, vm: VM) -> LabObject:
             "ReplicationMode": lab_enum(vm.mode),
             "Notes": "",
             "Path": f"C:\\ProgramData\\Microsoft\\Windows\\Hyper-V\\{vm.name}",
-            "NetworkAdapters": [adapter_object(world, vm, a) for a in vm.adapters]
-            if rep is not None or vm.adapters
-            else [],
+            "NetworkAdapters": [adapter_object(world, vm, a) for a in vm.adapters],
         },
         to_string=vm_to_string(vm),
     )

@@ -277,9 +277,8 @@ class World:
                 continue
             ip = self.ip_for(vm.spec, a.switch)
             if ip:
-                ips.extend(
-                    [ip, "fe80::215:5dff:fe" + a.mac[-4:-2].lower() + ":" + a.mac[-2:].lower()]
-                )
+                # Windows guests also report an IPv6 link-local address, after the IPv4 one.
+                ips.extend([ip, _link_local(a.mac)])
         return ips
 
     def ip_for(self, spec: VMSpec, network: str) -> str | None:
@@ -420,3 +419,12 @@ class World:
             True,
         )
         return [*rep.hourly, latest]
+
+
+def _link_local(mac: str) -> str:
+    """The EUI-64 link-local IPv6 address of a MAC such as ``00155DD772BC``."""
+    octets = [int(mac[i : i + 2], 16) for i in range(0, 12, 2)]
+    octets[0] ^= 0x02
+    eui = [*octets[:3], 0xFF, 0xFE, *octets[3:]]
+    groups = [f"{eui[i] << 8 | eui[i + 1]:x}" for i in range(0, 8, 2)]
+    return "fe80::" + ":".join(groups)

@@ -280,3 +280,20 @@ def test_scripts_succeed_by_default_and_follow_behaviours() -> None:
     scripts = [e for e in lab.audit.entries(cmdlet="Script")]
     assert [e.outcome for e in scripts] == ["ok", "ok", "error:the app is down"]
     assert scripts[1].parameters["Tier"] == "web"
+
+
+def test_an_empty_name_list_never_means_every_vm() -> None:
+    lab = make_lab()
+    with pytest.raises(CmdletError) as caught:
+        call(lab, STO, "Stop-VM", Name=[])
+    assert caught.value.info.fully_qualified_error_id.startswith(
+        "ParameterArgumentValidationError,"
+    )
+    assert all(plain(o)["State"] == "Running" for o in ok(lab, STO, "Get-VM"))
+
+
+def test_adapter_reports_ipv4_then_link_local_ipv6() -> None:
+    lab = make_lab()
+    (a,) = ok(lab, STO, "Get-VMNetworkAdapter", VMName="sql-01")
+    ipv4, ipv6 = a.properties["IPAddresses"]
+    assert ipv4 == "10.10.1.11" and ipv6.startswith("fe80::215:5dff:fe")
