@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 from pypsrp.client import Client
 from pypsrp.powershell import PowerShell, PSInvocationState, RunspacePool
@@ -44,7 +45,8 @@ def test_terminating_error_fails_pipeline_with_the_same_error_id_each_time(
             ps = run(pool, "Fail-Hard", VMName="web-03")
             assert ps.state == PSInvocationState.FAILED
             assert ps.had_errors
-            (record,) = ps.streams.error
+            record: Any = ps.streams.error[0]  # pypsrp sets target_object dynamically
+            assert len(ps.streams.error) == 1
             ids.append(record.fq_error)
             assert record.target_object == "web-03"
             assert record.reason == "VirtualizationException"

@@ -195,7 +195,7 @@ def test_terminating_error_with_error_action_stop(sites: Sites) -> None:
     ps = sites.run(STO, "Set-VMReplication", VMName=VM, Reverse=True, ErrorAction="Stop")
     assert ps.state == PSInvocationState.FAILED
     assert ps.had_errors
-    assert ps.streams.error[0].fq_error.startswith("InvalidState,")
+    assert str(ps.streams.error[0].fq_error).startswith("InvalidState,")
 
 
 @pytest.mark.parametrize("auth", ["ntlm", "https"])
