@@ -220,7 +220,7 @@ class HyperVHost:
     ) -> PSResult:
         result = self.runner.run(cmdlet, params, switches=switches)
         if result.errors:
-            raise _failed(self.host_name, cmdlet, result)
+            raise failed(self.host_name, cmdlet, result)
         return result
 
     def _one(self, result: PSResult, cmdlet: str, name: str) -> Mapping[str, Any]:
@@ -237,7 +237,8 @@ class HyperVHost:
         return result.output[0]
 
 
-def _failed(host: str, cmdlet: str, result: PSResult) -> CmdletFailed:
+def failed(host: str, cmdlet: str, result: PSResult) -> CmdletFailed:
+    """The CmdletFailed for a result's first error record (host, cmdlet, error id, category)."""
     error = result.errors[0]
     return CmdletFailed(
         f"{cmdlet} failed on {host}: {error.message} [{error.fully_qualified_error_id}]",

@@ -19,7 +19,8 @@ from workers.hyperv.states import ReplicationHealth, ReplicationMode, Replicatio
 
 @dataclass(frozen=True)
 class VMInfo:
-    """``Get-VM``: a VM on one Hyper-V host."""
+    """``Get-VM``: a VM on one Hyper-V host (``host`` as the host reports its name, which
+    Hyper-V upper-cases: compare host names case-insensitively)."""
 
     name: str
     id: str

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from workers.errors import CmdletFailed
+from workers.hyperv.hyperv import failed
 from workers.hyperv.models import as_list, first, require
 from workers.powershell import PowerShellRunner
 
@@ -103,30 +103,19 @@ class VmmServer:
         """Every VM VMM knows by ``name``, ranked with :func:`rank` (best first); may be empty
         while VMM has not refreshed after a failover."""
         result = self.runner.run("Get-SCVirtualMachine", {"Name": name})
-        self._check(result.errors, "Get-SCVirtualMachine")
+        if result.errors:
+            raise failed(self.host_name, "Get-SCVirtualMachine", result)
         vms = [SCVirtualMachine.from_output(o) for o in result.output]
         return rank([vm for vm in vms if vm.name.lower() == name.lower()], prefer_host)
 
     def get_ip_addresses(self, adapter_id: str) -> list[str]:
         """Addresses VMM granted to one adapter (``Get-SCIPAddress -GrantToObjectID``)."""
         result = self.runner.run("Get-SCIPAddress", {"GrantToObjectID": adapter_id})
-        self._check(result.errors, "Get-SCIPAddress")
+        if result.errors:
+            raise failed(self.host_name, "Get-SCIPAddress", result)
         addresses = []
         for obj in result.output:
             address = first(obj, "Address", "IPAddress", "Value")
             if address:
                 addresses.append(str(address))
         return addresses
-
-    def _check(self, errors: list[Any], cmdlet: str) -> None:
-        if errors:
-            error = errors[0]
-            raise CmdletFailed(
-                f"{cmdlet} failed on {self.host_name}: {error.message} "
-                f"[{error.fully_qualified_error_id}]",
-                host=self.host_name,
-                cmdlet=cmdlet,
-                fully_qualified_error_id=error.fully_qualified_error_id,
-                category=error.category,
-                target=error.target,
-            )

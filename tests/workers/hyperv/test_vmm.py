@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
+from workers.errors import CmdletFailed
 from workers.hyperv.vmm import SCVirtualMachine, VmmServer, rank
 
-from .doubles import FakeRunner, output
+from .doubles import FakeRunner, error, output
 
 
 def vm(host: str, status: str, id_: str = "1") -> SCVirtualMachine:
@@ -52,3 +55,14 @@ def test_get_ip_addresses(runner: FakeRunner) -> None:
     runner.on("Get-SCIPAddress", output({"Address": "10.20.1.11"}, {"Address": "fd00::11"}))
     assert VmmServer(runner).get_ip_addresses("nic-b") == ["10.20.1.11", "fd00::11"]
     assert runner.calls[0].parameters == {"GrantToObjectID": "nic-b"}
+
+
+def test_vmm_error_record_fails_with_the_vmm_error_id(runner: FakeRunner) -> None:
+    runner.on(
+        "Get-SCIPAddress",
+        error("You do not have access to this object.", "1604", "PermissionDenied"),
+    )
+    with pytest.raises(CmdletFailed) as info:
+        VmmServer(runner, "vmm-got").get_ip_addresses("nic-b")
+    assert (info.value.host, info.value.cmdlet) == ("vmm-got", "Get-SCIPAddress")
+    assert info.value.fully_qualified_error_id == "1604"
