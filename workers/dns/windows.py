@@ -218,7 +218,12 @@ class WindowsDns:
             self._run("Remove-DnsServerResourceRecord", params, ("Force",))
         return bool(changes or missing or stale)
 
-    def _set(self, old: dict[str, Any], rrtype: str, value: str, ttl: int) -> None:
+    def _set(self, found: dict[str, Any], rrtype: str, value: str, ttl: int) -> None:
+        # TimeSpans arrive as xs:duration text ("PT5M"); send them back as TimeSpan text
+        # ("00:05:00"), the form PowerShell's parameter binding converts to a TimeSpan.
+        old = copy.deepcopy(found)
+        if "TimeToLive" in old:
+            old["TimeToLive"] = timespan(ttl_seconds(old["TimeToLive"]))
         new = copy.deepcopy(old)
         data = new.get("RecordData")
         new["RecordData"] = (
