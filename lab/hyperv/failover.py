@@ -529,10 +529,70 @@ REMOVE_REPLICATION = Cmdlet(
     mutating=True,
 )
 
+
+# ----------------------------------------------------------------------------- Suspend/Resume
+def suspend_replication(ctx: Context) -> list[Any]:
+    """Suspend-VMReplication: both ends Suspended; cycles stop until resumed."""
+    for vm in ctx.vms():
+        rep = vm.replication
+        if rep is None or vm.test_of is not None:
+            ctx.fail(errors.replication_not_enabled(ctx.cmdlet, vm.name), vm.name)
+            continue
+        if rep.primary_state is not RS.Replicating or rep.replica_state is not RS.Replicating:
+            _state_error(
+                ctx,
+                vm,
+                "failed to suspend replication: it must be Replicating, "
+                f"not {vm.replication_state.name}.",
+            )
+            continue
+        rep.primary_state = rep.replica_state = RS.Suspended
+        ctx.done(vm.name)
+    return []
+
+
+def resume_replication(ctx: Context) -> list[Any]:
+    """Resume-VMReplication: a Suspended relationship goes back to Replicating."""
+    for vm in ctx.vms():
+        rep = vm.replication
+        if rep is None or vm.test_of is not None:
+            ctx.fail(errors.replication_not_enabled(ctx.cmdlet, vm.name), vm.name)
+            continue
+        if rep.primary_state is not RS.Suspended or rep.replica_state is not RS.Suspended:
+            _state_error(
+                ctx,
+                vm,
+                f"failed to resume replication: it is not suspended ({vm.replication_state.name}).",
+            )
+            continue
+        rep.primary_state = rep.replica_state = RS.Replicating
+        rep.anchor = ctx.world.clock.now()
+        ctx.done(vm.name)
+    return []
+
+
+SUSPEND_REPLICATION = Cmdlet(
+    Sig("Suspend-VMReplication", (*VM_PARAMS, PASSTHRU, ASJOB), _SIMPLE_SETS, ("VMName",), "VM"),
+    suspend_replication,
+    mutating=True,
+)
+RESUME_REPLICATION = Cmdlet(
+    Sig(
+        "Resume-VMReplication",
+        (*VM_PARAMS, PASSTHRU, ASJOB, Param("Resynchronize", "switch")),
+        vm_sets("VMName", (), ("Passthru", "AsJob", "Resynchronize")),
+        ("VMName",),
+        "VM",
+    ),
+    resume_replication,
+    mutating=True,
+)
 CMDLETS = (
     START_FAILOVER,
     STOP_FAILOVER,
     COMPLETE_FAILOVER,
     SET_REPLICATION,
     REMOVE_REPLICATION,
+    SUSPEND_REPLICATION,
+    RESUME_REPLICATION,
 )

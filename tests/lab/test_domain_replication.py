@@ -441,3 +441,21 @@ def test_terminating_with_error_action_stop() -> None:
     with pytest.raises(CmdletError) as caught:
         call(lab, STO, "Start-VMFailover", VMName="sql-01", AsTest=True, ErrorAction="Stop")
     assert caught.value.info.fully_qualified_error_id == INVALID + "StartVMFailover"
+
+
+def test_suspended_replication_stops_cycles_and_still_fails_over() -> None:
+    lab = make_lab()
+    ok(lab, STO, "Suspend-VMReplication", VMName="app-01")
+    assert ends(lab, "app-01", STO, GOT) == ("Primary", "Suspended", "Replica", "Suspended")
+    before = rep(lab, GOT, "app-01")["LastReplicationTime"]
+    lab.clock.advance(900)
+    assert rep(lab, GOT, "app-01")["LastReplicationTime"] == before
+    err = error_of(lab, STO, "Suspend-VMReplication", VMName="app-01")
+    assert err.fully_qualified_error_id == INVALID + "SuspendVMReplication"
+    ok(lab, STO, "Resume-VMReplication", VMName="app-01")
+    lab.clock.advance(300)
+    assert rep(lab, GOT, "app-01")["LastReplicationTime"] > before
+    # A suspended replica may still fail over (the table's Suspended precondition).
+    ok(lab, "hv-sto-2", "Suspend-VMReplication", VMName="app-02")
+    ok(lab, "hv-got-2", "Start-VMFailover", VMName="app-02")
+    assert rep(lab, "hv-got-2", "app-02")["State"] == "FailedOverWaitingCompletion"
