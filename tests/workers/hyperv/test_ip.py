@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from plans.errors import TransientError
@@ -9,11 +11,12 @@ from workers.errors import AuthenticationError, RemoteTransientError
 from workers.hyperv.hyperv import HyperVHost
 from workers.hyperv.ip import HyperVIpSource, IpTimeout, VmmIpSource, in_subnets, wait_for_ip
 from workers.hyperv.vmm import VmmServer
+from workers.powershell import PSResult
 
 from .doubles import FakeClock, FakeRunner, output
 
 
-def adapters(*ips: str) -> object:
+def adapters(*ips: str) -> PSResult:
     return output({"Name": "nic", "SwitchName": "test-got", "Id": "x", "IPAddresses": list(ips)})
 
 
@@ -41,9 +44,9 @@ def test_backoff_until_the_guest_reports_an_address(runner: FakeRunner, clock: F
 
 
 def test_ipv6_subnet_and_zone_index() -> None:
-    assert in_subnets("fd00:20::11%12", [__import__("ipaddress").ip_network("fd00:20::/64")])
-    assert not in_subnets("10.20.1.11", [__import__("ipaddress").ip_network("fd00:20::/64")])
-    assert not in_subnets("not-an-ip", [__import__("ipaddress").ip_network("10.0.0.0/8")])
+    assert in_subnets("fd00:20::11%12", [ipaddress.ip_network("fd00:20::/64")])
+    assert not in_subnets("10.20.1.11", [ipaddress.ip_network("fd00:20::/64")])
+    assert not in_subnets("not-an-ip", [ipaddress.ip_network("10.0.0.0/8")])
 
 
 def test_timeout_names_vm_host_subnets_and_what_was_seen(
