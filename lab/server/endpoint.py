@@ -10,6 +10,7 @@ import base64
 import logging
 import ssl
 import threading
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from lab.server.wsman import NS, Action, Request, WSManFault
 log = logging.getLogger(__name__)
 
 PSRP_RESOURCE_PREFIX = "http://schemas.microsoft.com/powershell/"
+IDLE_TIMEOUT = 7200.0  # seconds, WinRM's default shell IdleTimeOut
 
 
 @dataclass
@@ -50,6 +52,7 @@ class HostService:
         self.shells: dict[str, Shell] = {}
         self._lock = threading.Lock()
         self.stats = EndpointStats()
+        self.idle_timeout = IDLE_TIMEOUT
 
     # -- HTTP entry point --------------------------------------------------------------------
 
@@ -133,9 +136,22 @@ class HostService:
             shell = self.shells.get(req.shell_id)
         if shell is None:
             raise wsman.shell_not_found(req.shell_id)
+        shell.touch()
         return shell
 
+    def _reap_idle(self) -> None:
+        """Close shells a client abandoned (no request for ``idle_timeout`` seconds)."""
+        now = time.monotonic()
+        with self._lock:
+            idle = [s for s in self.shells.values() if now - s.last_used > self.idle_timeout]
+            for shell in idle:
+                del self.shells[shell.shell_id]
+        for shell in idle:
+            log.info("closing shell %s on %s: idle", shell.shell_id, self.spec.host)
+            shell.close()
+
     def _create(self, req: Request, client_ip: str, user: str) -> bytes:
+        self._reap_idle()
         if not req.resource_uri.startswith(PSRP_RESOURCE_PREFIX):
             raise WSManFault(
                 wsman.FaultCode.ACTION_NOT_SUPPORTED,

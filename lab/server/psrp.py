@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -99,6 +100,11 @@ class Shell:
         self.pool_queue: deque[bytes] = deque()
         self.runs: dict[uuid.UUID, PipelineRun] = {}
         self.closed = False
+        self.last_used = time.monotonic()
+
+    def touch(self) -> None:
+        """Note client activity (idle shells are closed like WinRM's IdleTimeOut)."""
+        self.last_used = time.monotonic()
 
     # -- incoming data (callers hold no lock) -------------------------------------------------
 

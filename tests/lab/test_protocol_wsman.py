@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import requests
 from pypsrp.exceptions import WSManFaultError
+from pypsrp.powershell import RunspacePool
 from pypsrp.shell import WinRS
 from pypsrp.wsman import SelectorSet, WSMan
 
 from lab.server import wsman
 from lab.server.service import LabServer
-from tests.lab.clients import wsman_for
+from tests.lab.clients import run, wsman_for
 
 
 @pytest.mark.parametrize(
@@ -54,3 +55,18 @@ def test_non_wsman_path_is_404(fake_server: LabServer) -> None:
     url = fake_server.endpoints["hv-sto-1"].url.replace("/wsman", "/other")
     response = requests.post(url, data=b"", timeout=5, proxies={"http": "", "https": ""})
     assert response.status_code == 404
+
+
+def test_abandoned_shells_are_closed_after_the_idle_timeout(fake_server: LabServer) -> None:
+    endpoint = fake_server.endpoints["hv-sto-1"]
+    service = fake_server._hosts["hv-sto-1"].service
+    abandoned = RunspacePool(wsman_for(endpoint))
+    abandoned.open()
+    service.idle_timeout = 0.0  # every shell not used this instant counts as idle
+    with RunspacePool(wsman_for(endpoint)) as pool:
+        assert len(service.shells) == 1
+        service.idle_timeout = 7200.0
+        assert run(pool, "Get-VM").output
+    with pytest.raises(WSManFaultError) as caught:
+        run(abandoned, "Get-VM")
+    assert caught.value.code == int(wsman.FaultCode.INVALID_SELECTORS)
