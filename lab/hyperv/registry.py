@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lab.hyperv import cmdlets, dns, failover, replication, vmm
+from lab.hyperv import cmdlets, dns, failover, relationship, replication, vmm
 from lab.hyperv.context import Cmdlet
 
 REGISTRY: dict[str, Cmdlet] = {
@@ -11,6 +11,7 @@ REGISTRY: dict[str, Cmdlet] = {
         *cmdlets.CMDLETS,
         *replication.CMDLETS,
         *failover.CMDLETS,
+        *relationship.CMDLETS,
         *vmm.CMDLETS,
         *dns.CMDLETS,
     )

@@ -42,7 +42,7 @@ from lab.topology import FREQUENCIES
 RS = ReplicationState
 _FAILOVER_FROM = (RS.Replicating, RS.Resynchronizing, RS.Suspended)
 _AUTH_PORT = {AuthenticationType.Kerberos: 8083, AuthenticationType.Certificate: 8084}
-_SETTINGS = (
+SETTINGS = (
     Param("ReplicaServerName", "string", ("ReplicaServer",)),
     Param("ReplicaServerPort", "int", ("ReplicaPort",)),
     Param("AuthenticationType", "object", ("AuthType",)),
@@ -56,14 +56,14 @@ _SETTINGS = (
     Param("BypassProxyServer", "bool"),
     Param("EnableWriteOrderPreservationAcrossDisks", "bool"),
 )
-_SETTING_NAMES = tuple(p.name for p in _SETTINGS)
+SETTING_NAMES = tuple(p.name for p in SETTINGS)
 
 
-def _state_error(ctx: Context, vm: VM, message: str) -> None:
+def state_error(ctx: Context, vm: VM, message: str) -> None:
     ctx.fail(errors.invalid_state(ctx.cmdlet, vm.name, message, vm.name), vm.name)
 
 
-def _partner(ctx: Context, vm: VM) -> VM | None:
+def partner_of(ctx: Context, vm: VM) -> VM | None:
     host = vm.partner_host
     return None if host is None else ctx.world.find_by_id(host, str(vm.id))
 
@@ -141,7 +141,7 @@ MEASURE_REPLICATION = Cmdlet(
 
 
 # ----------------------------------------------------------------------------- settings
-def _apply_settings(ctx: Context, vm: VM, rep: Replication) -> bool:
+def apply_settings(ctx: Context, vm: VM, rep: Replication) -> bool:
     """Validate and apply replication settings; False (after an error) when invalid."""
     b = ctx.bound
     freq = b.get("ReplicationFrequencySec", rep.frequency)
@@ -202,9 +202,9 @@ def enable_replication(ctx: Context) -> list[Any]:
     out = []
     for vm in ctx.vms():
         if vm.replication is not None or vm.test_of is not None:
-            _state_error(ctx, vm, "failed to enable replication: replication is already enabled.")
+            state_error(ctx, vm, "failed to enable replication: replication is already enabled.")
             continue
-        target_host = _host_named(ctx, target)
+        target_host = host_named(ctx, target)
         if target_host is None or target_host == vm.host or not world.is_hyperv(target_host):
             ctx.fail(
                 errors.operation_failed(
@@ -217,10 +217,10 @@ def enable_replication(ctx: Context) -> list[Any]:
             )
             continue
         if target_host in world.down:
-            ctx.fail(_unreachable(ctx, vm, target_host), vm.name)
+            ctx.fail(unreachable(ctx, vm, target_host), vm.name)
             continue
         if world.find(target_host, vm.name) is not None:
-            _state_error(
+            state_error(
                 ctx,
                 vm,
                 f"failed to enable replication: a virtual machine with that name already "
@@ -235,9 +235,9 @@ def enable_replication(ctx: Context) -> list[Any]:
             RS.WaitingForInitialReplication,
             anchor=world.clock.now(),
         )
-        if not _apply_settings(ctx, vm, rep):
+        if not apply_settings(ctx, vm, rep):
             continue
-        replica = _copy_vm(vm, target_host)
+        replica = copy_vm(vm, target_host)
         world.add(replica)
         vm.replication = rep
         replica.replication = rep
@@ -247,7 +247,7 @@ def enable_replication(ctx: Context) -> list[Any]:
     return out
 
 
-def _copy_vm(vm: VM, host: str, name: str | None = None) -> VM:
+def copy_vm(vm: VM, host: str, name: str | None = None) -> VM:
     """A disconnected, powered-off copy of ``vm`` on ``host`` (replica or test VM)."""
     name = name or vm.name
     adapters = [
@@ -258,12 +258,12 @@ def _copy_vm(vm: VM, host: str, name: str | None = None) -> VM:
     return VM(name, vm_id, host, vm.spec, adapters)
 
 
-def _host_named(ctx: Context, name: str) -> str | None:
+def host_named(ctx: Context, name: str) -> str | None:
     short = name.split(".")[0].lower()
     return next((h for h in ctx.world.hosts if h.lower() == short), None)
 
 
-def _unreachable(ctx: Context, vm: VM, host: str) -> Any:
+def unreachable(ctx: Context, vm: VM, host: str) -> Any:
     return errors.operation_failed(
         ctx.cmdlet,
         f"The operation on '{vm.name}' failed: the server '{host}' could not be reached "
@@ -278,7 +278,7 @@ _ENABLE_SETS = vm_sets(
     (
         *[
             n
-            for n in _SETTING_NAMES
+            for n in SETTING_NAMES
             if n not in ("ReplicaServerName", "ReplicaServerPort", "AuthenticationType")
         ],
         "Passthru",
@@ -288,7 +288,7 @@ _ENABLE_SETS = vm_sets(
 ENABLE_REPLICATION = Cmdlet(
     Sig(
         "Enable-VMReplication",
-        (*VM_PARAMS, *_SETTINGS, PASSTHRU, ASJOB),
+        (*VM_PARAMS, *SETTINGS, PASSTHRU, ASJOB),
         _ENABLE_SETS,
         ("VMName", "ReplicaServerName", "ReplicaServerPort", "AuthenticationType"),
         "VM",
@@ -313,7 +313,7 @@ def start_initial(ctx: Context) -> list[Any]:
             vm.mode is not ReplicationMode.Primary
             or rep.primary_state is not RS.ReadyForInitialReplication
         ):
-            _state_error(
+            state_error(
                 ctx,
                 vm,
                 "failed to start initial replication: it runs on the primary once replication "
@@ -322,7 +322,7 @@ def start_initial(ctx: Context) -> list[Any]:
             )
             continue
         if rep.replica_host in world.down:
-            ctx.fail(_unreachable(ctx, vm, rep.replica_host), vm.name)
+            ctx.fail(unreachable(ctx, vm, rep.replica_host), vm.name)
             continue
         start = ctx.bound.get("InitialReplicationStartTime")
         if start is not None:
@@ -380,7 +380,7 @@ def import_initial(ctx: Context) -> list[Any]:
     for vm in ctx.vms():
         rep = vm.replication
         if rep is None or vm.mode is not ReplicationMode.Replica or not rep.offline_export:
-            _state_error(
+            state_error(
                 ctx,
                 vm,
                 "failed to import initial replication: no offline export is "
