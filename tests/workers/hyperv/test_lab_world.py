@@ -40,6 +40,11 @@ def topology(extra_vms: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     for host in data["hosts"]:
         host.pop("port", None)
     data["vms"].extend(extra_vms or [])
+    data["scripts"] = [
+        {"pattern": "Invoke-AppCheck", "output": ["ok"]},
+        {"pattern": "Invoke-Slow", "output": ["late"], "duration": 3000},
+        {"pattern": "throw", "error": "the app check failed"},
+    ]
     return data
 
 
@@ -264,6 +269,20 @@ def test_disconnected_vm_never_gets_an_ip(world: World) -> None:
             max_interval=0.2,
         )
     assert info.value.vm == test_vm and info.value.host == "hv-got-2"
+
+
+# --- scripts ---------------------------------------------------------------------------------
+
+
+def test_operator_scripts_run_with_parameters_and_fail_loudly(world: World) -> None:
+    runner = world.runner("vmm-got")
+    result = runner.run_script("param($Vm) Invoke-AppCheck -Name $Vm", {"Vm": "app-01"})
+    assert result.output == [{"Value": "ok"}]
+    with pytest.raises(CmdletFailed, match="the app check failed"):
+        runner.run_script("throw 'app down'")
+    # 3000 lab seconds are 30 real seconds: the per-call timeout stops it first.
+    with pytest.raises(RemoteTransientError, match="did not finish within 1s"):
+        runner.run_script("Invoke-Slow", timeout=1)
 
 
 # --- errors and sessions ---------------------------------------------------------------------
