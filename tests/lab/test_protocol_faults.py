@@ -73,3 +73,31 @@ def test_leaving_running_lab_stops_every_thread_and_port() -> None:
     for port in ports:
         with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
             pass
+
+
+def test_fifty_concurrent_pipelines_on_one_lab_host(lab_handle: LabHandle) -> None:
+    # 300 ms of injected latency per call keeps all fifty inside the lab at once.
+    lab_handle.admin("POST", "/faults", {"cmdlet": "Get-VMReplication", "latency_ms": 300})
+    endpoint = lab_handle.endpoints["hv-sto-1"]
+    states: list[str] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def client(vm: str) -> None:
+        try:
+            with RunspacePool(wsman_for(endpoint)) as pool:
+                (rep,) = run(pool, "Get-VMReplication", VMName=vm).output
+            with lock:
+                states.append(f"{vm}:{props(rep)['State']}")
+        except BaseException as exc:  # reported below
+            with lock:
+                errors.append(exc)
+
+    vms = ["sql-01", "app-01", "app-03", "web-01", "web-03", "file-01"]
+    threads = [threading.Thread(target=client, args=(vms[i % len(vms)],)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert sorted(states) == sorted(f"{vms[i % len(vms)]}:Replicating" for i in range(50))
