@@ -40,7 +40,6 @@ from lab.hyperv.state import VM, Adapter, Replication, stable_id
 from lab.topology import FREQUENCIES
 
 RS = ReplicationState
-_FAILOVER_FROM = (RS.Replicating, RS.Resynchronizing, RS.Suspended)
 _AUTH_PORT = {AuthenticationType.Kerberos: 8083, AuthenticationType.Certificate: 8084}
 SETTINGS = (
     Param("ReplicaServerName", "string", ("ReplicaServer",)),
@@ -175,13 +174,14 @@ def apply_settings(ctx: Context, vm: VM, rep: Replication) -> bool:
         name, message = problems[0]
         ctx.fail(errors.bad_argument(ctx.cmdlet, name, message), vm.name)
         return False
-    if port != _AUTH_PORT[auth]:
+    listening = listener_ports(ctx, rep.replica_host, auth)
+    if port not in listening:
         ctx.fail(
             errors.operation_failed(
                 ctx.cmdlet,
                 f"Hyper-V failed to enable replication for virtual machine '{vm.name}': the "
                 f"Replica server is not listening on port {port} for {auth.name} "
-                f"authentication (it listens on {_AUTH_PORT[auth]}).",
+                f"authentication (it listens on {sorted(listening)}).",
                 vm.name,
             ),
             vm.name,
@@ -193,6 +193,17 @@ def apply_settings(ctx: Context, vm: VM, rep: Replication) -> bool:
         rep.compression = bool(b.get("CompressionEnabled"))
     del rep.hourly[: max(0, len(rep.hourly) - rep.recovery_history)]
     return True
+
+
+def listener_ports(ctx: Context, host: str, auth: AuthenticationType) -> set[int]:
+    """Ports ``host``'s Replica server listens on for ``auth``: the default, plus any port
+    override the topology gives a VM replicating to or from that host."""
+    ports = {_AUTH_PORT[auth]}
+    for spec in ctx.world.topology.vms:
+        r = spec.replication
+        if r is not None and r.auth == auth.name.lower() and host in (spec.primary, spec.replica):
+            ports.add(r.port)
+    return ports
 
 
 def enable_replication(ctx: Context) -> list[Any]:

@@ -459,3 +459,14 @@ def test_suspended_replication_stops_cycles_and_still_fails_over() -> None:
     ok(lab, "hv-sto-2", "Suspend-VMReplication", VMName="app-02")
     ok(lab, "hv-got-2", "Start-VMFailover", VMName="app-02")
     assert rep(lab, "hv-got-2", "app-02")["State"] == "FailedOverWaitingCompletion"
+
+
+def test_topology_port_override_is_honoured_by_set_replication() -> None:
+    data = example_dict()
+    data["vms"][0]["replication"] = {"frequency": 300, "auth": "kerberos", "port": 18083}
+    lab = make_lab(data)
+    assert rep(lab, STO, "sql-01")["ReplicaPort"] == 18083
+    ok(lab, STO, "Set-VMReplication", VMName="sql-01", RecoveryHistory=2)
+    err = error_of(lab, STO, "Set-VMReplication", VMName="sql-01", ReplicaServerPort=9999)
+    assert err.fully_qualified_error_id.startswith("OperationFailed,")
+    assert rep(lab, STO, "sql-01")["RecoveryHistory"] == 2
