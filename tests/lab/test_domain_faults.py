@@ -261,3 +261,39 @@ def test_concurrent_test_failovers_each_happen_once() -> None:
         failures = list(pool.map(attempt, range(20)))
     assert failures.count(0) == 1 and failures.count(1) == 19
     assert len([e for e in lab.audit.entries(cmdlet="Start-VMFailover") if e.changed]) == 1
+
+
+def test_random_latency_range_is_seeded_and_within_bounds() -> None:
+    from lab.faults import FaultInjector
+
+    def delays(seed: int) -> list[float]:
+        injector = FaultInjector(seed)
+        injector.add({"cmdlet": "Get-*", "latency_ms": [10, 20]})
+        return [injector.decide(STO, "Get-VM", None).delay for _ in range(20)]
+
+    first = delays(3)
+    assert first == delays(3) != delays(4)
+    assert all(0.010 <= d <= 0.020 for d in first) and len(set(first)) > 1
+    assert FaultInjector(3).decide(STO, "Start-VM", None).delay == 0
+
+
+def test_script_duration_blocks_only_its_own_pipeline() -> None:
+    from lab.world import Lab
+
+    data = example_dict()
+    data["scripts"] = [{"pattern": "Long-Job", "duration": 1000, "output": ["done"]}]
+    lab = Lab.from_topology(data, time_scale=0.001)  # 1000 lab seconds = 1 s real
+    finished = threading.Event()
+    outputs: list[object] = []
+
+    def long_job() -> None:
+        outputs.extend(lab.invoke("vmm-sto", [Command("Long-Job", [], is_script=True)]).output)
+        finished.set()
+
+    thread = threading.Thread(target=long_job)
+    thread.start()
+    # Other pipelines, on the same host too, are answered while the script runs.
+    assert ok(lab, "vmm-sto", "Get-SCVirtualMachine", Name="sql-01")
+    assert not finished.is_set()
+    thread.join(5)
+    assert outputs == ["done"]
