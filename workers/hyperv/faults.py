@@ -43,6 +43,12 @@ def classify(exc: BaseException, endpoint: PsrpEndpoint, doing: str) -> Ferryman
         return RemotePermanentError(
             f"{where}: HTTP {exc.code} from WinRM; check the endpoint URL and WinRM listener"
         )
+    if isinstance(exc, requests.exceptions.SSLError):
+        # A certificate the client does not trust will not become trusted by retrying.
+        return RemotePermanentError(
+            f"{where}: TLS handshake failed ({_reason(exc)}); check the endpoint's ca_bundle "
+            "or the host's WinRM certificate"
+        )
     if isinstance(exc, requests.exceptions.Timeout | TimeoutError):
         return RemoteTransientError(
             f"{where}: no answer in time ({type(exc).__name__}); will retry"

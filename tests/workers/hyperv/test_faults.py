@@ -83,6 +83,8 @@ def test_client_errors_and_bad_data_are_permanent() -> None:
     assert isinstance(
         classify(ps_exc.SerializationError("bad"), EP, "Get-VM"), RemotePermanentError
     )
+    tls = classify(requests.exceptions.SSLError("certificate verify failed"), EP, "Get-VM")
+    assert isinstance(tls, RemotePermanentError) and "ca_bundle" in str(tls)
 
 
 def test_ferryman_errors_pass_through() -> None:

@@ -17,7 +17,12 @@ import pytest
 from lab.server.auth import Account
 from lab.server.service import LabServer
 from plans.credentials import SecretRef
-from workers.errors import AuthenticationError, CmdletFailed, RemoteTransientError
+from workers.errors import (
+    AuthenticationError,
+    CmdletFailed,
+    RemotePermanentError,
+    RemoteTransientError,
+)
 from workers.hyperv.connection import AuthMethod, PsrpEndpoint
 from workers.hyperv.hyperv import HyperVHost
 from workers.hyperv.pool import RunspacePoolCache
@@ -208,3 +213,21 @@ def test_wrong_password_is_an_authentication_error_naming_the_reference(
     assert wrong not in message and site.password not in message
     assert len(site.cache) == 0
     assert site.backend.pipelines["hv-got-1"] == 0
+
+
+def test_untrusted_certificate_is_permanent(monkeypatch: pytest.MonkeyPatch) -> None:
+    for https_site in _site("https", monkeypatch):
+        trusted = https_site.endpoint()
+        untrusted = PsrpEndpoint(
+            trusted.host,
+            trusted.url,
+            trusted.auth,
+            trusted.username,
+            trusted.password_ref,
+            connect_timeout=5,
+            operation_timeout=5,
+            read_timeout=15,
+        )
+        with pytest.raises(RemotePermanentError, match="ca_bundle"):
+            PsrpRunner(untrusted, cache=https_site.cache).run("Get-VM", {"Name": "sql-01"})
+        assert PsrpRunner(trusted, cache=https_site.cache).run("Get-VM", {"Name": "sql-01"}).output
