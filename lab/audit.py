@@ -28,6 +28,8 @@ class AuditEntry:
     user: str = ""
     # False when the call left the VM as it was (e.g. Start-VM on a running VM).
     changed: bool = True
+    # An injected transport fault that lost the answer of a call that took effect.
+    fault: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The entry as JSON-ready data."""
@@ -53,12 +55,13 @@ class AuditLog:
         outcome: str,
         user: str = "",
         changed: bool = True,
+        fault: str | None = None,
     ) -> AuditEntry:
         """Append one entry and return it."""
         with self._lock:
             self._seq += 1
             entry = AuditEntry(
-                self._seq, time, host, cmdlet, vm, parameters, outcome, user, changed
+                self._seq, time, host, cmdlet, vm, parameters, outcome, user, changed, fault
             )
             self._entries.append(entry)
         return entry

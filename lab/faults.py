@@ -8,7 +8,12 @@ A rule (topology ``faults:`` entry or ``POST /faults`` body) matches calls by ``
 - ``fail``: ``http500`` or ``reset`` (transient: :class:`~lab.objects.TransportFault`) or
   ``error`` (permanent: a terminating :class:`~lab.objects.CmdletError` with ``error_id`` and
   ``message``), for the next ``count`` matching calls, or each call with probability ``rate``
-  (seeded RNG), or every call when neither is given.
+  (seeded RNG), or every call when neither is given;
+- ``after: true`` (with ``http500``/``reset``): the call takes effect first, then its answer
+  is lost, as when a connection drops after the host acted; a redelivered task must then
+  notice the work is done (the audit log shows the first call with ``fault`` set).
+
+Scripts match ``cmdlet: Script``.
 
 World faults use the same endpoint and are applied to the world rather than kept as rules:
 ``{"host_down": "hv-sto-1"}``, ``{"vm": "sql-01", "health": "Critical"}``,
@@ -25,7 +30,18 @@ from typing import Any
 
 FAIL_KINDS = ("http500", "reset", "error")
 WORLD_KEYS = ("host_down", "health", "no_ip")
-_RULE_KEYS = {"cmdlet", "vm", "host", "latency_ms", "fail", "count", "rate", "error_id", "message"}
+_RULE_KEYS = {
+    "cmdlet",
+    "vm",
+    "host",
+    "latency_ms",
+    "fail",
+    "count",
+    "rate",
+    "error_id",
+    "message",
+    "after",
+}
 
 
 class FaultSpecError(ValueError):
@@ -46,6 +62,7 @@ class FaultRule:
     rate: float | None = None
     error_id: str | None = None
     message: str | None = None
+    after: bool = False
     fired: int = 0
 
     def matches(self, host: str, cmdlet: str, vm: str | None) -> bool:
@@ -69,6 +86,7 @@ class FaultRule:
             "rate": self.rate,
             "error_id": self.error_id,
             "message": self.message,
+            "after": self.after,
             "fired": self.fired,
         }
 
@@ -121,6 +139,9 @@ class FaultInjector:
             raise FaultSpecError(f"rate must be a number between 0 and 1, not {rate!r}")
         if fail is None and (count is not None or rate is not None):
             raise FaultSpecError("count and rate apply to fail; add fail: http500|reset|error")
+        after = spec.get("after", False)
+        if not isinstance(after, bool) or (after and fail not in ("http500", "reset")):
+            raise FaultSpecError("after: true goes with fail: http500 or reset only")
         with self._lock:
             rule = FaultRule(
                 id=self._next_id,
@@ -133,6 +154,7 @@ class FaultInjector:
                 rate=None if rate is None else float(rate),
                 error_id=spec.get("error_id"),
                 message=spec.get("message"),
+                after=after,
             )
             self._next_id += 1
             self._rules.append(rule)

@@ -156,7 +156,7 @@ class Lab:
             raise CmdletError(errors.command_not_found(command.name))
         name = cmdlet.signature.cmdlet
         label = _vm_label(command, piped)
-        self._inject(host, name, label, cmdlet.mutating, _raw_params(command), user)
+        late_fault = self._inject(host, name, label, cmdlet.mutating, _raw_params(command), user)
         try:
             bound = bind(cmdlet.signature, command.parameters, has_input=bool(piped))
             target = self._route(host, cmdlet, bound)
@@ -173,9 +173,11 @@ class Lab:
             except CmdletError as exc:
                 failure = exc
             if cmdlet.mutating:
-                self._audit_touches(ctx, label, failure, user)
+                self._audit_touches(ctx, label, failure, user, late_fault)
         if failure is not None:
             raise failure
+        if late_fault is not None:
+            raise TransportFault(late_fault)
         result.errors.extend(ctx.errors)
         result.warnings.extend(ctx.warnings)
         return output
@@ -213,13 +215,16 @@ class Lab:
         mutating: bool,
         params: dict[str, Any],
         user: str,
-    ) -> None:
+    ) -> str | None:
+        """Apply latency and failures due before the call; returns a fault due *after* it."""
         decision = self.faults.decide(host, name, vm)
         if decision.delay > 0:
             time.sleep(decision.delay)  # real time, outside every lock
         rule = decision.failure
         if rule is None:
-            return
+            return None
+        if rule.after:
+            return str(rule.fail)
         if rule.fail == "error":
             exc = CmdletError(errors.injected(name, rule.error_id, rule.message))
             if mutating:
@@ -234,18 +239,22 @@ class Lab:
                 parameters=params,
                 outcome=f"fault:{rule.fail}",
                 user=user,
+                changed=False,
             )
         raise TransportFault(str(rule.fail))
 
     def _script(self, host: str, command: Command, user: str) -> list[Any]:
         params = _raw_params(command)
-        self._inject(host, SCRIPT, None, True, {"script": command.name, **params}, user)
+        audited = {"script": command.name, **params}
+        late_fault = self._inject(host, SCRIPT, None, True, audited, user)
         result = outcome(self.topology.scripts, command.name, params)
         self.clock.sleep(result.duration)  # outside every lock
         exc = None if result.error is None else CmdletError(result.error)
-        self._record(host, SCRIPT, None, {"script": command.name, **params}, exc, user)
+        self._record(host, SCRIPT, None, audited, exc, user, fault=late_fault)
         if exc is not None:
             raise exc
+        if late_fault is not None:
+            raise TransportFault(late_fault)
         return list(result.output)
 
     # ----------------------------------------------------------------- audit
@@ -260,6 +269,7 @@ class Lab:
         params: dict[str, Any],
         exc: CmdletError | None,
         user: str,
+        fault: str | None = None,
     ) -> None:
         outcome_text = "ok" if exc is None else "error:" + exc.info.fully_qualified_error_id
         self.audit.record(
@@ -271,10 +281,16 @@ class Lab:
             outcome=outcome_text,
             user=user,
             changed=exc is None,
+            fault=fault,
         )
 
     def _audit_touches(
-        self, ctx: Context, label: str | None, failure: CmdletError | None, user: str
+        self,
+        ctx: Context,
+        label: str | None,
+        failure: CmdletError | None,
+        user: str,
+        fault: str | None = None,
     ) -> None:
         params = {k: _summary(v) for k, v in ctx.bound.values.items()}
         touches = list(ctx.touched)
@@ -290,6 +306,7 @@ class Lab:
                 outcome=t.outcome,
                 user=user,
                 changed=t.changed,
+                fault=fault,
             )
         if not touches and failure is None:
             self.audit.record(
@@ -301,6 +318,7 @@ class Lab:
                 outcome="ok",
                 user=user,
                 changed=False,
+                fault=fault,
             )
 
     # ----------------------------------------------------------------- admin, time

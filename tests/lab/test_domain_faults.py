@@ -297,3 +297,29 @@ def test_script_duration_blocks_only_its_own_pipeline() -> None:
     assert not finished.is_set()
     thread.join(5)
     assert outputs == ["done"]
+
+
+def test_answer_lost_after_the_call_took_effect() -> None:
+    lab = make_lab()
+    status, _ = lab.admin(
+        "POST",
+        "/faults",
+        {"cmdlet": "Start-VMFailover", "vm": "sql-01", "fail": "reset", "count": 1, "after": True},
+    )
+    assert status == 201
+    with pytest.raises(TransportFault):
+        call(lab, GOT, "Start-VMFailover", VMName="sql-01", AsTest=True)
+    # The test VM exists although the caller saw a dropped connection.
+    assert ok(lab, GOT, "Get-VM", Name="sql-01 - Test")
+    (entry,) = lab.audit.entries(cmdlet="Start-VMFailover")
+    assert (entry.outcome, entry.changed, entry.fault) == ("ok", True, "reset")
+    assert lab.admin("POST", "/faults", {"fail": "error", "after": True})[0] == 400
+
+
+def test_transport_faults_are_audited_as_unchanged() -> None:
+    lab = make_lab()
+    lab.admin("POST", "/faults", {"cmdlet": "Stop-VM", "fail": "http500", "count": 1})
+    with pytest.raises(TransportFault):
+        call(lab, STO, "Stop-VM", Name="sql-01")
+    (entry,) = lab.audit.entries(cmdlet="Stop-VM")
+    assert (entry.outcome, entry.changed) == ("fault:http500", False)
