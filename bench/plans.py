@@ -117,7 +117,7 @@ def topology_document(
         "vms": vms,
     }
     if cmdlet_latency > 0:
-        document["faults"] = [{"latency": cmdlet_latency}]
+        document["faults"] = [{"latency_ms": cmdlet_latency * 1000}]
     return document
 
 

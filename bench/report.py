@@ -30,7 +30,7 @@ HEADLINE = (
 def _runner(name: str) -> Callable[..., dict[str, Any]]:
     # Imported on use: a benchmark whose dependencies are missing must not stop the others.
     module = __import__(f"bench.{name}", fromlist=["run"])
-    return module.run  # type: ignore[no-any-return]
+    return module.run
 
 
 def run_one(name: str, quick: bool) -> dict[str, Any]:

@@ -1,0 +1,148 @@
+"""Ferryman under measurement: its workers as child processes, runs started through the engine.
+
+The benchmark process plays the operator's part: it builds the engine on the same settings
+the workers get (``FERRYMAN_*``: Redis broker and backend, an SQL database) and starts runs
+with :meth:`workflows.engine.Engine.start`, exactly as ``ferryman run`` does, then follows
+each run in the store until it settles. Workers are ``ferryman worker --site ...`` processes.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.services import RedisServer, spawn, stop_process
+
+SETTLED = {"succeeded", "failed", "cancelled", "waiting", "compensated"}
+FOLLOW_INTERVAL = 0.05  # seconds between reads of a run's status; the run's own
+# timestamps give its duration, so this only bounds how late the benchmark notices the end
+
+
+@dataclass(frozen=True)
+class RunTiming:
+    """How one run went: its status, error and durations (seconds)."""
+
+    run_id: str
+    status: str
+    error: str
+    recorded_s: float  # finished_at - started_at, as the engine recorded them
+    wall_s: float  # from the call to Engine.start until the benchmark saw the run settle
+
+
+def ferryman_env(
+    redis_server: RedisServer, workdir: Path, *, db: int, password: str, database_url: str | None
+) -> dict[str, str]:
+    """The ``FERRYMAN_*`` variables of the engine and its workers for one benchmark."""
+    return {
+        "FERRYMAN_BROKER_URL": redis_server.url(db),
+        "FERRYMAN_RESULT_BACKEND": redis_server.url(db),
+        "FERRYMAN_DATABASE_URL": database_url or f"sqlite:///{workdir / 'ferryman.db'}",
+        "FERRYMAN_LAB_PASSWORD": password,
+    }
+
+
+class Harness:
+    """Starts runs on the engine and follows them to the end."""
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+
+    def start(self, plan_file: Path, plan: str, failover_type: str = "test") -> tuple[str, float]:
+        """Start a run of ``plan``; returns its id and the monotonic time of the call."""
+        from plans.bundle import load_bundle
+
+        bundle = load_bundle([str(plan_file)])
+        started = time.monotonic()
+        run = self.runtime.engine.start(
+            bundle, plan, failover_type, "failover", options={}, requested_by="bench"
+        )
+        return str(run.id), started
+
+    def follow(self, run_id: str, started: float, *, timeout: float) -> RunTiming:
+        """Wait until the run settles; its timing."""
+        from workflows.store import repository
+
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.runtime.db.session() as session:
+                run = repository.get_run(session, run_id=run_id)
+                status = str(run.status)
+                if status in SETTLED:
+                    wall = time.monotonic() - started
+                    begun = run.started_at or run.created_at
+                    recorded = (
+                        (run.finished_at - begun).total_seconds() if run.finished_at else wall
+                    )
+                    return RunTiming(run_id, status, run.error or "", recorded, wall)
+            if time.monotonic() > deadline:
+                return RunTiming(run_id, f"timeout ({status})", "", timeout, timeout)
+            time.sleep(FOLLOW_INTERVAL)  # the store has no change feed to wait on
+
+    def run(
+        self, plan_file: Path, plan: str, failover_type: str = "test", *, timeout: float = 600
+    ) -> RunTiming:
+        """Start a run and follow it to the end."""
+        run_id, started = self.start(plan_file, plan, failover_type)
+        return self.follow(run_id, started, timeout=timeout)
+
+    def step_count(self, run_id: str) -> int:
+        """How many steps the run recorded."""
+        from workflows.store import repository
+
+        with self.runtime.db.session() as session:
+            return len(repository.steps_of(session, run_id=run_id))
+
+
+@contextmanager
+def ferryman(
+    env: Mapping[str, str],
+    *,
+    sites: tuple[str, ...] = ("gothenburg", "stockholm"),
+    concurrency: int = 16,
+    workers: int = 1,
+    log_dir: Path | None = None,
+    ready_timeout: float = 60.0,
+) -> Iterator[Harness]:
+    """Ferryman's workers (``workers`` processes of ``concurrency`` threads) and the engine."""
+    from workers.embedded import build_runtime
+    from workflows.settings import Settings
+
+    settings = Settings.from_env(dict(env))
+    runtime = build_runtime(settings)
+    argv = ["-m", "workflows.cli", "worker", "--concurrency", str(concurrency)]
+    argv += [arg for site in sites for arg in ("--site", site)]
+    processes = []
+    try:
+        for index in range(workers):
+            log = None if log_dir is None else log_dir / f"ferryman-worker-{index}.log"
+            processes.append(
+                spawn(
+                    [sys.executable, *argv, "--loglevel", "WARNING"],
+                    env={**env, "PYTHONUNBUFFERED": "1"},
+                    log=log,
+                )
+            )
+        wait_for_workers(runtime.app, workers, ready_timeout, processes)
+        yield Harness(runtime)
+    finally:
+        for process in processes:
+            stop_process(process)
+        runtime.db.dispose()
+
+
+def wait_for_workers(app: Any, count: int, timeout: float, processes: list[Any]) -> None:
+    """Block until ``count`` workers answer a ping; fail early if one died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dead = [p for p in processes if p.poll() is not None]
+        if dead:
+            raise RuntimeError(f"a worker exited with code {dead[0].returncode} while starting")
+        replies = app.control.ping(timeout=0.5)
+        if len(replies or []) >= count:
+            return
+    raise TimeoutError(f"{count} worker(s) did not answer a ping within {timeout:g}s")

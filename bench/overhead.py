@@ -1,0 +1,196 @@
+"""Engine overhead vs bare Celery, side by side in one run: same Redis, same lab, zero latency.
+
+Three runs of one plan shape (G groups x M VMs, test failover), each on a fresh lab so every
+run finds the replicas in the same state:
+
+1. bare no-op: the stage-by-stage chain of chords with tasks that do nothing (Celery's cost);
+2. bare PSRP: the same chain whose tasks make the test failover's PowerShell calls directly
+   (``bench.bare``: no store, no compiler);
+3. Ferryman: the engine and its workers running the same plan.
+
+Overhead per VM-step = (Ferryman - bare PSRP) / VM-steps, where VM-steps are the compiled
+steps (TEST_FAILOVER, CONNECT_NETWORK, START_VM, WAIT_IP per VM). Both PSRP runs use the same
+worker pool size and the same adapter (``workers.hyperv.psrp``), and the lab counts the calls
+each made, so the comparison shows when they do not make the same calls.
+
+Run alone: ``python -m bench.overhead [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench import bare, pipeline
+from bench.calls import CallLog, recording
+from bench.engine import ferryman, ferryman_env
+from bench.plans import PASSWORD_REF, PLAN_NAME, Shape, topology_document, write_bundle
+from bench.services import RedisServer, celery_worker_argv, redis_server, spawn, stop_process
+
+AUTH = "ntlm"  # what the example fabric uses; NTLM seals every message, as WinRM over http does
+TIME_SCALE = 0.01  # lab seconds are 10 ms: replication cycles pass quickly; boot time is 0
+BARE_DB = 0
+FERRYMAN_DB = 1
+
+
+@contextmanager
+def lab_for(shape: Shape, *, latency: float = 0.0) -> Iterator[Any]:
+    """A fresh lab for ``shape`` with ``latency`` seconds per cmdlet, recording its calls."""
+    from lab.testing import running_lab
+
+    topology = topology_document(shape, time_scale=TIME_SCALE, cmdlet_latency=latency)
+    with running_lab(topology, auth=AUTH) as handle, recording(handle.lab) as calls:
+        handle.calls = calls
+        yield handle
+
+
+def host_refs(shape: Shape, handle: Any) -> dict[str, dict[str, Any]]:
+    """Per VM, how a bare task reaches its replica host (the password stays a reference)."""
+    refs = {}
+    for index in range(shape.vm_count):
+        _, replica = shape.host_pair(index)
+        endpoint = handle.endpoints[replica]
+        refs[shape.vm_name(index)] = {
+            "name": replica,
+            "url": endpoint.url,
+            "auth": endpoint.auth,
+            "username": endpoint.username,
+            "password_ref": PASSWORD_REF,
+        }
+    return refs
+
+
+def urls_of(handle: Any) -> dict[str, str]:
+    """Host name -> WinRM URL of a running lab."""
+    return {name: endpoint.url for name, endpoint in handle.endpoints.items()}
+
+
+@contextmanager
+def bare_worker(
+    server: RedisServer, *, concurrency: int, password: str, log_dir: Path
+) -> Iterator[Any]:
+    """A bare Celery worker process on Redis database :data:`BARE_DB`; yields its app."""
+    url = server.url(BARE_DB)
+    argv = celery_worker_argv(
+        "bench.bare:app",
+        queues=[bare.VM_QUEUE, bare.ENGINE_QUEUE],
+        concurrency=concurrency,
+        name="bare",
+    )
+    process = spawn(
+        argv,
+        env={"BENCH_BROKER_URL": url, "FERRYMAN_LAB_PASSWORD": password},
+        log=log_dir / "bare-worker.log",
+    )
+    app = bare.make_app(url)
+    try:
+        from bench.engine import wait_for_workers
+
+        wait_for_workers(app, 1, 60, [process])
+        yield app
+    finally:
+        stop_process(process)
+
+
+def time_bare(app: Any, task: str, stages: list[list[dict[str, Any]]], timeout: float) -> float:
+    """Seconds from dispatching the first stage to the last callback."""
+    started = time.time()
+    run_id = bare.start_run(app, task, stages)
+    return bare.wait_run(app, run_id, timeout=timeout) - started
+
+
+def call_summary(calls: CallLog) -> dict[str, Any]:
+    """What the lab saw: calls per VM and per cmdlet."""
+    return {"calls_per_vm": round(calls.calls_per_vm(), 2), "cmdlets": calls.cmdlet_counts()}
+
+
+def run(*, quick: bool, concurrency: int = 16, timeout: float = 900) -> dict[str, Any]:
+    """Measure the three runs; returns figures and the settings they were taken with."""
+    reason = pipeline.available()
+    if reason is not None:
+        return {"skipped": f"the engine cannot run: {reason}"}
+    shape = Shape(5, 20) if quick else Shape(10, 50)
+    settings = {
+        "groups": shape.groups,
+        "vms_per_group": shape.vm_count // shape.groups,
+        "vms": shape.vm_count,
+        "hosts_per_site": shape.hosts_per_site,
+        "worker_concurrency": concurrency,
+        "worker_pool": "threads",
+        "worker_processes": 1,
+        "lab_latency_ms": 0,
+        "lab_auth": AUTH,
+        "database": "sqlite (WAL)",
+    }
+    out: dict[str, Any] = {"settings": settings}
+    with tempfile.TemporaryDirectory(prefix="ferryman-bench-") as tmp, redis_server() as server:
+        workdir = Path(tmp)
+        # 1 + 2: bare Celery, no-op and PSRP
+        with lab_for(shape) as handle:
+            with bare_worker(
+                server, concurrency=concurrency, password=handle.password, log_dir=workdir
+            ) as app:
+                groups = shape.groups_of_names()
+                # warm: Celery's connections and the runspace pools of both replica hosts
+                time_bare(app, bare.NOOP, bare.noop_stages(groups[:1]), timeout)
+                out["bare_noop_s"] = round(
+                    time_bare(app, bare.NOOP, bare.noop_stages(groups), timeout), 3
+                )
+                handle.calls.clear()
+                out["bare_psrp_s"] = round(
+                    time_bare(
+                        app, bare.VM, bare.vm_stages(groups, host_refs(shape, handle)), timeout
+                    ),
+                    3,
+                )
+                out["bare_calls"] = call_summary(handle.calls)
+        # 3: Ferryman on a fresh lab
+        with lab_for(shape) as handle:
+            plan_file = write_bundle(workdir / "ferryman", shape, urls_of(handle))
+            env = ferryman_env(
+                server, workdir, db=FERRYMAN_DB, password=handle.password, database_url=None
+            )
+            with ferryman(env, concurrency=concurrency, log_dir=workdir) as harness:
+                handle.calls.clear()
+                timing = harness.run(plan_file, PLAN_NAME, timeout=timeout)
+                steps = harness.step_count(timing.run_id)
+            out["ferryman_calls"] = call_summary(handle.calls)
+        out["ferryman_status"] = timing.status
+        if timing.status != "succeeded":
+            out["error"] = f"the Ferryman run ended {timing.status}: {timing.error[:300]}"
+            return out
+        out["ferryman_s"] = round(timing.recorded_s, 3)
+        out["ferryman_wall_s"] = round(timing.wall_s, 3)
+        out["vm_steps"] = steps
+        per_step = (timing.recorded_s - out["bare_psrp_s"]) / steps * 1000
+        out["overhead_ms_per_step"] = round(per_step, 2)
+        out["celery_ms_per_task"] = round(out["bare_noop_s"] / shape.vm_count * 1000, 2)
+        out["ratio_ferryman_to_bare_psrp"] = round(timing.recorded_s / out["bare_psrp_s"], 2)
+        out["summary"] = [
+            f"{shape.groups}x{shape.vm_count // shape.groups} VMs: bare no-op "
+            f"{out['bare_noop_s']} s, bare PSRP {out['bare_psrp_s']} s, Ferryman "
+            f"{out['ferryman_s']} s ({out['ratio_ferryman_to_bare_psrp']}x); "
+            f"calls/VM bare {out['bare_calls']['calls_per_vm']} vs Ferryman "
+            f"{out['ferryman_calls']['calls_per_vm']}"
+        ]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.overhead [--quick]``."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    options = parser.parse_args(argv)
+    print(json.dumps(run(quick=options.quick), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
