@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from workers.dns import DnsConfigurationError, RecordSet, Server, Snapshot
+from workers.dns import DnsConfigurationError, DnsTarget, RecordSet, Server, Snapshot
 from workers.dns.records import absolute_name, parse_addresses, reverse_name
 
 
@@ -65,3 +65,16 @@ def test_server_parsing(text: str, host: str, port: int) -> None:
 def test_bad_servers_are_refused(text: str) -> None:
     with pytest.raises(DnsConfigurationError, match="HOST"):
         Server.parse(text)
+
+
+def test_target_round_trips_and_refuses_bad_settings() -> None:
+    target = DnsTarget("corp.example", primary="127.0.0.1:5300", servers=["127.0.0.1:5301"])
+    assert DnsTarget.from_dict(json.loads(json.dumps(target.to_dict()))) == target
+    with pytest.raises(DnsConfigurationError, match="tsig_key"):
+        DnsTarget.from_dict({**target.to_dict(), "tsig_key": "x"})
+    with pytest.raises(DnsConfigurationError, match="zone name"):
+        DnsTarget("")
+    with pytest.raises(DnsConfigurationError, match="timeout"):
+        DnsTarget("corp.example", timeout=0)
+    with pytest.raises(DnsConfigurationError, match="HOST"):
+        DnsTarget("corp.example", servers=["127.0.0.1:x"])

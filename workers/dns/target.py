@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import dns.name
@@ -79,6 +79,18 @@ class DnsTarget:
     key_name: str | None = None
     port: int = DNS_PORT
 
+    def __post_init__(self) -> None:
+        if not self.zone.strip(".").strip():
+            raise DnsConfigurationError("a DNS target needs a zone name, e.g. corp.example")
+        if self.timeout <= 0:
+            raise DnsConfigurationError(
+                f"zone {self.zone}: timeout must be a positive number of seconds",
+                zone=self.zone,
+            )
+        for text in [self.primary, *(self.servers or [])]:
+            if text is not None:
+                Server.parse(text)  # refuse a malformed host:port now, not mid-failover
+
     @property
     def origin(self) -> dns.name.Name:
         """The zone as an absolute dnspython name."""
@@ -101,5 +113,11 @@ class DnsTarget:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DnsTarget:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`; unknown keys are refused by name."""
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise DnsConfigurationError(
+                f"DNS target has unknown settings {', '.join(unknown)}; "
+                f"known: {', '.join(f.name for f in fields(cls))}"
+            )
         return cls(**data)
