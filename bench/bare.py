@@ -20,6 +20,7 @@ URLs plus the password's ``env:`` reference.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -122,10 +123,9 @@ def vm_steps(
         calls += 1
         return runner.run(cmdlet, params, switches=switches)
 
-    try:  # TEST_FAILOVER: is the test VM there already?
+    # TEST_FAILOVER: is the test VM there already? (not there yet is the usual case)
+    with contextlib.suppress(CmdletFailed):
         call("Get-VM", {"Name": test_vm})
-    except CmdletFailed:
-        pass  # not there yet: the usual case
     call("Get-VMReplication", {"VMName": vm})
     call("Start-VMFailover", {"VMName": vm, "Confirm": False}, ["AsTest"])
     call("Get-VM", {"Name": test_vm})  # CONNECT_NETWORK

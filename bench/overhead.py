@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,23 +41,37 @@ BARE_DB = 0
 FERRYMAN_DB = 1
 
 
+@dataclass
+class LabRun:
+    """A running lab (``lab.testing.LabHandle``) and the record of the calls it answers."""
+
+    handle: Any
+    calls: CallLog
+
+    @property
+    def password(self) -> str:
+        """The lab login's password (generated at start; handed to workers by environment)."""
+        return str(self.handle.password)
+
+
 @contextmanager
-def lab_for(shape: Shape, *, latency: float = 0.0) -> Iterator[Any]:
+def lab_for(
+    shape: Shape, *, latency: float = 0.0, time_scale: float = TIME_SCALE
+) -> Iterator[LabRun]:
     """A fresh lab for ``shape`` with ``latency`` seconds per cmdlet, recording its calls."""
     from lab.testing import running_lab
 
-    topology = topology_document(shape, time_scale=TIME_SCALE, cmdlet_latency=latency)
+    topology = topology_document(shape, time_scale=time_scale, cmdlet_latency=latency)
     with running_lab(topology, auth=AUTH) as handle, recording(handle.lab) as calls:
-        handle.calls = calls
-        yield handle
+        yield LabRun(handle, calls)
 
 
-def host_refs(shape: Shape, handle: Any) -> dict[str, dict[str, Any]]:
+def host_refs(shape: Shape, lab: LabRun) -> dict[str, dict[str, Any]]:
     """Per VM, how a bare task reaches its replica host (the password stays a reference)."""
     refs = {}
     for index in range(shape.vm_count):
         _, replica = shape.host_pair(index)
-        endpoint = handle.endpoints[replica]
+        endpoint = lab.handle.endpoints[replica]
         refs[shape.vm_name(index)] = {
             "name": replica,
             "url": endpoint.url,
@@ -67,9 +82,9 @@ def host_refs(shape: Shape, handle: Any) -> dict[str, dict[str, Any]]:
     return refs
 
 
-def urls_of(handle: Any) -> dict[str, str]:
+def urls_of(lab: LabRun) -> dict[str, str]:
     """Host name -> WinRM URL of a running lab."""
-    return {name: endpoint.url for name, endpoint in handle.endpoints.items()}
+    return {name: endpoint.url for name, endpoint in lab.handle.endpoints.items()}
 
 
 @contextmanager
@@ -133,35 +148,35 @@ def run(*, quick: bool, concurrency: int = 16, timeout: float = 900) -> dict[str
     with tempfile.TemporaryDirectory(prefix="ferryman-bench-") as tmp, redis_server() as server:
         workdir = Path(tmp)
         # 1 + 2: bare Celery, no-op and PSRP
-        with lab_for(shape) as handle:
-            with bare_worker(
-                server, concurrency=concurrency, password=handle.password, log_dir=workdir
-            ) as app:
-                groups = shape.groups_of_names()
-                # warm: Celery's connections and the runspace pools of both replica hosts
-                time_bare(app, bare.NOOP, bare.noop_stages(groups[:1]), timeout)
-                out["bare_noop_s"] = round(
-                    time_bare(app, bare.NOOP, bare.noop_stages(groups), timeout), 3
-                )
-                handle.calls.clear()
-                out["bare_psrp_s"] = round(
-                    time_bare(
-                        app, bare.VM, bare.vm_stages(groups, host_refs(shape, handle)), timeout
-                    ),
-                    3,
-                )
-                out["bare_calls"] = call_summary(handle.calls)
+        with (
+            lab_for(shape) as lab,
+            bare_worker(
+                server, concurrency=concurrency, password=lab.password, log_dir=workdir
+            ) as app,
+        ):
+            groups = shape.groups_of_names()
+            # warm: Celery's connections and the runspace pools of both replica hosts
+            time_bare(app, bare.NOOP, bare.noop_stages(groups[:1]), timeout)
+            out["bare_noop_s"] = round(
+                time_bare(app, bare.NOOP, bare.noop_stages(groups), timeout), 3
+            )
+            lab.calls.clear()
+            out["bare_psrp_s"] = round(
+                time_bare(app, bare.VM, bare.vm_stages(groups, host_refs(shape, lab)), timeout),
+                3,
+            )
+            out["bare_calls"] = call_summary(lab.calls)
         # 3: Ferryman on a fresh lab
-        with lab_for(shape) as handle:
-            plan_file = write_bundle(workdir / "ferryman", shape, urls_of(handle))
+        with lab_for(shape) as lab:
+            plan_file = write_bundle(workdir / "ferryman", shape, urls_of(lab))
             env = ferryman_env(
-                server, workdir, db=FERRYMAN_DB, password=handle.password, database_url=None
+                server, workdir, db=FERRYMAN_DB, password=lab.password, database_url=None
             )
             with ferryman(env, concurrency=concurrency, log_dir=workdir) as harness:
-                handle.calls.clear()
+                lab.calls.clear()
                 timing = harness.run(plan_file, PLAN_NAME, timeout=timeout)
                 steps = harness.step_count(timing.run_id)
-            out["ferryman_calls"] = call_summary(handle.calls)
+            out["ferryman_calls"] = call_summary(lab.calls)
         out["ferryman_status"] = timing.status
         if timing.status != "succeeded":
             out["error"] = f"the Ferryman run ended {timing.status}: {timing.error[:300]}"
