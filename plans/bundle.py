@@ -165,7 +165,15 @@ class _Reader:
         self.stack: list[tuple[str, str]] = []  # (real path, display name)
 
     def read(self, display: str, origin: tuple[LoadedFile, DocPath] | None) -> None:
-        real = os.path.realpath(display)
+        try:
+            real = os.path.realpath(display)
+        except (ValueError, OSError):  # a NUL byte in the name, a name too long
+            message = f"{display!r} is not a usable file name"
+            if origin is None:
+                self.problems.append(Problem(display, 0, 0, message))
+            else:
+                self._at(origin, message)
+            return
         for stacked_real, _ in self.stack:
             if stacked_real == real and origin is not None:
                 chain = " -> ".join([*(name for _, name in self.stack), display])

@@ -57,6 +57,15 @@ class Problem:
     path: DocPath = field(default=(), compare=False)
     severity: Severity = Severity.ERROR
 
+    def __post_init__(self) -> None:
+        # A problem is one line whatever the file held: names with newlines or control
+        # characters are shown escaped, so a crafted file cannot forge extra output lines.
+        for name in ("file", "message"):
+            text = getattr(self, name)
+            if not text.isprintable():
+                clean = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+                object.__setattr__(self, name, clean)
+
     @property
     def is_error(self) -> bool:
         """Whether this problem refuses the files."""

@@ -651,7 +651,7 @@ def _script(
         if not os.path.isfile(path):
             yield Finding(
                 (*base, "file"),
-                f"script file {action.file!r} not found (looked for {os.path.normpath(path)}); "
+                f"script file {action.file!r} not found (looked for {os.path.normpath(path)!r}); "
                 "paths are relative to the plan file",
             )
     if action.timeout == 0:

@@ -104,7 +104,7 @@ def check(path: Path) -> plans.ValidationReport:
     assert isinstance(report, plans.ValidationReport)
     for problem in report.problems:
         assert isinstance(problem.message, str) and problem.message
-        assert "\n" not in problem.message
+        assert "\n" not in str(problem) and str(problem).isprintable()
         assert problem.line >= 0 and problem.col >= 0
     if report.bundle is None:
         assert report.errors

@@ -228,3 +228,11 @@ def test_problem_in_an_included_file_names_that_file(write_file: Write) -> None:
     write_file("b.yaml", "fabric: {sites: [1]}\n")
     problems = plans.validate([a]).problems
     assert any(p.file.endswith("b.yaml") and "expected a mapping" in p.message for p in problems)
+
+
+def test_names_with_control_characters_stay_on_one_line(write_file: Write) -> None:
+    path = write_file("n.yaml", 'version: 1\ninclude: ["a\\0b", "line\\nbreak.yaml"]\n')
+    problems = plans.validate([path]).problems
+    assert any("is not a usable file name" in p.message for p in problems)
+    assert all("\n" not in str(p) and str(p).isprintable() for p in problems)
+    assert any("line\\nbreak.yaml" in p.message for p in problems)
