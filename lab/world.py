@@ -337,7 +337,10 @@ class Lab:
         if self._ticker is not None:
             return
         self._stop.clear()
-        interval = min(1.0, max(0.02, self.clock.time_scale))
+        # About one tick per lab second, within [20 ms, 1 s] of real time (1 s when frozen:
+        # reads bring the world up to date anyway, so the ticker only keeps it fresh).
+        scale = self.clock.time_scale
+        interval = 1.0 if self.clock.frozen else min(1.0, max(0.02, scale))
         self._ticker = threading.Thread(
             target=self._tick_loop, args=(interval,), name="lab-ticker", daemon=True
         )

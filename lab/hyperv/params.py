@@ -34,6 +34,17 @@ COMMON = (
 )
 
 
+# System.Management.Automation.ActionPreference, when a client sends the enum's number.
+_ACTIONS: dict[Any, str] = {
+    0: "SilentlyContinue",
+    1: "Stop",
+    2: "Continue",
+    3: "Inquire",
+    4: "Ignore",
+    5: "Suspend",
+}
+
+
 @dataclass(frozen=True)
 class Param:
     """One parameter: name, value kind and aliases.
@@ -135,7 +146,7 @@ def bind(
                 if common is None:
                     raise CmdletError(errors.parameter_not_found(cmdlet, raw_name.lstrip("-")))
                 if common == "ErrorAction" and raw_value is not None:
-                    error_action = str(raw_value)
+                    error_action = _ACTIONS.get(raw_value, str(raw_value))
                 if common in signature.ignored:
                     # Kept so the caller can route -ComputerName to another host.
                     values[common] = raw_value

@@ -470,3 +470,26 @@ def test_topology_port_override_is_honoured_by_set_replication() -> None:
     err = error_of(lab, STO, "Set-VMReplication", VMName="sql-01", ReplicaServerPort=9999)
     assert err.fully_qualified_error_id.startswith("OperationFailed,")
     assert rep(lab, STO, "sql-01")["RecoveryHistory"] == 2
+
+
+def test_whole_site_test_failover_and_cleanup_touch_each_vm_once() -> None:
+    lab = make_lab()
+    _, state = lab.admin("GET", "/state", None)
+    replicas = [(v["host"], v["name"]) for v in state["vms"] if v["mode"] == "Replica"]
+    assert len(replicas) == 12
+    for host, name in replicas:
+        ok(lab, host, "Start-VMFailover", VMName=name, AsTest=True)
+        ok(lab, host, "Connect-VMNetworkAdapter", VMName=f"{name} - Test", SwitchName="test-got")
+        ok(lab, host, "Start-VM", Name=f"{name} - Test")
+    lab.clock.advance(30)
+    _, state = lab.admin("GET", "/state", None)
+    tests = {v["name"]: v["ips"] for v in state["vms"] if v["mode"] == "TestReplica"}
+    assert tests["sql-01 - Test"] == ["10.99.1.11"] and tests["mon-01 - Test"] == ["10.99.5.51"]
+    for host, name in replicas:
+        ok(lab, host, "Stop-VMFailover", VMName=name)
+    for cmdlet in ("Start-VMFailover", "Stop-VMFailover"):
+        changed = sorted(str(e.vm) for e in lab.audit.entries(cmdlet=cmdlet) if e.changed)
+        assert changed == sorted(name for _, name in replicas)
+    _, state = lab.admin("GET", "/state", None)
+    assert not any(v["mode"] == "TestReplica" for v in state["vms"])
+    assert all(v["replication_state"] == "Replicating" for v in state["vms"])
