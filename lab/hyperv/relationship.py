@@ -20,6 +20,7 @@ from lab.hyperv.replication import (
     partner_of,
     state_error,
     unreachable,
+    with_replication,
 )
 from lab.hyperv.shapes import replication_object
 from lab.hyperv.state import VM, Replication
@@ -242,11 +243,7 @@ SET_REPLICATION = Cmdlet(
 # ----------------------------------------------------------------------------- Remove
 def remove_replication(ctx: Context) -> list[Any]:
     """Remove-VMReplication: this end stops replicating; the other end sees it broken."""
-    for vm in ctx.vms():
-        rep = vm.replication
-        if rep is None or vm.test_of is not None:
-            ctx.fail(errors.replication_not_enabled(ctx.cmdlet, vm.name), vm.name)
-            continue
+    for vm, rep in with_replication(ctx):
         rep.broken = True
         vm.replication = None
         vm.failover_point = None
@@ -270,11 +267,7 @@ REMOVE_REPLICATION = Cmdlet(
 # ----------------------------------------------------------------------------- Suspend/Resume
 def suspend_replication(ctx: Context) -> list[Any]:
     """Suspend-VMReplication: both ends Suspended; cycles stop until resumed."""
-    for vm in ctx.vms():
-        rep = vm.replication
-        if rep is None or vm.test_of is not None:
-            ctx.fail(errors.replication_not_enabled(ctx.cmdlet, vm.name), vm.name)
-            continue
+    for vm, rep in with_replication(ctx):
         if rep.primary_state is not RS.Replicating or rep.replica_state is not RS.Replicating:
             state_error(
                 ctx,
@@ -290,11 +283,7 @@ def suspend_replication(ctx: Context) -> list[Any]:
 
 def resume_replication(ctx: Context) -> list[Any]:
     """Resume-VMReplication: a Suspended relationship goes back to Replicating."""
-    for vm in ctx.vms():
-        rep = vm.replication
-        if rep is None or vm.test_of is not None:
-            ctx.fail(errors.replication_not_enabled(ctx.cmdlet, vm.name), vm.name)
-            continue
+    for vm, rep in with_replication(ctx):
         if rep.primary_state is not RS.Suspended or rep.replica_state is not RS.Suspended:
             state_error(
                 ctx,

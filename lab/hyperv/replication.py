@@ -58,6 +58,17 @@ SETTINGS = (
 SETTING_NAMES = tuple(p.name for p in SETTINGS)
 
 
+def with_replication(ctx: Context) -> list[tuple[VM, Replication]]:
+    """The VMs the call names that replicate; the others get Hyper-V's "not enabled" error."""
+    pairs = []
+    for vm in ctx.vms():
+        if vm.replication is None or vm.test_of is not None:
+            ctx.fail(errors.replication_not_enabled(ctx.cmdlet, vm.name), vm.name)
+        else:
+            pairs.append((vm, vm.replication))
+    return pairs
+
+
 def state_error(ctx: Context, vm: VM, message: str) -> None:
     ctx.fail(errors.invalid_state(ctx.cmdlet, vm.name, message, vm.name), vm.name)
 
