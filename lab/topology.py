@@ -222,9 +222,11 @@ class _Parser:
         self.problems: list[str] = []
 
     def fail(self, path: str, message: str) -> None:
+        """Note one problem at ``path``."""
         self.problems.append(f"{path}: {message}")
 
     def parse(self) -> Topology:
+        """The topology, or TopologyError listing every problem found."""
         d = self.data
         sites = self._sites(d.get("sites") or [])
         clouds = {

@@ -70,10 +70,12 @@ def with_replication(ctx: Context) -> list[tuple[VM, Replication]]:
 
 
 def state_error(ctx: Context, vm: VM, message: str) -> None:
+    """Report Hyper-V's InvalidState error for ``vm`` (message says what to do instead)."""
     ctx.fail(errors.invalid_state(ctx.cmdlet, vm.name, message, vm.name), vm.name)
 
 
 def partner_of(ctx: Context, vm: VM) -> VM | None:
+    """The VM record at the other end of ``vm``'s relationship, if linked."""
     host = vm.partner_host
     return None if host is None else ctx.world.find_by_id(host, str(vm.id))
 
@@ -281,11 +283,13 @@ def copy_vm(vm: VM, host: str, name: str | None = None) -> VM:
 
 
 def host_named(ctx: Context, name: str) -> str | None:
+    """The lab host a client names (short name or FQDN, any case), if any."""
     short = name.split(".")[0].lower()
     return next((h for h in ctx.world.hosts if h.lower() == short), None)
 
 
 def unreachable(ctx: Context, vm: VM, host: str) -> Any:
+    """The error for an operation that needs ``host``, which is down."""
     return errors.operation_failed(
         ctx.cmdlet,
         f"The operation on '{vm.name}' failed: the server '{host}' could not be reached "
