@@ -37,6 +37,7 @@ from lab.hyperv.params import Param, pset
 from lab.hyperv.params import Signature as Sig
 from lab.hyperv.shapes import measure_object, replication_object
 from lab.hyperv.state import VM, Adapter, Replication, stable_id
+from lab.objects import ErrorInfo
 from lab.topology import FREQUENCIES
 
 RS = ReplicationState
@@ -288,7 +289,7 @@ def host_named(ctx: Context, name: str) -> str | None:
     return next((h for h in ctx.world.hosts if h.lower() == short), None)
 
 
-def unreachable(ctx: Context, vm: VM, host: str) -> Any:
+def unreachable(ctx: Context, vm: VM, host: str) -> ErrorInfo:
     """The error for an operation that needs ``host``, which is down."""
     return errors.operation_failed(
         ctx.cmdlet,

@@ -297,3 +297,36 @@ def test_adapter_reports_ipv4_then_link_local_ipv6() -> None:
     (a,) = ok(lab, STO, "Get-VMNetworkAdapter", VMName="sql-01")
     ipv4, ipv6 = a.properties["IPAddresses"]
     assert ipv4 == "10.10.1.11" and ipv6.startswith("fe80::215:5dff:fe")
+
+
+def test_lookups_by_id_host_and_input_object() -> None:
+    lab = make_lab()
+    (by_name,) = ok(lab, STO, "Get-VM", Name="sql-01")
+    (by_id,) = ok(lab, STO, "Get-VM", Id=str(by_name.properties["Id"]))
+    assert by_id.properties["Name"] == "sql-01"
+    found = ok(lab, VMM, "Get-SCVirtualMachine", Name="sql-01", VMHost="hv-got-1")
+    assert [o.properties["HostName"] for o in found] == ["hv-got-1"]
+    (one,) = ok(lab, VMM, "Get-SCVirtualMachine", ID=str(found[0].properties["ID"]))
+    assert one.properties["HostName"] == "hv-got-1"
+    ok(lab, GOT, "Start-VMFailover", VMName="sql-01", AsTest=True)
+    (test_vm,) = ok(lab, VMM, "Get-SCVirtualMachine", Name="sql-01 - Test")
+    assert test_vm.properties["IsTestVM"] is True
+    # A DNS record object piped back in is removed.
+    records = ok(lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name="www")
+    ok(
+        lab,
+        VMM,
+        "Remove-DnsServerResourceRecord",
+        ZoneName="corp.example",
+        InputObject=plain(records[0]),
+        Force=True,
+    )
+    remaining = ok(lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name="www")
+    assert len(remaining) == 3
+
+
+def test_numeric_error_action_stop_is_terminating() -> None:
+    lab = make_lab()
+    with pytest.raises(CmdletError):
+        call(lab, STO, "Get-VM", Name="nope", ErrorAction=1)
+    assert call(lab, STO, "Get-VM", Name="nope", ErrorAction="SilentlyContinue").errors == []
