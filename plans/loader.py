@@ -15,6 +15,7 @@ a problem is about.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,9 +115,9 @@ def load_text(text: str) -> tuple[dict[str, Any], Marks, list[tuple[str, Positio
     """
     if not text.strip():
         raise _Refused("the file is empty; a plan file is a YAML mapping (version, fabric, plans)")
-    _check_events(text)
+    events = _checked_events(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = _EventComposer(events).get_single_node()
     except yaml.YAMLError as exc:
         raise _yaml_refusal(exc) from None
     except RecursionError:
@@ -195,17 +196,42 @@ def _pos(node: Node) -> Position:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
-def _check_events(text: str) -> None:
-    """Refuse deep nesting, alias floods and multiple documents before building anything.
+class _EventComposer(yaml.composer.Composer, yaml.resolver.Resolver):
+    """PyYAML's composer (with the safe resolver) fed from already-checked parser events.
+
+    Parsing is most of the cost of loading, so the events checked by :func:`_checked_events`
+    are composed as they are instead of parsing the text a second time.
+    """
+
+    def __init__(self, events: list[yaml.Event]) -> None:
+        self._events = deque(events)
+        yaml.composer.Composer.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+
+    def check_event(self, *choices: type[yaml.Event]) -> bool:
+        if not self._events:
+            return False
+        return not choices or isinstance(self._events[0], choices)
+
+    def peek_event(self) -> yaml.Event:
+        return self._events[0]
+
+    def get_event(self) -> yaml.Event:
+        return self._events.popleft()
+
+
+def _checked_events(text: str) -> list[yaml.Event]:
+    """Parse to events, refusing deep nesting, alias floods and multiple documents.
 
     The parser is iterative, but PyYAML's composer and our builder recurse, so depth must be
-    bounded here, on the event stream.
+    bounded here, on the event stream, before anything is built.
     """
-    depth = aliases = events = documents = 0
+    depth = aliases = documents = 0
+    events: list[yaml.Event] = []
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            events += 1
-            if events > MAX_EVENTS:
+            events.append(event)
+            if len(events) > MAX_EVENTS:
                 raise _Refused(f"the document has more than {MAX_EVENTS} YAML nodes")
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
@@ -232,6 +258,7 @@ def _check_events(text: str) -> None:
                     )
     except yaml.YAMLError as exc:
         raise _yaml_refusal(exc) from None
+    return events
 
 
 def _mark(mark: Any) -> Position:
