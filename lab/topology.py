@@ -68,6 +68,8 @@ from typing import Any
 
 import yaml
 
+from lab.faults import FaultInjector, FaultSpecError, is_world_fault
+
 ROLES = ("vmm", "hyperv")
 FREQUENCIES = (30, 300, 900)
 AUTH_PORTS = {"kerberos": 8083, "certificate": 8084}
@@ -240,7 +242,7 @@ class _Parser:
         vms = self._vms(d.get("vms") or [], host_names, {n.name for n in networks})
         zones = self._zones((d.get("dns") or {}).get("zones") or [], host_names)
         scripts = self._scripts(d.get("scripts") or [])
-        faults = self._faults(d.get("faults") or [])
+        faults = self._faults(d.get("faults") or [], host_names, {v.name for v in vms})
         credentials = self._credentials(d.get("credentials") or {})
         time_scale = self._number(d, "time_scale", 1.0, minimum=0.0)
         init_seconds = self._number(d, "initial_replication_seconds", 60.0, minimum=0.0)
@@ -492,12 +494,28 @@ class _Parser:
             )
         return tuple(behaviours)
 
-    def _faults(self, raw: list[Any]) -> tuple[dict[str, Any], ...]:
+    def _faults(
+        self, raw: list[Any], hosts: dict[str, HostSpec], vms: set[str]
+    ) -> tuple[dict[str, Any], ...]:
         faults = []
         for i, item in enumerate(raw):
+            path = f"faults[{i}]"
             if not isinstance(item, dict):
-                self.fail(f"faults[{i}]", "must be a mapping (see lab.faults)")
+                self.fail(path, "must be a mapping (see lab.faults)")
                 continue
+            if is_world_fault(item):
+                if "host_down" in item and item["host_down"] not in hosts:
+                    self.fail(path, f"host_down: {item['host_down']!r} is not a host")
+                if "host_down" not in item and item.get("vm") not in vms:
+                    self.fail(path, f"vm: {item.get('vm')!r} is not a VM of the topology")
+                if "health" in item and item["health"] not in ("Normal", "Warning", "Critical"):
+                    self.fail(path, "health must be Normal, Warning or Critical")
+            else:
+                try:
+                    # A throwaway injector: validation only, the lab adds the rule itself.
+                    FaultInjector().add(dict(item))
+                except FaultSpecError as exc:
+                    self.fail(path, str(exc))
             faults.append(dict(item))
         return tuple(faults)
 

@@ -106,3 +106,22 @@ def test_scaled_clock_runs_faster_than_real_time() -> None:
     start = clock.now()
     clock.sleep(5)  # 5 lab seconds = 5 ms real
     assert clock.now() - start >= 5
+
+
+def test_fault_entries_are_validated_at_load() -> None:
+    data = example_dict()
+    data["faults"] = [
+        {"cmdlet": "Start-VM", "fail": "explode"},
+        {"host_down": "hv-mars-1"},
+        {"vm": "nope-01", "no_ip": True},
+        {"vm": "sql-01", "health": "Purple"},
+        {"cmdlet": "Stop-VM", "fail": "reset", "count": 2},
+    ]
+    with pytest.raises(TopologyError) as caught:
+        load_topology(data)
+    assert [p.split(":")[0] for p in caught.value.problems] == [
+        "faults[0]",
+        "faults[1]",
+        "faults[2]",
+        "faults[3]",
+    ]
