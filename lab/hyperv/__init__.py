@@ -1,6 +1,13 @@
 """The lab's Windows domain: Hyper-V Replica hosts, VMM servers and Windows DNS.
 
-``state`` holds the world (VMs, replication relationships, DNS zones) and its transitions;
-``cmdlets``, ``replication``, ``vmm``, ``dns`` and ``scripts`` answer commands against it.
+- ``state``: the world (VM records on hosts, replication relationships shared by both ends)
+  and its time-driven progress; ``enums``: the real enumerations;
+- ``params``: PowerShell-style parameter binding; ``context``: what a handler gets;
+  ``errors``: error records with real FullyQualifiedErrorIds; ``shapes``: output objects;
+- ``cmdlets`` (VMs, adapters, recovery points), ``replication`` (Get/Measure/Enable,
+  initial replication), ``failover`` (Start/Stop/Complete-VMFailover), ``relationship``
+  (Set/Remove/Suspend/Resume-VMReplication), ``vmm``, ``dns``, ``scripts``;
+- ``registry``: every command by name.
+
 Nothing here touches the network.
 """
