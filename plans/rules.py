@@ -85,6 +85,10 @@ def _choices(names: object) -> str:
     return ", ".join(listed) if listed else "none defined"
 
 
+def _unknown_site(path: DocPath, site: str, fabric: Fabric) -> Finding:
+    return Finding(path, f"unknown site {site!r}; defined sites: {_choices(fabric.sites)}")
+
+
 # --- fabric ---------------------------------------------------------------------------------
 
 
@@ -216,10 +220,7 @@ def pairings_are_consistent(
         for role, ref in (("primary", pairing.primary), ("recovery", pairing.recovery)):
             site = fabric.sites.get(ref.site)
             if site is None:
-                yield Finding(
-                    (*base, role, "site"),
-                    f"unknown site {ref.site!r}; defined sites: {_choices(fabric.sites)}",
-                )
+                yield _unknown_site((*base, role, "site"), ref.site, fabric)
                 continue
             if ref.cloud not in site.clouds:
                 yield Finding(
@@ -393,10 +394,7 @@ def mappings_are_consistent(
         for role, ref in (("source", mapping.source), ("target", mapping.target)):
             site = fabric.sites.get(ref.site)
             if site is None:
-                yield Finding(
-                    (*base, role, "site"),
-                    f"unknown site {ref.site!r}; defined sites: {_choices(fabric.sites)}",
-                )
+                yield _unknown_site((*base, role, "site"), ref.site, fabric)
             elif ref.network not in site.networks:
                 yield Finding(
                     (*base, role, "network"),
@@ -427,10 +425,7 @@ def mappings_are_consistent(
         for role, sref in (("source", storage.source), ("target", storage.target)):
             site = fabric.sites.get(sref.site)
             if site is None:
-                yield Finding(
-                    (*base, role, "site"),
-                    f"unknown site {sref.site!r}; defined sites: {_choices(fabric.sites)}",
-                )
+                yield _unknown_site((*base, role, "site"), sref.site, fabric)
             elif sref.classification not in site.storage_classifications:
                 yield Finding(
                     (*base, role, "classification"),
@@ -476,10 +471,7 @@ def dns_zones_are_reachable(
                 at_key=True,
             )
         elif zone.site not in fabric.sites:
-            yield Finding(
-                (*base, "site"),
-                f"unknown site {zone.site!r}; defined sites: {_choices(fabric.sites)}",
-            )
+            yield _unknown_site((*base, "site"), zone.site, fabric)
         if zone.test_zone is not None:
             if zone.test_zone == name:
                 yield Finding((*base, "test_zone"), "a zone cannot be its own test zone")

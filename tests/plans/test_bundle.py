@@ -6,6 +6,7 @@ import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,8 @@ def test_three_tier_bundle() -> None:
     assert [g.name for g in plan.groups] == ["databases", "application", "web"]
     assert plan.vm_names() == ["sql-01", "sql-02", "app-01", "app-02", "app-03", "web-01", "web-02"]
     assert plan.rto == 1800
-    assert plan.groups[0].pre[0].timeout == 300
+    quiesce = plan.groups[0].pre[0]
+    assert isinstance(quiesce, plans.ScriptAction) and quiesce.timeout == 300
     assert len(bundle.fabric.pairings["gold"].vms) == 12
     assert bundle.fabric.credentials["lab-admin"].password == "env:FERRYMAN_LAB_PASSWORD"
 
@@ -102,7 +104,12 @@ def test_snapshot_holds_references_not_secrets(
 
 
 def test_from_snapshot_refuses_junk() -> None:
-    for junk in ({}, {"fabric": 3}, {"fabric": {}, "plans": {"p": {"groups": []}}}):
+    junks: list[dict[str, Any]] = [
+        {},
+        {"fabric": 3},
+        {"fabric": {}, "plans": {"p": {"groups": []}}},
+    ]
+    for junk in junks:
         with pytest.raises(ConfigurationError, match="not a Ferryman bundle snapshot"):
             Bundle.from_snapshot(junk)
 
