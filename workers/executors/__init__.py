@@ -14,6 +14,7 @@ from workers.executors.errors import (
     InvalidReplicationState,
     ScriptFailed,
     StepError,
+    StepFailed,
     StepParamsError,
     VmNotFound,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "ScriptFailed",
     "StepContext",
     "StepError",
+    "StepFailed",
     "StepParamsError",
     "VmNotFound",
     "compensate",

@@ -13,8 +13,7 @@ from typing import Any, TypeVar
 
 from workers.errors import CmdletFailed
 from workers.executors.context import StepContext
-from workers.executors.errors import StepError, StepParamsError
-from workers.hyperv.models import ReplicationInfo, VMInfo
+from workers.executors.errors import StepFailed, StepParamsError
 from workflows.steps import StepKind, StepOutcome, StepSpec
 
 Executor = Callable[[StepContext, StepSpec], StepOutcome]
@@ -25,10 +24,6 @@ TEST_SUFFIX = " - Test"
 _TEST_VM_KINDS = frozenset(
     {StepKind.CONNECT_NETWORK, StepKind.START_VM, StepKind.WAIT_IP, StepKind.HEALTH_CHECK}
 )
-
-
-class StepFailed(StepError):
-    """A mutating cmdlet was refused; the message names the VM, host, cmdlet and state."""
 
 
 def test_vm_name(vm: str) -> str:
@@ -59,17 +54,6 @@ def target_vm(ctx: StepContext, spec: StepSpec) -> str:
     if ctx.failover_type == "test" and spec.kind in _TEST_VM_KINDS:
         return test_vm_name(vm)
     return vm
-
-
-def describe(vm: VMInfo | None, repl: ReplicationInfo | None) -> str:
-    """The state a message reports: ``VM Off, replication Replicating/Replica, health Normal``."""
-    parts = [f"VM {vm.state.value}" if vm else "VM not found"]
-    if repl is not None:
-        parts.append(f"replication {repl.state.value} (mode {repl.mode.value})")
-        parts.append(f"health {repl.health.value}")
-    elif vm is not None and vm.replication_state is not None:
-        parts.append(f"replication {vm.replication_state.value}")
-    return ", ".join(parts)
 
 
 @contextmanager

@@ -24,15 +24,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from workers.executors import dns, machine, replication, script
+from workers.executors import dns, failover, machine, script
 from workers.executors.context import StepContext
 from workers.executors.errors import StepParamsError
 from workflows.steps import StepKind, StepOutcome, StepSpec
 
 _ACTIONS: dict[str, tuple[StepKind, Callable[[StepContext, StepSpec], StepOutcome]]] = {
-    "stop_test_failover": (StepKind.TEST_CLEANUP, replication.test_cleanup),
-    "cancel_failover": (StepKind.CANCEL_FAILOVER, replication.cancel_failover),
-    "cancel_prepare": (StepKind.CANCEL_FAILOVER, replication.cancel_prepare),
+    "stop_test_failover": (StepKind.TEST_CLEANUP, failover.test_cleanup),
+    "cancel_failover": (StepKind.CANCEL_FAILOVER, failover.cancel_failover),
+    "cancel_prepare": (StepKind.CANCEL_FAILOVER, failover.cancel_prepare),
     "start_vm": (StepKind.START_VM, machine.start_vm),
     "stop_vm": (StepKind.START_VM, machine.stop_vm),
     "connect_network": (StepKind.CONNECT_NETWORK, machine.disconnect_or_connect),

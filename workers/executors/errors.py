@@ -14,6 +14,10 @@ class StepError(PermanentError):
     """Base class of the executors' permanent errors."""
 
 
+class StepFailed(StepError):
+    """A mutating cmdlet was refused; the message names the VM, host, cmdlet and state."""
+
+
 class VmNotFound(StepError):
     """The VM the step acts on does not exist on the host the plan names."""
 

@@ -1,4 +1,4 @@
-"""Reads that tolerate absence: "is the VM (or its test VM, or its replication) there?".
+"""Reading a VM's state: absence as an answer, requirements as errors, state as text.
 
 ``HyperVHost.get_vm`` and ``get_replication`` fail with :class:`CmdletFailed` when there is
 nothing to read; an idempotent step needs "not there" as an answer, not an error, so these
@@ -8,8 +8,13 @@ helpers turn exactly the not-found errors into None and let every other error th
 from __future__ import annotations
 
 from workers.errors import CmdletFailed
+from workers.executors.errors import InvalidReplicationState, VmNotFound
 from workers.hyperv.hyperv import HyperVHost
 from workers.hyperv.models import ReplicationInfo, VMInfo
+from workers.hyperv.states import VMState
+from workflows.steps import StepSpec
+
+OFF = frozenset({VMState.OFF, VMState.OFF_CRITICAL})
 
 # Message fragments Hyper-V (and the lab) use when the object does not exist or is not
 # replicated; compared in lower case.
@@ -45,3 +50,56 @@ def find_replication(hv: HyperVHost, vm: str) -> ReplicationInfo | None:
         if is_not_found(exc) or any(fragment in text for fragment in _NOT_REPLICATED):
             return None
         raise
+
+
+def require_vm(hv: HyperVHost, spec: StepSpec, name: str, hint: str = "") -> VMInfo:
+    """The VM ``name``, or :class:`VmNotFound` naming the host, the step and what to check."""
+    info = find_vm(hv, name)
+    if info is None:
+        todo = hint or "check the fabric's primary/replica hosts for this VM"
+        raise VmNotFound(f"VM {name!r} is not on host {hv.host_name} (step {spec.kind}); {todo}")
+    return info
+
+
+def require_replication(hv: HyperVHost, spec: StepSpec, vm: str) -> ReplicationInfo:
+    """The VM's replication; a missing VM or a VM without replication is an error."""
+    repl = find_replication(hv, vm)
+    if repl is None:
+        require_vm(hv, spec, vm)
+        raise InvalidReplicationState(
+            f"VM {vm} on {hv.host_name} is not replicated (state Disabled); {spec.kind} needs "
+            "Hyper-V Replica enabled: enable protection first"
+        )
+    return repl
+
+
+def describe(vm: VMInfo | None, repl: ReplicationInfo | None) -> str:
+    """The state a message reports: ``VM Off, replication Replicating (mode Replica), ...``."""
+    parts = [f"VM {vm.state.value}" if vm else "VM not found"]
+    if repl is not None:
+        parts.append(f"replication {repl.state.value} (mode {repl.mode.value})")
+        parts.append(f"health {repl.health.value}")
+    elif vm is not None and vm.replication_state is not None:
+        parts.append(f"replication {vm.replication_state.value}")
+    return ", ".join(parts)
+
+
+def state_text(hv: HyperVHost, vm: str) -> str:
+    """:func:`describe` of the VM as the host reports it now."""
+    info = find_vm(hv, vm)
+    return describe(info, find_replication(hv, vm) if info is not None else None)
+
+
+def invalid_state(
+    spec: StepSpec, hv: HyperVHost, vm: str, cmdlet: str, repl: ReplicationInfo, todo: str
+) -> InvalidReplicationState:
+    """The error for a cmdlet the VM's replication state does not allow, with what to do."""
+    return InvalidReplicationState(
+        f"{cmdlet} for VM {vm} on {hv.host_name} is not possible in replication "
+        f"{repl.state.value}, mode {repl.mode.value} (step {spec.kind}); {todo}"
+    )
+
+
+def same_host(reported: str, expected: str) -> bool:
+    """Whether a server name Hyper-V reports (often an FQDN) is the plan's host name."""
+    return reported.lower().split(".")[0] == expected.lower().split(".")[0]

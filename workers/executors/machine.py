@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 from workers.executors.base import (
-    describe,
     host_of,
     param,
     refused_as_step_error,
@@ -18,23 +17,14 @@ from workers.executors.base import (
     wait_until,
 )
 from workers.executors.context import StepContext
-from workers.executors.errors import HealthCheckFailed, StepParamsError, VmNotFound
-from workers.executors.lookup import find_replication, find_vm
+from workers.executors.errors import HealthCheckFailed, StepParamsError
+from workers.executors.lookup import describe, find_replication, find_vm, require_vm
 from workers.hyperv.hyperv import HyperVHost
 from workers.hyperv.ip import HyperVIpSource, IpSource, VmmIpSource, wait_for_ip
-from workers.hyperv.models import VMInfo
 from workers.hyperv.states import ReplicationHealth, VMState
 from workflows.steps import StepOutcome, StepSpec
 
-
-def _require_vm(hv: HyperVHost, spec: StepSpec, name: str) -> VMInfo:
-    info = find_vm(hv, name)
-    if info is None:
-        raise VmNotFound(
-            f"VM {name!r} is not on host {hv.host_name} (step {spec.kind}); run the failover "
-            "(or test failover) step first, or check the plan's replica host"
-        )
-    return info
+_RUN_IT_FIRST = "run the failover (or test failover) step first, or check the plan's replica host"
 
 
 def _is_test(name: str) -> bool:
@@ -47,7 +37,7 @@ def connect_network(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     name = target_vm(ctx, spec)
     switch = spec.params.get("switch")
     hv = ctx.hyperv(host)
-    _require_vm(hv, spec, name)
+    require_vm(hv, spec, name, _RUN_IT_FIRST)
     adapters = hv.get_network_adapters(name)
     current = sorted({a.switch or "" for a in adapters})
     if switch is None:
@@ -102,7 +92,7 @@ def start_vm(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     delay = param(spec, "start_delay", float, 0.0)
     timeout = param(spec, "timeout", float, 300.0)
     hv = ctx.hyperv(host)
-    info = _require_vm(hv, spec, name)
+    info = require_vm(hv, spec, name, _RUN_IT_FIRST)
     if info.state is VMState.RUNNING:
         return StepOutcome(result={"state": "Running"}, changed=False)
     if delay > 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.executors import dns, machine, replication, script
+from workers.executors import dns, failover, machine, reversal, script
 from workers.executors.base import Executor
 from workers.executors.compensation import compensate_step
 from workers.executors.context import StepContext
@@ -10,22 +10,22 @@ from workers.executors.errors import StepParamsError
 from workflows.steps import StepKind, StepOutcome, StepSpec
 
 EXECUTORS: dict[StepKind, Executor] = {
-    StepKind.SHUTDOWN_PRIMARY: replication.shutdown_primary,
-    StepKind.PREPARE_FAILOVER: replication.prepare_failover,
-    StepKind.FAILOVER: replication.failover,
-    StepKind.TEST_FAILOVER: replication.test_failover,
-    StepKind.REVERSE: replication.reverse,
+    StepKind.SHUTDOWN_PRIMARY: failover.shutdown_primary,
+    StepKind.PREPARE_FAILOVER: failover.prepare_failover,
+    StepKind.FAILOVER: failover.failover,
+    StepKind.TEST_FAILOVER: failover.test_failover,
+    StepKind.REVERSE: reversal.reverse,
     StepKind.CONNECT_NETWORK: machine.connect_network,
     StepKind.START_VM: machine.start_vm,
     StepKind.WAIT_IP: machine.wait_ip,
     StepKind.UPDATE_DNS: dns.update_dns,
     StepKind.RESTORE_DNS: dns.restore_dns,
-    StepKind.TEST_CLEANUP: replication.test_cleanup,
-    StepKind.COMMIT: replication.commit,
-    StepKind.CANCEL_FAILOVER: replication.cancel_failover,
-    StepKind.SET_AS_REPLICA: replication.set_as_replica,
-    StepKind.REVERSE_TO: replication.reverse_to,
-    StepKind.START_INITIAL_REPLICATION: replication.start_initial_replication,
+    StepKind.TEST_CLEANUP: failover.test_cleanup,
+    StepKind.COMMIT: failover.commit,
+    StepKind.CANCEL_FAILOVER: failover.cancel_failover,
+    StepKind.SET_AS_REPLICA: reversal.set_as_replica,
+    StepKind.REVERSE_TO: reversal.reverse_to,
+    StepKind.START_INITIAL_REPLICATION: reversal.start_initial_replication,
     StepKind.SCRIPT: script.script,
     StepKind.HEALTH_CHECK: machine.health_check,
     # The engine's compensation runs carry an undo record in params["undo"].

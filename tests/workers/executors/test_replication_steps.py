@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from workers.errors import CmdletFailed, RemoteTransientError
-from workers.executors import InvalidReplicationState, VmNotFound, run_step
-from workers.executors.base import StepFailed
+from workers.executors import InvalidReplicationState, StepFailed, VmNotFound, run_step
 from workflows.steps import StepKind
 
 from .conftest import MakeContext

@@ -1,0 +1,146 @@
+"""Executors that turn replication around: reverse after a planned failover, and after an
+unplanned one the old primary as replica, reverse to it, and the initial replication.
+
+Each skips when the relationship already points the way the step leads; a relationship that
+points somewhere else is refused rather than silently "fixed".
+"""
+
+from __future__ import annotations
+
+from workers.executors.base import host_of, param, refused_as_step_error, vm_of
+from workers.executors.context import StepContext
+from workers.executors.errors import StepParamsError
+from workers.executors.lookup import (
+    find_replication,
+    invalid_state,
+    require_replication,
+    require_vm,
+    same_host,
+    state_text,
+)
+from workers.hyperv.states import ReplicationMode as Mode
+from workers.hyperv.states import ReplicationState as RS
+from workflows.steps import StepOutcome, StepSpec
+
+
+def reverse(ctx: StepContext, spec: StepSpec) -> StepOutcome:
+    """Set-VMReplication -Reverse on the failed-over replica (planned failover)."""
+    vm, host = vm_of(spec), host_of(spec)
+    hv = ctx.hyperv(host)
+    repl = require_replication(hv, spec, vm)
+    expected = spec.params.get("replica_server")
+    if repl.mode is Mode.PRIMARY:
+        if expected and not same_host(repl.replica_server, str(expected)):
+            raise invalid_state(
+                spec,
+                hv,
+                vm,
+                "Set-VMReplication -Reverse",
+                repl,
+                f"it already replicates to {repl.replica_server}, not {expected}; check "
+                "the replication relationship by hand",
+            )
+        return StepOutcome(
+            result={"mode": "Primary", "replica_server": repl.replica_server}, changed=False
+        )
+    if repl.state is not RS.FAILED_OVER_WAITING_COMPLETION:
+        raise invalid_state(
+            spec,
+            hv,
+            vm,
+            "Set-VMReplication -Reverse",
+            repl,
+            "reverse needs FailedOverWaitingCompletion on the replica (run the failover "
+            "step first)",
+        )
+    with refused_as_step_error(
+        spec,
+        host,
+        "Set-VMReplication -Reverse",
+        lambda: state_text(hv, vm),
+        "Check that the old primary is reachable and prepared, then resume the run",
+    ):
+        hv.set_replication_reverse(vm)
+    after = find_replication(hv, vm)
+    # Reversing cannot be undone by a cancel: going back is a failback.
+    return StepOutcome(
+        result={"mode": "Primary", "replica_server": after.replica_server if after else ""}
+    )
+
+
+def set_as_replica(ctx: StepContext, spec: StepSpec) -> StepOutcome:
+    """Set-VMReplication -AsReplica on the old primary (after an unplanned failover)."""
+    vm, host = vm_of(spec), host_of(spec)
+    hv = ctx.hyperv(host)
+    repl = find_replication(hv, vm)
+    if repl is not None and repl.mode is Mode.REPLICA:
+        return StepOutcome(result={"mode": "Replica"}, changed=False)
+    require_vm(hv, spec, vm)
+    with refused_as_step_error(
+        spec,
+        host,
+        "Set-VMReplication -AsReplica",
+        lambda: state_text(hv, vm),
+        "Make sure the old primary VM is off and not failed over, then resume the run",
+    ):
+        hv.set_replication_as_replica(vm)
+    return StepOutcome(result={"mode": "Replica"})
+
+
+def reverse_to(ctx: StepContext, spec: StepSpec) -> StepOutcome:
+    """Set-VMReplication -Reverse -ReplicaServerName on the committed new primary."""
+    vm, host = vm_of(spec), host_of(spec)
+    replica_server = param(spec, "replica_server", str, "")
+    if not replica_server:
+        raise StepParamsError(f"step {spec.key} ({spec.kind}) needs param 'replica_server'")
+    hv = ctx.hyperv(host)
+    repl = require_replication(hv, spec, vm)
+    if repl.mode is Mode.PRIMARY:
+        if not same_host(repl.replica_server, replica_server):
+            raise invalid_state(
+                spec,
+                hv,
+                vm,
+                "Set-VMReplication -Reverse",
+                repl,
+                f"it already replicates to {repl.replica_server}, not {replica_server}; "
+                "check the replication relationship by hand",
+            )
+        return StepOutcome(result={"replica_server": repl.replica_server}, changed=False)
+    with refused_as_step_error(
+        spec,
+        host,
+        "Set-VMReplication -Reverse",
+        lambda: state_text(hv, vm),
+        f"Run set_as_replica on {replica_server} first and commit the failover, then resume",
+    ):
+        hv.set_replication_reverse(vm, replica_server)
+    return StepOutcome(result={"replica_server": replica_server})
+
+
+def start_initial_replication(ctx: StepContext, spec: StepSpec) -> StepOutcome:
+    """Start-VMInitialReplication on the new primary; skip once it has started."""
+    vm, host = vm_of(spec), host_of(spec)
+    hv = ctx.hyperv(host)
+    repl = require_replication(hv, spec, vm)
+    if repl.state is not RS.READY_FOR_INITIAL_REPLICATION:
+        if repl.mode is Mode.PRIMARY and repl.state is not RS.DISABLED:
+            return StepOutcome(result={"state": repl.state.value}, changed=False)
+        raise invalid_state(
+            spec,
+            hv,
+            vm,
+            "Start-VMInitialReplication",
+            repl,
+            "it needs ReadyForInitialReplication on the primary; run reverse_to first",
+        )
+    with refused_as_step_error(
+        spec,
+        host,
+        "Start-VMInitialReplication",
+        lambda: state_text(hv, vm),
+        "Check the replica server's Hyper-V Replica listener, then resume the run",
+    ):
+        hv.start_initial_replication(vm)
+    after = find_replication(hv, vm)
+    return StepOutcome(result={"state": after.state.value if after else "unknown"})
