@@ -172,6 +172,10 @@ class Lab:
                 output = cmdlet.handler(ctx)
             except CmdletError as exc:
                 failure = exc
+            except (ValueError, TypeError, KeyError) as exc:
+                # A value the lab cannot read (e.g. a malformed TimeSpan): answer it as an
+                # error record instead of breaking the pipeline's transport.
+                failure = CmdletError(errors.bad_argument(name, "(input)", str(exc)))
             if cmdlet.mutating:
                 self._audit_touches(ctx, label, failure, user, late_fault)
         if failure is not None:

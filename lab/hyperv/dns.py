@@ -8,6 +8,7 @@ them (AD-integrated).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -146,31 +147,57 @@ def get_records(ctx: Context) -> list[Any]:
     return [record_object(zone, r) for r in found]
 
 
-def _ttl(value: Any, default: int) -> int:
+_ISO_DURATION = re.compile(
+    r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?"
+    r"(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
+)
+
+
+def ttl_seconds(value: Any, default: int) -> int:
+    """A TTL in seconds from a TimeSpan as clients send it.
+
+    Accepts a ``timedelta``, seconds, TimeSpan text (``00:05:00``, ``1.00:00:00``) or an
+    xs:duration (``PT5M``, how CLIXML writes a TimeSpan).
+    """
     if value is None:
         return default
     if isinstance(value, timedelta):
         return int(value.total_seconds())
     if isinstance(value, int | float):
         return int(value)
-    text = str(value)
+    text = str(value).strip()
+    iso = _ISO_DURATION.match(text)
+    if iso and text != "P":
+        units = {k: float(v) for k, v in iso.groupdict().items() if v}
+        return int(
+            units.get("d", 0) * 86400
+            + units.get("h", 0) * 3600
+            + units.get("m", 0) * 60
+            + units.get("s", 0)
+        )
     if ":" in text:
-        parts = [float(p) for p in text.split(":")]
+        days = 0.0
+        head, _, rest = text.partition(":")
+        if "." in head:
+            day_text, head = head.split(".", 1)
+            days = float(day_text)
+        parts = [float(p) for p in [head, *rest.split(":")]]
         while len(parts) < 3:
-            parts.insert(0, 0.0)
-        return int(parts[-3] * 3600 + parts[-2] * 60 + parts[-1])
+            parts.append(0.0)
+        return int(days * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2])
     return int(float(text))
 
 
-def add_a(ctx: Context) -> list[Any]:
-    """Add-DnsServerResourceRecordA -ZoneName -Name -IPv4Address [-TimeToLive]."""
+def _add(ctx: Context, rtype: str) -> list[Any]:
+    """Add-DnsServerResourceRecordA/AAAA -ZoneName -Name -IPv4Address|-IPv6Address."""
     zone = _zone(ctx)
     if zone is None:
         return []
     name = _relative(zone, str(ctx.bound.get("Name")))
+    ttl = ttl_seconds(ctx.bound.get("TimeToLive"), 3600)
     out = []
-    for ip in ctx.bound.strings("IPv4Address"):
-        if any(r.data == ip for r in _matching(zone, name, "A")):
+    for ip in ctx.bound.strings(_DATA_KEYS[rtype]):
+        if any(r.data == ip for r in _matching(zone, name, rtype)):
             ctx.fail(
                 errors.dns_error(
                     ctx.cmdlet,
@@ -182,12 +209,22 @@ def add_a(ctx: Context) -> list[Any]:
                 name,
             )
             continue
-        rec = Record(name, "A", ip, _ttl(ctx.bound.get("TimeToLive"), 3600))
+        rec = Record(name, rtype, ip, ttl)
         zone.records.append(rec)
         ctx.done(name)
         if ctx.bound.switch("PassThru"):
             out.append(record_object(zone, rec))
     return out
+
+
+def add_a(ctx: Context) -> list[Any]:
+    """Add-DnsServerResourceRecordA -ZoneName -Name -IPv4Address [-TimeToLive]."""
+    return _add(ctx, "A")
+
+
+def add_aaaa(ctx: Context) -> list[Any]:
+    """Add-DnsServerResourceRecordAAAA -ZoneName -Name -IPv6Address [-TimeToLive]."""
+    return _add(ctx, "AAAA")
 
 
 def _data_of(obj: Any) -> tuple[str, str, str | None, int | None]:
@@ -202,7 +239,7 @@ def _data_of(obj: Any) -> tuple[str, str, str | None, int | None]:
         str(prop(obj, "HostName") or ""),
         rtype,
         None if value is None else str(value),
-        None if ttl is None else _ttl(ttl, 3600),
+        None if ttl is None else ttl_seconds(ttl, 3600),
     )
 
 
@@ -284,13 +321,15 @@ GET_RECORDS = Cmdlet(
     get_records,
     role="vmm",
 )
-ADD_A = Cmdlet(
-    Signature(
-        "Add-DnsServerResourceRecordA",
+
+
+def _add_signature(rtype: str, data: str) -> Signature:
+    return Signature(
+        f"Add-DnsServerResourceRecord{rtype}",
         (
             *_COMMON_DNS,
             Param("Name", "string"),
-            Param("IPv4Address", "strings"),
+            Param(data, "strings"),
             Param("TimeToLive", "object"),
             Param("AllowUpdateAny", "switch"),
             Param("CreatePtr", "switch"),
@@ -298,17 +337,17 @@ ADD_A = Cmdlet(
         ),
         (
             pset(
-                "A",
-                ("ZoneName", "Name", "IPv4Address"),
+                rtype,
+                ("ZoneName", "Name", data),
                 ("TimeToLive", "AllowUpdateAny", "CreatePtr", "AgeRecord", "PassThru"),
             ),
         ),
-        positional=("ZoneName", "Name", "IPv4Address"),
-    ),
-    add_a,
-    role="vmm",
-    mutating=True,
-)
+        positional=("ZoneName", "Name", data),
+    )
+
+
+ADD_A = Cmdlet(_add_signature("A", "IPv4Address"), add_a, role="vmm", mutating=True)
+ADD_AAAA = Cmdlet(_add_signature("AAAA", "IPv6Address"), add_aaaa, role="vmm", mutating=True)
 SET_RECORD = Cmdlet(
     Signature(
         "Set-DnsServerResourceRecord",
@@ -343,4 +382,4 @@ REMOVE_RECORD = Cmdlet(
     mutating=True,
 )
 
-CMDLETS = (GET_RECORDS, ADD_A, SET_RECORD, REMOVE_RECORD)
+CMDLETS = (GET_RECORDS, ADD_A, ADD_AAAA, SET_RECORD, REMOVE_RECORD)

@@ -330,3 +330,41 @@ def test_numeric_error_action_stop_is_terminating() -> None:
     with pytest.raises(CmdletError):
         call(lab, STO, "Get-VM", Name="nope", ErrorAction=1)
     assert call(lab, STO, "Get-VM", Name="nope", ErrorAction="SilentlyContinue").errors == []
+
+
+def test_dns_ttls_in_every_timespan_form_and_aaaa_records() -> None:
+    lab = make_lab()
+    for name, ttl, seconds in (("a1", "PT5M", 300), ("a2", "1.00:00:00", 86400), ("a3", 60, 60)):
+        ok(
+            lab,
+            VMM,
+            "Add-DnsServerResourceRecordA",
+            ZoneName="corp.example",
+            Name=name,
+            IPv4Address="10.10.9.1",
+            TimeToLive=ttl,
+        )
+        (rec,) = ok(lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name=name)
+        assert rec.properties["TimeToLive"].total_seconds() == seconds
+    ok(
+        lab,
+        VMM,
+        "Add-DnsServerResourceRecordAAAA",
+        ZoneName="corp.example",
+        Name="v6",
+        IPv6Address="fd00::1",
+    )
+    (rec,) = ok(
+        lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name="v6", RRType="AAAA"
+    )
+    assert rec.properties["RecordData"].properties["IPv6Address"] == "fd00::1"
+    err = error_of(
+        lab,
+        VMM,
+        "Add-DnsServerResourceRecordA",
+        ZoneName="corp.example",
+        Name="bad",
+        IPv4Address="10.10.9.2",
+        TimeToLive="soon",
+    )
+    assert err.fully_qualified_error_id.startswith("ParameterArgumentValidationError,")
