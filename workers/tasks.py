@@ -24,7 +24,6 @@ from workflows.engine import Engine
 from workflows.events import EventKind
 from workflows.statuses import RunStatus, StepStatus
 from workflows.steps import (
-    ENGINE_QUEUE,
     TASK_ADVANCE,
     TASK_SCRIPT,
     TASK_VM,
@@ -239,7 +238,13 @@ def register(app: Celery, engine: Engine, executor: Executor | None = None) -> N
             log.exception("unit %s of run %s broke", kwargs.get("unit_key"), kwargs.get("run_id"))
             return {"run_id": kwargs.get("run_id"), "status": "error", "error": str(exc)}
 
-    options: dict[str, Any] = {"bind": True, "acks_late": True, "reject_on_worker_lost": True}
+    # shared=False: tasks belong to this app only (each app has its own engine and store)
+    options: dict[str, Any] = {
+        "bind": True,
+        "acks_late": True,
+        "reject_on_worker_lost": True,
+        "shared": False,
+    }
 
     @app.task(name=TASK_VM, **options)
     def vm_steps(
@@ -269,7 +274,7 @@ def register(app: Celery, engine: Engine, executor: Executor | None = None) -> N
         """Run a plan's script action."""
         return run_unit(self, run_id=run_id, unit=unit, unit_key=unit_key)
 
-    @app.task(name=TASK_ADVANCE, queue=ENGINE_QUEUE, **options)
+    @app.task(name=TASK_ADVANCE, **options)
     def advance(self: Task, *, run_id: str, stage: int) -> str:
         """A stage finished: move the run on (or wait a moment if steps still run)."""
         outcome = engine.advance(run_id, stage)

@@ -257,7 +257,7 @@ class Engine:
             if run.status != RunStatus.RUNNING or run.current_stage != stage:
                 return "stale"
             steps = repository.steps_of(session, run_id=run_id, stage=stage)
-            if any(StepStatus(step.status) not in SETTLED_STEP for step in steps):
+            if not stage_settled(steps):
                 return "not_ready"
             compiled = CompiledRun.from_json(run.compiled)
             failed = [s for s in steps if blocking(s)]
@@ -374,6 +374,25 @@ class Engine:
     def deadline(self, timeout: float | None) -> Any:
         """When a gate opened now with ``timeout`` seconds expires (None: never)."""
         return None if timeout is None else utcnow() + timedelta(seconds=timeout)
+
+
+def stage_settled(steps: list[Step]) -> bool:
+    """Every unit of the stage has finished: all its steps settled, or it stopped at a failure.
+
+    Steps after a unit's failed step stay pending (resume runs them), so pending alone does
+    not mean "still running".
+    """
+    units: dict[str, list[Step]] = {}
+    for step in steps:
+        units.setdefault(step.unit, []).append(step)
+    for unit_steps in units.values():
+        for step in sorted(unit_steps, key=lambda s: s.seq):
+            status = StepStatus(step.status)
+            if blocking(step) or status is StepStatus.CANCELLED:
+                break  # the unit stopped here
+            if status not in SETTLED_STEP:
+                return False
+    return True
 
 
 def blocking(step: Step) -> bool:

@@ -75,5 +75,14 @@ class FakeExecutor:
             undo = {"action": "restore_dns", "snapshots": [{"vm": spec.vm}]}
         return StepOutcome(result={"kind": spec.kind.value, "prior": sorted(ctx.prior)}, undo=undo)
 
+    def reset(self) -> None:
+        """Forget calls and injected faults."""
+        with self.lock:
+            self.transient.clear()
+            self.permanent.clear()
+            self.calls.clear()
+            self.contexts.clear()
+            self.compensated.clear()
+
     def count(self, kind: StepKind) -> int:
         return sum(n for (k, _vm), n in self.calls.items() if k == kind.value)

@@ -27,6 +27,16 @@ from workflows.statuses import (
 from workflows.store.tables import Approval, AuditEvent, Run, Step, utcnow
 
 
+def _sync(session: Session, row: Any, values: dict[str, Any]) -> None:
+    """Show an UPDATE's values on ``row``: reload it if attached, else copy them over."""
+    session.flush()
+    if row in session:
+        session.refresh(row)
+    else:
+        for name, value in values.items():
+            setattr(row, name, value)
+
+
 class RunNotFound(FerrymanError):
     """No run has that id."""
 
@@ -109,8 +119,7 @@ def set_run_status(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict(f"run {run.id} is no longer {current}; it changed while deciding")
-    session.flush()
-    session.refresh(run)
+    _sync(session, run, values)
     return run
 
 
@@ -163,8 +172,7 @@ def set_step_status(session: Session, *, step: Step, status: StepStatus, **field
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict(f"step {step.key} of run {step.run_id} changed while being updated")
-    session.flush()
-    session.refresh(step)
+    _sync(session, step, values)
     return step
 
 
