@@ -13,9 +13,10 @@ from typing import Any
 
 @dataclass(frozen=True)
 class AuditEntry:
-    """One mutating call: lab time, host, cmdlet, VM, parameters, outcome.
+    """One mutating call (per VM it acted on): lab time, host, cmdlet, VM, parameters, outcome.
 
-    ``outcome`` is ``ok``, ``error:<FullyQualifiedErrorId>`` or ``fault:<kind>``.
+    ``outcome`` is ``ok``, ``error:<FullyQualifiedErrorId>`` or ``fault:<kind>``. ``vm`` is
+    the VM's name (for DNS cmdlets the record name; None for scripts).
     """
 
     seq: int

@@ -493,3 +493,20 @@ def test_whole_site_test_failover_and_cleanup_touch_each_vm_once() -> None:
     _, state = lab.admin("GET", "/state", None)
     assert not any(v["mode"] == "TestReplica" for v in state["vms"])
     assert all(v["replication_state"] == "Replicating" for v in state["vms"])
+
+
+def test_unplanned_failover_with_the_primary_site_down() -> None:
+    lab = make_lab()
+    for host in ("hv-sto-1", "hv-sto-2", "vmm-sto"):
+        lab.admin("POST", f"/hosts/{host}/down", None)
+    ok(lab, GOT, "Start-VMFailover", VMName="sql-01")
+    ok(lab, GOT, "Connect-VMNetworkAdapter", VMName="sql-01", SwitchName="corp-got")
+    ok(lab, GOT, "Start-VM", Name="sql-01")
+    lab.clock.advance(30)
+    assert ips(lab, GOT, "sql-01") == ["10.20.1.11"]
+    ok(lab, GOT, "Complete-VMFailover", VMName="sql-01")
+    # The site comes back: its copy still says it is the primary, with replication broken,
+    # until it is turned into the replica.
+    lab.admin("POST", "/hosts/hv-sto-1/up", None)
+    assert rep(lab, STO, "sql-01")["Mode"] == "Primary"
+    assert rep(lab, STO, "sql-01")["Health"] == "Critical"
