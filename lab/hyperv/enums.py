@@ -88,6 +88,13 @@ class AuthenticationType(Enum):
     Certificate = 2
 
 
+class RelationshipType(Enum):
+    """``Microsoft.HyperV.PowerShell.VMReplicationRelationshipType``."""
+
+    Simple = 0
+    Extended = 1
+
+
 class SnapshotType(Enum):
     """``Microsoft.HyperV.PowerShell.SnapshotType``."""
 
@@ -117,6 +124,7 @@ _TYPE_NAMES: dict[type[Enum], str] = {
     ReplicationMode: _HV + "VMReplicationMode",
     AuthenticationType: _HV + "ReplicationAuthenticationType",
     SnapshotType: _HV + "SnapshotType",
+    RelationshipType: _HV + "VMReplicationRelationshipType",
     SCVMStatus: "Microsoft.VirtualManager.Utils.VMComputerSystemState",
 }
 

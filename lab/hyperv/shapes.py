@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from lab.clock import Clock
-from lab.hyperv.enums import SnapshotType, VMState, lab_enum
+from lab.hyperv.enums import RelationshipType, SnapshotType, VMState, lab_enum
 from lab.hyperv.state import VM, Adapter, RecoveryPoint, World
 from lab.objects import LabObject
 
@@ -100,7 +100,7 @@ def replication_object(world: World, vm: VM) -> LabObject:
             "ReplicationHealth": health,
             "Mode": mode,
             "ReplicationMode": mode,
-            "ReplicationRelationshipType": "Simple",
+            "ReplicationRelationshipType": lab_enum(RelationshipType.Simple),
             "PrimaryServer": rep.primary_host,
             "PrimaryServerName": rep.primary_host,
             "ReplicaServer": rep.replica_host,
