@@ -29,7 +29,7 @@ def start_followup(
         op = RunOperation(run.operation)
         if op not in FOLLOW_UPS[operation]:
             raise RunStateError(
-                f"run {run.id} is a {op.value} run; {operation.value} follows a "
+                f"run {run.id} is a {op.value} run; {operation.value} only follows a run of type "
                 + " or ".join(sorted(o.value for o in FOLLOW_UPS[operation]))
                 + " run"
             )

@@ -11,7 +11,6 @@ from workflows.compiler import (
     CompiledRun,
     CompileError,
     RunOperation,
-    StageKind,
     StepRecord,
     compile_followup,
     compile_run,

@@ -170,7 +170,7 @@ def test_unplanned_shutdown_attempt_may_fail(
 def test_cleanup_after_a_test(runtime: Runtime, bundle: Bundle, executor: FakeExecutor) -> None:
     run = runtime.engine.start(without_gate(bundle), "three-tier", "test")
     assert settle(runtime, run.id).status == RunStatus.SUCCEEDED
-    with pytest.raises(RunStateError, match="follow an unplanned|follows a unplanned"):
+    with pytest.raises(RunStateError, match="only follows a run of type unplanned"):
         start_followup(runtime.engine, run.id, RunOperation.COMMIT, by="x")
     cleanup = start_followup(
         runtime.engine, run.id, RunOperation.CLEANUP, by="frank", notes="app team signed off"
