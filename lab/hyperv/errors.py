@@ -19,9 +19,11 @@ _HYPERV_CLASS = "Microsoft.HyperV.PowerShell.Commands."
 
 def cmdlet_class(cmdlet: str) -> str:
     """The .NET class PowerShell names in error ids: Start-VMFailover -> ...StartVMFailover."""
-    if cmdlet.lower().endswith("-scvirtualmachine") or "-sc" in cmdlet.lower():
+    noun = cmdlet.partition("-")[2]
+    if noun.startswith("SC"):
         return "Microsoft.SystemCenter.VirtualMachineManager.Cmdlets." + cmdlet.replace("-", "")
-    if "dnsserver" in cmdlet.lower():
+    if noun.startswith("DnsServer"):
+        # The DnsServer module's CIM cmdlets name themselves in their error ids.
         return cmdlet
     return _HYPERV_CLASS + cmdlet.replace("-", "")
 

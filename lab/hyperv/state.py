@@ -180,10 +180,11 @@ class World:
             if spec.replica is None or spec.replication is None:
                 continue
             r = spec.replication
-            replica = VM(spec.name, vm_id, spec.replica, spec, self._adapters(spec, spec.replica))
-            replica.adapters = [
+            # The replica's adapters start disconnected: its site has other switches.
+            adapters = [
                 Adapter(a.id, a.mac, None, a.name) for a in self._adapters(spec, spec.replica)
             ]
+            replica = VM(spec.name, vm_id, spec.replica, spec, adapters)
             self.add(replica)
             ready = r.state == "ready"
             rep = Replication(
