@@ -236,3 +236,10 @@ def test_names_with_control_characters_stay_on_one_line(write_file: Write) -> No
     assert any("is not a usable file name" in p.message for p in problems)
     assert all("\n" not in str(p) and str(p).isprintable() for p in problems)
     assert any("line\\nbreak.yaml" in p.message for p in problems)
+
+
+def test_too_many_values_are_refused_while_parsing(write_file: Write) -> None:
+    text = "x: [" + "1, " * (loader.MAX_NODES + 1) + "]\n"
+    problem = only_problem(write_file("many.yaml", text))
+    assert problem.message == f"the document has more than {loader.MAX_NODES} values; split it"
+    assert problem.line == 1
