@@ -1,0 +1,170 @@
+"""The unit task: redelivery, retry policy, failure recording; and the Celery app's settings."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery.exceptions import Retry
+
+from plans import load_bundle
+from tests.workflows.fakes import FakeExecutor
+from workers.app import create_app, transport_options
+from workers.errors import CmdletFailed
+from workers.tasks import UnitRunner, describe_failure, register
+from workflows.compiler import CompiledRun
+from workflows.dispatch import unit_kwargs
+from workflows.engine import Engine
+from workflows.settings import RetryPolicy, Settings
+from workflows.statuses import RunStatus, StepStatus
+from workflows.steps import TASK_ADVANCE, TASK_SCRIPT, TASK_VM, StepKind, StepSpec
+from workflows.store import Database, repository
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "plans" / "examples" / "three-tier.yaml"
+
+
+@dataclass
+class Request:
+    retries: int = 0
+
+
+@dataclass
+class FakeTask:
+    """Stands in for a bound Celery task: records retry() calls."""
+
+    request: Request = field(default_factory=Request)
+    retried: list[dict[str, Any]] = field(default_factory=list)
+
+    def retry(self, **kwargs: Any) -> Retry:
+        self.retried.append(kwargs)
+        return Retry("retry", when=kwargs.get("countdown"))
+
+
+class Recording:
+    """A dispatcher that only remembers what it was asked to send."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any]] = []
+
+    def dispatch(self, run_id: str, stage: Any) -> None:
+        self.sent.append((run_id, stage))
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/t.db",
+        retry=RetryPolicy(max_retries=2, base_delay=1.0, max_delay=4.0),
+    )
+    return Engine(Database(settings.database_url), Recording(), settings)
+
+
+def first_unit(engine: Engine) -> tuple[str, dict[str, Any]]:
+    run = engine.start(load_bundle([EXAMPLE]), "three-tier", "test")
+    dispatched = engine.dispatcher.sent[0][1]  # type: ignore[attr-defined]
+    return run.id, dispatched.units[0].to_json()
+
+
+def statuses(engine: Engine, run_id: str, unit: dict[str, Any]) -> list[str]:
+    with engine.db.session() as session:
+        return [
+            repository.get_step(session, run_id=run_id, key=s["key"]).status for s in unit["steps"]
+        ]
+
+
+def test_a_redelivered_unit_does_nothing_twice(engine: Engine) -> None:
+    executor = FakeExecutor()
+    runner = UnitRunner(engine, executor)
+    run_id, unit = first_unit(engine)
+    assert runner.run(FakeTask(), run_id=run_id, unit=unit)["status"] == "succeeded"
+    assert runner.run(FakeTask(), run_id=run_id, unit=unit)["status"] == "succeeded"
+    assert set(executor.calls.values()) == {1}
+    assert statuses(engine, run_id, unit) == ["succeeded"] * 5
+
+
+def test_a_step_left_running_by_a_dead_worker_runs_again(engine: Engine) -> None:
+    executor = FakeExecutor()
+    run_id, unit = first_unit(engine)
+    with engine.db.session() as session:
+        step = repository.get_step(session, run_id=run_id, key=unit["steps"][0]["key"])
+        repository.set_step_status(session, step=step, status=StepStatus.RUNNING)
+    UnitRunner(engine, executor).run(FakeTask(), run_id=run_id, unit=unit)
+    with engine.db.session() as session:
+        step = repository.get_step(session, run_id=run_id, key=unit["steps"][0]["key"])
+    assert (step.status, step.attempts) == ("succeeded", 2)
+
+
+def test_transient_error_asks_celery_to_retry_with_bounded_backoff(engine: Engine) -> None:
+    executor = FakeExecutor(transient={("test_failover", "sql-01"): 5})
+    runner = UnitRunner(engine, executor)
+    run_id, unit = first_unit(engine)
+    task = FakeTask(Request(retries=1))
+    with pytest.raises(Retry):
+        runner.run(task, run_id=run_id, unit=unit)
+    countdown = task.retried[0]["countdown"]
+    assert 1.0 <= countdown <= 2.0  # attempt 1: ceiling 2 s, half of it fixed, half jitter
+    assert task.retried[0]["max_retries"] == 2
+    assert statuses(engine, run_id, unit)[0] == "pending"  # waiting for its retry
+    # the last allowed attempt fails for good and reports instead of raising
+    summary = runner.run(FakeTask(Request(retries=2)), run_id=run_id, unit=unit)
+    assert summary == {
+        "run_id": run_id,
+        "unit": unit["key"],
+        "status": "failed",
+        "step": unit["steps"][0]["key"],
+    }
+    with engine.db.session() as session:
+        step = repository.get_step(session, run_id=run_id, key=unit["steps"][0]["key"])
+    assert step.error.endswith("gave up after 3 attempts")
+    assert statuses(engine, run_id, unit)[1:] == ["pending"] * 4
+
+
+def test_a_cancelled_run_stops_its_units(engine: Engine) -> None:
+    executor = FakeExecutor()
+    run_id, unit = first_unit(engine)
+    engine.cancel(run_id, by="ops")
+    summary = UnitRunner(engine, executor).run(FakeTask(), run_id=run_id, unit=unit)
+    assert summary["status"] == "cancelled" and not executor.calls
+
+
+def test_failure_message_names_vm_host_and_cmdlet() -> None:
+    spec = StepSpec("k", StepKind.FAILOVER, "sql-01", "hv-got-1")
+    exc = CmdletFailed(
+        "state is Error; run Resume-VMReplication first",
+        host="hv-got-1",
+        cmdlet="Start-VMFailover",
+        fully_qualified_error_id="InvalidState,Microsoft.HyperV",
+    )
+    assert describe_failure(spec, exc) == (
+        "failover of VM sql-01 on hv-got-1 [Start-VMFailover: InvalidState,Microsoft.HyperV] "
+        "failed (permanent): state is Error; run Resume-VMReplication first"
+    )
+
+
+def test_app_conventions_and_registered_tasks(engine: Engine) -> None:
+    app = create_app(engine.settings)
+    register(app, engine, FakeExecutor())
+    conf = app.conf
+    assert (conf.task_serializer, conf.accept_content) == ("json", ["json"])
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1 and conf.worker_send_task_events
+    assert {TASK_VM, TASK_SCRIPT, TASK_ADVANCE} <= set(app.tasks)
+    redis = Settings(broker_url="redis://127.0.0.1:1/0", visibility_timeout=9000)
+    assert transport_options(redis)["visibility_timeout"] == 9000
+    assert transport_options(Settings())["polling_interval"] == 0.005
+
+
+def test_task_messages_carry_ids_and_references_only(engine: Engine) -> None:
+    run = engine.start(load_bundle([EXAMPLE]), "three-tier", "planned")
+    with engine.db.session() as session:
+        compiled = CompiledRun.from_json(repository.get_run(session, run_id=run.id).compiled)
+    for stage in compiled.stages:
+        for unit in stage.units:
+            kwargs = unit_kwargs(run.id, stage, unit)
+            assert list(kwargs)[:5] == ["run_id", "stage", "group", "vm", "unit_key"]
+            text = json.dumps(kwargs)
+            assert "FERRYMAN_LAB_PASSWORD" not in text  # not even the reference travels
+    assert run.status == RunStatus.RUNNING
