@@ -7,8 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 import plans
+from plans import loader
 from tests.plans.conftest import EXAMPLES
 
 INVALID = EXAMPLES / "invalid"
@@ -33,8 +35,16 @@ def test_there_are_enough_cases() -> None:
     assert {p.stem for p in INVALID.glob("*.yaml")} == set(CASES)
 
 
+@pytest.fixture(params=["libyaml", "pure-python"])
+def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run with libyaml's parser (when PyYAML has it) and with PyYAML's own: same results."""
+    if request.param == "pure-python":
+        monkeypatch.setattr(loader, "_PARSER", yaml.SafeLoader)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("name", CASES)
-def test_invalid_example(name: str) -> None:
+def test_invalid_example(name: str, parser: str) -> None:
     example = INVALID / f"{name}.yaml"
     expected = (INVALID / f"{name}.expected").read_text(encoding="utf-8").splitlines()
     report = plans.validate([example])
