@@ -171,14 +171,3 @@ def dns_error(cmdlet: str, code: int, message: str, target: Any = None) -> Error
         target_object=target,
         exception_type="Microsoft.Management.Infrastructure.CimException",
     )
-
-
-def vmm_error(cmdlet: str, code: int, message: str, target: Any = None) -> ErrorInfo:
-    """A VMM cmdlet error; VMM ids carry its numeric error code."""
-    return ErrorInfo(
-        message=f"{message} (Error ID: {code})",
-        fully_qualified_error_id=f"{code},{cmdlet_class(cmdlet)}",
-        category="ObjectNotFound" if code == 801 else "InvalidArgument",
-        target_object=target,
-        exception_type="Microsoft.VirtualManager.Utils.CarmineException",
-    )
