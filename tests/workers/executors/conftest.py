@@ -10,6 +10,7 @@ import pytest
 from tests.support.bind import bind_servers  # noqa: F401  (fixture for the DNS tests)
 from workers.executors import StepContext, context
 
+from .labdriver import lab, pools  # noqa: F401  (fixtures for the lab tests)
 from .world import World, example_world, host_ref
 
 # In the compiler's order: each site's VMM server first, then its Hyper-V hosts.

@@ -9,120 +9,19 @@ mutating call at all, and that each mutating cmdlet reached each VM exactly once
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
 import pytest
-import yaml
 
-from lab.testing import LabHandle, running_lab
-from workers.executors import StepContext, context, run_step
-from workers.executors.context import endpoint_for
+from lab.testing import LabHandle
+from workers.executors import compensate
 from workers.executors.dnsops import WindowsZone
 from workers.hyperv.pool import RunspacePoolCache
-from workers.hyperv.psrp import PsrpRunner
-from workflows.steps import HostRef, StepKind, StepOutcome, StepSpec
+from workflows.steps import StepKind
+
+from .labdriver import Driver, once_each
 
 pytestmark = pytest.mark.integration
 
 K = StepKind
-TOPOLOGY = Path(__file__).resolve().parents[3] / "deploy" / "lab" / "topology.yaml"
-PASSWORD_ENV = "FERRYMAN_LAB_PASSWORD"
-
-
-def _topology() -> dict[str, Any]:
-    """The shared example topology on ephemeral ports (tests never take the fixed ones)."""
-    topology: dict[str, Any] = yaml.safe_load(TOPOLOGY.read_text())
-    topology.pop("admin_port", None)
-    for host in topology["hosts"]:
-        host.pop("port", None)
-    return topology
-
-
-@pytest.fixture(params=["ntlm", "basic"])
-def lab(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[LabHandle]:
-    with running_lab(_topology(), auth=request.param) as handle:
-        monkeypatch.setenv(PASSWORD_ENV, handle.password)
-        yield handle
-
-
-@pytest.fixture
-def pools() -> Iterator[RunspacePoolCache]:
-    cache = RunspacePoolCache()
-    yield cache
-    cache.close()
-
-
-class Driver:
-    """Runs steps the way a worker does: a fresh context per task, pools shared."""
-
-    def __init__(self, lab: LabHandle, pools: RunspacePoolCache, failover_type: str) -> None:
-        self.lab = lab
-        self.pools = pools
-        self.failover_type = failover_type
-        self.hosts = {
-            name: HostRef(
-                name=name,
-                site=ep.site,
-                url=ep.url,
-                auth=ep.auth,
-                username=f"LAB\\{ep.username}" if ep.auth == "ntlm" else ep.username,
-                password_ref=f"env:{PASSWORD_ENV}",
-            )
-            for name, ep in lab.endpoints.items()
-        }
-        self.prior: dict[str, dict[str, dict[str, Any]]] = {}
-
-    def ctx(self, vm: str) -> StepContext:
-        return context(
-            "run-lab",
-            self.failover_type,
-            "failover",
-            self.hosts,
-            self.prior.setdefault(vm, {}),
-            runner_factory=lambda ref: PsrpRunner(endpoint_for(ref), cache=self.pools),
-            poll_interval=0.05,
-        )
-
-    def audit(self) -> list[dict[str, Any]]:
-        status, body = self.lab.admin("GET", "/audit")
-        assert status == 200
-        entries: list[dict[str, Any]] = body["entries"]
-        return entries
-
-    def twice(self, kind: StepKind, host: str, vm: str, **params: Any) -> StepOutcome:
-        """Run a step, then again in a new task; the second must not reach the lab."""
-        step = StepSpec(f"{vm}/{kind.value}", kind, vm, host, params)
-        first = run_step(self.ctx(vm), step)
-        self.prior[vm][kind.value] = first.result
-        before = self.audit()
-        second = run_step(self.ctx(vm), step)
-        after = self.audit()
-        assert after[len(before) :] == [], f"{kind} of {vm} mutated again: {after[len(before) :]}"
-        assert second.changed is False, f"{kind} of {vm} changed something on its second run"
-        return first
-
-    def vm_state(self, name: str, host: str) -> dict[str, Any]:
-        status, body = self.lab.admin("GET", "/state")
-        assert status == 200
-        found = [v for v in body["vms"] if v["name"] == name and v["host"] == host]
-        assert found, f"no {name} on {host} in the lab"
-        state: dict[str, Any] = found[0]
-        return state
-
-
-def _once_each(entries: list[dict[str, Any]]) -> None:
-    """Each successful mutating call (host, cmdlet, VM, parameter names) happened once."""
-    calls = Counter(
-        (e["host"], e["cmdlet"], e["vm"], tuple(sorted(e["parameters"])))
-        for e in entries
-        if e["outcome"] == "ok"
-    )
-    repeated = {call: n for call, n in calls.items() if n > 1}
-    assert repeated == {}
-    assert all(e["outcome"] == "ok" for e in entries), [e for e in entries if e["outcome"] != "ok"]
 
 
 def test_test_failover_and_cleanup(lab: LabHandle, pools: RunspacePoolCache) -> None:
@@ -164,7 +63,7 @@ def test_test_failover_and_cleanup(lab: LabHandle, pools: RunspacePoolCache) -> 
         run.twice(K.TEST_CLEANUP, host, vm)
         assert run.vm_state(vm, host)["test_vm"] is None
 
-    _once_each(run.audit())
+    once_each(run.audit())
     # One runspace pool per host for every task of the run, never one per call.
     assert pools.opened == {"hv-got-1": 1, "hv-got-2": 1, "vmm-got": 1}
 
@@ -191,7 +90,7 @@ def test_planned_failover_and_failback(lab: LabHandle, pools: RunspacePoolCache)
         assert new_primary["replication_state"] == "Replicating"
         assert (old_primary["mode"], old_primary["state"]) == ("Replica", "Off")
 
-    _once_each(run.audit())
+    once_each(run.audit())
 
 
 def test_unplanned_failover_commit_and_reverse(lab: LabHandle, pools: RunspacePoolCache) -> None:
@@ -218,14 +117,12 @@ def test_unplanned_failover_commit_and_reverse(lab: LabHandle, pools: RunspacePo
     new_primary, old_primary = run.vm_state(vm, "hv-got-2"), run.vm_state(vm, "hv-sto-2")
     assert (new_primary["mode"], new_primary["replication_state"]) == ("Primary", "Replicating")
     assert (old_primary["mode"], old_primary["replication_state"]) == ("Replica", "Replicating")
-    _once_each(run.audit())
+    once_each(run.audit())
 
 
 def test_compensating_a_planned_failover_restores_the_primary(
     lab: LabHandle, pools: RunspacePoolCache
 ) -> None:
-    from workers.executors import compensate
-
     run = Driver(lab, pools, "planned")
     vm = "app-01"
     undos = [
@@ -248,4 +145,4 @@ def test_compensating_a_planned_failover_restores_the_primary(
         "Replicating",
     )
     assert (replica["state"], replica["replication_state"]) == ("Off", "Replicating")
-    _once_each(run.audit())
+    once_each(run.audit())
