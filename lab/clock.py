@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime, timedelta
-
-# Lab time starts at the real time of creation so timestamps look plausible.
+from datetime import UTC, datetime
 
 
 class Clock:
@@ -22,6 +20,7 @@ class Clock:
         if time_scale < 0:
             raise ValueError("time_scale must be >= 0 (0 freezes the clock)")
         self.time_scale = time_scale
+        # Lab time starts at the real time of creation, so timestamps look plausible.
         self._start = time.time() if start is None else start
         self._t0 = time.monotonic()
         self._offset = 0.0
@@ -62,8 +61,3 @@ class Clock:
         if real <= 0:
             return
         (stop or threading.Event()).wait(real)
-
-
-def as_timedelta(seconds: float) -> timedelta:
-    """Seconds as a :class:`timedelta` (how PowerShell sends TimeSpan values)."""
-    return timedelta(seconds=seconds)
