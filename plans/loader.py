@@ -317,7 +317,7 @@ class _Builder:
         self.issues: list[tuple[str, Position]] = []
         self.nodes = 0
         self.active: set[int] = set()
-        self.constructor = yaml.SafeLoader("")
+        self.constructor = yaml.constructor.SafeConstructor()
 
     def build(self, node: Node, path: DocPath) -> Any:
         self.nodes += 1
@@ -354,8 +354,9 @@ class _Builder:
         try:
             return self.constructor.construct_object(node)
         except (yaml.YAMLError, ValueError, OverflowError) as exc:
+            reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise _Refused(
-                f"cannot read the value {node.value[:40]!r}: {exc}", _pos(node)
+                f"cannot read the value {node.value[:40]!r}: {reason}", _pos(node)
             ) from None
 
     def _mapping(self, node: MappingNode, path: DocPath) -> dict[str, Any]:
