@@ -1,0 +1,177 @@
+"""Makespan vs critical path: how much of a recovery's time the orchestrator adds.
+
+The lab gets a fixed latency on every cmdlet and a boot time for every guest; Ferryman runs a
+test failover of G groups x M VMs. A perfect orchestrator would run each VM's calls back to
+back, all VMs of a group at once, and start group g+1 the moment group g is up, so
+
+    critical path = sum over groups of max over its VMs of
+                    (calls up to and including Start-VM) x latency + boot + latency
+
+(the last term is the one IP read that finds the address). The calls per VM are the ones the
+run really made, read from the lab's record of every call, so the bound counts Ferryman's own
+idempotency reads as necessary work and charges only waiting and bookkeeping to it.
+
+The lab's record also gives the explanation when the ratio is high: how many calls ran at once
+on one host at most (1 means they were serialised), the bound that serialising every call on
+a host implies, and the gap between one group's last call and the next group's first.
+
+Run alone: ``python -m bench.makespan [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bench import pipeline
+from bench.calls import Call, CallLog
+from bench.engine import ferryman, ferryman_env
+from bench.overhead import FERRYMAN_DB, lab_for, urls_of
+from bench.plans import PLAN_NAME, Shape, write_bundle
+from bench.services import redis_server
+
+LATENCY = 0.1  # seconds per cmdlet
+BOOT = 1.0  # real seconds from Start-VM until the guest reports its address
+TIME_SCALE = 0.01  # real seconds per lab second; boot_seconds = BOOT / TIME_SCALE
+STAGE_ALLOWANCE = 0.05  # the target's fixed allowance per stage (seconds)
+
+
+def _group_of(shape: Shape) -> dict[str, int]:
+    return {vm: g for g, names in enumerate(shape.groups_of_names()) for vm in names}
+
+
+def critical_path(shape: Shape, calls: CallLog, latency: float, boot: float) -> dict[str, Any]:
+    """The perfect orchestrator's makespan and what it is made of (see module docstring)."""
+    per_vm = calls.per_vm()
+    group_of = _group_of(shape)
+    worst: dict[int, float] = defaultdict(float)
+    before_start: list[int] = []
+    for vm, vm_calls in per_vm.items():
+        names = [c.cmdlet for c in vm_calls]
+        upto = names.index("Start-VM") + 1 if "Start-VM" in names else len(names)
+        before_start.append(upto)
+        worst[group_of[vm]] = max(worst[group_of[vm]], upto * latency + boot + latency)
+    return {
+        "critical_path_s": round(sum(worst.values()), 3),
+        "calls_before_start_vm": sorted(set(before_start)),
+    }
+
+
+def host_concurrency(calls: list[Call]) -> dict[str, int]:
+    """The most calls the lab ran at the same moment, per host."""
+    events: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for call in calls:
+        events[call.host] += [(call.start, 1), (call.end, -1)]
+    peaks = {}
+    for host, points in events.items():
+        running = peak = 0
+        for _, delta in sorted(points, key=lambda p: (p[0], p[1])):
+            running += delta
+            peak = max(peak, running)
+        peaks[host] = peak
+    return peaks
+
+
+def serial_bound(shape: Shape, calls: CallLog, latency: float) -> float:
+    """The makespan if each host ran one call at a time: per group, the busiest host's calls."""
+    group_of = _group_of(shape)
+    per_group_host: dict[tuple[int, str], int] = defaultdict(int)
+    for vm, vm_calls in calls.per_vm().items():
+        for call in vm_calls:
+            per_group_host[(group_of[vm], call.host)] += 1
+    busiest: dict[int, int] = defaultdict(int)
+    for (group, _host), count in per_group_host.items():
+        busiest[group] = max(busiest[group], count)
+    return round(sum(busiest.values()) * latency, 3)
+
+
+def stage_gaps(shape: Shape, calls: CallLog) -> list[float]:
+    """Seconds between a group's last call and the next group's first call."""
+    group_of = _group_of(shape)
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
+    for vm, vm_calls in calls.per_vm().items():
+        g = group_of[vm]
+        first[g] = min(first.get(g, vm_calls[0].start), vm_calls[0].start)
+        last[g] = max(last.get(g, vm_calls[-1].end), vm_calls[-1].end)
+    return [round(first[g + 1] - last[g], 3) for g in range(shape.groups - 1) if g + 1 in first]
+
+
+def run(*, quick: bool, concurrency: int | None = None, timeout: float = 1800) -> dict[str, Any]:
+    """Run the plan on the slow lab and compare its makespan with the critical path."""
+    reason = pipeline.available()
+    if reason is not None:
+        return {"skipped": f"the engine cannot run: {reason}"}
+    shape = Shape(5, 20, boot_seconds=BOOT / TIME_SCALE)
+    if not quick:
+        shape = Shape(10, 100, boot_seconds=BOOT / TIME_SCALE)
+    per_group = shape.vm_count // shape.groups
+    threads = concurrency or per_group  # enough slots that the pool never limits a group
+    settings = {
+        "groups": shape.groups,
+        "vms_per_group": per_group,
+        "vms": shape.vm_count,
+        "hosts_per_site": shape.hosts_per_site,
+        "latency_ms": LATENCY * 1000,
+        "boot_s": BOOT,
+        "worker_concurrency": threads,
+        "worker_pool": "threads",
+        "failover_type": "test",
+    }
+    out: dict[str, Any] = {"settings": settings}
+    with (
+        tempfile.TemporaryDirectory(prefix="ferryman-bench-") as tmp,
+        redis_server() as server,
+        lab_for(shape, latency=LATENCY, time_scale=TIME_SCALE) as lab,
+    ):
+        workdir = Path(tmp)
+        plan_file = write_bundle(workdir / "makespan", shape, urls_of(lab))
+        env = ferryman_env(
+            server, workdir, db=FERRYMAN_DB, password=lab.password, database_url=None
+        )
+        with ferryman(env, concurrency=threads, log_dir=workdir) as harness:
+            lab.calls.clear()
+            timing = harness.run(plan_file, PLAN_NAME, timeout=timeout)
+        calls = lab.calls
+        out["status"] = timing.status
+        if timing.status != "succeeded":
+            out["error"] = f"the run ended {timing.status}: {timing.error[:300]}"
+            return out
+        out["makespan_s"] = round(timing.recorded_s, 3)
+        out.update(critical_path(shape, calls, LATENCY, BOOT))
+        out["calls_per_vm"] = round(calls.calls_per_vm(), 2)
+        out["cmdlets"] = calls.cmdlet_counts()
+        out["max_concurrent_calls_per_host"] = host_concurrency(calls.calls())
+        out["host_serial_bound_s"] = serial_bound(shape, calls, LATENCY)
+        gaps = stage_gaps(shape, calls)
+        out["stage_gap_s"] = {"min": min(gaps), "max": max(gaps)} if gaps else {}
+    critical = out["critical_path_s"]
+    target = 1.05 * critical + STAGE_ALLOWANCE * shape.groups
+    out["makespan_ratio"] = round(out["makespan_s"] / critical, 2)
+    out["target_s"] = round(target, 3)
+    out["meets_target"] = out["makespan_s"] <= target
+    out["summary"] = [
+        f"{shape.groups}x{per_group} VMs, {LATENCY * 1000:g} ms/cmdlet, boot {BOOT:g} s: "
+        f"makespan {out['makespan_s']} s vs critical path {critical} s "
+        f"(target {out['target_s']} s); one-call-per-host bound {out['host_serial_bound_s']} s; "
+        f"peak concurrent calls per host {max(out['max_concurrent_calls_per_host'].values())}"
+    ]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.makespan [--quick]``."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    options = parser.parse_args(argv)
+    print(json.dumps(run(quick=options.quick), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
