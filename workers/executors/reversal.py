@@ -7,17 +7,20 @@ points somewhere else is refused rather than silently "fixed".
 
 from __future__ import annotations
 
-from workers.executors.base import host_of, param, refused_as_step_error, vm_of
+from workers.executors.base import host_of, param, refused_as_step_error, vm_of, wait_until
 from workers.executors.context import StepContext
-from workers.executors.errors import StepParamsError
+from workers.executors.errors import InvalidReplicationState, StepParamsError
 from workers.executors.lookup import (
+    OFF,
     find_replication,
+    find_vm,
     invalid_state,
     require_replication,
     require_vm,
     same_host,
     state_text,
 )
+from workers.hyperv.hyperv import HyperVHost
 from workers.hyperv.states import ReplicationMode as Mode
 from workers.hyperv.states import ReplicationState as RS
 from workflows.steps import StepOutcome, StepSpec
@@ -69,13 +72,34 @@ def reverse(ctx: StepContext, spec: StepSpec) -> StepOutcome:
 
 
 def set_as_replica(ctx: StepContext, spec: StepSpec) -> StepOutcome:
-    """Set-VMReplication -AsReplica on the old primary (after an unplanned failover)."""
+    """Set-VMReplication -AsReplica on the old primary (after an unplanned failover).
+
+    An old primary that came back up running is shut down first: its data is about to be
+    replaced by the initial replication from the new primary, and -AsReplica needs it off.
+    """
     vm, host = vm_of(spec), host_of(spec)
+    timeout = param(spec, "timeout", float, 600.0)
     hv = ctx.hyperv(host)
     repl = find_replication(hv, vm)
     if repl is not None and repl.mode is Mode.REPLICA:
         return StepOutcome(result={"mode": "Replica"}, changed=False)
-    require_vm(hv, spec, vm)
+    info = require_vm(hv, spec, vm)
+    shut_down = False
+    if info.state not in OFF:
+        with refused_as_step_error(
+            spec,
+            host,
+            "Stop-VM",
+            lambda: state_text(hv, vm),
+            "Turn the old primary off by hand, then resume the run",
+        ):
+            hv.stop_vm(vm, force=True)
+        shut_down = True
+        if wait_until(lambda: _off(hv, vm), timeout=timeout, interval=ctx.poll_interval) is None:
+            raise InvalidReplicationState(
+                f"old primary {vm} on {host} did not reach Off within {timeout:g}s after "
+                "Stop-VM; turn it off by hand, then resume the run"
+            )
     with refused_as_step_error(
         spec,
         host,
@@ -84,7 +108,12 @@ def set_as_replica(ctx: StepContext, spec: StepSpec) -> StepOutcome:
         "Make sure the old primary VM is off and not failed over, then resume the run",
     ):
         hv.set_replication_as_replica(vm)
-    return StepOutcome(result={"mode": "Replica"})
+    return StepOutcome(result={"mode": "Replica", "shut_down": shut_down})
+
+
+def _off(hv: HyperVHost, vm: str) -> bool | None:
+    info = find_vm(hv, vm)
+    return True if info is not None and info.state in OFF else None
 
 
 def reverse_to(ctx: StepContext, spec: StepSpec) -> StepOutcome:

@@ -108,8 +108,9 @@ def test_unplanned_failover_commit_and_reverse(lab: LabHandle, pools: RunspacePo
     assert run.vm_state(vm, "hv-got-2")["replication_state"] == "FailedOver"
 
     assert lab.admin("POST", "/hosts/hv-sto-2/up")[0] == 200  # the old site is back
-    run.twice(K.SHUTDOWN_PRIMARY, "hv-sto-2", vm)  # it came back running: stop it first
-    run.twice(K.SET_AS_REPLICA, "hv-sto-2", vm)
+    assert run.vm_state(vm, "hv-sto-2")["state"] == "Running"  # it came back up running
+    as_replica = run.twice(K.SET_AS_REPLICA, "hv-sto-2", vm)
+    assert as_replica.result == {"mode": "Replica", "shut_down": True}
     run.twice(K.REVERSE_TO, "hv-got-2", vm, replica_server="hv-sto-2")
     run.twice(K.START_INITIAL_REPLICATION, "hv-got-2", vm)
     assert lab.admin("POST", "/time/advance", {"seconds": 120})[0] == 200

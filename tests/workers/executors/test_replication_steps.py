@@ -169,7 +169,8 @@ def test_commit_then_reverse_to_then_initial_replication(
     run_step(ctx, spec(K.FAILOVER, "hv-got-1"))
     twice(world, ctx, spec(K.COMMIT, "hv-got-1"))
     assert world.vm("hv-got-1", "sql-01").repl.state == "FailedOver"  # type: ignore[union-attr]
-    twice(world, ctx, spec(K.SET_AS_REPLICA, "hv-sto-1"))
+    as_replica = twice(world, ctx, spec(K.SET_AS_REPLICA, "hv-sto-1"))
+    assert as_replica.result == {"mode": "Replica", "shut_down": True}  # it was running
     twice(world, ctx, spec(K.REVERSE_TO, "hv-got-1", replica_server="hv-sto-1"))
     out = twice(world, ctx, spec(K.START_INITIAL_REPLICATION, "hv-got-1"))
     assert out.result == {"state": "Replicating"}

@@ -297,6 +297,8 @@ class World:
         r = vm.repl
         assert r is not None
         if "AsReplica" in sw:
+            if vm.state != "Off":
+                raise _fail(host, "Set-VMReplication", "turn the virtual machine off first")
             r.mode, r.state = "Replica", "WaitingForInitialReplication"
             return PSResult()
         if "Reverse" not in sw:
