@@ -196,18 +196,47 @@ def plan_document(shape: Shape, *, name: str = PLAN_NAME) -> dict[str, Any]:
     }
 
 
-def write_bundle(
-    directory: Path, shape: Shape, urls: dict[str, str], *, plan_names: tuple[str, ...] = ()
-) -> Path:
-    """Write ``fabric.yaml`` and ``plan.yaml`` (plan ``bench`` plus ``plan_names``) to a folder.
+def split_plans(shape: Shape, count: int) -> dict[str, dict[str, Any]]:
+    """``count`` plans over disjoint VMs: plan ``bench-01`` takes the first groups, and so on.
 
-    Returns the plan file, which includes the fabric file as the examples do.
+    ``shape.groups`` must be a multiple of ``count``; every plan gets the same number of groups.
+    """
+    if shape.groups % count:
+        raise ValueError(f"{shape.groups} groups do not split into {count} equal plans")
+    per_plan = shape.groups // count
+    groups = shape.groups_of_names()
+    plans = {}
+    for index in range(count):
+        mine = groups[index * per_plan : (index + 1) * per_plan]
+        plans[f"{PLAN_NAME}-{index + 1:02d}"] = {
+            "pairing": PAIRING,
+            "description": f"benchmark plan {index + 1} of {count}",
+            "test_network": "isolated",
+            "groups": [
+                {"name": f"group-{g + 1:03d}", "vms": names} for g, names in enumerate(mine)
+            ],
+        }
+    return plans
+
+
+def write_bundle(
+    directory: Path,
+    shape: Shape,
+    urls: dict[str, str],
+    *,
+    plans: dict[str, dict[str, Any]] | None = None,
+) -> Path:
+    """Write ``fabric.yaml`` and ``plan.yaml`` to a folder; returns the plan file.
+
+    The plan file includes the fabric file as the examples do and holds ``plans`` (default:
+    one plan :data:`PLAN_NAME` over every VM).
     """
     directory.mkdir(parents=True, exist_ok=True)
     fabric_path = directory / "fabric.yaml"
     plan_path = directory / "plan.yaml"
     _dump(fabric_path, {"version": 1, "fabric": fabric_document(shape, urls)})
-    plans = {name: plan_document(shape, name=name) for name in (PLAN_NAME, *plan_names)}
+    if plans is None:
+        plans = {PLAN_NAME: plan_document(shape)}
     _dump(plan_path, {"version": 1, "include": ["fabric.yaml"], "plans": plans})
     return plan_path
 
