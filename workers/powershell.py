@@ -37,7 +37,11 @@ class PSResult:
 
 
 class PowerShellRunner(Protocol):
-    """Runs one cmdlet with named parameters on one host; never builds script text."""
+    """Runs typed cmdlets with named parameters on one host; never builds script text.
+
+    ``run_pipeline`` came after ``run`` and ``run_script``: callers that need it should work
+    with older runners through :func:`supports_pipelines`.
+    """
 
     def run(
         self,
@@ -54,8 +58,33 @@ class PowerShellRunner(Protocol):
         """
         ...
 
+    def run_pipeline(
+        self,
+        commands: Sequence[tuple[str, Mapping[str, Any], Sequence[str]]],
+        *,
+        timeout: float | None = None,
+    ) -> PSResult:
+        """Invoke cmdlets chained into one pipeline: each ``(cmdlet, parameters, switches)``
+        receives the previous one's output objects as pipeline input, in the same runspace.
+
+        This is how a cmdlet gets a *live* object that a client cannot send back, e.g.
+        ``Get-VMSnapshot ... | Start-VMFailover``. The result is the last cmdlet's output and
+        every command's error records; errors are raised as in :meth:`run`.
+        """
+        ...
+
     def run_script(
-        self, script: str, parameters: Mapping[str, Any] | None = None, *, timeout: float | None = None
+        self,
+        script: str,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> PSResult:
         """Run a plan's PowerShell script text (an operator-written action) with parameters."""
         ...
+
+
+def supports_pipelines(runner: object) -> bool:
+    """True when ``runner`` implements :meth:`PowerShellRunner.run_pipeline` (runners written
+    before it existed, such as some test doubles, only have ``run`` and ``run_script``)."""
+    return callable(getattr(runner, "run_pipeline", None))

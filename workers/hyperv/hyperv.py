@@ -17,7 +17,7 @@ from typing import Any
 
 from workers.errors import CmdletFailed
 from workers.hyperv.models import Adapter, RecoveryPoint, ReplicationInfo, VMInfo
-from workers.powershell import PowerShellRunner, PSResult
+from workers.powershell import PowerShellRunner, PSResult, supports_pipelines
 
 TEST_SUFFIX = " - Test"
 # Snapshot types that are replica recovery points (the rest are ordinary checkpoints).
@@ -125,23 +125,62 @@ class HyperVHost:
 
         ``recovery_snapshot`` chooses an older point: a :class:`RecoveryPoint` or its name or
         ID (looked up with :meth:`get_recovery_points`; an unknown one raises CmdletFailed).
-        The point goes to ``-VMRecoverySnapshot`` as the snapshot's identifying properties
-        (Id, Name, VMName), which is the parameter set that takes no ``-VMName``.
+        Hyper-V's ``-VMRecoverySnapshot`` takes a live ``VMSnapshot`` object, which a client
+        cannot send back (it only holds a deserialised copy), so the point is read and failed
+        over to in one pipeline on the host::
+
+            Get-VMSnapshot -VMName X -Name P -SnapshotType T | Start-VMFailover -Confirm:$false
         """
         if prepare and (as_test or recovery_snapshot is not None):
             raise ValueError("-Prepare runs on the primary and takes no test or recovery point")
         switches = [s for s, on in (("Prepare", prepare), ("AsTest", as_test)) if on]
-        params: dict[str, Any] = {"Confirm": False}
         if recovery_snapshot is None:
-            params["VMName"] = vm
-        else:
-            point = self._recovery_point(vm, recovery_snapshot)
-            params["VMRecoverySnapshot"] = {
-                "Id": point.id,
-                "Name": point.name,
-                "VMName": point.vm_name or vm,
-            }
-        self._call("Start-VMFailover", params, switches)
+            self._call("Start-VMFailover", {"VMName": vm, "Confirm": False}, switches)
+            return
+        point = self._recovery_point(vm, recovery_snapshot)
+        if not supports_pipelines(self.runner):
+            # Runners that predate run_pipeline (test doubles) get the point's identifying
+            # properties; a real host needs the pipeline below.
+            params = {"VMRecoverySnapshot": _point_properties(vm, point), "Confirm": False}
+            self._call("Start-VMFailover", params, switches)
+            return
+        self._failover_to_point(vm, point, switches)
+
+    def _failover_to_point(self, vm: str, point: RecoveryPoint, switches: Sequence[str]) -> None:
+        snapshot_type = (
+            point.snapshot_type if point.snapshot_type in RECOVERY_SNAPSHOT_TYPES else "Replica"
+        )
+        label = "Get-VMSnapshot | Start-VMFailover"
+        result = self.runner.run_pipeline(
+            [
+                (
+                    "Get-VMSnapshot",
+                    {
+                        "VMName": point.vm_name or vm,
+                        # -Name takes wildcards: the point's own name must match only itself.
+                        "Name": escape_wildcards(point.name),
+                        "SnapshotType": snapshot_type,
+                    },
+                    (),
+                ),
+                # -Passthru: the failed-over VM comes back, so "nothing was piped in" (the
+                # point vanished between the read and the failover) cannot pass for success.
+                ("Start-VMFailover", {"Confirm": False}, (*switches, "Passthru")),
+            ]
+        )
+        if result.errors:
+            raise failed(self.host_name, label, result)
+        if not result.output:
+            raise CmdletFailed(
+                f"{label} on {self.host_name} failed nothing over: recovery point "
+                f"{point.name!r} of {vm} is gone (merged or pruned since it was listed); "
+                "list the points again and choose one, or fail over to the latest",
+                host=self.host_name,
+                cmdlet=label,
+                fully_qualified_error_id="RecoveryPointNotFound",
+                category="ObjectNotFound",
+                target=vm,
+            )
 
     def _recovery_point(self, vm: str, wanted: RecoveryPoint | str) -> RecoveryPoint:
         if isinstance(wanted, RecoveryPoint):
@@ -235,6 +274,16 @@ class HyperVHost:
                 target=name,
             )
         return result.output[0]
+
+
+def escape_wildcards(text: str) -> str:
+    """``text`` with PowerShell's wildcard characters escaped (as WildcardPattern.Escape
+    does), for ``-Name`` parameters that would otherwise match patterns."""
+    return "".join("`" + ch if ch in "*?[]`" else ch for ch in text)
+
+
+def _point_properties(vm: str, point: RecoveryPoint) -> dict[str, Any]:
+    return {"Id": point.id, "Name": point.name, "VMName": point.vm_name or vm}
 
 
 def failed(host: str, cmdlet: str, result: PSResult) -> CmdletFailed:

@@ -4,14 +4,16 @@ Every call is a typed pipeline: ``add_cmdlet`` + ``add_parameter`` (switches as 
 script text built from strings; :meth:`PsrpRunner.run_script` is only for operator-written
 scripts from a plan, and passes their parameters as parameters too.
 
-Calls share the host's pooled runspace (see ``pool.py``). A call takes the pool's lock per
-WS-Man request and polls with a short OperationTimeout, so concurrent calls on one host
-interleave instead of queueing behind a long-running cmdlet.
+Each call leases one of the host's sessions (see ``pool.py``) for its whole run, so calls on
+one host run side by side, up to the cache's ``pools_per_host``; a long-running cmdlet holds
+only its own session.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -21,33 +23,64 @@ from pypsrp.exceptions import AuthenticationError as AuthenticationFailed
 from pypsrp.exceptions import WinRMTransportError, WSManFaultError
 from pypsrp.powershell import PowerShell
 
-from plans.errors import FerrymanError
+from plans.errors import ConfigurationError, FerrymanError
 from workers.errors import CmdletFailed, RemoteTransientError
 from workers.hyperv.connection import PsrpEndpoint
 from workers.hyperv.faults import WSMAN_TIMED_OUT, classify
 from workers.hyperv.objects import error_from_record, output_object
-from workers.hyperv.pool import PooledRunspace, RunspacePoolCache
+from workers.hyperv.pool import (
+    DEFAULT_POOLS_PER_HOST,
+    MAX_SHELLS_PER_USER,
+    PooledRunspace,
+    RunspacePoolCache,
+)
 from workers.powershell import PSResult
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 600.0
 
-_shared_cache = RunspacePoolCache()
+# How many sessions the process-wide cache keeps per host (1..30); default 8.
+SESSIONS_PER_HOST_VARIABLE = "FERRYMAN_PSRP_SESSIONS_PER_HOST"
+
+_shared_cache: RunspacePoolCache | None = None
+_shared_lock = threading.Lock()
 
 
 def shared_cache() -> RunspacePoolCache:
-    """The process-wide pool cache: one runspace pool per host for all runners."""
-    return _shared_cache
+    """The process-wide pool cache, shared by all runners: up to
+    ``FERRYMAN_PSRP_SESSIONS_PER_HOST`` sessions per host (built on first use)."""
+    global _shared_cache
+    with _shared_lock:
+        if _shared_cache is None:
+            _shared_cache = RunspacePoolCache(pools_per_host=sessions_per_host(os.environ))
+        return _shared_cache
+
+
+def sessions_per_host(environ: Mapping[str, str]) -> int:
+    """The sessions-per-host setting from ``environ``; a bad value is a ConfigurationError."""
+    raw = environ.get(SESSIONS_PER_HOST_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_POOLS_PER_HOST
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_SHELLS_PER_USER:
+        raise ConfigurationError(
+            f"{SESSIONS_PER_HOST_VARIABLE}={raw!r}: give a whole number from 1 to "
+            f"{MAX_SHELLS_PER_USER} (WinRM's MaxShellsPerUser; keep room for other workers)"
+        )
+    return value
 
 
 class PsrpRunner:
-    """Runs cmdlets on one host (``endpoint``) through a cached pypsrp runspace pool.
+    """Runs cmdlets on one host (``endpoint``) through a leased session of ``cache``.
 
-    ``timeout`` (per call, seconds) bounds the whole call; when it passes, the pipeline is
-    stopped on the server and :class:`RemoteTransientError` is raised. ``poll_interval`` is
-    the WS-Man OperationTimeout of each Receive, i.e. the longest time one call holds the
-    pool's lock while waiting for output.
+    ``timeout`` (per call, seconds) bounds the whole call, including the wait for a free
+    session; when it passes, the pipeline is stopped on the server and
+    :class:`RemoteTransientError` is raised. ``poll_interval`` is the WS-Man OperationTimeout
+    of each Receive: how often the call looks at its deadline while a cmdlet runs.
     """
 
     def __init__(
@@ -77,15 +110,30 @@ class PsrpRunner:
         timeout: float | None = None,
     ) -> PSResult:
         """Invoke one cmdlet with named parameters and switches; see PowerShellRunner.run."""
+        return self.run_pipeline([(cmdlet, parameters or {}, switches)], timeout=timeout)
+
+    def run_pipeline(
+        self,
+        commands: Sequence[tuple[str, Mapping[str, Any], Sequence[str]]],
+        *,
+        timeout: float | None = None,
+    ) -> PSResult:
+        """Invoke typed cmdlets chained into one pipeline (``A | B``) in one runspace, so
+        live objects flow from one to the next; see PowerShellRunner.run_pipeline."""
+        if not commands:
+            raise ValueError("a pipeline needs at least one cmdlet")
 
         def build(ps: PowerShell) -> None:
-            ps.add_cmdlet(cmdlet)
-            for name, value in (parameters or {}).items():
-                ps.add_parameter(name, _wire_value(value))
-            for switch in switches:
-                ps.add_parameter(switch, True)
+            # add_cmdlet after add_cmdlet, without add_statement: one pipeline, not two.
+            for cmdlet, parameters, switches in commands:
+                ps.add_cmdlet(cmdlet)
+                for name, value in parameters.items():
+                    ps.add_parameter(name, _wire_value(value))
+                for switch in switches:
+                    ps.add_parameter(switch, True)
 
-        return self._invoke(build, cmdlet, timeout)
+        label = " | ".join(cmdlet for cmdlet, _, _ in commands)
+        return self._invoke(build, label, timeout)
 
     def run_script(
         self,
@@ -113,22 +161,29 @@ class PsrpRunner:
         limit = self.default_timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         for attempt in (1, 2):
-            entry = self.cache.acquire(self.endpoint)
-            ps = PowerShell(entry.pool)
-            build(ps)
-            try:
-                with entry.lock:
+            remaining = max(0.0, deadline - time.monotonic())
+            with self.cache.lease(self.endpoint, timeout=remaining) as entry:
+                ps = PowerShell(entry.pool)
+                build(ps)
+                try:
                     ps.begin_invoke()
-            except Exception as exc:
-                self.cache.discard(entry)
-                # A reused session the server no longer knows (it restarted, or dropped an idle
-                # shell or connection) is refused before anything runs: open a fresh one once.
-                # Other failures may have started the cmdlet, so they are not repeated.
-                if attempt == 1 and entry.uses > 1 and _session_refused(exc):
-                    log.info("PSRP session on %s is gone (%s); reopening", self.host, exc)
-                    continue
-                raise classify(exc, self.endpoint, label) from exc
-            return self._finish(entry, ps, label, deadline, limit)
+                except Exception as exc:
+                    self.cache.discard(entry)
+                    # A reused session the server no longer knows (it restarted, or dropped an
+                    # idle shell or connection) is refused before anything runs: open a fresh
+                    # one once. The host's other idle sessions are as old, so they go too.
+                    # Other failures may have started the cmdlet, so they are not repeated.
+                    if attempt == 1 and entry.uses > 1 and _session_refused(exc):
+                        dropped = self.cache.discard_idle(self.endpoint)
+                        log.info(
+                            "PSRP session on %s is gone (%s); reopening (%d idle dropped)",
+                            self.host,
+                            exc,
+                            dropped,
+                        )
+                        continue
+                    raise classify(exc, self.endpoint, label) from exc
+                return self._finish(entry, ps, label, deadline, limit)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _finish(
@@ -144,20 +199,19 @@ class PsrpRunner:
                         "stopped; will retry (raise the action's timeout if it needs longer)"
                     )
                 wait = max(0.2, min(self.poll_interval, remaining))
-                with entry.lock:
-                    try:
-                        # pypsrp annotates int but writes PT{n}S, where fractions are valid.
-                        ps.poll_invoke(timeout=wait)  # type: ignore[arg-type]
-                    except WSManFaultError as exc:
-                        # pypsrp itself swallows only the decimal form of TimedOut.
-                        if exc.code != WSMAN_TIMED_OUT:
-                            raise
+                try:
+                    # pypsrp annotates int but writes PT{n}S, where fractions are valid.
+                    ps.poll_invoke(timeout=wait)  # type: ignore[arg-type]
+                except WSManFaultError as exc:
+                    # pypsrp itself swallows only the decimal form of TimedOut.
+                    if exc.code != WSMAN_TIMED_OUT:
+                        raise
         except FerrymanError:
             raise
         except Exception as exc:
             self.cache.discard(entry)
             raise classify(exc, self.endpoint, label) from exc
-        self._close_pipeline(entry, ps)
+        self._close_pipeline(ps)
         return self._result(ps, label)
 
     def _result(self, ps: PowerShell, label: str) -> PSResult:
@@ -183,22 +237,20 @@ class PsrpRunner:
         return PSResult(output=output, errors=errors, had_errors=bool(errors))
 
     def _stop(self, entry: PooledRunspace, ps: PowerShell) -> None:
-        with entry.lock:
-            try:
-                ps.stop()
-            except Exception as exc:
-                # The session is in an unknown state after a failed stop: start afresh.
-                log.warning("stopping a timed-out pipeline on %s failed: %s", self.host, exc)
-                self.cache.discard(entry)
+        try:
+            ps.stop()
+        except Exception as exc:
+            # The session is in an unknown state after a failed stop: start afresh.
+            log.warning("stopping a timed-out pipeline on %s failed: %s", self.host, exc)
+            self.cache.discard(entry)
 
-    def _close_pipeline(self, entry: PooledRunspace, ps: PowerShell) -> None:
+    def _close_pipeline(self, ps: PowerShell) -> None:
         # Terminating the finished command frees its server-side resources; a long-lived pool
         # would otherwise accumulate them up to WinRM's per-user operation quota.
-        with entry.lock:
-            try:
-                ps.close()
-            except Exception as exc:
-                log.debug("closing a finished pipeline on %s failed: %s", self.host, exc)
+        try:
+            ps.close()
+        except Exception as exc:
+            log.debug("closing a finished pipeline on %s failed: %s", self.host, exc)
 
 
 def _session_refused(exc: BaseException) -> bool:

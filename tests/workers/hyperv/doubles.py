@@ -18,12 +18,17 @@ class Call:
     cmdlet: str
     parameters: dict[str, Any]
     switches: tuple[str, ...]
+    pipeline: str = ""  # "A | B" when the call was one command of a pipeline
 
 
 @dataclass
 class FakeRunner:
     """Answers each cmdlet from ``answers`` (a result, an exception, or a function of the
-    parameters); records every call. Unknown cmdlets answer an empty result."""
+    parameters); records every call. Unknown cmdlets answer an empty result.
+
+    A pipeline is answered as one call keyed ``"A | B"`` (its function gets the last
+    command's parameters and switches); each of its commands is recorded in ``calls``.
+    """
 
     answers: dict[str, list[Answer]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
@@ -43,12 +48,27 @@ class FakeRunner:
     ) -> PSResult:
         params = dict(parameters or {})
         self.calls.append(Call(cmdlet, params, tuple(switches)))
-        queue = self.answers.get(cmdlet, [])
+        return self._answer(cmdlet, params, tuple(switches))
+
+    def run_pipeline(
+        self,
+        commands: Sequence[tuple[str, Mapping[str, Any], Sequence[str]]],
+        *,
+        timeout: float | None = None,
+    ) -> PSResult:
+        label = " | ".join(cmdlet for cmdlet, _, _ in commands)
+        for cmdlet, parameters, switches in commands:
+            self.calls.append(Call(cmdlet, dict(parameters), tuple(switches), label))
+        _, last_params, last_switches = commands[-1]
+        return self._answer(label, dict(last_params), tuple(last_switches))
+
+    def _answer(self, key: str, params: dict[str, Any], switches: tuple[str, ...]) -> PSResult:
+        queue = self.answers.get(key, [])
         answer: Answer = (queue.pop(0) if len(queue) > 1 else queue[0]) if queue else PSResult()
         if isinstance(answer, BaseException):
             raise answer
         if callable(answer):
-            return answer(params, tuple(switches))
+            return answer(params, switches)
         return answer
 
     def run_script(

@@ -22,6 +22,7 @@ from lab.objects import (
     TransportFault,
 )
 from lab.server.backend import HostSpec, Role
+from lab.server.service import LabServer
 
 HOSTS = [
     HostSpec("hv-got-1", "gothenburg", Role.HYPERV),
@@ -118,3 +119,11 @@ def _vm(host: str) -> LabObject:
         },
         to_string="VirtualMachine (Name = 'sql-01')",
     )
+
+
+def open_shells(server: LabServer, host: str) -> int:
+    """How many shells (runspace pools) ``host``'s endpoint holds open right now.
+
+    The lab server has no public counter for this, so the tests read its per-host service.
+    """
+    return len(server._hosts[host].service.shells)

@@ -7,13 +7,21 @@ from datetime import UTC, datetime
 import pytest
 
 from workers.errors import CmdletFailed
-from workers.hyperv.hyperv import HyperVHost, ReplicationAuth, ReplicationSettings, name_of_test_vm
+from workers.hyperv.hyperv import (
+    HyperVHost,
+    ReplicationAuth,
+    ReplicationSettings,
+    escape_wildcards,
+    name_of_test_vm,
+)
 from workers.hyperv.models import RecoveryPoint, UnexpectedOutput
 from workers.hyperv.states import ReplicationHealth, ReplicationMode, ReplicationState, VMState
 
 from .doubles import FakeRunner, error, output
 
 POINT = RecoveryPoint("hourly", "p1", "Replica", None, "sql-01")
+TO_POINT = "Get-VMSnapshot | Start-VMFailover"
+FAILED_OVER = {"Name": "sql-01", "State": "Off", "ReplicationState": "FailedOverWaitingCompletion"}
 
 REPLICATION = {
     "VMName": "sql-01",
@@ -82,6 +90,7 @@ def test_empty_get_vm_is_not_found(runner: FakeRunner) -> None:
 
 
 def test_mutating_cmdlets_send_named_parameters_and_switches(runner: FakeRunner) -> None:
+    runner.on(TO_POINT, output(FAILED_OVER))
     host = HyperVHost(runner, "hv-got-1")
     host.stop_vm("sql-01", force=True, turn_off=True)
     host.start_failover("sql-01", prepare=True)
@@ -96,14 +105,13 @@ def test_mutating_cmdlets_send_named_parameters_and_switches(runner: FakeRunner)
         ("Stop-VM", {"Name": "sql-01"}, ("Force", "TurnOff")),
         ("Start-VMFailover", {"VMName": "sql-01", "Confirm": False}, ("Prepare",)),
         ("Start-VMFailover", {"VMName": "sql-01", "Confirm": False}, ("AsTest",)),
+        # The live snapshot object reaches -VMRecoverySnapshot through the pipeline.
         (
-            "Start-VMFailover",
-            {
-                "Confirm": False,
-                "VMRecoverySnapshot": {"Id": "p1", "Name": "hourly", "VMName": "sql-01"},
-            },
+            "Get-VMSnapshot",
+            {"VMName": "sql-01", "Name": "hourly", "SnapshotType": "Replica"},
             (),
         ),
+        ("Start-VMFailover", {"Confirm": False}, ("Passthru",)),
         (
             "Set-VMReplication",
             {"VMName": "sql-01", "Confirm": False, "ReplicaServerName": "hv-sto-1"},
@@ -115,20 +123,83 @@ def test_mutating_cmdlets_send_named_parameters_and_switches(runner: FakeRunner)
     ]
 
 
-def test_recovery_point_by_name_is_looked_up(runner: FakeRunner) -> None:
+def test_recovery_point_by_id_is_looked_up_then_piped_by_name(runner: FakeRunner) -> None:
     runner.on(
         "Get-VMSnapshot",
-        output({"Name": "hourly", "Id": "p1", "VMName": "sql-01", "SnapshotType": "Replica"}),
+        output(
+            {
+                "Name": "sql-01 - Application-consistent Replica - (11/29/2026 - 02:00:00 PM)",
+                "Id": "p1",
+                "VMName": "sql-01",
+                "SnapshotType": "AppConsistentReplica",
+            }
+        ),
     )
+    runner.on(TO_POINT, output(FAILED_OVER))
     host = HyperVHost(runner, "hv-got-1")
-    host.start_failover("sql-01", recovery_snapshot="p1")
-    assert runner.calls[-1].parameters["VMRecoverySnapshot"] == {
-        "Id": "p1",
-        "Name": "hourly",
+    host.start_failover("sql-01", recovery_snapshot="p1", as_test=True)
+    lookup, read, failover = runner.calls
+    assert (lookup.cmdlet, lookup.pipeline) == ("Get-VMSnapshot", "")
+    assert (read.pipeline, failover.pipeline) == (TO_POINT, TO_POINT)
+    # The point's own type, so a real host lists it whatever -SnapshotType Replica includes.
+    assert read.parameters == {
         "VMName": "sql-01",
+        "Name": "sql-01 - Application-consistent Replica - (11/29/2026 - 02:00:00 PM)",
+        "SnapshotType": "AppConsistentReplica",
     }
-    with pytest.raises(CmdletFailed, match=r"no recovery point 'yesterday'.*hourly"):
+    assert (failover.parameters, failover.switches) == ({"Confirm": False}, ("AsTest", "Passthru"))
+    with pytest.raises(CmdletFailed, match=r"no recovery point 'yesterday'.*Application"):
         host.start_failover("sql-01", recovery_snapshot="yesterday")
+
+
+def test_a_point_gone_before_the_failover_is_an_error_not_success(runner: FakeRunner) -> None:
+    # Get-VMSnapshot found nothing, so Start-VMFailover never ran: there is no VM to pass through.
+    runner.on(TO_POINT, output())
+    with pytest.raises(CmdletFailed, match="failed nothing over") as info:
+        HyperVHost(runner, "hv-got-1").start_failover("sql-01", recovery_snapshot=POINT)
+    assert info.value.fully_qualified_error_id == "RecoveryPointNotFound"
+    assert info.value.cmdlet == TO_POINT and info.value.target == "sql-01"
+
+
+def test_an_error_in_the_point_pipeline_fails_the_failover(runner: FakeRunner) -> None:
+    runner.on(
+        TO_POINT,
+        error(
+            "failed to fail over: turn the virtual machine off first.",
+            "InvalidState,Microsoft.HyperV.PowerShell.Commands.StartVMFailover",
+            "InvalidOperation",
+        ),
+    )
+    with pytest.raises(CmdletFailed, match="turn the virtual machine off") as info:
+        HyperVHost(runner, "hv-got-1").start_failover("sql-01", recovery_snapshot=POINT)
+    assert info.value.cmdlet == TO_POINT and info.value.category == "InvalidOperation"
+
+
+def test_wildcard_characters_in_a_point_name_match_only_themselves(runner: FakeRunner) -> None:
+    runner.on(TO_POINT, output(FAILED_OVER))
+    point = RecoveryPoint("nightly [keep] *", "p9", "Replica", None, "sql-01")
+    HyperVHost(runner, "hv-got-1").start_failover("sql-01", recovery_snapshot=point)
+    assert runner.calls[0].parameters["Name"] == "nightly `[keep`] `*"
+    assert escape_wildcards("a`b?") == "a``b`?"
+
+
+class RunOnlyRunner:
+    """A runner written before run_pipeline existed: only run and run_script."""
+
+    def __init__(self, inner: FakeRunner) -> None:
+        self.run = inner.run
+        self.run_script = inner.run_script
+
+
+def test_a_runner_without_pipelines_gets_the_points_properties(runner: FakeRunner) -> None:
+    host = HyperVHost(RunOnlyRunner(runner), "hv-got-1")  # type: ignore[arg-type]
+    host.start_failover("sql-01", recovery_snapshot=POINT)
+    [call] = runner.calls
+    assert call.cmdlet == "Start-VMFailover" and call.pipeline == ""
+    assert call.parameters == {
+        "VMRecoverySnapshot": {"Id": "p1", "Name": "hourly", "VMName": "sql-01"},
+        "Confirm": False,
+    }
 
 
 def test_prepare_with_test_is_refused(runner: FakeRunner) -> None:

@@ -25,11 +25,11 @@ from workers.errors import (
 )
 from workers.hyperv.connection import AuthMethod, PsrpEndpoint
 from workers.hyperv.hyperv import HyperVHost
-from workers.hyperv.pool import RunspacePoolCache
+from workers.hyperv.pool import PoolStats, RunspacePoolCache
 from workers.hyperv.psrp import PsrpRunner
 from workers.hyperv.states import ReplicationMode, VMState
 
-from .lab_double import RunnerBackend
+from .lab_double import RunnerBackend, open_shells
 
 pytestmark = pytest.mark.integration
 
@@ -134,7 +134,7 @@ def test_run_script_passes_parameters_as_parameters(site: Site) -> None:
     assert result.output == [{"Text": script, "VMName": "web-01"}]
 
 
-def test_one_pool_serves_twenty_threads(site: Site) -> None:
+def test_a_bounded_set_of_sessions_serves_twenty_threads(site: Site) -> None:
     runner = site.runner()
 
     def work(_: int) -> list[str]:
@@ -143,8 +143,16 @@ def test_one_pool_serves_twenty_threads(site: Site) -> None:
     with ThreadPoolExecutor(max_workers=20) as pool:
         results = list(pool.map(work, range(20)))
     assert results == [["sql-01"] * 3] * 20
-    assert site.cache.opened["hv-got-1"] == 1
+    opened = site.cache.opened["hv-got-1"]
+    assert 1 <= opened <= site.cache.pools_per_host == 8
+    # Every session came back and is kept for the next calls; the server holds exactly those.
+    assert site.cache.stats("hv-got-1") == PoolStats(idle=opened, busy=0, opening=0, waiting=0)
+    assert open_shells(site.server, "hv-got-1") == opened
     assert site.backend.pipelines["hv-got-1"] == 60
+    # Sequential calls afterwards reuse them: nothing new is opened.
+    for _ in range(5):
+        HyperVHost(runner, "hv-got-1").get_vm("sql-01")
+    assert site.cache.opened["hv-got-1"] == opened
 
 
 def test_a_long_cmdlet_does_not_hold_up_other_calls(site: Site) -> None:
