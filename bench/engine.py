@@ -90,6 +90,14 @@ class Harness:
         run_id, started = self.start(plan_file, plan, failover_type)
         return self.follow(run_id, started, timeout=timeout)
 
+    def progress(self, run_id: str) -> tuple[int, int]:
+        """How many of the run's steps have succeeded, and how many it has."""
+        from workflows.store import repository
+
+        with self.runtime.db.session() as session:
+            steps = repository.steps_of(session, run_id=run_id)
+            return sum(1 for s in steps if str(s.status) == "succeeded"), len(steps)
+
     def step_count(self, run_id: str) -> int:
         """How many steps the run recorded."""
         from workflows.store import repository

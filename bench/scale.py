@@ -5,6 +5,14 @@ resident set) belongs to that size alone; the child also reports tracemalloc's p
 load + validate + compile calls only (what the engine itself allocates) and the resident set
 it had before loading (the interpreter and imports). Generating the YAML is not timed.
 
+The child then measures what the engine's store costs at that size (SQLite file, nothing
+dispatched): creating the run with its step rows, loading the run row (workers do it before
+every step) and rebuilding the compiled run from it (workers do it for every unit). A per-step
+cost that grows with the plan makes a whole run grow with its square.
+
+In full mode the plan also runs end to end on the lab at zero latency (100 and 1,000 VMs, and
+5,000 within a time cap; a run that does not finish reports how far it got).
+
 Run alone: ``python -m bench.scale [--quick]``.
 """
 
@@ -65,7 +73,11 @@ def child(directory: Path, plan: str, *, trace: bool) -> dict[str, Any]:
     tracemalloc.stop()
     if trace:
         return {"tracemalloc_peak_mb": round(peak / 2**20, 1)}
+    rss_compiled = _maxrss_mb()
+    store = store_costs(report.bundle, plan, directory)
     return {
+        **store,
+        "peak_rss_with_store_mb": round(_maxrss_mb(), 1),
         "import_s": round(import_s, 4),
         "validate_s": round(t1 - t0, 4),
         "compile_s": round(t2 - t1, 4),
@@ -73,11 +85,54 @@ def child(directory: Path, plan: str, *, trace: bool) -> dict[str, Any]:
         "validate_compile_s": round(t2 - t0, 4),
         "compiled_json_kb": round(len(stored) / 1024),
         "rss_before_mb": round(rss_before, 1),
-        "peak_rss_mb": round(_maxrss_mb(), 1),
+        "peak_rss_mb": round(rss_compiled, 1),
         "warnings": len(report.problems),
         "stages": compiled.stages,
         "units": compiled.units,
         "steps": compiled.steps,
+    }
+
+
+class _NoDispatch:
+    """A dispatcher that sends nothing: the store's costs are measured without Celery."""
+
+    def dispatch(self, run_id: str, stage: Any) -> None:
+        """Drop the stage."""
+
+
+def store_costs(bundle: Any, plan: str, directory: Path) -> dict[str, Any]:
+    """What the engine's store costs for a run of this size (SQLite file, no workers).
+
+    ``start_s``: creating the run and its step rows (Engine.start). ``get_run_ms``: loading
+    the run row, as the workers do before every step. ``from_json_ms``: rebuilding the
+    CompiledRun from the row, as the workers do for every unit.
+    """
+    from workflows.compiler import CompiledRun
+    from workflows.engine import Engine
+    from workflows.settings import Settings
+    from workflows.store import Database, repository
+
+    database = directory / "store.db"
+    database.unlink(missing_ok=True)
+    settings = Settings(database_url=f"sqlite:///{database}")
+    engine = Engine(Database(settings.database_url), _NoDispatch(), settings)
+    t0 = time.perf_counter()
+    run = engine.start(bundle, plan, "test", requested_by="bench")
+    t1 = time.perf_counter()
+    samples = 5
+    for _ in range(samples):
+        # a fresh session each time, as a worker opens one per step
+        with engine.db.session() as session:
+            compiled = repository.get_run(session, run_id=run.id).compiled
+    t2 = time.perf_counter()
+    for _ in range(samples):
+        CompiledRun.from_json(compiled)
+    t3 = time.perf_counter()
+    engine.db.dispose()
+    return {
+        "store_start_s": round(t1 - t0, 4),
+        "get_run_ms": round((t2 - t1) / samples * 1000, 2),
+        "from_json_ms": round((t3 - t2) / samples * 1000, 2),
     }
 
 
@@ -104,7 +159,37 @@ def measure_size(groups: int, vms_per_group: int, workdir: Path) -> dict[str, An
     return figures
 
 
-def run(*, quick: bool, workdir: Path | None = None) -> dict[str, Any]:
+def end_to_end(shape: Shape, *, concurrency: int, timeout: float) -> dict[str, Any]:
+    """Run the plan on the lab at zero latency; seconds, or how far it got by ``timeout``."""
+    from bench.engine import ferryman, ferryman_env
+    from bench.overhead import FERRYMAN_DB, lab_for, urls_of
+    from bench.services import redis_server
+
+    with (
+        tempfile.TemporaryDirectory(prefix="ferryman-bench-") as tmp,
+        redis_server() as server,
+        lab_for(shape) as lab,
+    ):
+        workdir = Path(tmp)
+        plan_file = write_bundle(workdir / "e2e", shape, urls_of(lab))
+        env = ferryman_env(
+            server, workdir, db=FERRYMAN_DB, password=lab.password, database_url=None
+        )
+        with ferryman(env, concurrency=concurrency, log_dir=workdir) as harness:
+            timing = harness.run(plan_file, "bench", timeout=timeout)
+            done, total = harness.progress(timing.run_id)
+    figures: dict[str, Any] = {"vms": shape.vm_count, "status": timing.status}
+    if timing.status == "succeeded":
+        figures["e2e_s"] = round(timing.recorded_s, 2)
+        figures["per_vm_ms"] = round(timing.recorded_s / shape.vm_count * 1000, 1)
+    else:
+        figures["steps_done"] = f"{done} of {total} in {timeout:g} s"
+    return figures
+
+
+def run(
+    *, quick: bool, workdir: Path | None = None, e2e_cap: float = 1200, concurrency: int = 16
+) -> dict[str, Any]:
     """Measure every size; returns ``{"sizes": [...], "compile_5000_s": ..., ...}``."""
     reason = pipeline.available()
     if reason is not None:
@@ -120,6 +205,21 @@ def run(*, quick: bool, workdir: Path | None = None) -> dict[str, Any]:
         out["compile_5000_s"] = largest["validate_compile_s"]
         out["peak_mb_5000"] = largest["peak_rss_mb"]
         out["tracemalloc_mb_5000"] = largest["tracemalloc_peak_mb"]
+    good = [s for s in sizes if "error" not in s]
+    out["summary"] = [
+        "validate+compile ms/VM: " + ", ".join(f"{s['vms']}: {s['per_vm_ms']}" for s in good),
+        "store ms per step (get_run) / per unit (from_json): "
+        + ", ".join(f"{s['vms']}: {s['get_run_ms']}/{s['from_json_ms']}" for s in good),
+    ]
+    if not quick:
+        out["settings"] = {"e2e_worker_concurrency": concurrency, "e2e_cap_s": e2e_cap}
+        out["e2e"] = [
+            end_to_end(Shape(g, m), concurrency=concurrency, timeout=e2e_cap) for g, m in SIZES
+        ]
+        out["summary"].append(
+            "end to end: "
+            + ", ".join(f"{e['vms']}: {e.get('e2e_s', e.get('steps_done'))}" for e in out["e2e"])
+        )
     return out
 
 
