@@ -176,3 +176,9 @@ def test_stop_removes_the_ntlm_user_file_and_closes_ports(fake_backend: FakeBack
     assert not os.path.exists(path)
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), 2):
         pass
+
+
+def test_https_with_ntlm_instead_of_basic(https_server: LabServer) -> None:
+    endpoint = https_server.endpoints["hv-sto-1"]
+    with RunspacePool(wsman_for(endpoint, auth="ntlm", username="LAB\\ferryman")) as pool:
+        assert props(run(pool, "Get-VM", Name="web-02").output[0])["Name"] == "web-02"
