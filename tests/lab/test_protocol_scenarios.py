@@ -7,6 +7,8 @@ with the admin API, so nothing changes between a step and its checks.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import pytest
 import requests
 from pypsrp.powershell import PSInvocationState
@@ -208,3 +210,56 @@ def test_planned_failover_over_encrypted_transports(auth: str) -> None:
             assert {e["user"].lower().split("\\")[-1] for e in entries} == {"ferryman"}
         finally:
             sites.close()
+
+
+def enable_new_01(sites: Sites) -> None:
+    sites.ok(
+        STO,
+        "Enable-VMReplication",
+        VMName="new-01",
+        ReplicaServerName=GOT,
+        ReplicaServerPort=8083,
+        AuthenticationType="Kerberos",
+    )
+
+
+def test_offline_initial_replication_waits_for_the_import(sites: Sites) -> None:
+    enable_new_01(sites)
+    sites.ok(STO, "Start-VMInitialReplication", VMName="new-01", DestinationPath="D:\\export")
+    sites.advance(600)
+    sto, got = both(sites, "new-01")
+    assert sto[0] == "InitialReplicationInProgress"
+    assert got[0] == "WaitingForInitialReplication"
+    sites.ok(GOT, "Import-VMInitialReplication", VMName="new-01", Path="D:\\export")
+    assert both(sites, "new-01") == (
+        ("Replicating", "Primary", "Normal"),
+        ("Replicating", "Replica", "Normal"),
+    )
+
+
+def test_scheduled_initial_replication_starts_at_its_time(
+    sites: Sites, lab_handle: LabHandle
+) -> None:
+    enable_new_01(sites)
+    now = datetime.fromisoformat(lab_handle.admin("GET", "/state")[1]["time"])
+    # pypsrp cannot serialise a datetime parameter; workers send ISO 8601 text.
+    start = (now + timedelta(hours=1)).isoformat()
+    sites.ok(STO, "Start-VMInitialReplication", VMName="new-01", InitialReplicationStartTime=start)
+    sites.advance(1800)
+    assert sites.replication(STO, "new-01")[0] == "ReadyForInitialReplication"
+    sites.advance(3600)
+    assert both(sites, "new-01")[0][:2] == ("Replicating", "Primary")
+    assert both(sites, "new-01")[1][:2] == ("Replicating", "Replica")
+
+
+def test_failover_from_suspended_to_a_recovery_point_object(sites: Sites) -> None:
+    sites.ok(STO, "Suspend-VMReplication", VMName=VM)
+    assert both(sites)[0][0] == both(sites)[1][0] == "Suspended"
+    points = sites.ok(GOT, "Get-VMSnapshot", VMName=VM, SnapshotType="Replica")
+    assert points and str(points[0].adapted_properties["SnapshotType"]) == "Replica"
+    sites.ok(STO, "Stop-VM", Name=VM)
+    # The deserialised snapshot object goes back to the lab as a parameter value.
+    sites.ok(GOT, "Start-VMFailover", VMRecoverySnapshot=points[0])
+    assert sites.replication(GOT, VM)[:2] == ("FailedOverWaitingCompletion", "Replica")
+    sites.ok(GOT, "Stop-VMFailover", VMName=VM)
+    assert sites.replication(GOT, VM)[0] == "Replicating"
