@@ -49,8 +49,9 @@ def ferryman_env(
 class Harness:
     """Starts runs on the engine and follows them to the end."""
 
-    def __init__(self, runtime: Any) -> None:
+    def __init__(self, runtime: Any, worker_pids: list[int]) -> None:
         self.runtime = runtime
+        self.worker_pids = worker_pids
 
     def start(self, plan_file: Path, plan: str, failover_type: str = "test") -> tuple[str, float]:
         """Start a run of ``plan``; returns its id and the monotonic time of the call."""
@@ -136,7 +137,7 @@ def ferryman(
                 )
             )
         wait_for_workers(runtime.app, workers, ready_timeout, processes)
-        yield Harness(runtime)
+        yield Harness(runtime, [p.pid for p in processes])
     finally:
         for process in processes:
             stop_process(process)

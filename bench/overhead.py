@@ -33,8 +33,10 @@ from bench import bare, pipeline
 from bench.calls import CallLog, recording
 from bench.engine import ferryman, ferryman_env
 from bench.plans import PASSWORD_REF, PLAN_NAME, Shape, topology_document, write_bundle
+from bench.profiler import Profile, sampling
 from bench.services import RedisServer, celery_worker_argv, redis_server, spawn, stop_process
 
+RESULTS = Path(__file__).resolve().parent / "results"
 AUTH = "ntlm"  # what the example fabric uses; NTLM seals every message, as WinRM over http does
 TIME_SCALE = 0.01  # lab seconds are 10 ms: replication cycles pass quickly; boot time is 0
 BARE_DB = 0
@@ -105,6 +107,7 @@ def bare_worker(
         log=log_dir / "bare-worker.log",
     )
     app = bare.make_app(url)
+    app.bench_pid = process.pid
     try:
         from bench.engine import wait_for_workers
 
@@ -112,6 +115,15 @@ def bare_worker(
         yield app
     finally:
         stop_process(process)
+
+
+@contextmanager
+def _maybe_sampling(enabled: bool, pid: int, name: str) -> Iterator[Profile]:
+    if not enabled:
+        yield Profile(RESULTS / f"{name}.raw", skipped="not asked for (--profile)")
+        return
+    with sampling(pid, RESULTS / f"{name}.raw") as profile:
+        yield profile
 
 
 def time_bare(app: Any, task: str, stages: list[list[dict[str, Any]]], timeout: float) -> float:
@@ -126,8 +138,14 @@ def call_summary(calls: CallLog) -> dict[str, Any]:
     return {"calls_per_vm": round(calls.calls_per_vm(), 2), "cmdlets": calls.cmdlet_counts()}
 
 
-def run(*, quick: bool, concurrency: int = 16, timeout: float = 900) -> dict[str, Any]:
-    """Measure the three runs; returns figures and the settings they were taken with."""
+def run(
+    *, quick: bool, concurrency: int = 16, timeout: float = 900, profile: bool = False
+) -> dict[str, Any]:
+    """Measure the three runs; returns figures and the settings they were taken with.
+
+    With ``profile``, py-spy samples the bare and the Ferryman worker during their PSRP runs
+    (which slows both a little; the figures are then marked as profiled).
+    """
     reason = pipeline.available()
     if reason is not None:
         return {"skipped": f"the engine cannot run: {reason}"}
@@ -143,6 +161,7 @@ def run(*, quick: bool, concurrency: int = 16, timeout: float = 900) -> dict[str
         "lab_latency_ms": 0,
         "lab_auth": AUTH,
         "database": "sqlite (WAL)",
+        "profiled": profile,
     }
     out: dict[str, Any] = {"settings": settings}
     with tempfile.TemporaryDirectory(prefix="ferryman-bench-") as tmp, redis_server() as server:
@@ -161,10 +180,9 @@ def run(*, quick: bool, concurrency: int = 16, timeout: float = 900) -> dict[str
                 time_bare(app, bare.NOOP, bare.noop_stages(groups), timeout), 3
             )
             lab.calls.clear()
-            out["bare_psrp_s"] = round(
-                time_bare(app, bare.VM, bare.vm_stages(groups, host_refs(shape, lab)), timeout),
-                3,
-            )
+            stages = bare.vm_stages(groups, host_refs(shape, lab))
+            with _maybe_sampling(profile, app.bench_pid, "bare-worker") as bare_profile:
+                out["bare_psrp_s"] = round(time_bare(app, bare.VM, stages, timeout), 3)
             out["bare_calls"] = call_summary(lab.calls)
         # 3: Ferryman on a fresh lab
         with lab_for(shape) as lab:
@@ -174,10 +192,18 @@ def run(*, quick: bool, concurrency: int = 16, timeout: float = 900) -> dict[str
             )
             with ferryman(env, concurrency=concurrency, log_dir=workdir) as harness:
                 lab.calls.clear()
-                timing = harness.run(plan_file, PLAN_NAME, timeout=timeout)
+                with _maybe_sampling(
+                    profile, harness.worker_pids[0], "ferryman-worker"
+                ) as ferryman_profile:
+                    timing = harness.run(plan_file, PLAN_NAME, timeout=timeout)
                 steps = harness.step_count(timing.run_id)
             out["ferryman_calls"] = call_summary(lab.calls)
         out["ferryman_status"] = timing.status
+        if profile:
+            out["profile"] = {
+                "bare_worker": bare_profile.to_json(),
+                "ferryman_worker": ferryman_profile.to_json(),
+            }
         if timing.status != "succeeded":
             out["error"] = f"the Ferryman run ended {timing.status}: {timing.error[:300]}"
             return out
@@ -202,8 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m bench.overhead [--quick]``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="sample both workers with py-spy")
     options = parser.parse_args(argv)
-    print(json.dumps(run(quick=options.quick), indent=2))
+    print(json.dumps(run(quick=options.quick, profile=options.profile), indent=2))
     return 0
 
 

@@ -33,11 +33,14 @@ def _runner(name: str) -> Callable[..., dict[str, Any]]:
     return module.run
 
 
-def run_one(name: str, quick: bool) -> dict[str, Any]:
+def run_one(name: str, quick: bool, profile: bool = False) -> dict[str, Any]:
     """Run one benchmark; an exception becomes ``{"error": ...}`` with the traceback's tail."""
     started = time.monotonic()
+    options: dict[str, Any] = {"quick": quick}
+    if profile and name == "overhead":
+        options["profile"] = True
     try:
-        result = _runner(name)(quick=quick)
+        result = _runner(name)(**options)
     except Exception as exc:
         tail = traceback.format_exc().strip().splitlines()[-6:]
         result = {"error": f"{type(exc).__name__}: {exc}", "traceback": tail}
@@ -110,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes; under 5 minutes")
     parser.add_argument("--only", default=",".join(NAMES), help="comma-separated benchmarks")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument(
+        "--profile", action="store_true", help="sample the workers of the overhead runs (py-spy)"
+    )
     options = parser.parse_args(argv)
     names = [n.strip() for n in options.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in NAMES]
@@ -118,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        results[name] = run_one(name, options.quick)
+        results[name] = run_one(name, options.quick, options.profile)
         print(f"  done in {results[name]['elapsed_s']} s", file=sys.stderr, flush=True)
     document = collect(results, options.quick)
     options.out.parent.mkdir(parents=True, exist_ok=True)
