@@ -33,13 +33,19 @@ TOPOLOGY = Path(__file__).resolve().parents[3] / "deploy" / "lab" / "topology.ya
 PASSWORD_VAR = "HV_TEST_LAB_PASSWORD"
 
 
-def topology(extra_vms: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The shared example world on ephemeral ports (tests never clash with a running lab)."""
+def topology(
+    extra_vms: list[dict[str, Any]] | None = None,
+    replication: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The shared example world on ephemeral ports (tests never clash with a running lab);
+    ``replication`` overrides replication settings per VM name."""
     data = copy.deepcopy(yaml.safe_load(TOPOLOGY.read_text(encoding="utf-8")))
     data.pop("admin_port", None)
     for host in data["hosts"]:
         host.pop("port", None)
     data["vms"].extend(extra_vms or [])
+    for vm in data["vms"]:
+        vm["replication"] = {**vm.get("replication", {}), **(replication or {}).get(vm["name"], {})}
     data["scripts"] = [
         {"pattern": "Invoke-AppCheck", "output": ["ok"]},
         {"pattern": "Invoke-Slow", "output": ["late"], "duration": 3000},
@@ -93,12 +99,13 @@ def serve(
     monkeypatch: pytest.MonkeyPatch,
     auth: str = "basic",
     extra_vms: list[dict[str, Any]] | None = None,
+    replication: dict[str, dict[str, Any]] | None = None,
 ) -> Iterator[World]:
     """The lab for the example world (plus ``extra_vms``) and adapters pointed at it."""
     from lab.testing import running_lab
 
     cache = RunspacePoolCache()
-    with running_lab(topology(extra_vms), auth=auth) as handle:
+    with running_lab(topology(extra_vms, replication), auth=auth) as handle:
         monkeypatch.setenv(PASSWORD_VAR, handle.password)
         try:
             yield World(handle, cache)
@@ -225,6 +232,40 @@ def test_unplanned_failover_to_a_recovery_point_commit_and_reverse(world: World)
     new.set_replication_reverse("file-01", replica_server="hv-sto-1")
     new.start_initial_replication("file-01")
     assert new.get_replication("file-01").mode is ReplicationMode.PRIMARY
+
+
+@pytest.fixture
+def history_world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """file-01 keeps four hourly recovery points, and five lab hours have passed."""
+    with serve(monkeypatch, replication={"file-01": {"recovery_history": 4}}) as running:
+        status, body = running.handle.admin("POST", "/time/advance", {"seconds": 5 * 3600})
+        assert status == 200, body
+        yield running
+
+
+def test_failover_to_an_older_recovery_point_pipes_the_snapshot(history_world: World) -> None:
+    replica = history_world.hv("hv-got-1")
+    points = replica.get_recovery_points("file-01")
+    assert len(points) == 5 and points[0].created and points[-1].created
+    assert points[0].created < points[-1].created
+    replica.start_failover("file-01", recovery_snapshot=points[0].name)
+    rep = replica.get_replication("file-01")
+    assert rep.state is ReplicationState.FAILED_OVER_WAITING_COMPLETION
+    [entry] = history_world.audit(host="hv-got-1", cmdlet="Start-VMFailover")["entries"]
+    assert (entry["vm"], entry["outcome"], entry["changed"]) == ("file-01", "ok", True)
+    # A point that is not there fails before anything is sent to Start-VMFailover.
+    with pytest.raises(CmdletFailed, match="no recovery point 'yesterday'"):
+        replica.start_failover("app-01", recovery_snapshot="yesterday")
+    assert len(history_world.audit(host="hv-got-1", cmdlet="Start-VMFailover")["entries"]) == 1
+
+
+def test_the_host_fails_over_to_the_piped_point_not_the_latest(history_world: World) -> None:
+    replica = history_world.hv("hv-got-1")
+    oldest = replica.get_recovery_points("file-01")[0]
+    replica.start_failover("file-01", recovery_snapshot=oldest)
+    # The lab's domain is read directly: no cmdlet reports which point a failover used.
+    vm = history_world.handle.lab.world.find("hv-got-1", "file-01")
+    assert vm.failover_point is not None and str(vm.failover_point.id) == oldest.id
 
 
 NEW_VM = {

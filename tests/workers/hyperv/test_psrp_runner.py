@@ -6,92 +6,40 @@ the host does: block, fail, drop the connection, go down.
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import pytest
 
-from lab.server.auth import Account
-from lab.server.service import LabServer
-from plans.credentials import SecretRef
 from workers.errors import (
     AuthenticationError,
     CmdletFailed,
     RemotePermanentError,
     RemoteTransientError,
 )
-from workers.hyperv.connection import AuthMethod, PsrpEndpoint
+from workers.hyperv.connection import PsrpEndpoint
 from workers.hyperv.hyperv import HyperVHost
-from workers.hyperv.pool import PoolStats, RunspacePoolCache
+from workers.hyperv.models import RecoveryPoint
+from workers.hyperv.pool import PoolStats
 from workers.hyperv.psrp import PsrpRunner
 from workers.hyperv.states import ReplicationMode, VMState
 
-from .lab_double import RunnerBackend, open_shells
+from .lab_double import SNAPSHOTS, Site, open_shells, serve_site
 
 pytestmark = pytest.mark.integration
-
-PASSWORD_VAR = "HV_TEST_LAB_PASSWORD"
-
-
-@dataclass
-class Site:
-    server: LabServer
-    backend: RunnerBackend
-    cache: RunspacePoolCache
-    password: str
-
-    def endpoint(self, host: str = "hv-got-1", password_var: str = PASSWORD_VAR) -> PsrpEndpoint:
-        ep = self.server.endpoints[host]
-        auth = AuthMethod.NTLM if ep.auth == "ntlm" else AuthMethod.BASIC
-        return PsrpEndpoint(
-            host,
-            ep.url,
-            auth,
-            ep.username,
-            SecretRef("env", password_var),
-            ca_bundle=ep.ca_bundle,
-            connect_timeout=5,
-            operation_timeout=5,
-            read_timeout=15,
-        )
-
-    def runner(self, host: str = "hv-got-1", **kw: float) -> PsrpRunner:
-        return PsrpRunner(self.endpoint(host), cache=self.cache, **kw)
-
-    def bounce(self, host: str) -> None:
-        """Take the host down and up again: connections reset, shells forgotten."""
-        self.backend.down.add(host)
-        self.server.sync_hosts()
-        self.backend.down.discard(host)
-        self.server.sync_hosts()
-
-
-def _site(auth: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
-    password = secrets.token_urlsafe(16)
-    monkeypatch.setenv(PASSWORD_VAR, password)
-    backend = RunnerBackend()
-    cache = RunspacePoolCache()
-    with LabServer(backend, Account("ferryman", password), auth=auth) as server:
-        try:
-            yield Site(server, backend, cache, password)
-        finally:
-            backend.release.set()
-            cache.close()
 
 
 @pytest.fixture(params=["basic", "ntlm", "https"])
 def any_auth_site(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Site]:
-    yield from _site(request.param, monkeypatch)
+    yield from serve_site(request.param, monkeypatch)
 
 
 @pytest.fixture(params=["basic", "ntlm"])
 def site(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
-    yield from _site(request.param, monkeypatch)
+    yield from serve_site(request.param, monkeypatch)
 
 
 def test_typed_call_reads_enums_by_name(any_auth_site: Site) -> None:
@@ -224,7 +172,7 @@ def test_wrong_password_is_an_authentication_error_naming_the_reference(
 
 
 def test_untrusted_certificate_is_permanent(monkeypatch: pytest.MonkeyPatch) -> None:
-    for https_site in _site("https", monkeypatch):
+    for https_site in serve_site("https", monkeypatch):
         trusted = https_site.endpoint()
         untrusted = PsrpEndpoint(
             trusted.host,
@@ -239,3 +187,31 @@ def test_untrusted_certificate_is_permanent(monkeypatch: pytest.MonkeyPatch) -> 
         with pytest.raises(RemotePermanentError, match="ca_bundle"):
             PsrpRunner(untrusted, cache=https_site.cache).run("Get-VM", {"Name": "sql-01"})
         assert PsrpRunner(trusted, cache=https_site.cache).run("Get-VM", {"Name": "sql-01"}).output
+
+
+def test_a_pipeline_reaches_the_host_as_one_pipeline_of_typed_commands(site: Site) -> None:
+    point = RecoveryPoint(SNAPSHOTS[0].properties["Name"], "", "Replica", None, "sql-01")
+    HyperVHost(site.runner(), "hv-got-1").start_failover("sql-01", recovery_snapshot=point)
+    [commands] = site.backend.commands
+    assert [(c.name, c.parameters) for c in commands] == [
+        (
+            "Get-VMSnapshot",
+            [("VMName", "sql-01"), ("Name", point.name), ("SnapshotType", "Replica")],
+        ),
+        ("Start-VMFailover", [("Confirm", False), ("Passthru", True)]),
+    ]
+    # The host bound the live snapshot object, not a copy, to the failover.
+    assert site.backend.failed_over_to == {"sql-01": SNAPSHOTS[0].properties["Id"]}
+
+
+def test_a_pipeline_that_pipes_nothing_fails_the_failover(site: Site) -> None:
+    gone = RecoveryPoint("sql-01 - Standard Replica - (merged)", "", "Replica", None, "sql-01")
+    with pytest.raises(CmdletFailed, match="failed nothing over"):
+        HyperVHost(site.runner(), "hv-got-1").start_failover("sql-01", recovery_snapshot=gone)
+    assert site.backend.failed_over_to == {}
+
+
+def test_an_empty_pipeline_is_refused_before_any_request(site: Site) -> None:
+    with pytest.raises(ValueError, match="at least one cmdlet"):
+        site.runner().run_pipeline([])
+    assert site.backend.pipelines["hv-got-1"] == 0 and len(site.cache) == 0
