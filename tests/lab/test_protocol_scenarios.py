@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 import requests
-from pypsrp.powershell import PSInvocationState
+from pypsrp.powershell import PowerShell, PSInvocationState
 
 from lab.testing import LabHandle, running_lab
 from tests.lab.scenario import Sites, scenario_topology
@@ -252,14 +252,22 @@ def test_scheduled_initial_replication_starts_at_its_time(
     assert both(sites, "new-01")[1][:2] == ("Replicating", "Replica")
 
 
-def test_failover_from_suspended_to_a_recovery_point_object(sites: Sites) -> None:
+def test_failover_from_suspended_to_a_recovery_point(sites: Sites) -> None:
     sites.ok(STO, "Suspend-VMReplication", VMName=VM)
     assert both(sites)[0][0] == both(sites)[1][0] == "Suspended"
     points = sites.ok(GOT, "Get-VMSnapshot", VMName=VM, SnapshotType="Replica")
     assert points and str(points[0].adapted_properties["SnapshotType"]) == "Replica"
     sites.ok(STO, "Stop-VM", Name=VM)
-    # The deserialised snapshot object goes back to the lab as a parameter value.
-    sites.ok(GOT, "Start-VMFailover", VMRecoverySnapshot=points[0])
+    # A deserialised snapshot sent back cannot bind to the typed parameter, as in PowerShell
+    # remoting; the recovery point is piped on the host instead.
+    refused = sites.error_id(GOT, "Start-VMFailover", VMRecoverySnapshot=points[0])
+    assert refused.startswith("CannotConvertArgument")
+    ps = PowerShell(sites.pool(GOT))
+    ps.add_cmdlet("Get-VMSnapshot").add_parameter("VMName", VM)
+    ps.add_parameter("SnapshotType", "Replica")
+    ps.add_cmdlet("Start-VMFailover")
+    ps.invoke()
+    assert ps.state == PSInvocationState.COMPLETED and not ps.streams.error
     assert sites.replication(GOT, VM)[:2] == ("FailedOverWaitingCompletion", "Replica")
     sites.ok(GOT, "Stop-VMFailover", VMName=VM)
     assert sites.replication(GOT, VM)[0] == "Replicating"
