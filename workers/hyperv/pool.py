@@ -11,7 +11,9 @@ sessions (connection + runspace pool) per endpoint:
 - sessions are opened lazily, only when every open one is busy, and reused across tasks and
   threads (the most recently used first, so a quiet host keeps few warm sessions);
 - when all ``pools_per_host`` are busy, a call waits for one (bounded by its own timeout);
-- a session that failed is discarded and its slot freed; the next call opens a fresh one.
+- a session that failed is discarded and its slot freed; the next call opens a fresh one;
+- sessions left idle for ``idle_timeout`` are closed, so a quiet worker holds no shells that
+  count against the host's per-user quota (and none the server would drop on its own).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 # Well below WinRM's MaxShellsPerUser (30), leaving room for other workers and operators.
 DEFAULT_POOLS_PER_HOST = 8
 MAX_SHELLS_PER_USER = 30
+# Well below WinRM's shell IdleTimeout (2 h), after which the server drops a session itself.
+DEFAULT_IDLE_TIMEOUT = 900.0
 
 
 @dataclass(eq=False)
@@ -52,6 +56,7 @@ class PooledRunspace:
     uses: int = 0
     broken: bool = False
     generation: int = field(default=0, repr=False)
+    last_used: float = field(default=0.0, repr=False)  # the cache's clock, at release
 
     @classmethod
     def open(cls, endpoint: PsrpEndpoint, max_runspaces: int) -> PooledRunspace:
@@ -111,23 +116,34 @@ class RunspacePoolCache:
 
     ``max_runspaces`` is how many pipelines one runspace pool may run at once on the server;
     a leased session runs one call, so 1 is enough and keeps the host's footprint small.
+    ``idle_timeout`` (seconds, None: never) closes sessions nobody leased for that long,
+    checked whenever a session of the same endpoint comes back; ``clock`` is for tests.
     ``opened`` counts sessions opened per host (what tests and metrics read to see reuse).
     Thread-safe. :meth:`close` closes idle sessions at once and leased ones when they come
     back; the cache stays usable afterwards (the next call opens a new session).
     """
 
     def __init__(
-        self, *, max_runspaces: int = 1, pools_per_host: int = DEFAULT_POOLS_PER_HOST
+        self,
+        *,
+        max_runspaces: int = 1,
+        pools_per_host: int = DEFAULT_POOLS_PER_HOST,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 1 <= pools_per_host <= MAX_SHELLS_PER_USER:
             raise ValueError(
                 f"pools_per_host must be 1 to {MAX_SHELLS_PER_USER} (WinRM's MaxShellsPerUser), "
                 f"not {pools_per_host}"
             )
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError(f"idle_timeout must be positive seconds or None, not {idle_timeout}")
         if max_runspaces < 1:
             raise ValueError(f"max_runspaces must be at least 1, not {max_runspaces}")
         self.max_runspaces = max_runspaces
         self.pools_per_host = pools_per_host
+        self.idle_timeout = idle_timeout
+        self._clock = clock
         self.opened: Counter[str] = Counter()
         self._slots: dict[PsrpEndpoint, _Slots] = {}
         self._cond = threading.Condition(threading.Lock())
@@ -203,12 +219,26 @@ class RunspacePoolCache:
             if slots is None or entry not in slots.busy:
                 return
             slots.busy.discard(entry)
-            stale = entry.broken or entry.generation != self._generation
-            if not stale:
+            now = self._clock()
+            entry.last_used = now
+            expired = self._expired(slots, now)
+            if entry.broken or entry.generation != self._generation:
+                expired.append(entry)
+            else:
                 slots.idle.append(entry)
             self._cond.notify_all()
-        if stale:
-            entry.close()
+        for old in expired:
+            old.close()
+
+    def _expired(self, slots: _Slots, now: float) -> list[PooledRunspace]:
+        """Take the idle sessions unused for longer than ``idle_timeout`` out of ``slots``."""
+        if self.idle_timeout is None:
+            return []
+        limit = self.idle_timeout
+        expired = [e for e in slots.idle if now - e.last_used > limit]
+        if expired:
+            slots.idle[:] = [e for e in slots.idle if e not in expired]
+        return expired
 
     def discard(self, entry: PooledRunspace) -> None:
         """Forget a session that failed and free its slot; the next call opens a new one.

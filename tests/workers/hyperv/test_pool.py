@@ -18,6 +18,7 @@ from workers.errors import RemoteTransientError
 from workers.hyperv.pool import PoolStats, RunspacePoolCache
 from workers.hyperv.psrp import SESSIONS_PER_HOST_VARIABLE, sessions_per_host
 
+from .doubles import FakeClock
 from .lab_double import Site, open_shells, serve_site
 
 pytestmark = pytest.mark.integration
@@ -200,6 +201,29 @@ def test_a_session_leased_during_close_is_closed_when_it_comes_back(
     assert open_shells(basic_site.server, HOST) == 0 and len(cache) == 0
 
 
+def test_sessions_idle_past_the_idle_timeout_are_closed(basic_site: Site, clock: FakeClock) -> None:
+    cache = RunspacePoolCache(pools_per_host=4, idle_timeout=60, clock=clock)
+    try:
+        futures = blocked_calls(basic_site, cache, 3)
+        assert basic_site.backend.wait_in_flight(3)
+        basic_site.backend.release.set()
+        for future in futures:
+            future.result(timeout=20)
+        assert open_shells(basic_site.server, HOST) == 3
+        clock.sleep(30)
+        runner = basic_site.runner(HOST, cache=cache)
+        runner.run("Get-VM", {"Name": "sql-01"})
+        assert open_shells(basic_site.server, HOST) == 3  # none idle for 60 s yet
+        clock.sleep(45)
+        # The session used 45 s ago stays; the two idle for 75 s are closed on the host.
+        runner.run("Get-VM", {"Name": "sql-01"})
+        assert open_shells(basic_site.server, HOST) == 1
+        assert cache.stats(HOST) == PoolStats(idle=1, busy=0, opening=0, waiting=0)
+        assert cache.opened[HOST] == 3
+    finally:
+        cache.close()
+
+
 def test_sessions_per_host_setting() -> None:
     assert sessions_per_host({}) == 8
     assert sessions_per_host({SESSIONS_PER_HOST_VARIABLE: " 12 "}) == 12
@@ -208,3 +232,5 @@ def test_sessions_per_host_setting() -> None:
             sessions_per_host({SESSIONS_PER_HOST_VARIABLE: bad})
     with pytest.raises(ValueError, match="MaxShellsPerUser"):
         RunspacePoolCache(pools_per_host=40)
+    with pytest.raises(ValueError, match="idle_timeout"):
+        RunspacePoolCache(idle_timeout=0)
