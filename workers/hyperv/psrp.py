@@ -57,6 +57,17 @@ def shared_cache() -> RunspacePoolCache:
         return _shared_cache
 
 
+def _forget_shared_cache() -> None:
+    """In a forked child (a prefork worker), start with no sessions: the parent's sockets and
+    NTLM contexts are the parent's, and two processes must never talk on one connection."""
+    global _shared_cache, _shared_lock
+    _shared_cache = None
+    _shared_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_shared_cache)
+
+
 def sessions_per_host(environ: Mapping[str, str]) -> int:
     """The sessions-per-host setting from ``environ``; a bad value is a ConfigurationError."""
     raw = environ.get(SESSIONS_PER_HOST_VARIABLE, "").strip()

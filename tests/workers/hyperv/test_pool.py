@@ -6,6 +6,7 @@ how many shells the server holds), never as durations.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -15,6 +16,7 @@ import pytest
 
 from plans.errors import ConfigurationError
 from workers.errors import RemoteTransientError
+from workers.hyperv import psrp
 from workers.hyperv.pool import PoolStats, RunspacePoolCache
 from workers.hyperv.psrp import SESSIONS_PER_HOST_VARIABLE, sessions_per_host
 
@@ -234,3 +236,23 @@ def test_sessions_per_host_setting() -> None:
         RunspacePoolCache(pools_per_host=40)
     with pytest.raises(ValueError, match="idle_timeout"):
         RunspacePoolCache(idle_timeout=0)
+
+
+def test_a_forked_worker_does_not_inherit_the_parents_sessions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(SESSIONS_PER_HOST_VARIABLE, "3")
+    monkeypatch.setattr(psrp, "_shared_cache", None)
+    parent = psrp.shared_cache()
+    assert parent is psrp.shared_cache() and parent.pools_per_host == 3
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child reports whether it got a cache of its own, then leaves at once
+        os.write(write, b"fresh" if psrp.shared_cache() is not parent else b"inherited")
+        os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 16) == b"fresh"
+    finally:
+        os.close(read)
+        os.waitpid(child, 0)
