@@ -54,7 +54,10 @@ def to_ps_enum(value: LabEnum) -> enum.Enum:
 def to_ps_object(obj: LabObject) -> PSObject:
     """Return a PSObject with ``obj``'s type names and its properties as adapted properties."""
     ps = PSObject()
-    ps.PSObject.type_names = [*list(obj.type_names), "System.Object"]
+    names = list(obj.type_names)
+    if not names or names[-1] != "System.Object":
+        names.append("System.Object")  # every .NET type ends there, as real CLIXML shows
+    ps.PSObject.type_names = names
     for name, raw in obj.properties.items():
         ps.PSObject.adapted_properties.append(PSNoteProperty(name, value=to_ps_value(raw)))
     if obj.to_string is not None:
