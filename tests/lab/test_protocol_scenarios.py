@@ -34,8 +34,7 @@ def test_starting_point_is_replicating_primary_running_replica_off(sites: Sites)
     assert sites.vm(GOT, VM)["State"] == "Off"  # type: ignore[index]
 
 
-def test_enable_and_initial_replication_rows(sites: Sites) -> None:
-    assert sites.replication_or_none(STO, "new-01") is None
+def enable_new_01(sites: Sites) -> None:
     sites.ok(
         STO,
         "Enable-VMReplication",
@@ -43,8 +42,12 @@ def test_enable_and_initial_replication_rows(sites: Sites) -> None:
         ReplicaServerName=GOT,
         ReplicaServerPort=8083,
         AuthenticationType="Kerberos",
-        ReplicationFrequencySec=300,
     )
+
+
+def test_enable_and_initial_replication_rows(sites: Sites) -> None:
+    assert sites.replication_or_none(STO, "new-01") is None
+    enable_new_01(sites)
     sto, got = both(sites, "new-01")
     assert sto[:2] == ("ReadyForInitialReplication", "Primary")
     assert got[:2] == ("WaitingForInitialReplication", "Replica")
@@ -210,17 +213,6 @@ def test_planned_failover_over_encrypted_transports(auth: str) -> None:
             assert {e["user"].lower().split("\\")[-1] for e in entries} == {"ferryman"}
         finally:
             sites.close()
-
-
-def enable_new_01(sites: Sites) -> None:
-    sites.ok(
-        STO,
-        "Enable-VMReplication",
-        VMName="new-01",
-        ReplicaServerName=GOT,
-        ReplicaServerPort=8083,
-        AuthenticationType="Kerberos",
-    )
 
 
 def test_offline_initial_replication_waits_for_the_import(sites: Sites) -> None:
