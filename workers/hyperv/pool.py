@@ -254,19 +254,22 @@ class RunspacePoolCache:
                 if entry in slots.idle:
                     slots.idle.remove(entry)
             self._cond.notify_all()
-        try:
-            entry.wsman.close()
-        except Exception as exc:
-            log.debug("closing HTTP session of %s failed: %s", entry.endpoint.host, exc)
+        _close_http(entry)
 
     def discard_idle(self, endpoint: PsrpEndpoint) -> int:
         """Discard every idle session of ``endpoint`` (after the server forgot one of them,
         e.g. a restart, the others are as stale); returns how many."""
         with self._cond:
             slots = self._slots.get(endpoint)
-            idle = list(slots.idle) if slots is not None else []
+            if slots is None:
+                return 0
+            # Taken out under the lock, so no other call can lease one of them meanwhile.
+            idle, slots.idle[:] = list(slots.idle), []
+            for entry in idle:
+                entry.broken = True
+            self._cond.notify_all()
         for entry in idle:
-            self.discard(entry)
+            _close_http(entry)
         return len(idle)
 
     # --- inspection and shutdown --------------------------------------------------------------
@@ -298,3 +301,10 @@ class RunspacePoolCache:
         """How many sessions are open (idle or leased), over all hosts."""
         with self._cond:
             return sum(len(s.idle) + len(s.busy) for s in self._slots.values())
+
+
+def _close_http(entry: PooledRunspace) -> None:
+    try:
+        entry.wsman.close()
+    except Exception as exc:
+        log.debug("closing HTTP session of %s failed: %s", entry.endpoint.host, exc)
