@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,11 @@ class WorkerProcess:
             raise RuntimeError(f"worker exited at start:\n{self.log()[-4000:]}")
         return " ready." in self.log()
 
+    @property
+    def exited(self) -> bool:
+        """Whether the process has ended (crashed, or gave up on its own)."""
+        return self.process is not None and self.process.poll() is not None
+
     def kill(self) -> None:
         """SIGKILL: the crash under test (no warm shutdown, nothing acknowledged)."""
         if self.process is not None and self.process.poll() is None:
@@ -165,10 +171,22 @@ def unacked_older_than(redis: RedisServer, seconds: float) -> bool:
     return not newest or time.time() - float(newest[0][1]) > seconds
 
 
-def drive(runtime: Runtime, run_id: str, *, timeout: float, approve: bool = True) -> Run:
-    """Follow a run until it ends, approving every gate it waits at (as an operator would)."""
+def drive(
+    runtime: Runtime,
+    run_id: str,
+    *,
+    timeout: float,
+    approve: bool = True,
+    supervise: Callable[[], None] | None = None,
+) -> Run:
+    """Follow a run until it ends, approving every gate it waits at (as an operator would).
+
+    ``supervise`` is called on every poll (e.g. to restart exited workers, as systemd would).
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if supervise is not None:
+            supervise()
         with runtime.db.session() as session:
             run = repository.get_run(session, run_id=run_id)
         if RunStatus(run.status) in TERMINAL_RUN:
