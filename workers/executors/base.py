@@ -69,7 +69,10 @@ def refused_as_step_error(
         except Exception as read_error:  # the state is for the message only
             now = f"state unreadable ({type(read_error).__name__})"
         raise StepFailed(
-            f"{cmdlet} for VM {spec.vm} on {host} failed ({now}): {exc}. {advice}"
+            f"{cmdlet} for VM {spec.vm} on {host} failed ({now}): {exc}. {advice}",
+            cmdlet=exc.cmdlet or cmdlet,
+            host=host,
+            fully_qualified_error_id=exc.fully_qualified_error_id,
         ) from exc
 
 

@@ -15,7 +15,19 @@ class StepError(PermanentError):
 
 
 class StepFailed(StepError):
-    """A mutating cmdlet was refused; the message names the VM, host, cmdlet and state."""
+    """A mutating cmdlet was refused; the message names the VM, host, cmdlet and state.
+
+    ``cmdlet``, ``host`` and ``fully_qualified_error_id`` repeat the refusal's details for the
+    engine's failure summary.
+    """
+
+    def __init__(
+        self, message: str, *, cmdlet: str = "", host: str = "", fully_qualified_error_id: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.cmdlet = cmdlet
+        self.host = host
+        self.fully_qualified_error_id = fully_qualified_error_id
 
 
 class VmNotFound(StepError):

@@ -190,8 +190,9 @@ def test_failover(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     test_vm = test_vm_name(vm)
     undo = {"action": "stop_test_failover", "host": host, "vm": vm}
     if find_vm(hv, test_vm) is not None:
-        # The test VM exists, so the cleanup record is still needed even though nothing ran.
-        return StepOutcome(result={"test_vm": test_vm}, undo=undo, changed=False)
+        # The test VM exists (a redelivered task, or a test nobody cleaned up): it is adopted,
+        # and the cleanup record is still needed even though nothing ran.
+        return StepOutcome(result={"test_vm": test_vm, "existing": True}, undo=undo, changed=False)
     repl = require_replication(hv, spec, vm)
     if repl.state is not RS.REPLICATING or repl.mode is not Mode.REPLICA:
         raise invalid_state(

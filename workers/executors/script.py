@@ -9,6 +9,7 @@ call); the engine then applies the action's ``on_error`` policy.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from plans.errors import TransientError
@@ -40,6 +41,7 @@ def script(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     timeout = param(spec, "timeout", float, 600.0)
     name = param(spec, "name", str, spec.key)
     runner = ctx.runner(host)
+    started = time.monotonic()
     try:
         result = runner.run_script(text, parameters, timeout=timeout)
     except CmdletFailed as exc:
@@ -48,7 +50,9 @@ def script(ctx: StepContext, spec: StepSpec) -> StepOutcome:
             "resume the run"
         ) from exc
     except TransientError as exc:
-        if "did not finish within" in str(exc):
+        # The runner stops a pipeline that outlives its timeout and reports that as transient;
+        # for an operator's script that is the script's failure, not a reason to run it again.
+        if time.monotonic() - started >= timeout:
             raise ScriptFailed(
                 f"script {name!r} on {host} did not finish within {timeout:g}s and was "
                 "stopped; raise the action's timeout or fix the script, then resume"

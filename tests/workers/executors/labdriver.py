@@ -21,7 +21,7 @@ TOPOLOGY = Path(__file__).resolve().parents[3] / "deploy" / "lab" / "topology.ya
 PASSWORD_ENV = "FERRYMAN_LAB_PASSWORD"
 
 
-def _topology() -> dict[str, Any]:
+def lab_topology() -> dict[str, Any]:
     """The shared example topology on ephemeral ports (tests never take the fixed ones)."""
     topology: dict[str, Any] = yaml.safe_load(TOPOLOGY.read_text())
     topology.pop("admin_port", None)
@@ -33,7 +33,7 @@ def _topology() -> dict[str, Any]:
 @pytest.fixture(params=["ntlm", "basic"])
 def lab(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[LabHandle]:
     """The example lab on ephemeral ports, over NTLM (sealed) and Basic over HTTP."""
-    with running_lab(_topology(), auth=request.param) as handle:
+    with running_lab(lab_topology(), auth=request.param) as handle:
         monkeypatch.setenv(PASSWORD_ENV, handle.password)
         yield handle
 

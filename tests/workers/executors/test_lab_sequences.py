@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import pytest
 
-from lab.testing import LabHandle
+from lab.testing import LabHandle, running_lab
 from workers.executors import compensate
 from workers.executors.dnsops import WindowsZone
 from workers.hyperv.pool import RunspacePoolCache
 from workflows.steps import StepKind
 
-from .labdriver import Driver, once_each
+from .labdriver import PASSWORD_ENV, Driver, lab_topology, once_each
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +147,25 @@ def test_compensating_a_planned_failover_restores_the_primary(
     )
     assert (replica["state"], replica["replication_state"]) == ("Off", "Replicating")
     once_each(run.audit())
+
+
+def test_unplanned_failover_to_an_older_recovery_point(
+    monkeypatch: pytest.MonkeyPatch, pools: RunspacePoolCache
+) -> None:
+    topology = lab_topology()
+    for vm in topology["vms"]:
+        if vm["name"] == "sql-02":
+            vm["replication"]["recovery_history"] = 4  # hourly recovery points
+    with running_lab(topology, auth="ntlm") as handle:
+        monkeypatch.setenv(PASSWORD_ENV, handle.password)
+        assert handle.admin("POST", "/time/advance", {"seconds": 3 * 3600 + 60})[0] == 200
+        run = Driver(handle, pools, "unplanned")
+        points = run.ctx("sql-02").hyperv("hv-got-2").get_recovery_points("sql-02")
+        assert len(points) >= 3
+        oldest = points[0].name
+        out = run.twice(K.FAILOVER, "hv-got-2", "sql-02", recovery_point=oldest)
+        assert out.result["recovery_point"] == oldest
+        assert run.vm_state("sql-02", "hv-got-2")["replication_state"] == (
+            "FailedOverWaitingCompletion"
+        )
+        once_each(run.audit())

@@ -99,6 +99,7 @@ def test_a_refused_cmdlet_becomes_a_step_error_with_the_current_state(
     )
     with pytest.raises(StepFailed) as err:
         run_step(make_ctx(), spec(K.FAILOVER, "hv-got-1"))
+    assert (err.value.cmdlet, err.value.host) == ("Start-VMFailover", "hv-got-1")
     message = str(err.value)
     assert "disk busy" in message and "replication Replicating" in message and "VM Off" in message
 
@@ -109,6 +110,7 @@ def test_failover_to_a_named_recovery_point_passes_it(world: World, make_ctx: Ma
     assert out.result["recovery_point"] == point
     [call] = world.mutations("sql-01")
     assert call.params["VMRecoverySnapshot"]["Id"] == "sql-01-point-12"
+    assert "VMName" not in call.params  # the point names the VM
     assert world.vm("hv-got-1", "sql-01").repl.state == "FailedOverWaitingCompletion"  # type: ignore[union-attr]
 
 
@@ -120,6 +122,7 @@ def test_test_failover_creates_the_test_vm_once_and_keeps_its_cleanup(
     again = run_step(ctx, spec(K.TEST_FAILOVER, "hv-got-1"))
     assert ("hv-got-1", "sql-01 - Test") in world.vms
     assert out.result == {"test_vm": "sql-01 - Test"} and again.changed is False
+    assert again.result["existing"] is True
     # A redelivered task still reports what must be cleaned up.
     assert (
         again.undo

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,11 +62,15 @@ def test_a_terminating_error_and_a_timeout_are_script_failed(
     world.faults[("vmm-got", "script")] = CmdletFailed("script failed on vmm-got: boom")
     with pytest.raises(ScriptFailed, match="boom"):
         run_step(make_ctx(), spec(StepKind.SCRIPT, "vmm-got", vm=None, script="s"))
-    world.faults[("vmm-got", "script")] = RemoteTransientError(
-        "script on vmm-got did not finish within 5s and was stopped; will retry"
-    )
+
+    def outlives_its_timeout(params: Mapping[str, Any]) -> PSResult:
+        time.sleep(0.02)  # the script's own run time, longer than its timeout below
+        raise RemoteTransientError("script on vmm-got was stopped; will retry")
+
+    world.scripts["slow"] = outlives_its_timeout
     with pytest.raises(ScriptFailed, match="timeout"):
-        run_step(make_ctx(), spec(StepKind.SCRIPT, "vmm-got", vm=None, script="s", timeout=5))
+        step = spec(StepKind.SCRIPT, "vmm-got", vm=None, script="slow", timeout=0.01)
+        run_step(make_ctx(), step)
 
 
 def test_an_unreachable_host_stays_transient(world: World, make_ctx: MakeContext) -> None:

@@ -8,6 +8,7 @@ makes no second mutating call. Integration tests use the real lab over pypsrp in
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -267,7 +268,7 @@ class World:
         ):
             raise _fail(host, "Start-VMFailover", f"cannot fail over in {r.state}")
         r.state = "FailedOverWaitingCompletion"
-        return PSResult()
+        return self._get_vm(host, {"Name": name}, sw) if "Passthru" in sw else PSResult()
 
     def _stop_vmfailover(self, host: str, p: dict[str, Any], sw: set[str]) -> PSResult:
         name = p["VMName"]
@@ -409,6 +410,26 @@ class FakeRunner:
     ) -> PSResult:
         """Run one cmdlet in the world."""
         return self.world.invoke(self.host, cmdlet, dict(parameters or {}), tuple(switches))
+
+    def run_pipeline(
+        self,
+        commands: Sequence[tuple[str, Mapping[str, Any], Sequence[str]]],
+        *,
+        timeout: float | None = None,
+    ) -> PSResult:
+        """Get-VMSnapshot | Start-VMFailover: the snapshot read goes in as -VMRecoverySnapshot."""
+        piped: list[dict[str, Any]] = []
+        result = PSResult()
+        for cmdlet, parameters, switches in commands:
+            params = dict(parameters)
+            if piped:
+                params["VMRecoverySnapshot"] = piped[0]
+            result = self.world.invoke(self.host, cmdlet, params, tuple(switches))
+            if cmdlet == "Get-VMSnapshot":
+                wanted = str(params.get("Name", "*")).replace("`", "")
+                result.output = [o for o in result.output if fnmatch.fnmatchcase(o["Name"], wanted)]
+            piped = result.output
+        return result
 
     def run_script(
         self,
