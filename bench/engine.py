@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.services import RedisServer, spawn, stop_process
+from bench.services import RedisServer, release_results, spawn, stop_process
 
 SETTLED = {"succeeded", "failed", "cancelled", "waiting", "compensated"}
 FOLLOW_INTERVAL = 0.05  # seconds between reads of a run's status; the run's own
@@ -139,6 +139,7 @@ def ferryman(
         wait_for_workers(runtime.app, workers, ready_timeout, processes)
         yield Harness(runtime, [p.pid for p in processes])
     finally:
+        release_results(runtime.app)
         for process in processes:
             stop_process(process)
         runtime.db.dispose()

@@ -34,7 +34,14 @@ from bench.calls import CallLog, recording
 from bench.engine import ferryman, ferryman_env
 from bench.plans import PASSWORD_REF, PLAN_NAME, Shape, topology_document, write_bundle
 from bench.profiler import Profile, sampling
-from bench.services import RedisServer, celery_worker_argv, redis_server, spawn, stop_process
+from bench.services import (
+    RedisServer,
+    celery_worker_argv,
+    redis_server,
+    release_results,
+    spawn,
+    stop_process,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 AUTH = "ntlm"  # what the example fabric uses; NTLM seals every message, as WinRM over http does
@@ -114,6 +121,7 @@ def bare_worker(
         wait_for_workers(app, 1, 60, [process])
         yield app
     finally:
+        release_results(app)
         stop_process(process)
 
 

@@ -7,6 +7,7 @@ stopped by their pid when the benchmark ends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -112,6 +114,25 @@ def stop_process(process: subprocess.Popen[bytes], *, timeout: float = 15.0) -> 
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(5)
+
+
+def release_results(app: Any) -> None:
+    """Drop the result handles a Celery client still tracks, while its Redis is still up.
+
+    The Redis result backend keeps handles of results a client sent (chords) and unsubscribes
+    each when it is collected; if that happens at interpreter exit, after the benchmark
+    stopped its Redis, every handle prints a reconnect error.
+    """
+    consumer = getattr(app.backend, "result_consumer", None)
+    if consumer is None:
+        return
+    with contextlib.suppress(Exception):
+        consumer.stop()
+    # Nothing subscribed is left to unsubscribe, so a handle collected later does not call
+    # Redis at all (celery.backends.redis.ResultConsumer.cancel_for).
+    subscribed = getattr(consumer, "subscribed_to", None)
+    if subscribed is not None:
+        subscribed.clear()
 
 
 def celery_worker_argv(
