@@ -1,4 +1,34 @@
-"""The executor registry: one function per StepKind, and :func:`run_step` dispatching on it."""
+"""The executor registry: one function per StepKind, and :func:`run_step` dispatching on it.
+
+=========================  =======================================  ===========================
+kind (host)                does                                     does nothing when
+=========================  =======================================  ===========================
+shutdown_primary (prim.)   Stop-VM -Force, waits for Off            VM Off; best_effort: any
+                                                                    failure is a warning
+prepare_failover (prim.)   Start-VMFailover -Prepare                PreparedForFailover, or the
+                                                                    host is already the replica
+failover (replica)         Start-VMFailover [recovery point]        FailedOverWaiting.../
+                                                                    FailedOver, or mode Primary
+test_failover (replica)    Start-VMFailover -AsTest                 "<VM> - Test" exists
+reverse (replica)          Set-VMReplication -Reverse               mode Primary
+connect_network            Connect-VMNetworkAdapter (test VM in     every adapter on the switch;
+                           a test run)                              switch None
+start_vm                   [start_delay] Start-VM, waits Running    Running
+wait_ip                    polls Hyper-V or VMM for an address      (read only)
+update_dns                 switch + verify each record, undo keeps  records already point there
+                           the previous records
+restore_dns                put captured records back                zone already matches
+test_cleanup (replica)     Stop-VMFailover: deletes the test VM     no test VM
+commit (replica)           Complete-VMFailover                      FailedOver / mode Primary
+cancel_failover (replica)  turn off, Stop-VMFailover                nothing failed over
+set_as_replica (old prim.) [Stop-VM] Set-VMReplication -AsReplica   mode Replica
+reverse_to (new prim.)     Set-VMReplication -Reverse -Replica...   mode Primary toward it
+start_initial_replication  Start-VMInitialReplication               past ReadyForInitial...
+script (VMM/any host)      the plan's script; errors: ScriptFailed  (never skipped)
+health_check               Running and health not Critical          (read only)
+compensate                 runs params["undo"] (see compensation)   as the undo action
+=========================  =======================================  ===========================
+"""
 
 from __future__ import annotations
 
