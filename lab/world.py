@@ -140,30 +140,48 @@ class Lab:
             raise TransportFault("reset")
         result = InvokeResult()
         piped: list[Any] = []
-        for command in commands:
+        for position, command in enumerate(commands):
             if command.is_script:
                 piped = self._script(host, command, user)
             else:
-                piped = self._cmdlet(host, command, piped, result, user)
+                piped = self._cmdlet(host, command, piped, result, user, downstream=position > 0)
         result.output = piped
         return result
 
     def _cmdlet(
-        self, host: str, command: Command, piped: list[Any], result: InvokeResult, user: str
+        self,
+        host: str,
+        command: Command,
+        piped: list[Any],
+        result: InvokeResult,
+        user: str,
+        *,
+        downstream: bool = False,
     ) -> list[Any]:
         cmdlet = lookup(command.name)
         if cmdlet is None:
             raise CmdletError(errors.command_not_found(command.name))
         name = cmdlet.signature.cmdlet
         label = _vm_label(command, piped)
-        late_fault = self._inject(host, name, label, cmdlet.mutating, _raw_params(command), user)
+        # A cmdlet fed by an earlier one that output nothing: PowerShell still binds (and
+        # checks) its named parameters, but calls ProcessRecord once per input object, so it
+        # does nothing; running it with no operand would mean "every VM on the host".
+        starved = downstream and not piped and cmdlet.signature.pipeline is not None
+        late_fault = None
+        if not starved:
+            params = _raw_params(command)
+            late_fault = self._inject(host, name, label, cmdlet.mutating, params, user)
         try:
-            bound = bind(cmdlet.signature, command.parameters, has_input=bool(piped))
+            bound = bind(
+                cmdlet.signature, command.parameters, has_input=bool(piped) or starved, piped=piped
+            )
             target = self._route(host, cmdlet, bound)
         except CmdletError as exc:
             if cmdlet.mutating:
                 self._record(host, name, label, _raw_params(command), exc, user)
             raise
+        if starved:
+            return []
         with self.world.lock:
             self.world.advance()
             ctx = Context(self.world, target, name, bound, list(piped))

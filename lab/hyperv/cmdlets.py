@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Any
 
-from lab.hyperv import errors
+from lab.hyperv import errors, wildcard
 from lab.hyperv.context import Cmdlet, Context, prop
 from lab.hyperv.enums import ReplicationMode, ReplicationState, SnapshotType, VMState, parse_member
 from lab.hyperv.params import Param, ParamSet, Signature, pset
@@ -159,7 +158,7 @@ def _adapters(ctx: Context) -> list[tuple[VM, Adapter]]:
     names = ctx.bound.strings("Name")
     for vm in ctx.vms(name_params=("VMName",)):
         for adapter in vm.adapters:
-            if not names or any(fnmatch.fnmatch(adapter.name.lower(), n.lower()) for n in names):
+            if not names or any(wildcard.matches(n, adapter.name) for n in names):
                 pairs.append((vm, adapter))
     return pairs
 
@@ -288,7 +287,7 @@ def get_snapshot(ctx: Context) -> list[Any]:
         except ValueError as exc:
             ctx.fail(errors.bad_argument(ctx.cmdlet, "SnapshotType", str(exc)))
             return []
-    names = [n.lower() for n in ctx.bound.strings("Name")]
+    names = ctx.bound.strings("Name")
     out = []
     for vm in ctx.vms(name_params=("VMName",)):
         for point in ctx.world.recovery_points(vm):
@@ -297,9 +296,7 @@ def get_snapshot(ctx: Context) -> list[Any]:
             if wanted not in (None, SnapshotType.Replica, SnapshotType.AppConsistentReplica):
                 continue
             obj = snapshot_object(ctx.world, vm, point)
-            if names and not any(
-                fnmatch.fnmatch(str(obj.properties["Name"]).lower(), n) for n in names
-            ):
+            if names and not any(wildcard.matches(n, str(obj.properties["Name"])) for n in names):
                 continue
             out.append(obj)
     return out

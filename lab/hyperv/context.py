@@ -8,12 +8,11 @@ terminating (:class:`~lab.objects.CmdletError`).
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab.hyperv import errors
+from lab.hyperv import errors, wildcard
 from lab.hyperv.params import Bound, Signature
 from lab.hyperv.state import VM, World
 from lab.objects import CmdletError, ErrorInfo, LabObject
@@ -82,13 +81,12 @@ class Context:
             elif vm not in found:
                 found.append(vm)
         for name in names:
-            if any(ch in name for ch in "*?["):
+            if wildcard.has_wildcards(name):
                 matches = [
-                    vm
-                    for vm in world.vms.get(host, {}).values()
-                    if fnmatch.fnmatchcase(vm.name.lower(), name.lower())
+                    vm for vm in world.vms.get(host, {}).values() if wildcard.matches(name, vm.name)
                 ]
             else:
+                name = wildcard.unescape(name)
                 one = world.find(host, name)
                 matches = [one] if one else []
                 if not matches:

@@ -8,7 +8,7 @@ them (AD-integrated).
 
 from __future__ import annotations
 
-import re
+import ipaddress
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -16,7 +16,8 @@ from typing import Any
 from lab.hyperv import errors
 from lab.hyperv.context import Cmdlet, Context, prop
 from lab.hyperv.params import Param, Signature, pset
-from lab.objects import ErrorInfo, LabObject
+from lab.hyperv.timespan import TimeSpanError, parse_timespan, whole_seconds
+from lab.objects import CmdletError, ErrorInfo, LabObject
 from lab.topology import Topology
 
 _CIM = "Microsoft.Management.Infrastructure.CimInstance"
@@ -147,57 +148,69 @@ def get_records(ctx: Context) -> list[Any]:
     return [record_object(zone, r) for r in found]
 
 
-_ISO_DURATION = re.compile(
-    r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?"
-    r"(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
-)
-
-
-def ttl_seconds(value: Any, default: int) -> int:
-    """A TTL in seconds from a TimeSpan as clients send it.
-
-    Accepts a ``timedelta``, seconds, TimeSpan text (``00:05:00``, ``1.00:00:00``) or an
-    xs:duration (``PT5M``, how CLIXML writes a TimeSpan).
-    """
-    if value is None:
-        return default
-    if isinstance(value, timedelta):
-        return int(value.total_seconds())
-    if isinstance(value, int | float):
-        return int(value)
-    text = str(value).strip()
-    iso = _ISO_DURATION.match(text)
-    if iso and text != "P":
-        units = {k: float(v) for k, v in iso.groupdict().items() if v}
-        return int(
-            units.get("d", 0) * 86400
-            + units.get("h", 0) * 3600
-            + units.get("m", 0) * 60
-            + units.get("s", 0)
+def ttl_seconds(ctx: Context, span: timedelta, target: str) -> int | None:
+    """A bound TimeToLive as whole seconds; a negative one is refused (None)."""
+    seconds = whole_seconds(span)
+    if seconds < 0:
+        ctx.fail(
+            errors.dns_error(
+                ctx.cmdlet,
+                87,
+                f"TimeToLive {span} is negative: give a TimeSpan of zero or more (e.g. 00:05:00).",
+                target,
+            ),
+            target,
         )
-    if ":" in text:
-        days = 0.0
-        head, _, rest = text.partition(":")
-        if "." in head:
-            day_text, head = head.split(".", 1)
-            days = float(day_text)
-        parts = [float(p) for p in [head, *rest.split(":")]]
-        while len(parts) < 3:
-            parts.append(0.0)
-        return int(days * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2])
-    return int(float(text))
+        return None
+    return seconds
+
+
+def _record_data(ctx: Context, zone: Zone, rtype: str, value: str, name: str) -> str | None:
+    """A record's data as the server stores it (addresses canonical, PTR targets absolute)."""
+    if rtype == "PTR":
+        return value if value.endswith(".") else value + "."
+    if rtype not in ("A", "AAAA"):
+        return value
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        conversion = errors.conversion_message(
+            value, "System.Net.IPAddress", "An invalid IP address was specified."
+        )
+        info = errors.cannot_convert(ctx.cmdlet, _DATA_KEYS[rtype], conversion, value)
+        raise CmdletError(info) from None
+    if address.version != (4 if rtype == "A" else 6):
+        ctx.fail(
+            errors.dns_error(
+                ctx.cmdlet,
+                87,
+                f"Failed to create resource record {name} in {zone.name} zone on server "
+                f"{ctx.host.upper()}: {value} is not an IPv{4 if rtype == 'A' else 6} address.",
+                name,
+            ),
+            name,
+        )
+        return None
+    return str(address)
 
 
 def _add(ctx: Context, rtype: str) -> list[Any]:
-    """Add-DnsServerResourceRecordA/AAAA -ZoneName -Name -IPv4Address|-IPv6Address."""
+    """Add-DnsServerResourceRecordA/AAAA/Ptr: one record per value given."""
     zone = _zone(ctx)
     if zone is None:
         return []
     name = _relative(zone, str(ctx.bound.get("Name")))
-    ttl = ttl_seconds(ctx.bound.get("TimeToLive"), 3600)
+    ttl: int | None = 3600
+    if ctx.bound.has("TimeToLive"):
+        ttl = ttl_seconds(ctx, ctx.bound.get("TimeToLive"), name)
+    if ttl is None:
+        return []
     out = []
-    for ip in ctx.bound.strings(_DATA_KEYS[rtype]):
-        if any(r.data == ip for r in _matching(zone, name, rtype)):
+    for given in ctx.bound.strings(_DATA_KEYS[rtype]):
+        value = _record_data(ctx, zone, rtype, given, name)
+        if value is None:
+            continue
+        if any(r.data == value for r in _matching(zone, name, rtype)):
             ctx.fail(
                 errors.dns_error(
                     ctx.cmdlet,
@@ -209,7 +222,7 @@ def _add(ctx: Context, rtype: str) -> list[Any]:
                 name,
             )
             continue
-        rec = Record(name, rtype, ip, ttl)
+        rec = Record(name, rtype, value, ttl)
         zone.records.append(rec)
         ctx.done(name)
         if ctx.bound.switch("PassThru"):
@@ -227,19 +240,49 @@ def add_aaaa(ctx: Context) -> list[Any]:
     return _add(ctx, "AAAA")
 
 
-def _data_of(obj: Any) -> tuple[str, str, str | None, int | None]:
-    """(HostName, RecordType, value, ttl seconds) of a record object sent by a client."""
+def add_ptr(ctx: Context) -> list[Any]:
+    """Add-DnsServerResourceRecordPtr -ZoneName -Name -PtrDomainName [-TimeToLive]."""
+    return _add(ctx, "PTR")
+
+
+def _canonical(rtype: str, value: str) -> str:
+    """Record data in the stored form, for matching what a client names."""
+    if rtype in ("A", "AAAA"):
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            return value
+    if rtype == "PTR" and not value.endswith("."):
+        return value + "."
+    return value
+
+
+def _data_of(
+    ctx: Context, param: str, obj: Any = None
+) -> tuple[str, str, str | None, timedelta | None]:
+    """(HostName, RecordType, value, TimeToLive) of a record object sent by a client: the
+    bound parameter ``param``'s value, or ``obj`` (one of them, e.g. piped in)."""
+    if obj is None:
+        obj = ctx.bound.get(param)
     rtype = str(prop(obj, "RecordType") or "A").upper()
     data = prop(obj, "RecordData")
     value = prop(data, _DATA_KEYS.get(rtype, "Data")) if data is not None else None
     if value is None and isinstance(data, str):
         value = data
-    ttl = prop(obj, "TimeToLive")
+    raw_ttl = prop(obj, "TimeToLive")
+    ttl: timedelta | None = None
+    if raw_ttl is not None:
+        try:
+            ttl = parse_timespan(raw_ttl)
+        except TimeSpanError as exc:
+            conversion = errors.conversion_message(raw_ttl, "System.TimeSpan", str(exc))
+            info = errors.cannot_convert(ctx.cmdlet, param, conversion, raw_ttl)
+            raise CmdletError(info) from None
     return (
         str(prop(obj, "HostName") or ""),
         rtype,
         None if value is None else str(value),
-        None if ttl is None else ttl_seconds(ttl, 3600),
+        ttl,
     )
 
 
@@ -248,8 +291,8 @@ def set_record(ctx: Context) -> list[Any]:
     zone = _zone(ctx)
     if zone is None:
         return []
-    old_name, old_type, old_value, _ = _data_of(ctx.bound.get("OldInputObject"))
-    new_name, new_type, new_value, new_ttl = _data_of(ctx.bound.get("NewInputObject"))
+    old_name, old_type, old_value, _ = _data_of(ctx, "OldInputObject")
+    new_name, new_type, new_value, new_span = _data_of(ctx, "NewInputObject")
     if old_name.lower() != new_name.lower() or old_type != new_type:
         ctx.fail(
             errors.dns_error(
@@ -262,6 +305,14 @@ def set_record(ctx: Context) -> list[Any]:
             old_name,
         )
         return []
+    new_ttl = None if new_span is None else ttl_seconds(ctx, new_span, old_name)
+    if new_span is not None and new_ttl is None:
+        return []
+    if new_value is not None:
+        new_value = _record_data(ctx, zone, new_type, new_value, old_name)
+        if new_value is None:
+            return []
+    old_value = None if old_value is None else _canonical(old_type, old_value)
     rel = _relative(zone, old_name)
     target = next((r for r in _matching(zone, rel, old_type) if r.data == old_value), None)
     if target is None:
@@ -286,7 +337,7 @@ def remove_record(ctx: Context) -> list[Any]:
     objects = ctx.bound.get("InputObject") or list(ctx.input)
     targets: list[tuple[str, str, str | None]] = []
     for obj in objects if isinstance(objects, list) else [objects]:
-        name, rtype, value, _ = _data_of(obj)
+        name, rtype, value, _ = _data_of(ctx, "InputObject", obj)
         targets.append((_relative(zone, name), rtype, value))
     if ctx.bound.has("Name"):
         name = _relative(zone, str(ctx.bound.get("Name")))
@@ -294,7 +345,8 @@ def remove_record(ctx: Context) -> list[Any]:
         values: list[str | None] = list(ctx.bound.strings("RecordData")) or [None]
         targets.extend((name, rtype, v) for v in values)
     for name, rtype, value in targets:
-        doomed = [r for r in _matching(zone, name, rtype) if value is None or r.data == value]
+        wanted = None if value is None else _canonical(rtype.upper(), value)
+        doomed = [r for r in _matching(zone, name, rtype) if wanted is None or r.data == wanted]
         if not doomed:
             ctx.fail(_not_found(ctx, zone, name), name)
             continue
@@ -323,31 +375,28 @@ GET_RECORDS = Cmdlet(
 )
 
 
-def _add_signature(rtype: str, data: str) -> Signature:
+def _add_signature(rtype: str, data: str, *, create_ptr: bool = True) -> Signature:
+    switches = ("AllowUpdateAny", "AgeRecord", *(("CreatePtr",) if create_ptr else ()))
     return Signature(
         f"Add-DnsServerResourceRecord{rtype}",
         (
             *_COMMON_DNS,
             Param("Name", "string"),
             Param(data, "strings"),
-            Param("TimeToLive", "object"),
-            Param("AllowUpdateAny", "switch"),
-            Param("CreatePtr", "switch"),
-            Param("AgeRecord", "switch"),
+            # A TimeSpan: "00:05:00", "1.00:00:00", PT5M or a deserialised <TS> all bind.
+            Param("TimeToLive", "timespan"),
+            *(Param(s, "switch") for s in switches),
         ),
-        (
-            pset(
-                rtype,
-                ("ZoneName", "Name", data),
-                ("TimeToLive", "AllowUpdateAny", "CreatePtr", "AgeRecord", "PassThru"),
-            ),
-        ),
+        (pset(rtype, ("ZoneName", "Name", data), ("TimeToLive", "PassThru", *switches)),),
         positional=("ZoneName", "Name", data),
     )
 
 
 ADD_A = Cmdlet(_add_signature("A", "IPv4Address"), add_a, role="vmm", mutating=True)
 ADD_AAAA = Cmdlet(_add_signature("AAAA", "IPv6Address"), add_aaaa, role="vmm", mutating=True)
+ADD_PTR = Cmdlet(
+    _add_signature("Ptr", "PtrDomainName", create_ptr=False), add_ptr, role="vmm", mutating=True
+)
 SET_RECORD = Cmdlet(
     Signature(
         "Set-DnsServerResourceRecord",
@@ -382,4 +431,4 @@ REMOVE_RECORD = Cmdlet(
     mutating=True,
 )
 
-CMDLETS = (GET_RECORDS, ADD_A, ADD_AAAA, SET_RECORD, REMOVE_RECORD)
+CMDLETS = (GET_RECORDS, ADD_A, ADD_AAAA, ADD_PTR, SET_RECORD, REMOVE_RECORD)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lab.objects import ErrorInfo
+from lab.objects import ErrorInfo, LabObject
 
 HYPERV_EXCEPTION = "Microsoft.HyperV.PowerShell.VirtualizationException"
 BINDING_EXCEPTION = "System.Management.Automation.ParameterBindingException"
@@ -171,3 +171,65 @@ def dns_error(cmdlet: str, code: int, message: str, target: Any = None) -> Error
         target_object=target,
         exception_type="Microsoft.Management.Infrastructure.CimException",
     )
+
+
+TRANSFORMATION_EXCEPTION = (
+    "System.Management.Automation.ParameterBindingArgumentTransformationException"
+)
+
+
+def cannot_convert(cmdlet: str, parameter: str, conversion: str, value: Any = None) -> ErrorInfo:
+    """A parameter value PowerShell cannot convert to the parameter's type.
+
+    ``conversion`` is the cast's own message (see :func:`conversion_message`). Compiled
+    cmdlets (Hyper-V, VMM) answer ``CannotConvertArgumentNoMessage``; the DnsServer module's
+    cmdlets are CDXML functions, whose typed parameters fail in an argument transformation.
+    """
+    if cmdlet_class(cmdlet) == cmdlet:
+        return ErrorInfo(
+            message=f"Cannot process argument transformation on parameter '{parameter}'. "
+            + conversion,
+            fully_qualified_error_id=f"ParameterArgumentTransformationError,{cmdlet}",
+            category="InvalidData",
+            target_object=value,
+            exception_type=TRANSFORMATION_EXCEPTION,
+        )
+    return ErrorInfo(
+        message=f"Cannot bind parameter '{parameter}'. {conversion}",
+        fully_qualified_error_id=f"CannotConvertArgumentNoMessage,{cmdlet_class(cmdlet)}",
+        category="InvalidArgument",
+        target_object=value,
+        exception_type=BINDING_EXCEPTION,
+    )
+
+
+def conversion_message(value: Any, type_name: str, reason: str | None = None) -> str:
+    """.NET's message for a failed cast of ``value`` to ``type_name``.
+
+    With ``reason`` (the parser's own error) it reads like a failed ``TimeSpan.Parse``;
+    without, like a cast between unrelated types (a hashtable or a string to a VMSnapshot).
+    """
+    if reason is not None:
+        return f'Cannot convert value "{value}" to type "{type_name}". Error: "{reason}"'
+    shown, source = _dotnet_view(value)
+    return f'Cannot convert the "{shown}" value of type "{source}" to type "{type_name}".'
+
+
+def _dotnet_view(value: Any) -> tuple[str, str]:
+    """How PowerShell prints a value and names its type in a cast error."""
+    if isinstance(value, dict):
+        if {"SnapshotType", "VMName"} <= set(value):
+            # Get-VMSnapshot output sent back by a client: its deserialised copy.
+            return str(value.get("Name")), "Deserialized.Microsoft.HyperV.PowerShell.VMSnapshot"
+        return "System.Collections.Hashtable", "System.Collections.Hashtable"
+    if isinstance(value, bool):
+        return str(value), "System.Boolean"
+    if isinstance(value, int):
+        return str(value), "System.Int32"
+    if isinstance(value, str):
+        return value, "System.String"
+    if isinstance(value, list | tuple):
+        return "System.Object[]", "System.Object[]"
+    if isinstance(value, LabObject):
+        return value.to_string or value.type_names[0], value.type_names[0]
+    return str(value), "System.Object"

@@ -12,8 +12,9 @@ from lab.hyperv.enums import ReplicationMode, ReplicationState, VMState
 from lab.hyperv.params import Param, pset
 from lab.hyperv.params import Signature as Sig
 from lab.hyperv.replication import copy_vm, state_error, unreachable
-from lab.hyperv.shapes import vm_object
+from lab.hyperv.shapes import SNAPSHOT_TYPES, vm_object
 from lab.hyperv.state import VM, RecoveryPoint
+from lab.objects import LabObject
 
 RS = ReplicationState
 _FAILOVER_FROM = (RS.Replicating, RS.Resynchronizing, RS.Suspended)
@@ -22,19 +23,25 @@ TEST_SUFFIX = " - Test"
 
 # ----------------------------------------------------------------------------- Start-VMFailover
 def start_failover(ctx: Context) -> list[Any]:
-    """Start-VMFailover [-Prepare | -AsTest] [-VMRecoverySnapshot]."""
-    point = None
-    vms: list[VM]
+    """Start-VMFailover [-Prepare | -AsTest] [-VMRecoverySnapshot].
+
+    A recovery point comes as ``-VMRecoverySnapshot`` or as pipeline input
+    (``Get-VMSnapshot -VMName X -Name P -SnapshotType Replica | Start-VMFailover``, the form
+    a remote client can use, since it cannot send a live snapshot object back). Each piped
+    snapshot is one failover, as each pipeline object is one ``ProcessRecord`` call.
+    """
+    targets: list[tuple[VM, RecoveryPoint | None]] = []
+    snapshots = [o for o in ctx.input if _is_snapshot(o)]
     if ctx.bound.has("VMRecoverySnapshot"):
-        found = _snapshot_target(ctx)
-        if found is None:
-            return []
-        vm, point = found
-        vms = [vm]
-    else:
-        vms = ctx.vms()
+        snapshots.insert(0, ctx.bound.get("VMRecoverySnapshot"))
+    for snap in snapshots:
+        found = _snapshot_target(ctx, snap)
+        if found is not None:
+            targets.append(found)
+    if not snapshots:
+        targets = [(vm, None) for vm in ctx.vms()]
     out = []
-    for vm in vms:
+    for vm, point in targets:
         if ctx.bound.switch("Prepare"):
             result = _prepare(ctx, vm)
         elif ctx.bound.switch("AsTest"):
@@ -46,11 +53,13 @@ def start_failover(ctx: Context) -> list[Any]:
     return out
 
 
-def _snapshot_target(ctx: Context) -> tuple[VM, RecoveryPoint] | None:
-    snap = ctx.bound.get("VMRecoverySnapshot")
-    if isinstance(snap, list):
-        snap = snap[0] if snap else None
-    vm = ctx.vm_from_object(snap) if snap is not None else None
+def _is_snapshot(obj: Any) -> bool:
+    return isinstance(obj, LabObject) and SNAPSHOT_TYPES[0] in obj.type_names
+
+
+def _snapshot_target(ctx: Context, snap: LabObject) -> tuple[VM, RecoveryPoint] | None:
+    """The VM and recovery point a (live) snapshot object stands for on this host."""
+    vm = ctx.vm_from_object(snap)
     wanted = str(prop(snap, "Id") or "").lower()
     if vm is not None:
         for point in ctx.world.recovery_points(vm):
@@ -59,7 +68,8 @@ def _snapshot_target(ctx: Context) -> tuple[VM, RecoveryPoint] | None:
     ctx.fail(
         errors.ErrorInfo(
             message="Hyper-V was unable to find the recovery point given in "
-            "-VMRecoverySnapshot. Read the points again with Get-VMSnapshot -SnapshotType Replica.",
+            "-VMRecoverySnapshot (merged or pruned since it was read?). Read the points again "
+            "with Get-VMSnapshot -SnapshotType Replica.",
             fully_qualified_error_id=f"InvalidParameter,{errors.cmdlet_class(ctx.cmdlet)}",
             category="InvalidArgument",
             target_object=None if vm is None else vm.name,
@@ -170,7 +180,9 @@ _FAILOVER_PARAMS = (
     *VM_PARAMS,
     Param("Prepare", "switch"),
     Param("AsTest", "switch"),
-    Param("VMRecoverySnapshot", "object"),
+    # A live VMSnapshot only: a hashtable, a string or a client's deserialised copy fails to
+    # convert, as on a real host.
+    Param("VMRecoverySnapshot", "object", accepts=SNAPSHOT_TYPES[0]),
     PASSTHRU,
     ASJOB,
 )
@@ -186,6 +198,7 @@ START_FAILOVER = Cmdlet(
         ),
         ("VMName",),
         "VM",
+        pipeline_types=((SNAPSHOT_TYPES[0], "VMRecoverySnapshot"),),
     ),
     start_failover,
     mutating=True,

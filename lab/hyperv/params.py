@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lab.hyperv import errors
-from lab.objects import CmdletError
+from lab.hyperv.timespan import TimeSpanError, parse_timespan
+from lab.objects import CmdletError, LabObject
 
 # Parameters every cmdlet accepts; the lab reads ErrorAction and ignores the rest.
 COMMON = (
@@ -49,13 +50,18 @@ _ACTIONS: dict[Any, str] = {
 class Param:
     """One parameter: name, value kind and aliases.
 
-    ``kind`` is ``string``, ``strings``, ``int``, ``bool``, ``switch``, ``datetime`` or
+    ``kind`` is ``string``, ``strings``, ``int``, ``bool``, ``switch``, ``datetime``,
+    ``timespan`` (a ``timedelta``, converted as PowerShell converts to System.TimeSpan) or
     ``object`` (anything, e.g. a VM object or a DNS record from an earlier call).
+    ``accepts`` narrows an ``object`` to live objects of one .NET type (e.g.
+    ``Microsoft.HyperV.PowerShell.VMSnapshot``): anything else, a client's deserialised copy
+    included, fails to convert as it does on a real host.
     """
 
     name: str
     kind: str = "string"
     aliases: tuple[str, ...] = ()
+    accepts: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,17 @@ class Signature:
     pipeline: str | None = None
     # Extra common parameters accepted and ignored (Hyper-V's ComputerName, AsJob, ...).
     ignored: tuple[str, ...] = ("ComputerName", "Credential", "CimSession")
+    # Pipeline input bound by its type before falling back to ``pipeline``: (.NET type name,
+    # parameter), e.g. a VMSnapshot piped into Start-VMFailover binds to -VMRecoverySnapshot.
+    pipeline_types: tuple[tuple[str, str], ...] = ()
+
+    def pipeline_target(self, obj: Any) -> str | None:
+        """The parameter a piped object binds to (None: the cmdlet takes no pipeline input)."""
+        names = obj.type_names if isinstance(obj, LabObject) else []
+        for type_name, param in self.pipeline_types:
+            if type_name in names:
+                return param
+        return self.pipeline
 
 
 @dataclass
@@ -119,9 +136,17 @@ class Bound:
 
 
 def bind(
-    signature: Signature, parameters: Sequence[tuple[str | None, Any]], *, has_input: bool
+    signature: Signature,
+    parameters: Sequence[tuple[str | None, Any]],
+    *,
+    has_input: bool,
+    piped: Sequence[Any] = (),
 ) -> Bound:
-    """Bind ``parameters`` to ``signature``; raises :class:`CmdletError` as PowerShell would."""
+    """Bind ``parameters`` to ``signature``; raises :class:`CmdletError` as PowerShell would.
+
+    ``piped`` (the pipeline input, if known) chooses the parameter each input object binds
+    to by its type; without it, input binds to ``signature.pipeline``.
+    """
     cmdlet = signature.cmdlet
     by_name: dict[str, Param] = {}
     for p in signature.params:
@@ -156,8 +181,10 @@ def bind(
                 positional.remove(param.name)
         values[param.name] = _coerce(cmdlet, param, raw_value)
     given = {n for n in values if n not in signature.ignored}
-    if has_input and signature.pipeline:
-        given.add(signature.pipeline)
+    targets = {signature.pipeline_target(obj) for obj in piped} if piped else set()
+    if has_input and not targets:
+        targets = {signature.pipeline}
+    given.update(t for t in targets if t is not None)
     chosen = _choose_set(signature, given)
     return Bound(cmdlet, chosen, values, error_action)
 
@@ -201,7 +228,14 @@ def _coerce(cmdlet: str, param: Param, value: Any) -> Any:
         # PSRP sends a bare switch as True or as None (present, no argument).
         return value is None or bool(value)
     if kind == "object":
-        return value
+        return value if param.accepts is None else _instance(cmdlet, param, value)
+    if kind == "timespan":
+        try:
+            return parse_timespan(value)
+        except TimeSpanError as exc:
+            conversion = errors.conversion_message(value, "System.TimeSpan", str(exc))
+            info = errors.cannot_convert(cmdlet, param.name, conversion, value)
+            raise CmdletError(info) from None
     if kind == "strings":
         items = value if isinstance(value, list | tuple) else [value]
         strings = [str(v) for v in items if v is not None]
@@ -247,3 +281,15 @@ def _coerce(cmdlet: str, param: Param, value: Any) -> Any:
             ) from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return value
+
+
+def _instance(cmdlet: str, param: Param, value: Any) -> Any:
+    """``value`` if it is a live object of ``param.accepts``; else the cast error."""
+    if isinstance(value, list | tuple) and len(value) == 1:
+        # A one-element array binds to a scalar parameter as its element.
+        value = value[0]
+    if isinstance(value, LabObject) and param.accepts in value.type_names:
+        return value
+    assert param.accepts is not None
+    conversion = errors.conversion_message(value, param.accepts)
+    raise CmdletError(errors.cannot_convert(cmdlet, param.name, conversion, value))

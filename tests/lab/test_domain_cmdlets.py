@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 import pytest
 
-from lab.objects import CmdletError, Command, LabEnum
+from lab.objects import CmdletError, Command, InvokeResult, LabEnum
+from lab.world import Lab
 from tests.lab.test_domain_support import call, error_of, example_dict, make_lab, ok, plain
 
 STO, GOT, VMM = "hv-sto-1", "hv-got-1", "vmm-sto"
@@ -332,39 +336,206 @@ def test_numeric_error_action_stop_is_terminating() -> None:
     assert call(lab, STO, "Get-VM", Name="nope", ErrorAction="SilentlyContinue").errors == []
 
 
-def test_dns_ttls_in_every_timespan_form_and_aaaa_records() -> None:
+def _add_a(lab: Lab, name: str, ttl: Any) -> InvokeResult:
+    return call(
+        lab,
+        VMM,
+        "Add-DnsServerResourceRecordA",
+        ZoneName="corp.example",
+        Name=name,
+        IPv4Address="10.10.9.1",
+        TimeToLive=ttl,
+    )
+
+
+def _ttl(lab: Lab, name: str) -> float:
+    (rec,) = ok(lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name=name)
+    seconds: float = rec.properties["TimeToLive"].total_seconds()
+    return seconds
+
+
+@pytest.mark.parametrize(
+    ("ttl", "seconds"),
+    [
+        ("PT5M", 300),  # xs:duration, how CLIXML writes a TimeSpan
+        ("PT1H30M", 5400),
+        ("P1DT2H", 93600),
+        ("PT90.5S", 90),
+        ("00:05:00", 300),  # TimeSpan text
+        ("05:00", 18000),  # hh:mm
+        ("1.00:00:00", 86400),  # d.hh:mm:ss
+        ("2.03:04:05.5", 183845),
+        ("2", 172800),  # a bare number of TimeSpan text is days
+        (timedelta(minutes=5), 300),  # a deserialised <TS>
+        ("1 day, 0:05:00", 86700),  # how the protocol layer hands a <TS> over as text
+        (3_000_000_000, 300),  # a number is ticks of 100 ns, as [TimeSpan]3000000000
+        (60, 0),  # ... so 60 is 6 microseconds, not a minute
+    ],
+)
+def test_dns_ttl_accepts_every_timespan_form(ttl: Any, seconds: int) -> None:
     lab = make_lab()
-    for name, ttl, seconds in (("a1", "PT5M", 300), ("a2", "1.00:00:00", 86400), ("a3", 60, 60)):
+    assert _add_a(lab, "t", ttl).errors == []
+    assert _ttl(lab, "t") == seconds
+
+
+@pytest.mark.parametrize("ttl", ["soon", "25:00:00", "00:60:00", "P", "PT", "1.5", "5M", True])
+def test_dns_ttl_junk_is_the_cdxml_transformation_error(ttl: Any) -> None:
+    lab = make_lab()
+    with pytest.raises(CmdletError) as caught:
+        _add_a(lab, "t", ttl)
+    info = caught.value.info
+    assert info.fully_qualified_error_id == (
+        "ParameterArgumentTransformationError,Add-DnsServerResourceRecordA"
+    )
+    assert info.category == "InvalidData"
+    assert info.message.startswith(
+        f"Cannot process argument transformation on parameter 'TimeToLive'. Cannot convert "
+        f'value "{ttl}" to type "System.TimeSpan".'
+    )
+    err = error_of(lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name="t")
+    assert err.fully_qualified_error_id == "WIN32 9714,Get-DnsServerResourceRecord"
+
+
+def test_dns_negative_ttl_is_refused_and_adds_nothing() -> None:
+    lab = make_lab()
+    (err,) = _add_a(lab, "t", "-00:05:00").errors
+    assert err.fully_qualified_error_id == "WIN32 87,Add-DnsServerResourceRecordA"
+    assert "negative" in err.message
+    assert call(lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name="t").errors
+
+
+def test_dns_set_reads_the_new_objects_ttl_in_any_form() -> None:
+    lab = make_lab()
+    (old,) = ok(lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name="sql-01")
+    for ttl, seconds in (("PT10M", 600), ("01:00:00", 3600), (timedelta(hours=2), 7200)):
+        current = plain(
+            ok(lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name="sql-01")[0]
+        )
+        new = dict(current, TimeToLive=ttl)
         ok(
             lab,
             VMM,
-            "Add-DnsServerResourceRecordA",
+            "Set-DnsServerResourceRecord",
             ZoneName="corp.example",
-            Name=name,
-            IPv4Address="10.10.9.1",
-            TimeToLive=ttl,
+            OldInputObject=current,
+            NewInputObject=new,
         )
-        (rec,) = ok(lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name=name)
-        assert rec.properties["TimeToLive"].total_seconds() == seconds
+        assert _ttl(lab, "sql-01") == seconds
+    with pytest.raises(CmdletError) as caught:
+        call(
+            lab,
+            VMM,
+            "Set-DnsServerResourceRecord",
+            ZoneName="corp.example",
+            OldInputObject=plain(old),
+            NewInputObject=dict(plain(old), TimeToLive="an hour"),
+        )
+    assert caught.value.info.fully_qualified_error_id == (
+        "ParameterArgumentTransformationError,Set-DnsServerResourceRecord"
+    )
+    assert _ttl(lab, "sql-01") == 7200
+
+
+def test_dns_aaaa_records_add_get_set_remove() -> None:
+    lab = make_lab()
     ok(
         lab,
         VMM,
         "Add-DnsServerResourceRecordAAAA",
         ZoneName="corp.example",
         Name="v6",
-        IPv6Address="fd00::1",
+        IPv6Address="fd00:0:0::1",
+        TimeToLive="PT5M",
     )
     (rec,) = ok(
         lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name="v6", RRType="AAAA"
     )
-    assert rec.properties["RecordData"].properties["IPv6Address"] == "fd00::1"
-    err = error_of(
+    assert rec.type_names[0].endswith("/DNS/DnsServerResourceRecord")
+    data = rec.properties["RecordData"]
+    assert data.type_names[0].endswith("/DNS/DnsServerResourceRecordAAAA")
+    assert data.properties == {"IPv6Address": "fd00::1"}  # stored in canonical form
+    assert (rec.properties["RecordType"], rec.properties["Type"]) == ("AAAA", 28)
+    assert rec.properties["TimeToLive"] == timedelta(minutes=5)
+    assert ok(lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", RRType="AAAA") == [
+        rec
+    ]
+    with pytest.raises(CmdletError):
+        call(
+            lab,
+            VMM,
+            "Get-DnsServerResourceRecord",
+            "corp.example",
+            "v6",
+            RRType="A",
+            ErrorAction="Stop",
+        )
+    new = dict(plain(rec), RecordData={"IPv6Address": "fd00::2"})
+    ok(
         lab,
         VMM,
-        "Add-DnsServerResourceRecordA",
+        "Set-DnsServerResourceRecord",
         ZoneName="corp.example",
-        Name="bad",
-        IPv4Address="10.10.9.2",
-        TimeToLive="soon",
+        OldInputObject=plain(rec),
+        NewInputObject=new,
     )
-    assert err.fully_qualified_error_id.startswith("ParameterArgumentValidationError,")
+    (now,) = ok(lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name="v6")
+    assert now.properties["RecordData"].properties["IPv6Address"] == "fd00::2"
+    ok(
+        lab,
+        VMM,
+        "Remove-DnsServerResourceRecord",
+        ZoneName="corp.example",
+        Name="v6",
+        RRType="AAAA",
+        RecordData="FD00:0::2",
+        Force=True,
+    )
+    err = error_of(lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name="v6")
+    assert err.fully_qualified_error_id == "WIN32 9714,Get-DnsServerResourceRecord"
+
+
+@pytest.mark.parametrize(
+    ("cmdlet", "key", "value", "error_id"),
+    [
+        ("Add-DnsServerResourceRecordAAAA", "IPv6Address", "10.10.9.1", "WIN32 87,"),
+        ("Add-DnsServerResourceRecordA", "IPv4Address", "fd00::1", "WIN32 87,"),
+        ("Add-DnsServerResourceRecordAAAA", "IPv6Address", "nope", "ParameterArgument"),
+        ("Add-DnsServerResourceRecordA", "IPv4Address", "10.10.9", "ParameterArgument"),
+    ],
+)
+def test_dns_address_of_the_wrong_family_or_junk_is_refused(
+    cmdlet: str, key: str, value: str, error_id: str
+) -> None:
+    lab = make_lab()
+    err = error_of(lab, VMM, cmdlet, ZoneName="corp.example", Name="bad", **{key: value})
+    assert err.fully_qualified_error_id.startswith(error_id)
+    assert err.fully_qualified_error_id.endswith("," + cmdlet)
+    assert call(lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name="bad").errors
+
+
+def test_dns_ptr_records() -> None:
+    lab = make_lab()
+    ok(
+        lab,
+        VMM,
+        "Add-DnsServerResourceRecordPtr",
+        ZoneName="corp.example",
+        Name="11.1",
+        PtrDomainName="sql-01.corp.example",
+    )
+    (rec,) = ok(
+        lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name="11.1", RRType="Ptr"
+    )
+    assert rec.properties["RecordType"] == "PTR" and rec.properties["Type"] == 12
+    assert rec.properties["RecordData"].properties == {"PtrDomainName": "sql-01.corp.example."}
+    ok(
+        lab,
+        VMM,
+        "Remove-DnsServerResourceRecord",
+        ZoneName="corp.example",
+        Name="11.1",
+        RRType="Ptr",
+        RecordData="sql-01.corp.example",
+        Force=True,
+    )
+    assert call(lab, VMM, "Get-DnsServerResourceRecord", "corp.example", "11.1").errors

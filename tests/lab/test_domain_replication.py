@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
 
 import pytest
 
-from lab.objects import CmdletError
+from lab.objects import CmdletError, Command, LabObject
+from lab.world import Lab
 from tests.lab.test_domain_support import (
     call,
     ends,
@@ -195,7 +198,8 @@ def test_reverse_after_unplanned_failover() -> None:
     assert rep(lab, STO, "file-01")["Health"] == "Normal"
 
 
-def test_failover_to_a_chosen_recovery_point() -> None:
+def _lab_with_points() -> tuple[Lab, list[LabObject]]:
+    """sql-01 with four hourly points and the latest (oldest first) on hv-got-1."""
     data = example_dict()
     data["vms"][0]["replication"] = {
         "frequency": 300,
@@ -204,20 +208,116 @@ def test_failover_to_a_chosen_recovery_point() -> None:
     }
     lab = make_lab(data)
     lab.clock.advance(5 * 3600)
-    points = ok(lab, GOT, "Get-VMSnapshot", VMName="sql-01", SnapshotType="Replica")
+    return lab, ok(lab, GOT, "Get-VMSnapshot", VMName="sql-01", SnapshotType="Replica")
+
+
+def _failover_point(lab: Lab, host: str, name: str) -> str | None:
+    found = lab.world.find(host, name)
+    assert found is not None
+    return None if found.failover_point is None else str(found.failover_point.id)
+
+
+def test_recovery_points_list_by_type() -> None:
+    lab, points = _lab_with_points()
     assert len(points) == 5  # four hourly points and the latest
     kinds = [plain(p)["SnapshotType"] for p in points]
     assert "AppConsistentReplica" in kinds and "Replica" in kinds
     assert points[-1].properties["IsLatest"] is True
     app_only = ok(lab, GOT, "Get-VMSnapshot", VMName="sql-01", SnapshotType="AppConsistentReplica")
     assert {plain(p)["SnapshotType"] for p in app_only} == {"AppConsistentReplica"}
-    # The client sends back a deserialised copy: a property bag.
-    chosen = {k: str(v) for k, v in points[0].properties.items()}
-    ok(lab, GOT, "Start-VMFailover", VMRecoverySnapshot=chosen)
+
+
+def test_failover_to_a_recovery_point_given_as_the_live_snapshot_object() -> None:
+    lab, points = _lab_with_points()
+    chosen = points[0]
+    ok(lab, GOT, "Start-VMFailover", VMRecoverySnapshot=chosen, Confirm=False)
     assert rep(lab, GOT, "sql-01")["State"] == "FailedOverWaitingCompletion"
-    bogus = dict(chosen, Id="00000000-0000-0000-0000-000000000000")
-    err = error_of(lab, "hv-got-2", "Start-VMFailover", VMRecoverySnapshot=bogus)
-    assert err.fully_qualified_error_id.startswith("InvalidParameter,")
+    assert _failover_point(lab, GOT, "sql-01") == str(chosen.properties["Id"])
+
+
+def _piped_failover(lab: Lab, name: str, *switches: str) -> list[Any]:
+    """Get-VMSnapshot -VMName sql-01 -Name <escaped name> -SnapshotType Replica |
+    Start-VMFailover -Confirm:$false -Passthru, the way the Hyper-V adapter sends it."""
+    escaped = "".join("`" + ch if ch in "*?[]`" else ch for ch in name)
+    read = Command(
+        "Get-VMSnapshot",
+        [("VMName", "sql-01"), ("Name", escaped), ("SnapshotType", "Replica")],
+    )
+    failover = Command(
+        "Start-VMFailover", [("Confirm", False), *((s, True) for s in (*switches, "Passthru"))]
+    )
+    result = lab.invoke(GOT, [read, failover])
+    assert result.errors == [], [e.message for e in result.errors]
+    return result.output
+
+
+def test_failover_to_a_recovery_point_piped_from_get_vmsnapshot() -> None:
+    lab, points = _lab_with_points()
+    chosen = points[1]
+    (failed_over,) = _piped_failover(lab, str(chosen.properties["Name"]))
+    assert failed_over.properties["Name"] == "sql-01"
+    assert rep(lab, GOT, "sql-01")["State"] == "FailedOverWaitingCompletion"
+    # The piped snapshot's point, not the latest one.
+    assert _failover_point(lab, GOT, "sql-01") == str(chosen.properties["Id"])
+    ok(lab, GOT, "Stop-VMFailover", VMName="sql-01")
+    (test_vm,) = _piped_failover(lab, str(chosen.properties["Name"]), "AsTest")
+    assert test_vm.properties["Name"] == "sql-01 - Test"
+    assert _failover_point(lab, GOT, "sql-01 - Test") == str(chosen.properties["Id"])
+
+
+def test_piped_snapshot_of_a_vanished_point_fails_nothing_over() -> None:
+    lab, points = _lab_with_points()
+    ok(lab, GOT, "Stop-VMFailover", VMName="sql-01", ErrorAction="SilentlyContinue")
+    name = str(points[0].properties["Name"])
+    result = lab.invoke(
+        GOT,
+        [
+            Command("Get-VMSnapshot", [("VMName", "sql-01"), ("Name", name + "x")]),
+            Command("Start-VMFailover", [("Passthru", True)]),
+        ],
+    )
+    assert result.output == [] and result.errors == []
+    assert rep(lab, GOT, "sql-01")["State"] == "Replicating"
+    gone = LabObject(list(points[0].type_names), dict(points[0].properties, Id=str(uuid4())))
+    err = error_of(lab, GOT, "Start-VMFailover", VMRecoverySnapshot=gone)
+    assert err.fully_qualified_error_id == (
+        "InvalidParameter,Microsoft.HyperV.PowerShell.Commands.StartVMFailover"
+    )
+    assert rep(lab, GOT, "sql-01")["State"] == "Replicating"
+
+
+@pytest.mark.parametrize(
+    ("value", "source_type"),
+    [
+        ("copy", "Deserialized.Microsoft.HyperV.PowerShell.VMSnapshot"),
+        ({"Id": "p1", "Name": "hourly", "VMName": "sql-01"}, "System.Collections.Hashtable"),
+        ("sql-01 - Standard Replica", "System.String"),
+    ],
+)
+def test_recovery_snapshot_that_is_not_a_snapshot_object_is_a_binding_error(
+    value: Any, source_type: str
+) -> None:
+    lab, points = _lab_with_points()
+    if value == "copy":
+        # What a client holds and sends back: a property bag, not a live VMSnapshot.
+        value = {k: str(v) for k, v in points[0].properties.items()}
+    with pytest.raises(CmdletError) as caught:
+        call(lab, GOT, "Start-VMFailover", VMRecoverySnapshot=value, Confirm=False)
+    info = caught.value.info
+    assert info.fully_qualified_error_id == (
+        "CannotConvertArgumentNoMessage,Microsoft.HyperV.PowerShell.Commands.StartVMFailover"
+    )
+    assert (info.category, info.exception_type) == (
+        "InvalidArgument",
+        "System.Management.Automation.ParameterBindingException",
+    )
+    assert info.message.startswith("Cannot bind parameter 'VMRecoverySnapshot'. Cannot convert")
+    assert f'of type "{source_type}" to type "Microsoft.HyperV.PowerShell.VMSnapshot"' in (
+        info.message
+    )
+    assert rep(lab, GOT, "sql-01")["State"] == "Replicating"
+    (entry,) = lab.audit.entries(cmdlet="Start-VMFailover")
+    assert entry.outcome.startswith("error:CannotConvertArgumentNoMessage,")
 
 
 def test_primary_keeps_no_recovery_points() -> None:
