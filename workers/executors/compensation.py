@@ -35,7 +35,7 @@ _ACTIONS: dict[str, tuple[StepKind, Callable[[StepContext, StepSpec], StepOutcom
     "cancel_prepare": (StepKind.CANCEL_FAILOVER, failover.cancel_prepare),
     "start_vm": (StepKind.START_VM, machine.start_vm),
     "stop_vm": (StepKind.START_VM, machine.stop_vm),
-    "connect_network": (StepKind.CONNECT_NETWORK, machine.disconnect_or_connect),
+    "connect_network": (StepKind.CONNECT_NETWORK, machine.restore_network),
     "restore_dns": (StepKind.RESTORE_DNS, dns.restore_dns),
     "script": (StepKind.SCRIPT, script.script),
 }

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from workers.executors.base import (
+    TEST_SUFFIX,
     host_of,
     param,
     refused_as_step_error,
@@ -28,7 +29,7 @@ _RUN_IT_FIRST = "run the failover (or test failover) step first, or check the pl
 
 
 def _is_test(name: str) -> bool:
-    return name.endswith(" - Test")
+    return name.endswith(TEST_SUFFIX)
 
 
 def connect_network(ctx: StepContext, spec: StepSpec) -> StepOutcome:
@@ -69,7 +70,7 @@ def connect_network(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     return StepOutcome(result={"switch": switch, "previous": current}, undo=undo)
 
 
-def disconnect_or_connect(ctx: StepContext, spec: StepSpec) -> StepOutcome:
+def restore_network(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     """Compensation of CONNECT_NETWORK: back to the previous switch (None: disconnected)."""
     switch = spec.params.get("switch")
     if switch is not None:
