@@ -21,7 +21,9 @@ Run alone: ``python -m bench.makespan [--quick]``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import statistics
 import sys
 import tempfile
 from collections import defaultdict
@@ -102,6 +104,41 @@ def stage_gaps(shape: Shape, calls: CallLog) -> list[float]:
     return [round(first[g + 1] - last[g], 3) for g in range(shape.groups - 1) if g + 1 in first]
 
 
+def breakdown(shape: Shape, calls: CallLog) -> dict[str, Any]:
+    """Where a VM's time went, medians over VMs (seconds).
+
+    ``vm_span``: first call's start to last call's end. ``call_gap``: between one call's end
+    and the VM's next call's start, before Start-VM (client-side work and waiting for a
+    runspace or a worker slot). ``ip_wait``: Start-VM's end to the end of the read that found
+    the address (the boot time is the least it can be). ``group_span``: a group's first
+    call to its last.
+    """
+    vm_spans, gaps, ip_waits = [], [], []
+    for vm_calls in calls.per_vm().values():
+        vm_spans.append(vm_calls[-1].end - vm_calls[0].start)
+        names = [c.cmdlet for c in vm_calls]
+        upto = names.index("Start-VM") if "Start-VM" in names else len(names) - 1
+        gaps += [b.start - a.end for a, b in itertools.pairwise(vm_calls[: upto + 1])]
+        if "Start-VM" in names:
+            ip_waits.append(vm_calls[-1].end - vm_calls[upto].end)
+    group_of = _group_of(shape)
+    spans: dict[int, list[float]] = defaultdict(list)
+    for vm, vm_calls in calls.per_vm().items():
+        spans[group_of[vm]] += [vm_calls[0].start, vm_calls[-1].end]
+    group_spans = [max(v) - min(v) for v in spans.values()]
+    return {
+        "vm_span_s": _median(vm_spans),
+        "call_gap_ms": round(_median(gaps) * 1000, 1),
+        "call_gap_max_ms": round(max(gaps, default=0) * 1000, 1),
+        "ip_wait_s": _median(ip_waits),
+        "group_span_s": _median(group_spans),
+    }
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 3) if values else 0.0
+
+
 def run(*, quick: bool, concurrency: int | None = None, timeout: float = 1800) -> dict[str, Any]:
     """Run the plan on the slow lab and compare its makespan with the critical path."""
     reason = pipeline.available()
@@ -148,6 +185,7 @@ def run(*, quick: bool, concurrency: int | None = None, timeout: float = 1800) -
         out["cmdlets"] = calls.cmdlet_counts()
         out["max_concurrent_calls_per_host"] = host_concurrency(calls.calls())
         out["host_serial_bound_s"] = serial_bound(shape, calls, LATENCY)
+        out["breakdown"] = breakdown(shape, calls)
         gaps = stage_gaps(shape, calls)
         out["stage_gap_s"] = {"min": min(gaps), "max": max(gaps)} if gaps else {}
     critical = out["critical_path_s"]
@@ -159,7 +197,11 @@ def run(*, quick: bool, concurrency: int | None = None, timeout: float = 1800) -
         f"{shape.groups}x{per_group} VMs, {LATENCY * 1000:g} ms/cmdlet, boot {BOOT:g} s: "
         f"makespan {out['makespan_s']} s vs critical path {critical} s "
         f"(target {out['target_s']} s); one-call-per-host bound {out['host_serial_bound_s']} s; "
-        f"peak concurrent calls per host {max(out['max_concurrent_calls_per_host'].values())}"
+        f"peak concurrent calls per host {max(out['max_concurrent_calls_per_host'].values())}",
+        "medians: VM span {vm_span_s} s, gap between a VM's calls {call_gap_ms} ms, "
+        "Start-VM to address {ip_wait_s} s (boot {boot} s), group span {group_span_s} s".format(
+            boot=BOOT, **out["breakdown"]
+        ),
     ]
     return out
 
