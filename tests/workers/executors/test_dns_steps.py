@@ -168,3 +168,32 @@ def test_update_and_restore_against_bind(bind_servers: Any, make_ctx: MakeContex
         assert server.addresses("web-01") == {"10.10.3.31"}
         assert server.addresses("www") == www
     assert run_step(ctx, restore).changed is False
+
+
+@pytest.mark.integration
+def test_update_with_ptr_and_restore_against_bind(bind_servers: Any, make_ctx: MakeContext) -> None:
+    zones = {
+        "corp.example": {
+            "kind": "rfc2136",
+            "primary": bind_servers.primary.hostport,
+            "servers": bind_servers.servers,
+            "tsig_key": f"file:{bind_servers.key_file}",
+            "verify_timeout": 20,
+        }
+    }
+    records = [{"zone": "corp.example", "name": "sql-01", "ttl": 60, "ptr": True}]
+    ctx = make_ctx(prior=PRIOR)
+    out = run_step(ctx, spec(K.UPDATE_DNS, "hv-got-1", records=records, zones=zones))
+    primary = bind_servers.primary
+
+    def ptr(address: str) -> set[str]:
+        name = ".".join(reversed(address.split("."))) + ".in-addr.arpa."
+        return {rr.to_text() for rrset in primary.query(name, "PTR").answer for rr in rrset}
+
+    assert ptr("10.20.1.11") == {"sql-01.corp.example."}
+    assert ptr("10.10.1.11") == set()  # the old address no longer points at the name
+    assert out.undo is not None
+    run_step(ctx, spec(K.RESTORE_DNS, "hv-got-1", **out.undo))
+    assert ptr("10.10.1.11") == {"sql-01.corp.example."}
+    assert ptr("10.20.1.11") == set()
+    assert primary.addresses("sql-01") == {"10.10.1.11"}
