@@ -3,7 +3,8 @@
 A topology is a YAML (or dict) document::
 
     time_scale: 0.01          # real seconds per lab second (0.01: 100x faster; 0: frozen clock,
-                              # time moves only through POST /time/advance)
+                              # time moves only through POST /time/advance; default 1: real
+                              # time). `ferryman lab serve --time-scale` overrides it.
     admin_port: 15999         # optional; where the protocol layer serves the admin API
     seed: 7                   # optional; seeds the fault injector's random numbers
     initial_replication_seconds: 60   # lab seconds an initial replication takes
@@ -28,6 +29,7 @@ A topology is a YAML (or dict) document::
                               # networks not listed get the subnet's prefix + the last two
                               # octets of the VM's first IP
         boot_seconds: 30      # lab seconds from Start-VM until the guest reports its IP
+                              # (on a frozen clock: only once lab time is advanced that far)
         running: true         # primary running at start (default true)
         replication:          # omitted when replica is absent
           state: replicating  # replicating | ready (enabled, no initial replication yet)
@@ -42,16 +44,22 @@ A topology is a YAML (or dict) document::
         - name: corp.example
           servers: [vmm-sto]  # VMM hosts answering the Windows DNS cmdlets for it
           records:
-            - {name: sql-01, type: A, data: 10.10.1.11, ttl: 300}
+            - {name: sql-01, type: A, data: 10.10.1.11, ttl: 300}   # ttl: seconds
+            - {name: sql-01, type: AAAA, data: "fd00::11"}         # A, AAAA, PTR, ...
             - {name: www, type: A, data: [10.10.3.31, 10.10.3.32]}
     scripts:                  # behaviours of AddScript text, first match wins
-      - {pattern: "Invoke-Health", output: ["ok"], duration: 2}
+      - {pattern: "Invoke-Health", output: ["ok"], duration: 2}    # duration: lab seconds
       - {pattern: "throw", error: "the script failed"}
     faults:                   # same rules as POST /faults (see lab.faults)
       - {cmdlet: Start-VM, vm: sql-01, fail: http500, count: 2}
       - {host_down: hv-sto-2}
       - {vm: web-01, health: Warning}
       - {vm: web-02, no_ip: true}
+
+Every duration in the topology is in *lab* seconds and follows ``time_scale``
+(``boot_seconds``, ``initial_replication_seconds``, replication ``frequency``, script
+``duration``); only a fault's ``latency_ms`` is real time, since it exists to trip client
+timeouts.
 
 Loading validates everything and reports every problem at once in :class:`TopologyError`.
 """
@@ -460,16 +468,33 @@ class _Parser:
                 rtype = str(rec.get("type", "A")).upper()
                 data = rec.get("data")
                 values = tuple(str(v) for v in (data if isinstance(data, list) else [data]))
-                if rtype == "A":
-                    for value in values:
-                        try:
-                            ipaddress.IPv4Address(value)
-                        except ValueError:
-                            self.fail(rpath, f"{value!r} is not an IPv4 address")
+                values = self._record_values(rpath, rtype, values)
                 ttl = rec.get("ttl", 3600)
-                records.append(RecordSpec(rec["name"], rtype, values, int(ttl)))
+                if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 0:
+                    self.fail(f"{rpath}.ttl", "must be whole seconds >= 0")
+                    ttl = 3600
+                records.append(RecordSpec(rec["name"], rtype, values, ttl))
             zones.append(ZoneSpec(item["name"].rstrip("."), tuple(servers), tuple(records)))
         return tuple(zones)
+
+    def _record_values(self, path: str, rtype: str, values: tuple[str, ...]) -> tuple[str, ...]:
+        """Record data as the DNS server stores it: addresses checked and in canonical form
+        (``fd00:0::1`` is ``fd00::1``), PTR targets absolute, so lookups match the cmdlets'."""
+        if rtype == "PTR":
+            return tuple(v if v.endswith(".") else v + "." for v in values)
+        if rtype not in ("A", "AAAA"):
+            return values
+        address: type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address] = (
+            ipaddress.IPv4Address if rtype == "A" else ipaddress.IPv6Address
+        )
+        out = []
+        for value in values:
+            try:
+                out.append(str(address(value)))
+            except ValueError:
+                self.fail(path, f"{value!r} is not an IPv{4 if rtype == 'A' else 6} address")
+                out.append(value)
+        return tuple(out)
 
     def _scripts(self, raw: list[Any]) -> tuple[ScriptBehaviour, ...]:
         behaviours = []

@@ -83,6 +83,27 @@ def test_every_problem_is_reported_at_once() -> None:
     assert len(caught.value.problems) >= 7
 
 
+def test_dns_records_are_checked_and_stored_as_the_server_would() -> None:
+    data = example_dict()
+    zone = data["dns"]["zones"][0]
+    zone["records"] += [
+        {"name": "v6", "type": "AAAA", "data": "FD00:0:0::1"},
+        {"name": "11.1", "type": "PTR", "data": "sql-01.corp.example"},
+    ]
+    records = {r.name: r for r in load_topology(data).zones[0].records}
+    assert records["v6"].data == ("fd00::1",)
+    assert records["11.1"].data == ("sql-01.corp.example.",)
+    zone["records"] += [
+        {"name": "bad6", "type": "AAAA", "data": "10.10.9.1"},
+        {"name": "badttl", "type": "A", "data": "10.10.9.1", "ttl": "an hour"},
+    ]
+    with pytest.raises(TopologyError) as caught:
+        load_topology(data)
+    problems = "\n".join(caught.value.problems)
+    assert "'10.10.9.1' is not an IPv6 address" in problems
+    assert "ttl: must be whole seconds" in problems
+
+
 def test_unreadable_file(tmp_path) -> None:
     bad = tmp_path / "t.yaml"
     bad.write_text("- just\n- a list\n")
