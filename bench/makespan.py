@@ -30,10 +30,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench import pipeline
+from bench import bare, pipeline
 from bench.calls import Call, CallLog
 from bench.engine import ferryman, ferryman_env
-from bench.overhead import FERRYMAN_DB, lab_for, urls_of
+from bench.overhead import FERRYMAN_DB, bare_worker, host_refs, lab_for, time_bare, urls_of
 from bench.plans import PLAN_NAME, Shape, write_bundle
 from bench.services import redis_server
 
@@ -139,6 +139,26 @@ def _median(values: list[float]) -> float:
     return round(statistics.median(values), 3) if values else 0.0
 
 
+def bare_makespan(
+    shape: Shape, server: Any, workdir: Path, *, threads: int, timeout: float
+) -> dict[str, Any]:
+    """The same shape on its own slow lab through bare Celery (``bench.bare``): what the
+    adapter and Celery allow without Ferryman's store and executors."""
+    with (
+        lab_for(shape, latency=LATENCY, time_scale=TIME_SCALE) as lab,
+        bare_worker(server, concurrency=threads, password=lab.password, log_dir=workdir) as app,
+    ):
+        stages = bare.vm_stages(shape.groups_of_names(), host_refs(shape, lab))
+        lab.calls.clear()
+        seconds = time_bare(app, bare.VM, stages, timeout)
+        figures: dict[str, Any] = {"makespan_s": round(seconds, 3)}
+        figures.update(critical_path(shape, lab.calls, LATENCY, BOOT))
+        figures["calls_per_vm"] = round(lab.calls.calls_per_vm(), 2)
+        figures["breakdown"] = breakdown(shape, lab.calls)
+    figures["makespan_ratio"] = round(seconds / figures["critical_path_s"], 2)
+    return figures
+
+
 def run(*, quick: bool, concurrency: int | None = None, timeout: float = 1800) -> dict[str, Any]:
     """Run the plan on the slow lab and compare its makespan with the critical path."""
     reason = pipeline.available()
@@ -167,6 +187,7 @@ def run(*, quick: bool, concurrency: int | None = None, timeout: float = 1800) -
         lab_for(shape, latency=LATENCY, time_scale=TIME_SCALE) as lab,
     ):
         workdir = Path(tmp)
+        out["bare"] = bare_makespan(shape, server, workdir, threads=threads, timeout=timeout)
         plan_file = write_bundle(workdir / "makespan", shape, urls_of(lab))
         env = ferryman_env(
             server, workdir, db=FERRYMAN_DB, password=lab.password, database_url=None
@@ -198,6 +219,8 @@ def run(*, quick: bool, concurrency: int | None = None, timeout: float = 1800) -
         f"makespan {out['makespan_s']} s vs critical path {critical} s "
         f"(target {out['target_s']} s); one-call-per-host bound {out['host_serial_bound_s']} s; "
         f"peak concurrent calls per host {max(out['max_concurrent_calls_per_host'].values())}",
+        f"bare Celery, same adapter and lab: {out['bare']['makespan_s']} s "
+        f"({out['bare']['makespan_ratio']}x its critical path {out['bare']['critical_path_s']} s)",
         "medians: VM span {vm_span_s} s, gap between a VM's calls {call_gap_ms} ms, "
         "Start-VM to address {ip_wait_s} s (boot {boot} s), group span {group_span_s} s".format(
             boot=BOOT, **out["breakdown"]
