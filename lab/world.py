@@ -166,7 +166,7 @@ class Lab:
         # A cmdlet fed by an earlier one that output nothing: PowerShell still binds (and
         # checks) its named parameters, but calls ProcessRecord once per input object, so it
         # does nothing; running it with no operand would mean "every VM on the host".
-        starved = downstream and not piped and cmdlet.signature.pipeline is not None
+        starved = downstream and not piped
         late_fault = None
         if not starved:
             params = _raw_params(command)

@@ -329,6 +329,23 @@ def test_lookups_by_id_host_and_input_object() -> None:
     assert len(remaining) == 3
 
 
+def test_a_cmdlet_fed_nothing_does_nothing() -> None:
+    lab = make_lab()
+    nothing = Command("Get-VM", [("Name", "web-9*")])
+    result = lab.invoke(STO, [nothing, Command("Stop-VM", [("Force", True)])])
+    assert (result.output, result.errors) == ([], [])
+    assert all(plain(o)["State"] == "Running" for o in ok(lab, STO, "Get-VM"))
+    # Its named parameters are still bound and checked.
+    with pytest.raises(CmdletError) as caught:
+        lab.invoke(STO, [nothing, Command("Stop-VM", [("Bogus", 1)])])
+    assert caught.value.info.fully_qualified_error_id.startswith("NamedParameterNotFound,")
+    # Fed objects, it acts on each of them.
+    fed = lab.invoke(STO, [Command("Get-VM", [("Name", "web-*")]), Command("Stop-VM", [])])
+    assert fed.errors == []
+    states = {o.properties["Name"]: plain(o)["State"] for o in ok(lab, STO, "Get-VM")}
+    assert states == {**{n: "Running" for n in states}, "web-01": "Off", "web-03": "Off"}
+
+
 def test_numeric_error_action_stop_is_terminating() -> None:
     lab = make_lab()
     with pytest.raises(CmdletError):
