@@ -146,8 +146,9 @@ def bare_makespan(
     adapter and Celery allow without Ferryman's store and executors."""
     with (
         lab_for(shape, latency=LATENCY, time_scale=TIME_SCALE) as lab,
-        bare_worker(server, concurrency=threads, password=lab.password, log_dir=workdir) as app,
+        bare_worker(server, concurrency=threads, password=lab.password, log_dir=workdir) as worker,
     ):
+        app = worker.app
         stages = bare.vm_stages(shape.groups_of_names(), host_refs(shape, lab))
         lab.calls.clear()
         seconds = time_bare(app, bare.VM, stages, timeout)

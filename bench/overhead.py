@@ -31,7 +31,7 @@ from typing import Any
 
 from bench import bare, pipeline
 from bench.calls import CallLog, recording
-from bench.engine import ferryman, ferryman_env
+from bench.engine import ferryman, ferryman_env, wait_for_workers
 from bench.plans import PASSWORD_REF, PLAN_NAME, Shape, topology_document, write_bundle
 from bench.profiler import Profile, sampling
 from bench.services import (
@@ -96,11 +96,19 @@ def urls_of(lab: LabRun) -> dict[str, str]:
     return {name: endpoint.url for name, endpoint in lab.handle.endpoints.items()}
 
 
+@dataclass
+class BareWorker:
+    """The bare worker process's pid and a client app on the same broker."""
+
+    app: Any
+    pid: int
+
+
 @contextmanager
 def bare_worker(
     server: RedisServer, *, concurrency: int, password: str, log_dir: Path
-) -> Iterator[Any]:
-    """A bare Celery worker process on Redis database :data:`BARE_DB`; yields its app."""
+) -> Iterator[BareWorker]:
+    """A bare Celery worker process on Redis database :data:`BARE_DB`."""
     url = server.url(BARE_DB)
     argv = celery_worker_argv(
         "bench.bare:app",
@@ -114,12 +122,9 @@ def bare_worker(
         log=log_dir / "bare-worker.log",
     )
     app = bare.make_app(url)
-    app.bench_pid = process.pid
     try:
-        from bench.engine import wait_for_workers
-
         wait_for_workers(app, 1, 60, [process])
-        yield app
+        yield BareWorker(app, process.pid)
     finally:
         release_results(app)
         stop_process(process)
@@ -179,17 +184,18 @@ def run(
             lab_for(shape) as lab,
             bare_worker(
                 server, concurrency=concurrency, password=lab.password, log_dir=workdir
-            ) as app,
+            ) as worker,
         ):
+            app = worker.app
             groups = shape.groups_of_names()
-            # warm: Celery's connections and the runspace pools of both replica hosts
+            # warm Celery's connections; opening runspace pools stays in both PSRP runs
             time_bare(app, bare.NOOP, bare.noop_stages(groups[:1]), timeout)
             out["bare_noop_s"] = round(
                 time_bare(app, bare.NOOP, bare.noop_stages(groups), timeout), 3
             )
             lab.calls.clear()
             stages = bare.vm_stages(groups, host_refs(shape, lab))
-            with _maybe_sampling(profile, app.bench_pid, "bare-worker") as bare_profile:
+            with _maybe_sampling(profile, worker.pid, "bare-worker") as bare_profile:
                 out["bare_psrp_s"] = round(time_bare(app, bare.VM, stages, timeout), 3)
             out["bare_calls"] = call_summary(lab.calls)
         # 3: Ferryman on a fresh lab
