@@ -19,6 +19,7 @@ Run alone: ``python -m bench.overhead [--quick]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -37,6 +38,7 @@ from bench.profiler import Profile, sampling
 from bench.services import (
     RedisServer,
     celery_worker_argv,
+    postgres_server,
     redis_server,
     release_results,
     spawn,
@@ -152,7 +154,12 @@ def call_summary(calls: CallLog) -> dict[str, Any]:
 
 
 def run(
-    *, quick: bool, concurrency: int = 16, timeout: float = 900, profile: bool = False
+    *,
+    quick: bool,
+    concurrency: int = 16,
+    timeout: float = 900,
+    profile: bool = False,
+    databases: tuple[str, ...] = ("sqlite", "postgres"),
 ) -> dict[str, Any]:
     """Measure the three runs; returns figures and the settings they were taken with.
 
@@ -173,7 +180,7 @@ def run(
         "worker_processes": 1,
         "lab_latency_ms": 0,
         "lab_auth": AUTH,
-        "database": "sqlite (WAL)",
+        "stores": list(databases),  # sqlite: WAL file; postgres: private server, fsync off
         "profiled": profile,
     }
     out: dict[str, Any] = {"settings": settings}
@@ -198,44 +205,88 @@ def run(
             with _maybe_sampling(profile, worker.pid, "bare-worker") as bare_profile:
                 out["bare_psrp_s"] = round(time_bare(app, bare.VM, stages, timeout), 3)
             out["bare_calls"] = call_summary(lab.calls)
-        # 3: Ferryman on a fresh lab
-        with lab_for(shape) as lab:
-            plan_file = write_bundle(workdir / "ferryman", shape, urls_of(lab))
-            env = ferryman_env(
-                server, workdir, db=FERRYMAN_DB, password=lab.password, database_url=None
+        # 3: Ferryman on a fresh lab, on each store
+        profiles = {"bare_worker": bare_profile.to_json()}
+        for store in databases:
+            figures, ferryman_profile = _ferryman_run(
+                shape,
+                server,
+                workdir,
+                store,
+                concurrency=concurrency,
+                timeout=timeout,
+                profile=profile and store == databases[0],
             )
-            with ferryman(env, concurrency=concurrency, log_dir=workdir) as harness:
-                lab.calls.clear()
-                with _maybe_sampling(
-                    profile, harness.worker_pids[0], "ferryman-worker"
-                ) as ferryman_profile:
-                    timing = harness.run(plan_file, PLAN_NAME, timeout=timeout)
-                steps = harness.step_count(timing.run_id)
-            out["ferryman_calls"] = call_summary(lab.calls)
-        out["ferryman_status"] = timing.status
-        if profile:
-            out["profile"] = {
-                "bare_worker": bare_profile.to_json(),
-                "ferryman_worker": ferryman_profile.to_json(),
-            }
-        if timing.status != "succeeded":
-            out["error"] = f"the Ferryman run ended {timing.status}: {timing.error[:300]}"
-            return out
-        out["ferryman_s"] = round(timing.recorded_s, 3)
-        out["ferryman_wall_s"] = round(timing.wall_s, 3)
-        out["vm_steps"] = steps
-        per_step = (timing.recorded_s - out["bare_psrp_s"]) / steps * 1000
-        out["overhead_ms_per_step"] = round(per_step, 2)
-        out["celery_ms_per_task"] = round(out["bare_noop_s"] / shape.vm_count * 1000, 2)
-        out["ratio_ferryman_to_bare_psrp"] = round(timing.recorded_s / out["bare_psrp_s"], 2)
-        out["summary"] = [
-            f"{shape.groups}x{shape.vm_count // shape.groups} VMs: bare no-op "
-            f"{out['bare_noop_s']} s, bare PSRP {out['bare_psrp_s']} s, Ferryman "
-            f"{out['ferryman_s']} s ({out['ratio_ferryman_to_bare_psrp']}x); "
-            f"calls/VM bare {out['bare_calls']['calls_per_vm']} vs Ferryman "
-            f"{out['ferryman_calls']['calls_per_vm']}"
-        ]
+            if profile and store == databases[0]:
+                profiles["ferryman_worker"] = ferryman_profile.to_json()
+            out[store] = figures
+    if profile:
+        out["profile"] = profiles
+    out["celery_ms_per_task"] = round(out["bare_noop_s"] / shape.vm_count * 1000, 2)
+    out["summary"] = [
+        f"{shape.groups}x{shape.vm_count // shape.groups} VMs: bare no-op {out['bare_noop_s']} s, "
+        f"bare PSRP {out['bare_psrp_s']} s ({out['bare_calls']['calls_per_vm']} calls/VM)"
+    ]
+    for store in databases:
+        figures = out[store]
+        if "error" in figures:
+            out["summary"].append(f"Ferryman on {store}: {figures['error']}")
+            continue
+        figures["overhead_ms_per_step"] = round(
+            (figures["ferryman_s"] - out["bare_psrp_s"]) / figures["vm_steps"] * 1000, 2
+        )
+        figures["ratio_to_bare_psrp"] = round(figures["ferryman_s"] / out["bare_psrp_s"], 2)
+        out["summary"].append(
+            f"Ferryman on {store}: {figures['ferryman_s']} s ({figures['ratio_to_bare_psrp']}x "
+            f"bare PSRP), {figures['overhead_ms_per_step']} ms per VM-step beyond it, "
+            f"{figures['calls']['calls_per_vm']} calls/VM"
+        )
+    # the headline is the production store's figure when it ran, else the embedded one's
+    for store in ("postgres", "sqlite"):
+        if store in databases and "overhead_ms_per_step" in out[store]:
+            out["overhead_ms_per_step"] = out[store]["overhead_ms_per_step"]
+            out["overhead_store"] = store
+            break
+    else:
+        out["error"] = "no Ferryman run succeeded; see the per-store figures"
     return out
+
+
+def _ferryman_run(
+    shape: Shape,
+    server: RedisServer,
+    workdir: Path,
+    store: str,
+    *,
+    concurrency: int,
+    timeout: float,
+    profile: bool,
+) -> tuple[dict[str, Any], Profile]:
+    """Ferryman on a fresh lab with ``store`` (sqlite | postgres); its figures and profile."""
+    with contextlib.ExitStack() as stack:
+        lab = stack.enter_context(lab_for(shape))
+        url = stack.enter_context(postgres_server()) if store == "postgres" else None
+        plan_file = write_bundle(workdir / f"ferryman-{store}", shape, urls_of(lab))
+        env = ferryman_env(
+            server, workdir / store, db=FERRYMAN_DB, password=lab.password, database_url=url
+        )
+        (workdir / store).mkdir(exist_ok=True)
+        harness = stack.enter_context(ferryman(env, concurrency=concurrency, log_dir=workdir))
+        lab.calls.clear()
+        name = "ferryman-worker"
+        with _maybe_sampling(profile, harness.worker_pids[0], name) as sampled:
+            timing = harness.run(plan_file, PLAN_NAME, timeout=timeout)
+        steps = harness.step_count(timing.run_id)
+        figures: dict[str, Any] = {"status": timing.status, "calls": call_summary(lab.calls)}
+    if timing.status != "succeeded":
+        figures["error"] = f"the run ended {timing.status}: {timing.error[:300]}"
+        return figures, sampled
+    figures.update(
+        ferryman_s=round(timing.recorded_s, 3),
+        ferryman_wall_s=round(timing.wall_s, 3),
+        vm_steps=steps,
+    )
+    return figures, sampled
 
 
 def main(argv: list[str] | None = None) -> int:

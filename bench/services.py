@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -87,6 +88,45 @@ def _wait_for_redis(server: RedisServer, timeout: float) -> None:
                     f"redis-server on port {server.port} did not start; run it by hand to see why"
                 ) from None
             time.sleep(0.02)  # a server starting up has no event to wait on
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """A private PostgreSQL on a free loopback port (trust auth, no fsync); yields its URL.
+
+    ``initdb`` refuses to run as root, so when the benchmark runs as root the cluster is
+    made and started as the ``postgres`` system user. The cluster lives in a temporary
+    folder that is removed afterwards.
+    """
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        raise ConfigurationError(
+            "PostgreSQL's initdb/pg_ctl are not on PATH; install PostgreSQL or use SQLite"
+        )
+    workdir = Path(tempfile.mkdtemp(prefix="ferryman-bench-pg-"))
+    data = workdir / "pgdata"
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        runuser = shutil.which("runuser")
+        if runuser is None:
+            raise ConfigurationError("running as root needs runuser to start PostgreSQL")
+        as_user = [runuser, "-u", "postgres", "--"]
+        shutil.chown(workdir, user="postgres")
+    port = free_port()
+    _quiet([*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync"])
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {workdir} -c fsync=off"
+    _quiet([*as_user, pg_ctl, "-D", str(data), "-o", options, "-w", "-t", "60", "start"])
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        _quiet([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], check=False)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _quiet(argv: list[str], *, check: bool = True) -> None:
+    subprocess.run(
+        argv, check=check, timeout=90, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 def spawn(
