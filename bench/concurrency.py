@@ -44,6 +44,7 @@ def run(*, quick: bool, concurrency: int = 16, timeout: float = 900) -> dict[str
         "worker_concurrency": concurrency,
         "worker_processes": 1,
         "lab_latency_ms": 0,
+        "store": "sqlite (WAL)",
     }
     out: dict[str, Any] = {"settings": settings}
     with (

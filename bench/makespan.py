@@ -180,6 +180,7 @@ def run(*, quick: bool, concurrency: int | None = None, timeout: float = 1800) -
         "worker_concurrency": threads,
         "worker_pool": "threads",
         "failover_type": "test",
+        "store": "sqlite (WAL)",
     }
     out: dict[str, Any] = {"settings": settings}
     with (
