@@ -205,6 +205,8 @@ def run(
             with _maybe_sampling(profile, worker.pid, "bare-worker") as bare_profile:
                 out["bare_psrp_s"] = round(time_bare(app, bare.VM, stages, timeout), 3)
             out["bare_calls"] = call_summary(lab.calls)
+            # the machine's PSRP throughput (client and lab together): the floor under any run
+            out["bare_calls_per_s"] = round(len(lab.calls.calls()) / out["bare_psrp_s"], 1)
         # 3: Ferryman on a fresh lab, on each store
         profiles = {"bare_worker": bare_profile.to_json()}
         for store in databases:
@@ -225,7 +227,8 @@ def run(
     out["celery_ms_per_task"] = round(out["bare_noop_s"] / shape.vm_count * 1000, 2)
     out["summary"] = [
         f"{shape.groups}x{shape.vm_count // shape.groups} VMs: bare no-op {out['bare_noop_s']} s, "
-        f"bare PSRP {out['bare_psrp_s']} s ({out['bare_calls']['calls_per_vm']} calls/VM)"
+        f"bare PSRP {out['bare_psrp_s']} s ({out['bare_calls']['calls_per_vm']} calls/VM, "
+        f"{out['bare_calls_per_s']} calls/s)"
     ]
     for store in databases:
         figures = out[store]
