@@ -39,8 +39,9 @@ class PSResult:
 class PowerShellRunner(Protocol):
     """Runs typed cmdlets with named parameters on one host; never builds script text.
 
-    ``run_pipeline`` came after ``run`` and ``run_script``: callers that need it should work
-    with older runners through :func:`supports_pipelines`.
+    All three methods are required: a recovery point can only reach ``Start-VMFailover``
+    through :meth:`run_pipeline` (a host refuses a client's copy of a snapshot as a parameter
+    value), so a runner without it cannot fail over to a chosen point and is a type error.
     """
 
     def run(
@@ -82,9 +83,3 @@ class PowerShellRunner(Protocol):
     ) -> PSResult:
         """Run a plan's PowerShell script text (an operator-written action) with parameters."""
         ...
-
-
-def supports_pipelines(runner: object) -> bool:
-    """True when ``runner`` implements :meth:`PowerShellRunner.run_pipeline` (runners written
-    before it existed, such as some test doubles, only have ``run`` and ``run_script``)."""
-    return callable(getattr(runner, "run_pipeline", None))

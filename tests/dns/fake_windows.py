@@ -85,6 +85,20 @@ class FakeWindowsDnsServer:
         result: PSResult = handler(self.zones[zone], params, tuple(switches))
         return result
 
+    def run_pipeline(
+        self,
+        commands: Sequence[tuple[str, Mapping[str, Any], Sequence[str]]],
+        *,
+        timeout: float | None = None,
+    ) -> PSResult:
+        """A one-command pipeline is :meth:`run`; the DNS adapter chains no cmdlets, so a
+        longer pipeline fails the test rather than being answered by guesswork."""
+        if len(commands) != 1:
+            chain = " | ".join(cmdlet for cmdlet, _, _ in commands) or "nothing"
+            raise AssertionError(f"the DNS adapter must not pipe cmdlets (got {chain})")
+        [(cmdlet, parameters, switches)] = commands
+        return self.run(cmdlet, parameters, switches=switches, timeout=timeout)
+
     def run_script(
         self,
         script: str,

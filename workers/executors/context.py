@@ -2,9 +2,10 @@
 
 A context is built per task from JSON (run id, type, direction, :class:`HostRef` s with
 credential *references*). Runners come from ``runner_factory``; the default builds a
-:class:`~workers.hyperv.psrp.PsrpRunner` on the process-wide runspace-pool cache, so a host's
-pool is opened once per worker process and reused by every task, never once per call.
-Tests pass their own factories instead of monkeypatching.
+:class:`~workers.hyperv.psrp.PsrpRunner` on the process-wide session cache
+(:mod:`workers.hyperv.pool`): a bounded set of sessions per host, each leased to one call at a
+time, opened only when every open one is busy and reused by every task of the worker process,
+never opened once per call. Tests pass their own factories instead of monkeypatching.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def endpoint_for(ref: HostRef) -> PsrpEndpoint:
 
 
 def psrp_runner(ref: HostRef) -> PowerShellRunner:
-    """The default runner: pypsrp over the process-wide pool cache (one pool per host)."""
+    """The default runner: pypsrp over the process-wide session cache (a bounded set of
+    sessions per host, ``FERRYMAN_PSRP_SESSIONS_PER_HOST``)."""
     return PsrpRunner(endpoint_for(ref))
 
 
@@ -87,7 +89,8 @@ class StepContext:
             ) from None
 
     def runner(self, host_name: str) -> PowerShellRunner:
-        """The PowerShell runner for ``host_name`` (one per host per context)."""
+        """The PowerShell runner for ``host_name`` (one runner object per host per context;
+        each of its calls leases its own session from the cache)."""
         runner = self._runners.get(host_name)
         if runner is None:
             runner = self.runner_factory(self.host_ref(host_name))

@@ -17,7 +17,7 @@ from typing import Any
 
 from workers.errors import CmdletFailed
 from workers.hyperv.models import Adapter, RecoveryPoint, ReplicationInfo, VMInfo
-from workers.powershell import PowerShellRunner, PSResult, supports_pipelines
+from workers.powershell import PowerShellRunner, PSResult
 
 TEST_SUFFIX = " - Test"
 # Snapshot types that are replica recovery points (the rest are ordinary checkpoints).
@@ -137,14 +137,7 @@ class HyperVHost:
         if recovery_snapshot is None:
             self._call("Start-VMFailover", {"VMName": vm, "Confirm": False}, switches)
             return
-        point = self._recovery_point(vm, recovery_snapshot)
-        if not supports_pipelines(self.runner):
-            # Runners that predate run_pipeline (test doubles) get the point's identifying
-            # properties; a real host needs the pipeline below.
-            params = {"VMRecoverySnapshot": _point_properties(vm, point), "Confirm": False}
-            self._call("Start-VMFailover", params, switches)
-            return
-        self._failover_to_point(vm, point, switches)
+        self._failover_to_point(vm, self._recovery_point(vm, recovery_snapshot), switches)
 
     def _failover_to_point(self, vm: str, point: RecoveryPoint, switches: Sequence[str]) -> None:
         snapshot_type = (
@@ -280,10 +273,6 @@ def escape_wildcards(text: str) -> str:
     """``text`` with PowerShell's wildcard characters escaped (as WildcardPattern.Escape
     does), for ``-Name`` parameters that would otherwise match patterns."""
     return "".join("`" + ch if ch in "*?[]`" else ch for ch in text)
-
-
-def _point_properties(vm: str, point: RecoveryPoint) -> dict[str, Any]:
-    return {"Id": point.id, "Name": point.name, "VMName": point.vm_name or vm}
 
 
 def failed(host: str, cmdlet: str, result: PSResult) -> CmdletFailed:

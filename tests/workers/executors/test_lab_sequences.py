@@ -64,7 +64,8 @@ def test_test_failover_and_cleanup(lab: LabHandle, pools: RunspacePoolCache) -> 
         assert run.vm_state(vm, host)["test_vm"] is None
 
     once_each(run.audit())
-    # One runspace pool per host for every task of the run, never one per call.
+    # Calls one after another reuse one session per host for every task of the run: a
+    # session is opened only when every open one is busy, never once per call.
     assert pools.opened == {"hv-got-1": 1, "hv-got-2": 1, "vmm-got": 1}
 
 

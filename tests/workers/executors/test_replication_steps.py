@@ -104,14 +104,32 @@ def test_a_refused_cmdlet_becomes_a_step_error_with_the_current_state(
     assert "disk busy" in message and "replication Replicating" in message and "VM Off" in message
 
 
-def test_failover_to_a_named_recovery_point_passes_it(world: World, make_ctx: MakeContext) -> None:
+def test_failover_to_a_named_recovery_point_pipes_it(world: World, make_ctx: MakeContext) -> None:
     point = "sql-01 - Standard Replica - 12"
-    out = run_step(make_ctx(), spec(K.FAILOVER, "hv-got-1", recovery_point=point))
+    out = twice(world, make_ctx(), spec(K.FAILOVER, "hv-got-1", recovery_point=point))
     assert out.result["recovery_point"] == point
     [call] = world.mutations("sql-01")
-    assert call.params["VMRecoverySnapshot"]["Id"] == "sql-01-point-12"
-    assert "VMName" not in call.params  # the point names the VM
-    assert world.vm("hv-got-1", "sql-01").repl.state == "FailedOverWaitingCompletion"  # type: ignore[union-attr]
+    assert call.cmdlet == "Start-VMFailover" and [o["Id"] for o in call.piped] == [
+        "sql-01-point-12"
+    ]
+    assert "VMName" not in call.params  # the piped point names the VM
+    replica = world.vm("hv-got-1", "sql-01")
+    assert replica.repl is not None and replica.repl.state == "FailedOverWaitingCompletion"
+    assert replica.failover_point == "sql-01-point-12"  # not the latest (13)
+
+
+def test_a_recovery_point_pruned_before_the_failover_fails_nothing_over(
+    world: World, make_ctx: MakeContext
+) -> None:
+    replica = world.vm("hv-got-1", "sql-01")
+    point = "sql-01 - Standard Replica - 12"
+    ctx = make_ctx()
+    [wanted] = [p for p in ctx.hyperv("hv-got-1").get_recovery_points("sql-01") if p.name == point]
+    replica.points.pop(0)  # merged away between the listing and the failover
+    with pytest.raises(CmdletFailed, match="failed nothing over"):
+        ctx.hyperv("hv-got-1").start_failover("sql-01", recovery_snapshot=wanted)
+    assert replica.repl is not None and replica.repl.state == "Replicating"
+    assert world.mutations("sql-01") == []  # Start-VMFailover was fed nothing, so never ran
 
 
 def test_test_failover_creates_the_test_vm_once_and_keeps_its_cleanup(

@@ -4,15 +4,21 @@ It follows DESIGN.md's state table closely enough for the executors' unit tests:
 cmdlet checks its precondition and fails like Hyper-V (a terminating ``CmdletFailed``) when
 it does not hold, and every call is recorded so tests can assert that running a step twice
 makes no second mutating call. Integration tests use the real lab over pypsrp instead.
+
+Pipelines follow the lab (``lab/hyperv/failover.py``): objects one command outputs reach the
+next as *live* objects of this host, so ``Get-VMSnapshot ... | Start-VMFailover`` binds the
+piped snapshot as the recovery point, while a snapshot sent as a parameter value (a client's
+copy or a hashtable) fails to bind, as on a real host. A command that the previous one fed
+nothing never runs (PowerShell calls ProcessRecord once per input object).
 """
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab.hyperv.wildcard import matches
 from workers.errors import CmdletFailed, RemoteTransientError
 from workers.powershell import PSError, PSResult
 from workflows.steps import HostRef
@@ -32,25 +38,48 @@ class Repl:
     done: int = 1  # completed replications
 
 
+@dataclass(frozen=True)
+class Point:
+    """A replica recovery point (``Get-VMSnapshot -SnapshotType Replica``)."""
+
+    id: str
+    name: str
+    created: str
+    snapshot_type: str = "Replica"
+
+
 @dataclass
 class FakeVM:
-    """A VM on one host."""
+    """A VM on one host; a replica has recovery points, oldest first, and remembers the
+    point it was failed over to (None: the latest, or not failed over)."""
 
     name: str
     state: str = "Off"
     repl: Repl | None = None
     switches: list[str | None] = field(default_factory=lambda: [None])
     ips: list[str] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
+    failover_point: str | None = None
+
+
+@dataclass(frozen=True)
+class Live:
+    """An object as it flows inside one host's pipeline: live, unlike a client's copy."""
+
+    host: str
+    cmdlet: str
+    properties: dict[str, Any]
 
 
 @dataclass
 class Call:
-    """One recorded runner call."""
+    """One recorded runner call; a command of a pipeline also records what was piped in."""
 
     host: str
     cmdlet: str
     params: dict[str, Any]
     switches: tuple[str, ...]
+    piped: tuple[dict[str, Any], ...] = ()
 
     @property
     def mutating(self) -> bool:
@@ -83,7 +112,18 @@ class World:
             [],
         )
         self.vms[(replica, vm)] = FakeVM(
-            vm, "Off", Repl("Replicating", "Replica", "Normal", primary, replica), [None]
+            vm,
+            "Off",
+            Repl("Replicating", "Replica", "Normal", primary, replica),
+            [None],
+            points=[
+                Point(
+                    f"{vm}-point-{hour}",
+                    f"{vm} - Standard Replica - {hour}",
+                    f"2026-11-29T{hour}:00:00Z",
+                )
+                for hour in ("12", "13")
+            ],
         )
         self.suffix[vm] = suffix
         self._assign_ip(primary, self.vms[(primary, vm)])
@@ -99,7 +139,7 @@ class World:
         """Mutating calls so far (optionally only those naming ``vm``)."""
         found = [c for c in self.calls if c.mutating]
         if vm is not None:
-            found = [c for c in found if vm in _vm_names(c.params)]
+            found = [c for c in found if vm in _vm_names(c)]
         return found
 
     def runner(self, ref: HostRef) -> FakeRunner:
@@ -117,18 +157,39 @@ class World:
             if switch and switch in self.subnets:
                 vm.ips.append(self.subnets[switch] + self.suffix.get(base, "0.1"))
 
-    def invoke(self, host: str, cmdlet: str, p: dict[str, Any], sw: tuple[str, ...]) -> PSResult:
-        """Run one cmdlet on ``host``."""
-        self.calls.append(Call(host, cmdlet, p, sw))
+    def invoke(
+        self,
+        host: str,
+        cmdlet: str,
+        p: dict[str, Any],
+        sw: tuple[str, ...],
+        piped: Sequence[Live] = (),
+    ) -> PSResult:
+        """Run one cmdlet on ``host``, with ``piped`` as its pipeline input."""
+        self.calls.append(Call(host, cmdlet, p, sw, tuple(o.properties for o in piped)))
         if host in self.down:
             raise RemoteTransientError(f"{cmdlet} on {host}: connection refused; will retry")
         fault = self.faults.pop((host, cmdlet), None)
         if fault is not None:
             raise fault
+        if "VMRecoverySnapshot" in p:
+            # Only a live VMSnapshot converts; what a client sends is a copy or a hashtable.
+            raise _fail(
+                host,
+                cmdlet,
+                "Cannot bind parameter 'VMRecoverySnapshot'. Cannot convert the value of type "
+                '"System.Collections.Hashtable" to type "Microsoft.HyperV.PowerShell.VMSnapshot".',
+                "InvalidArgument",
+                error_id="CannotConvertArgumentNoMessage",
+            )
         handler = getattr(self, "_" + cmdlet.replace("-", "_").lower(), None)
         if handler is None:
             raise AssertionError(f"the fake world does not know {cmdlet}")
-        result: PSResult = handler(host, p, set(sw))
+        if piped and cmdlet != "Start-VMFailover":
+            raise AssertionError("the fake world pipes objects only into Start-VMFailover")
+        result: PSResult = (
+            self._start_vmfailover(host, p, set(sw), piped) if piped else handler(host, p, set(sw))
+        )
         return result
 
     def _find(self, host: str, name: str, cmdlet: str) -> FakeVM:
@@ -226,24 +287,58 @@ class World:
 
     def _get_vmsnapshot(self, host: str, p: dict[str, Any], sw: set[str]) -> PSResult:
         vm = self._find(host, p["VMName"], "Get-VMSnapshot")
-        if vm.repl is None or vm.repl.mode != "Replica":
-            return PSResult()
+        wanted_type = p.get("SnapshotType")
+        # -Name takes PowerShell wildcards (backtick escapes); no match lists nothing.
+        name = str(p.get("Name", "*"))
         return PSResult(
             output=[
                 {
-                    "Name": f"{vm.name} - Standard Replica - {hour}",
-                    "Id": f"{vm.name}-point-{hour}",
+                    "Name": point.name,
+                    "Id": point.id,
                     "VMName": vm.name,
-                    "SnapshotType": "Replica",
-                    "CreationTime": f"2026-11-29T{hour}:00:00Z",
+                    "SnapshotType": point.snapshot_type,
+                    "CreationTime": point.created,
                 }
-                for hour in ("12", "13")
+                for point in vm.points
+                if wanted_type in (None, point.snapshot_type) and matches(name, point.name)
             ]
         )
 
-    def _start_vmfailover(self, host: str, p: dict[str, Any], sw: set[str]) -> PSResult:
-        point = p.get("VMRecoverySnapshot")
-        name = point["VMName"] if point else p["VMName"]
+    def _start_vmfailover(
+        self, host: str, p: dict[str, Any], sw: set[str], piped: Sequence[Live] = ()
+    ) -> PSResult:
+        if not piped:
+            return self._failover(host, p["VMName"], sw, None)
+        # Each piped snapshot is one failover, as each input object is one ProcessRecord.
+        result = PSResult()
+        for obj in piped:
+            snapshot = obj.properties
+            if obj.host != host or obj.cmdlet != "Get-VMSnapshot":
+                raise _fail(
+                    host,
+                    "Start-VMFailover",
+                    "The input object cannot be bound to any parameters for the command.",
+                    "InvalidArgument",
+                    error_id="InputObjectNotBound",
+                )
+            vm = self.vms.get((host, snapshot["VMName"]))
+            if vm is None or snapshot["Id"] not in [pt.id for pt in vm.points]:
+                # Non-terminating, as in the lab: the point was merged or pruned meanwhile.
+                result.errors.append(
+                    PSError(
+                        "Hyper-V was unable to find the recovery point given in "
+                        "-VMRecoverySnapshot.",
+                        "InvalidParameter,Microsoft.HyperV.PowerShell.Commands.StartVMFailover",
+                        "InvalidArgument",
+                        snapshot["VMName"],
+                    )
+                )
+                result.had_errors = True
+                continue
+            result.output += self._failover(host, vm.name, sw, snapshot["Id"]).output
+        return result
+
+    def _failover(self, host: str, name: str, sw: set[str], point: str | None) -> PSResult:
         vm = self._find(host, name, "Start-VMFailover")
         r = vm.repl
         if r is None:
@@ -252,15 +347,15 @@ class World:
             if r.mode != "Primary" or r.state != "Replicating" or vm.state != "Off":
                 raise _fail(host, "Start-VMFailover", f"cannot prepare in {r.state}/{vm.state}")
             r.state = "PreparedForFailover"
-            return PSResult()
+            return self._passthru(host, name, sw)
         if r.mode != "Replica":
             raise _fail(host, "Start-VMFailover", "the operation is invalid on the primary")
         if "AsTest" in sw:
             test = f"{name} - Test"
             if r.state != "Replicating" or (host, test) in self.vms:
                 raise _fail(host, "Start-VMFailover", f"cannot test-fail over in {r.state}")
-            self.vms[(host, test)] = FakeVM(test, "Off", None, [None])
-            return PSResult()
+            self.vms[(host, test)] = FakeVM(test, "Off", None, [None], failover_point=point)
+            return self._passthru(host, test, sw)
         if (
             r.state not in ("Replicating", "Resynchronizing", "Suspended")
             or vm.state != "Off"
@@ -268,6 +363,10 @@ class World:
         ):
             raise _fail(host, "Start-VMFailover", f"cannot fail over in {r.state}")
         r.state = "FailedOverWaitingCompletion"
+        vm.failover_point = point
+        return self._passthru(host, name, sw)
+
+    def _passthru(self, host: str, name: str, sw: set[str]) -> PSResult:
         return self._get_vm(host, {"Name": name}, sw) if "Passthru" in sw else PSResult()
 
     def _stop_vmfailover(self, host: str, p: dict[str, Any], sw: set[str]) -> PSResult:
@@ -282,6 +381,7 @@ class World:
             if vm.state != "Off" and r.mode == "Replica":
                 raise _fail(host, "Stop-VMFailover", "turn the VM off first")
             r.state = "Replicating"
+            vm.failover_point = None
             return PSResult()
         raise _fail(host, "Stop-VMFailover", f"nothing to cancel in {r.state if r else 'Disabled'}")
 
@@ -375,20 +475,25 @@ class World:
         return PSResult(output=[{"Address": ip} for ip in self.vms[(vm_host, name)].ips])
 
 
-def _vm_names(params: dict[str, Any]) -> set[str]:
-    names = {params.get("Name"), params.get("VMName")}
-    point = params.get("VMRecoverySnapshot")
-    if isinstance(point, dict):
-        names.add(point.get("VMName"))
+def _vm_names(call: Call) -> set[str]:
+    names = {call.params.get("Name"), call.params.get("VMName")}
+    names |= {obj.get("VMName") for obj in call.piped}
     return {str(n) for n in names if n}
 
 
-def _fail(host: str, cmdlet: str, message: str, category: str = "InvalidOperation") -> CmdletFailed:
+def _fail(
+    host: str,
+    cmdlet: str,
+    message: str,
+    category: str = "InvalidOperation",
+    *,
+    error_id: str | None = None,
+) -> CmdletFailed:
     return CmdletFailed(
         f"{cmdlet} failed on {host}: {message}",
         host=host,
         cmdlet=cmdlet,
-        fully_qualified_error_id=f"{category},{cmdlet}",
+        fully_qualified_error_id=f"{error_id or category},{cmdlet}",
         category=category,
     )
 
@@ -417,19 +522,23 @@ class FakeRunner:
         *,
         timeout: float | None = None,
     ) -> PSResult:
-        """Get-VMSnapshot | Start-VMFailover: the snapshot read goes in as -VMRecoverySnapshot."""
-        piped: list[dict[str, Any]] = []
-        result = PSResult()
-        for cmdlet, parameters, switches in commands:
-            params = dict(parameters)
-            if piped:
-                params["VMRecoverySnapshot"] = piped[0]
-            result = self.world.invoke(self.host, cmdlet, params, tuple(switches))
-            if cmdlet == "Get-VMSnapshot":
-                wanted = str(params.get("Name", "*")).replace("`", "")
-                result.output = [o for o in result.output if fnmatch.fnmatchcase(o["Name"], wanted)]
-            piped = result.output
-        return result
+        """Run ``commands`` as one pipeline on this host: each command gets the previous one's
+        output as live input, a command fed nothing does not run, and the result is the last
+        command's output with every command's error records (a terminating error raises)."""
+        if not commands:
+            raise ValueError("a pipeline needs at least one command")
+        piped: list[Live] = []
+        output: list[dict[str, Any]] = []
+        errors: list[PSError] = []
+        for index, (cmdlet, parameters, switches) in enumerate(commands):
+            if index and not piped:
+                output = []
+                break
+            result = self.world.invoke(self.host, cmdlet, dict(parameters), tuple(switches), piped)
+            errors += result.errors
+            output = result.output
+            piped = [Live(self.host, cmdlet, obj) for obj in output]
+        return PSResult(output=output, errors=errors, had_errors=bool(errors))
 
     def run_script(
         self,

@@ -183,25 +183,6 @@ def test_wildcard_characters_in_a_point_name_match_only_themselves(runner: FakeR
     assert escape_wildcards("a`b?") == "a``b`?"
 
 
-class RunOnlyRunner:
-    """A runner written before run_pipeline existed: only run and run_script."""
-
-    def __init__(self, inner: FakeRunner) -> None:
-        self.run = inner.run
-        self.run_script = inner.run_script
-
-
-def test_a_runner_without_pipelines_gets_the_points_properties(runner: FakeRunner) -> None:
-    host = HyperVHost(RunOnlyRunner(runner), "hv-got-1")  # type: ignore[arg-type]
-    host.start_failover("sql-01", recovery_snapshot=POINT)
-    [call] = runner.calls
-    assert call.cmdlet == "Start-VMFailover" and call.pipeline == ""
-    assert call.parameters == {
-        "VMRecoverySnapshot": {"Id": "p1", "Name": "hourly", "VMName": "sql-01"},
-        "Confirm": False,
-    }
-
-
 def test_prepare_with_test_is_refused(runner: FakeRunner) -> None:
     with pytest.raises(ValueError, match="Prepare"):
         HyperVHost(runner, "hv-sto-1").start_failover("sql-01", prepare=True, as_test=True)
