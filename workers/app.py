@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import Celery
 
+from workers.compat import serialise_ast_parse
 from workflows.settings import Settings
 from workflows.steps import ENGINE_QUEUE, site_queue
 
@@ -36,6 +37,7 @@ def transport_options(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings, *, name: str = "ferryman") -> Celery:
     """A configured Celery app; tasks are registered by :func:`workers.tasks.register`."""
+    serialise_ast_parse()  # threads-pool workers format tracebacks concurrently
     app = Celery(
         name,
         broker=settings.broker_url,

@@ -83,7 +83,14 @@ class ConfiguredExecutor:
 
 
 def default_executor(**context_options: Any) -> Executor:
-    """The real executors (imported at first use: they pull in pypsrp and dnspython)."""
+    """The real executors, with options for every step's context.
+
+    Imported here, in the caller's thread, rather than by the first tasks: CPython 3.11.7
+    keeps the AST recursion depth in a process-wide counter, and a dozen worker threads
+    importing (compiling) pypsrp and dnspython at once can corrupt it.
+    """
+    import workers.executors  # noqa: F401
+
     return ConfiguredExecutor(context_options)
 
 
