@@ -142,3 +142,15 @@ def test_unreadable_ttls_are_refused(value: str) -> None:
 def test_timespan_round_trips() -> None:
     for seconds in (0, 59, 300, 3600, 86400, 90061):
         assert ttl_seconds(timespan(seconds)) == seconds
+
+
+def test_the_fake_server_answers_a_one_command_pipeline_and_refuses_chains(
+    server: FakeWindowsDnsServer,
+) -> None:
+    get = ("Get-DnsServerResourceRecord", {"ZoneName": ZONE, "Name": "sql-01", "RRType": "A"}, ())
+    [record] = server.run_pipeline([get]).output
+    assert record["RecordData"] == {"IPv4Address": "10.10.1.11"}
+    remove = ("Remove-DnsServerResourceRecord", {"ZoneName": ZONE}, ("Force",))
+    with pytest.raises(AssertionError, match="must not pipe"):
+        server.run_pipeline([get, remove])
+    assert server.mutations() == []
