@@ -67,7 +67,8 @@ def make_app(broker_url: str) -> Celery:
     return app
 
 
-app = make_app(os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/15"))
+# Without BENCH_BROKER_URL (an import outside a benchmark) the app points nowhere shared.
+app = make_app(os.environ.get("BENCH_BROKER_URL", "memory://"))
 
 
 def _redis() -> redis.Redis:
