@@ -24,7 +24,7 @@ def serialise_ast_parse() -> None:
     global _installed
     if _installed or sys.version_info[:2] != (3, 11):
         return
-    lock = threading.Lock()
+    lock = threading.RLock()  # re-entrant: formatting an error raised while parsing parses too
     original = ast.parse
 
     @functools.wraps(original)

@@ -112,6 +112,7 @@ def run_demo(
     """Run the demo end to end and print its summary; returns what happened."""
     from lab.testing import running_lab
     from workers.embedded import embedded
+    from workers.hyperv.psrp import shared_cache
     from workers.tasks import default_executor
 
     console = console or Console()
@@ -179,6 +180,7 @@ def run_demo(
                 cleanup_seconds = time.monotonic() - t1
         _status, audit = lab.admin("GET", "/audit")
         _status, state = lab.admin("GET", "/state")
+        shared_cache().close()  # the PowerShell sessions to this lab end with it
     result = DemoResult(
         test_run=run.id,
         cleanup_run=cleanup_id,
