@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "worker": "workflows.console:worker_cmd",
     "flower": "workflows.console:flower",
     "demo": "workflows.console:demo",
+    "triggers": "workflows.console:triggers",
 }
 
 # commands added to another package's group when it is loaded: group -> ["module:attribute"]

@@ -446,3 +446,31 @@ def demo(no_live: bool, timeout: float) -> None:
 
     result = run_demo(console=console, live=not no_live, timeout=timeout)
     sys.exit(0 if result.ok else 1)
+
+
+@click.command("triggers")
+@click.option("--poll", default=1.0, help="Seconds between checks for a stop request.")
+def triggers(poll: float) -> None:
+    """Start runs from JSON messages on the ferryman.runs queue (until interrupted).
+
+    Plans come from FERRYMAN_PLAN_PATHS; refused messages go to ferryman.runs.dead with the
+    reason.
+    """
+    from kombu import Connection
+
+    from workers.app import transport_options
+    from workers.embedded import build_runtime
+    from workflows.triggers import TriggerConsumer, bundle_loader
+
+    settings = _settings()
+    if _embedded(settings):
+        console.print("[red]error:[/] triggers need a shared broker; set FERRYMAN_BROKER_URL")
+        sys.exit(2)
+    runtime = build_runtime(settings)
+    with Connection(settings.broker_url, transport_options=transport_options(settings)) as conn:
+        consumer = TriggerConsumer(runtime.engine, conn, bundle_loader(settings.plan_paths))
+        console.print(f"consuming ferryman.runs on {conn.as_uri()}; Ctrl-C stops")
+        try:
+            consumer.run(poll=poll)
+        except KeyboardInterrupt:
+            consumer.stop()
