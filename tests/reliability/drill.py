@@ -7,6 +7,7 @@ settings from the same values, so the test and its workers always agree.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -14,7 +15,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,9 +104,25 @@ class Stack:
         env.update(self.extra_env)
         return env
 
-    def runtime(self) -> Runtime:
+    @contextmanager
+    def runtime(self) -> Iterator[Runtime]:
         """The engine in this process (it dispatches; the worker processes execute)."""
-        return build_runtime(self.settings())
+        runtime = build_runtime(self.settings())
+        try:
+            yield runtime
+        finally:
+            # chord results unsubscribe from Redis when collected, and the unsubscriptions
+            # are flushed by the next pubsub operation: do both while Redis is still up
+            gc.collect()
+            consumer = getattr(runtime.app.backend, "result_consumer", None)
+            if consumer is not None:
+                consumer.stop()
+                # results still pending (e.g. sent before a Redis restart) unsubscribe when
+                # collected, later, maybe after Redis is gone: with no pubsub they skip the
+                # network instead of retrying a dead server for minutes
+                consumer._pubsub = None
+            runtime.app.close()
+            runtime.db.dispose()
 
 
 class WorkerProcess:

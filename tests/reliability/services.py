@@ -120,9 +120,12 @@ class PostgresCluster:
 
     def _as_postgres(self, *command: str) -> subprocess.CompletedProcess[str]:
         prefix = ["runuser", "-u", self.user, "--"] if os.geteuid() == 0 else []
-        return subprocess.run(
-            [*prefix, *command], capture_output=True, text=True, timeout=120, check=True
+        done = subprocess.run(
+            [*prefix, *command], capture_output=True, text=True, timeout=120, check=False
         )
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed: {done.stderr or done.stdout}")
+        return done
 
     def init(self) -> None:
         """Create the cluster (trust auth, loopback only)."""

@@ -30,34 +30,30 @@ from workflows.statuses import RunStatus
 def test_run_completes_across_a_redis_restart(
     stack: Stack, bind: BindServers, spawn_worker: SpawnWorker, kill: bool
 ) -> None:
-    runtime = stack.runtime()
     workers = [spawn_worker("a")]
 
     def supervise() -> None:
         if workers[-1].exited:
             workers.append(spawn_worker(f"restart-{len(workers)}"))
 
-    try:
-        with running_lab(topology(), auth="ntlm") as lab:
-            bundle = example_bundle({n: e.url for n, e in lab.endpoints.items()}, bind)
-            run = runtime.engine.start(bundle, PLAN, "planned", requested_by="reliability")
-            # past the gate, with the application group's failovers under way
-            approve_until(
-                runtime,
-                run.id,
-                lambda: len(lab.lab.audit.entries()) >= 20,
-                timeout=90,
-                what="20 mutating calls",
-            )
-            stack.redis.stop(kill=kill)
-            stack.redis.start()  # same port, same append-only file
-            final = drive(runtime, run.id, timeout=120, supervise=supervise)
-            _status, audit = lab.admin("GET", "/audit")
+    with stack.runtime() as runtime, running_lab(topology(), auth="ntlm") as lab:
+        bundle = example_bundle({n: e.url for n, e in lab.endpoints.items()}, bind)
+        run = runtime.engine.start(bundle, PLAN, "planned", requested_by="reliability")
+        # past the gate, with the application group's failovers under way
+        approve_until(
+            runtime,
+            run.id,
+            lambda: len(lab.lab.audit.entries()) >= 20,
+            timeout=90,
+            what="20 mutating calls",
+        )
+        stack.redis.stop(kill=kill)
+        stack.redis.start()  # same port, same append-only file
+        final = drive(runtime, run.id, timeout=120, supervise=supervise)
+        _status, audit = lab.admin("GET", "/audit")
         assert final.status == RunStatus.SUCCEEDED, final.error
         assert set(step_statuses(runtime, run.id)) == {"succeeded"}
-        calls = audit_calls(audit["entries"])
-        assert set(calls) == expected_planned_calls(bundle)
-        assert set(calls.values()) == {1}, {c: n for c, n in calls.items() if n != 1}
-        print(f"\nredis {'SIGKILL' if kill else 'SIGTERM'}: worker restarts {len(workers) - 1}")
-    finally:
-        runtime.db.dispose()
+    calls = audit_calls(audit["entries"])
+    assert set(calls) == expected_planned_calls(bundle)
+    assert set(calls.values()) == {1}, {c: n for c, n in calls.items() if n != 1}
+    print(f"\nredis {'SIGKILL' if kill else 'SIGTERM'}: worker restarts {len(workers) - 1}")

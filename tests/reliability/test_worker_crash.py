@@ -123,16 +123,13 @@ def run_trials(
     stack: Stack, bind: BindServers, spawn: SpawnWorker, seeds: list[int]
 ) -> list[Trial]:
     """Run the seeded trials one after another on one Redis and one store."""
-    runtime = stack.runtime()
     worker = spawn("first")
     trials = []
-    try:
+    with stack.runtime() as runtime:
         for seed in seeds:
             trial, worker = crash_trial(stack, runtime, bind, worker, spawn, seed)
             check(trial, bind)
             trials.append(trial)
-    finally:
-        runtime.db.dispose()
     return trials
 
 
