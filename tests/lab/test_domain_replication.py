@@ -516,8 +516,6 @@ def test_time_scale_drives_replication_in_real_time() -> None:
     data = example_dict()
     data["vms"] = [dict(data["vms"][0], replication={"frequency": 30})]
     data["dns"] = {"zones": []}
-    from lab.world import Lab
-
     lab = Lab.from_topology(data, time_scale=0.001)  # a 30 s cycle takes 30 ms
     lab.start()
     try:
