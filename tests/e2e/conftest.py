@@ -8,6 +8,7 @@ them; runs carry their endpoints, so one worker serves every test.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
@@ -17,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# Imported now, not by its pytest plugin's end-of-session hook: that late import parses
+# source while garbage collection may run result finalisers (see workers/compat.py).
+import hypothesis  # noqa: F401
 import pytest
 import redis
 
@@ -82,6 +86,7 @@ def e2e_runtime(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     with worker(runtime, ["stockholm", "gothenburg"], concurrency=12, gate_interval=0.5):
         yield runtime
     runtime.db.dispose()
+    gc.collect()  # result finalisers talk to Redis: run them while it is still there
 
 
 @dataclass
