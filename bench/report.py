@@ -122,13 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {list(NAMES)}")
     results: dict[str, dict[str, Any]] = {}
+    options.out.parent.mkdir(parents=True, exist_ok=True)
     for name in names:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         results[name] = run_one(name, options.quick, options.profile)
         print(f"  done in {results[name]['elapsed_s']} s", file=sys.stderr, flush=True)
-    document = collect(results, options.quick)
-    options.out.parent.mkdir(parents=True, exist_ok=True)
-    options.out.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
+        # written after every benchmark, so a long run that dies keeps what it measured
+        document = collect(results, options.quick)
+        text = json.dumps(document, indent=2, default=str) + "\n"
+        options.out.write_text(text, encoding="utf-8")
     print(table(document))
     print(f"\nwritten to {options.out}")
     return 0
