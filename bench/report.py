@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     names = [n.strip() for n in options.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in NAMES]
-    if unknown:
+    if unknown or not names:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {list(NAMES)}")
     results: dict[str, dict[str, Any]] = {}
     options.out.parent.mkdir(parents=True, exist_ok=True)
