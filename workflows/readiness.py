@@ -94,7 +94,7 @@ def replication_checks(
         except FerrymanError as exc:
             checks.append(Check(vm, f"replica on {host}", Verdict.FAIL, str(exc)))
             continue
-        state, health = info.state.name, info.health.name
+        state, health = str(info.state.value), str(info.health.value)
         detail = f"{state}, health {health}"
         if state not in ALLOWED[failover_type]:
             checks.append(
