@@ -128,23 +128,28 @@ class Stack:
 class WorkerProcess:
     """``python -m tests.reliability.worker_main`` with its output in a log file."""
 
-    def __init__(self, stack: Stack, name: str) -> None:
+    command: tuple[str, ...] = ("-m", "tests.reliability.worker_main")
+    ready_marker = " ready."
+    kind = "worker"
+
+    def __init__(self, stack: Stack, name: str, env: dict[str, str] | None = None) -> None:
         self.stack = stack
-        self.log_path = stack.directory / f"worker-{name}.log"
+        self.log_path = stack.directory / f"{self.kind}-{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.env = {**stack.env(), **(env or {})}
 
     def start(self, *, ready_timeout: float = 60.0) -> WorkerProcess:
         """Start the worker and wait until Celery says it is ready."""
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tests.reliability.worker_main"],
+                [sys.executable, *self.command],
                 cwd=ROOT,
-                env=self.stack.env(),
+                env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_for(self._ready, timeout=ready_timeout, what=f"worker ready ({self.log_path})")
+        wait_for(self._ready, timeout=ready_timeout, what=f"{self.kind} ready ({self.log_path})")
         return self
 
     def log(self) -> str:
@@ -153,8 +158,8 @@ class WorkerProcess:
 
     def _ready(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"worker exited at start:\n{self.log()[-4000:]}")
-        return " ready." in self.log()
+            raise RuntimeError(f"{self.kind} exited at start:\n{self.log()[-4000:]}")
+        return self.ready_marker in self.log()
 
     @property
     def exited(self) -> bool:
@@ -176,6 +181,48 @@ class WorkerProcess:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+class TriggerProcess(WorkerProcess):
+    """``ferryman triggers``: the queue-trigger consumer, as operators run it."""
+
+    command = ("-m", "workflows.cli", "triggers", "--poll", "0.2")
+    ready_marker = "consuming ferryman.runs"
+    kind = "triggers"
+
+
+# The example fabric's fixed endpoints, replaced by a running lab's (and BIND's) in copies.
+EXAMPLE_PORTS = {
+    "vmm-sto": 15985,
+    "vmm-got": 15986,
+    "hv-sto-1": 15987,
+    "hv-sto-2": 15988,
+    "hv-got-1": 15989,
+    "hv-got-2": 15990,
+}
+
+
+def write_plan_files(
+    directory: Path, urls: dict[str, str], bind: BindServers | None = None
+) -> Path:
+    """Copies of the example plan and fabric pointing at the lab (and BIND); the plan's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fabric = (PLAN_FILE.parent / "fabric.yaml").read_text(encoding="utf-8")
+    for host, port in EXAMPLE_PORTS.items():
+        fabric = fabric.replace(f"http://127.0.0.1:{port}/wsman", urls[host])
+    if bind is not None:
+        fabric = (
+            fabric.replace(
+                '"127.0.0.1:15353", "127.0.0.1:15354"',
+                ", ".join(f'"{server}"' for server in bind.servers),
+            )
+            .replace('"127.0.0.1:15353"', f'"{bind.primary.hostport}"')
+            .replace("file:/etc/ferryman/corp-example.key", f"file:{bind.key_file}")
+        )
+    (directory / "fabric.yaml").write_text(fabric, encoding="utf-8")
+    plan = directory / PLAN_FILE.name
+    plan.write_text(PLAN_FILE.read_text(encoding="utf-8"), encoding="utf-8")
+    return plan
 
 
 def unacked_older_than(redis: RedisServer, seconds: float) -> bool:
