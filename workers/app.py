@@ -71,6 +71,20 @@ def create_app(settings: Settings, *, name: str = "ferryman") -> Celery:
     return app
 
 
+def never_join_results() -> None:
+    """Tell Celery this process never waits on task results (the store is the truth).
+
+    Outside prefork children Celery assumes a caller may ``.get()`` a result and subscribes to
+    every task it sends (a retry, a chord callback); those subscriptions pile up in a
+    long-running worker and are dropped only by garbage collection, which may come after the
+    broker is gone and then retries the connection for minutes. Celery's own prefork pool
+    sets the same process-wide flag; there is no public setter for it.
+    """
+    from celery._state import _set_task_join_will_block
+
+    _set_task_join_will_block(True)
+
+
 def queues_for(sites: Iterable[str], *, engine: bool = True) -> list[str]:
     """The queues a worker for ``sites`` consumes (plus the engine's, by default)."""
     queues = [site_queue(site) for site in sites]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
-from workers.app import create_app, queues_for
+from workers.app import create_app, never_join_results, queues_for
 from workers.tasks import Executor, register
 from workflows.dispatch import CeleryDispatcher
 from workflows.engine import Engine
@@ -60,6 +60,7 @@ def worker(
         loglevel="WARNING",
         shutdown_timeout=60,
     ):
+        never_join_results()  # after start_worker, which sets the opposite for tests
         watch = GateWatch(runtime.engine, interval=gate_interval).start()
         try:
             yield runtime

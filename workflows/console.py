@@ -409,7 +409,12 @@ def worker_cmd(
             "FERRYMAN_BROKER_URL (e.g. redis://127.0.0.1:6379/0)"
         )
         sys.exit(2)
+    from celery.signals import worker_ready
+
+    from workers.app import never_join_results
+
     runtime = build_runtime(settings)
+    worker_ready.connect(lambda **_: never_join_results(), weak=False)
     watch = GateWatch(runtime.engine).start()
     try:
         runtime.app.Worker(
