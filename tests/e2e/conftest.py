@@ -83,6 +83,10 @@ def e2e_runtime(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         visibility_timeout=600,
     )
     runtime = build_runtime(settings, default_executor(poll_interval=0.1))
+    # results Celery still tracks at interpreter exit try to reach Redis once, not for minutes
+    options = dict(runtime.app.conf.result_backend_transport_options or {})
+    options["retry_policy"] = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1}
+    runtime.app.conf.result_backend_transport_options = options
     with worker(runtime, ["stockholm", "gothenburg"], concurrency=12, gate_interval=0.5):
         yield runtime
     runtime.db.dispose()
