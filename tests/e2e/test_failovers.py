@@ -155,3 +155,21 @@ def test_permanent_fault_fails_then_resume_finishes(world: World) -> None:
     assert done.status == RunStatus.SUCCEEDED, done.error
     assert world.state()["web-02@gothenburg"]["mode"] == "Primary"
     once_each(world.audit(), "Start-VM")
+
+
+def test_failback_after_planned_failover(world: World) -> None:
+    run_through_gate(world, "planned")
+    # let the reversed replication complete a cycle (gothenburg -> stockholm) in lab time
+    status, _ = world.lab.admin("POST", "/time/advance", {"seconds": 900})
+    assert status == 200
+    run_through_gate(world, "planned", "failback")
+    state = world.state()
+    for vm in PLAN_VMS:
+        home, away = state[f"{vm}@stockholm"], state[f"{vm}@gothenburg"]
+        assert home["running"] and home["mode"] == "Primary", home
+        assert home["ips"] == [f"10.10.{LAST_OCTETS[vm]}"]
+        assert not away["running"] and away["mode"] == "Replica"
+    audit = world.audit()
+    assert per_vm(audit, "Stop-VM") == Counter({vm: 2 for vm in PLAN_VMS})
+    assert per_vm(audit, "Set-VMReplication") == Counter({vm: 2 for vm in PLAN_VMS})
+    assert world.dns.primary.addresses("sql-01") == {"10.10.1.11"}
