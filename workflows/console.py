@@ -10,6 +10,7 @@ workers (``ferryman worker --site NAME``) and return at once unless ``--wait`` i
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -422,7 +423,7 @@ def worker_cmd(
             pool="threads",
             concurrency=concurrency or settings.worker_concurrency,
             loglevel=loglevel,
-            hostname=f"ferryman-{'-'.join(sites)}@%h",
+            hostname=f"ferryman-{'-'.join(sites)}@{socket.gethostname()}",
         ).start()
     finally:
         watch.stop()
