@@ -177,9 +177,10 @@ def test_metacharacters_reach_the_lab_as_literal_values(lab_password: str) -> No
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the Windows DNS writer sends the record name in DNS presentation format "
-    "(dnspython to_text escapes $ ( ) ; with backslashes), so the record the lab creates is "
-    "named rec'\\$\\(whoami\\)... instead of the plan's literal name (workers/dns/windows.py)",
+    reason="the record's FQDN reaches WindowsDnsZone._apply in DNS presentation form "
+    "(dnspython to_text escapes $ ( ) ; as \\$ \\( \\) \\;), so _relative cannot strip the "
+    "zone and the lab is asked for the escaped FQDN instead of the plan's literal name "
+    "(workers/dns/windows.py _relative / its callers)",
 )
 def test_dns_record_names_reach_windows_dns_literally(lab_password: str) -> None:
     final, entries, _state = run_test_failover(VMS, VMS)
