@@ -173,3 +173,34 @@ def test_failback_after_planned_failover(world: World) -> None:
     assert per_vm(audit, "Stop-VM") == Counter({vm: 2 for vm in PLAN_VMS})
     assert per_vm(audit, "Set-VMReplication") == Counter({vm: 2 for vm in PLAN_VMS})
     assert world.dns.primary.addresses("sql-01") == {"10.10.1.11"}
+
+
+def test_failed_test_run_is_compensated_in_the_lab(world: World) -> None:
+    engine = world.runtime.engine
+    world.lab.admin(
+        "POST",
+        "/faults",
+        {
+            "cmdlet": "Start-VM",
+            "vm": "app-02 - Test",
+            "fail": "error",
+            "count": 1,
+            "error_id": "VirtualizationException",
+            "message": "not enough memory to start the VM",
+        },
+    )
+    run = engine.start(world.bundle, "three-tier", "test", requested_by="e2e")
+    assert world.settle(run.id).status == RunStatus.WAITING
+    engine.approve(run.id, by="e2e")
+    done = world.settle(run.id, [RunStatus.COMPENSATED, RunStatus.FAILED])
+    assert done.status == RunStatus.COMPENSATED, done.error
+    assert "not enough memory" in done.error
+    # every test VM created (groups 1 and 2) is gone again; the primaries never noticed
+    assert not [k for k in world.state() if " - Test" in k]
+    audit = world.audit()
+    created = per_vm(audit, "Start-VMFailover")
+    assert set(created) == {"sql-01", "sql-02", "app-01", "app-02", "app-03"}
+    assert per_vm(audit, "Stop-VMFailover") == created
+    # DNS records added in the test zone were removed again
+    added = len([e for e in audit if e["cmdlet"] == "Add-DnsServerResourceRecordA"])
+    assert len([e for e in audit if e["cmdlet"] == "Remove-DnsServerResourceRecord"]) == added
