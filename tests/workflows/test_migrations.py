@@ -11,23 +11,24 @@ from sqlalchemy import create_engine, inspect
 from sqlmodel import SQLModel
 
 from workflows.migrations import upgrade
-from workflows.store.database import _normalise
+from workflows.store.database import driver_url
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_upgrade_matches_the_models(backend: str, tmp_path: Path,
-                                    request: pytest.FixtureRequest) -> None:
+def test_upgrade_matches_the_models(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path}/migrated.db"
     else:
         url = request.getfixturevalue("postgres_url")
-        engine = create_engine(_normalise(url))
+        engine = create_engine(driver_url(url))
         SQLModel.metadata.drop_all(engine)
         with engine.begin() as conn:
             conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
         engine.dispose()
     upgrade(url)
-    engine = create_engine(_normalise(url))
+    engine = create_engine(driver_url(url))
     try:
         assert {"run", "step", "approval", "audit_event", "alembic_version"} <= set(
             inspect(engine).get_table_names()

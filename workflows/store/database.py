@@ -15,8 +15,8 @@ from workflows.store import tables  # noqa: F401  (registers the tables on SQLMo
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def _normalise(url: str) -> str:
-    # "postgresql://" means psycopg 3 here (psycopg2 is not a dependency)
+def driver_url(url: str) -> str:
+    """The SQLAlchemy URL with its driver: ``postgresql://`` means psycopg 3 here."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
@@ -39,7 +39,7 @@ class Database:
     """An engine plus a session factory; pass it to whatever needs the store."""
 
     def __init__(self, url: str, *, create: bool = True) -> None:
-        self.url = _normalise(url)
+        self.url = driver_url(url)
         kwargs: dict[str, Any] = {}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {
