@@ -19,7 +19,9 @@ from typing import Any
 from bench.services import RedisServer, release_results, spawn, stop_process
 
 SETTLED = {"succeeded", "failed", "cancelled", "waiting", "compensated"}
-FOLLOW_INTERVAL = 0.05  # seconds between reads of a run's status; the run's own
+STALL_AFTER = 120.0  # seconds without any step changing before a run counts as stalled
+STALL_CHECK = 2.0  # seconds between reads of every step for the stall check
+FOLLOW_INTERVAL = 0.1  # seconds between reads of a run's status; the run's own
 # timestamps give its duration, so this only bounds how late the benchmark notices the end
 
 
@@ -64,23 +66,55 @@ class Harness:
         )
         return str(run.id), started
 
-    def follow(self, run_id: str, started: float, *, timeout: float) -> RunTiming:
-        """Wait until the run settles; its timing."""
-        from workflows.store import repository
+    def follow(
+        self, run_id: str, started: float, *, timeout: float, stall: float = STALL_AFTER
+    ) -> RunTiming:
+        """Wait until the run settles; its timing.
+
+        A run whose steps stop moving for ``stall`` seconds while it still says running is
+        reported as ``stalled`` with its unsettled steps, instead of being waited on until
+        ``timeout``: a lost unit leaves a run hanging, and that is a finding, not a figure.
+        """
+        from sqlalchemy import select
+
+        from workflows.store import Run, repository
 
         deadline = time.monotonic() + timeout
+        last_change, last_seen = time.monotonic(), None
+        next_check = time.monotonic() + STALL_CHECK
+        seen: list[tuple[str, str]] | None = None
         while True:
             with self.runtime.db.session() as session:
-                run = repository.get_run(session, run_id=run_id)
-                status = str(run.status)
+                # only the small columns: the row's plan snapshot and compiled run are large,
+                # and loading them every poll would load the machine being measured
+                table: Any = Run  # its attributes are columns here, not a row's values
+                columns = (table.status, table.error, table.created_at, table.started_at)
+                row = session.execute(
+                    select(*columns, table.finished_at).where(table.id == run_id)
+                ).one()
+                status = str(row.status)
                 if status in SETTLED:
                     wall = time.monotonic() - started
-                    begun = run.started_at or run.created_at
+                    begun = row.started_at or row.created_at
                     recorded = (
-                        (run.finished_at - begun).total_seconds() if run.finished_at else wall
+                        (row.finished_at - begun).total_seconds() if row.finished_at else wall
                     )
-                    return RunTiming(run_id, status, run.error or "", recorded, wall)
-            if time.monotonic() > deadline:
+                    return RunTiming(run_id, status, row.error or "", recorded, wall)
+                now = time.monotonic()
+                if now >= next_check:
+                    # reading every step is not free on a big run: only every few seconds
+                    steps = repository.steps_of(session, run_id=run_id)
+                    seen = sorted((s.key, str(s.status)) for s in steps)
+                    next_check = now + STALL_CHECK
+            if seen != last_seen:
+                last_change, last_seen = now, seen
+            elif seen is not None and now - last_change > stall:
+                open_steps = [key for key, state in seen if state in ("pending", "running")]
+                detail = f"no step moved for {stall:g}s; unsettled: {open_steps[:8]}"
+                return RunTiming(
+                    run_id, f"stalled ({status})", detail, now - started, now - started
+                )
+            if now > deadline:
                 return RunTiming(run_id, f"timeout ({status})", "", timeout, timeout)
             time.sleep(FOLLOW_INTERVAL)  # the store has no change feed to wait on
 
