@@ -16,6 +16,7 @@ import logging
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text
@@ -55,21 +56,18 @@ def redis_dump(stack: Stack) -> bytes:
         client = stack.redis.client(db)
         for key in client.scan_iter():
             kind = client.type(key)
+            values: list[Any] = []
             if kind == b"string":
-                value = client.get(key)
+                values = [client.get(key) or b""]
             elif kind == b"list":
-                value = b"\n".join(client.lrange(key, 0, -1))
+                values = list(client.lrange(key, 0, -1))
             elif kind == b"hash":
-                value = json.dumps(
-                    {k.decode(): v.decode("latin-1") for k, v in client.hgetall(key).items()}
-                ).encode()
+                values = [v for pair in client.hgetall(key).items() for v in pair]
             elif kind == b"set":
-                value = b"\n".join(client.smembers(key))
+                values = list(client.smembers(key))
             elif kind == b"zset":
-                value = b"\n".join(client.zrange(key, 0, -1))
-            else:
-                value = b""
-            chunks.append(key + b" " + (value or b""))
+                values = list(client.zrange(key, 0, -1))
+            chunks.append(bytes(key) + b" " + b"\n".join(bytes(v) for v in values))
     return b"\n".join(chunks)
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import random
 import threading
 from pathlib import Path
+from typing import cast
 
 import pytest
+from kombu import Connection
 
 from lab.testing import running_lab
 from tests.reliability.drill import (
@@ -190,12 +192,14 @@ def test_a_trigger_redelivered_after_a_crash_before_dispatch_moves_the_run(
     db = Database(settings.database_url)
     load = bundle_loader([str(PLAN_FILE)])
     body = request("drill-crash-window")
+    # handle() never touches the connection: it only starts runs
+    no_connection = cast(Connection, None)
     try:
-        crashed = TriggerConsumer(Engine(db, CrashingDispatcher(), settings), None, load)
+        crashed = TriggerConsumer(Engine(db, CrashingDispatcher(), settings), no_connection, load)
         with pytest.raises(KeyboardInterrupt):
             crashed.handle(body)  # the message is not acknowledged: it comes back
         recorder = RecordingDispatcher()
-        replay = TriggerConsumer(Engine(db, recorder, settings), None, load)
+        replay = TriggerConsumer(Engine(db, recorder, settings), no_connection, load)
         run = replay.handle(body)
         assert run.status == RunStatus.RUNNING
         assert recorder.sent == [(run.id, 0)], "the run's first stage was never sent"
