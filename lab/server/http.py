@@ -36,6 +36,9 @@ class LabHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    # socketserver's default backlog of 5 resets bursts of new connections (50 clients opening
+    # pools at once); http.sys, which serves WinRM on Windows, queues far more.
+    request_queue_size = 512
 
     def __init__(
         self,
