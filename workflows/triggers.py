@@ -98,6 +98,12 @@ class TriggerConsumer:
             data = json.loads(body)
         except (TypeError, ValueError) as exc:
             raise FerrymanError(f"the message is not JSON ({exc})") from None
+        except RecursionError:
+            # json.loads recurses once per nesting level; a hostile body exhausts the stack
+            raise FerrymanError(
+                "the message is not JSON Ferryman reads: it is nested too deeply; send a flat "
+                "object with plan, type, requested_by and idempotency_key"
+            ) from None
         try:
             request = TriggerRequest.model_validate(data)
         except ValidationError as exc:

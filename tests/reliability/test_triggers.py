@@ -233,14 +233,6 @@ def test_a_trigger_redelivered_after_a_crash_before_dispatch_moves_the_run(
         db.dispose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="json.loads raises RecursionError on deeply nested JSON, which TriggerConsumer.handle "
-    "does not catch (it catches TypeError/ValueError): the message is still dead-lettered, but "
-    "with the reason 'RecursionError: maximum recursion depth exceeded ...' instead of a "
-    "clear 'not JSON' (workflows/triggers.py TriggerConsumer.handle)",
-)
 def test_deeply_nested_json_gets_a_clear_reason(tmp_path: Path) -> None:
     settings = Settings(database_url=f"sqlite:///{tmp_path}/ferryman.db")
     db = Database(settings.database_url)

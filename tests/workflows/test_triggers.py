@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from kombu import Connection
 
+from plans.errors import FerrymanError
 from tests.workflows.conftest import EXAMPLE
 from workflows.engine import Engine
 from workflows.settings import Settings
@@ -116,3 +117,10 @@ def test_messages_start_runs_once_and_bad_ones_are_dead_lettered(
         ("incident-7", "failover", "monitoring"),
         ("incident-8", "failback", "monitoring"),
     ]
+
+
+def test_deeply_nested_json_is_refused_with_a_clear_reason(engine: Engine) -> None:
+    consumer = TriggerConsumer(engine, Connection("memory://"), bundle_loader([str(EXAMPLE)]))
+    with pytest.raises(FerrymanError, match="not JSON Ferryman reads: it is nested too deeply"):
+        consumer.handle("[" * 100_000 + "]" * 100_000)
+    assert engine.dispatcher.sent == []  # type: ignore[attr-defined]
