@@ -345,7 +345,8 @@ class _Compiler:
             add(StepKind.TEST_FAILOVER, target)
         elif self.type is FailoverType.PLANNED:
             add(StepKind.FAILOVER, target)
-            add(StepKind.REVERSE, target)
+            # the executor checks the reversed relationship points back at the old primary
+            add(StepKind.REVERSE, target, {"replica_server": source})
         else:
             if self.options.get("try_shutdown", True):
                 add(StepKind.SHUTDOWN_PRIMARY, source, {"best_effort": True}, on_error="continue")
@@ -371,7 +372,11 @@ class _Compiler:
 
     def _wait_ip_params(self, vm: PlanVM, subnets: list[str]) -> dict[str, Any]:
         timeout = self.options.get("wait_ip_timeout", 600)
-        return {"subnets": subnets, "source": vm.ip_source, "timeout": timeout}
+        params: dict[str, Any] = {"subnets": subnets, "source": vm.ip_source, "timeout": timeout}
+        if vm.ip_source == "vmm":
+            # VMM of the site the VM comes up in; the executor must not guess it
+            params["vmm"] = self.fabric.sites[self.roles.target_site].vmm.name
+        return params
 
     def _target_network(self, vm: str) -> tuple[str | None, list[str]]:
         """The switch a failed-over VM connects to and its subnets; (None, []) = disconnected.

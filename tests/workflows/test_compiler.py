@@ -7,6 +7,7 @@ import json
 import pytest
 
 from plans import Bundle
+from plans.model import RecoveryPlan
 from workflows.compiler import (
     CompiledRun,
     CompileError,
@@ -275,3 +276,41 @@ def test_compensation_undoes_newest_first(bundle: Bundle) -> None:
         "g1/sql-01/tf",
     ]
     assert all(s.kind is StepKind.COMPENSATE for _a, _b, s in run.steps())
+
+
+def _with_vmm_ip_source(bundle: Bundle) -> RecoveryPlan:
+    plan = bundle.plan("three-tier")
+    groups = [
+        group.model_copy(
+            update={"vms": [vm.model_copy(update={"ip_source": "vmm"}) for vm in group.vms]}
+        )
+        for group in plan.groups
+    ]
+    return plan.model_copy(update={"groups": groups})
+
+
+@pytest.mark.parametrize(("direction", "vmm"), [("failover", "vmm-got"), ("failback", "vmm-sto")])
+def test_wait_ip_from_vmm_names_the_target_sites_vmm(
+    bundle: Bundle, direction: str, vmm: str
+) -> None:
+    plan = _with_vmm_ip_source(bundle)
+    run = compile_run(bundle.fabric, "three-tier", plan, "planned", direction)
+    waits = [s for _a, _b, s in run.steps() if s.kind is StepKind.WAIT_IP]
+    assert waits, "the example plan waits for addresses"
+    assert {(s.params["source"], s.params["vmm"]) for s in waits} == {("vmm", vmm)}
+    hyperv = [s for _a, _b, s in compiled(bundle, "planned").steps() if s.kind is StepKind.WAIT_IP]
+    assert all("vmm" not in s.params for s in hyperv)
+
+
+@pytest.mark.parametrize("direction", ["failover", "failback"])
+def test_reverse_names_the_old_primary_as_replica_server(bundle: Bundle, direction: str) -> None:
+    run = compiled(bundle, "planned", direction)
+    pairing = bundle.fabric.pairings["gold"]
+    reverses = [s for _a, _b, s in run.steps() if s.kind is StepKind.REVERSE]
+    assert len(reverses) == sum(len(g.vms) for g in bundle.plan("three-tier").groups)
+    for step in reverses:
+        protected = pairing.vms[step.vm or ""]
+        old_primary, new_primary = protected.primary_host, protected.replica_host
+        if direction == "failback":
+            old_primary, new_primary = new_primary, old_primary
+        assert (step.host, step.params) == (new_primary, {"replica_server": old_primary})
