@@ -54,12 +54,15 @@ def snapshot(db: Database, run_id: str) -> RenderableType:
         kinds.setdefault(step.kind, None)
         owner = step.vm or step.key.rsplit("/", 1)[0]
         rows.setdefault(owner, {})[step.kind] = step.status
-    stage = compiled.stages[min(run.current_stage, len(compiled.stages) - 1)]
+    total = len(compiled.stages)
+    # a finished run points one past its last stage (the engine moved on, found nothing left)
+    position = min(run.current_stage, total - 1)
+    stage = compiled.stages[position]
     title = Text.assemble(
         (f"run {run.id} ", "bold"),
         f"{run.operation} of {run.plan}  ",
         (run.status, STYLE.get(run.status, "bold")),
-        f"  stage {run.current_stage + 1}/{len(compiled.stages)}: {stage.name}",
+        f"  {stage_position(run.current_stage, total)}: {stage.name}",
     )
     table = Table(title=title, title_justify="left")
     table.add_column("VM / action")
@@ -78,6 +81,11 @@ def snapshot(db: Database, run_id: str) -> RenderableType:
         if gate is not None:
             table.caption = f"waiting at gate '{gate.name}': {gate.instructions}"
     return table
+
+
+def stage_position(current_stage: int, total: int) -> str:
+    """``stage N/M`` with N never past M: a finished run's index points past its last stage."""
+    return f"stage {min(current_stage, total - 1) + 1}/{total}"
 
 
 def wait_for(

@@ -11,7 +11,7 @@ from workflows.compensation import compensate
 from workflows.compiler import RunOperation
 from workflows.engine import RunStateError
 from workflows.followups import start_followup
-from workflows.progress import wait_for
+from workflows.progress import snapshot, wait_for
 from workflows.statuses import TERMINAL_RUN, RunStatus
 from workflows.steps import StepKind
 from workflows.store import Run, repository
@@ -179,6 +179,9 @@ def test_cleanup_after_a_test(runtime: Runtime, bundle: Bundle, executor: FakeEx
     assert done.status == RunStatus.SUCCEEDED and done.notes == "app team signed off"
     assert executor.count(StepKind.TEST_CLEANUP) == 7
     assert executor.count(StepKind.RESTORE_DNS) == 7
+    # the follow-up's own stages are counted (one), never "stage 2/1"
+    title = str(snapshot(runtime.db, cleanup.id).title)  # type: ignore[attr-defined]
+    assert "stage 1/1: cleanup" in title, title
     with pytest.raises(RunStateError, match="already had a successful cleanup"):
         start_followup(runtime.engine, run.id, RunOperation.CLEANUP, by="frank")
 
