@@ -429,7 +429,7 @@ def worker_cmd(
         watch.stop()
 
 
-@click.command("flower")
+@click.command("flower", context_settings={"ignore_unknown_options": True})
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
 def flower(flower_args: tuple[str, ...]) -> None:
     """Flower (Celery's web monitor) on the configured broker; extra arguments go to it.
