@@ -33,6 +33,7 @@ from workflows.steps import (
     TaskUnit,
 )
 from workflows.store import repository
+from workflows.store.repository import Conflict
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,12 @@ def default_executor(**context_options: Any) -> Executor:
     return ConfiguredExecutor(context_options)
 
 
+def task_id(task: Task) -> str | None:
+    """The Celery id of this delivery (the same for a message redelivered or retried)."""
+    value = getattr(task.request, "id", None)
+    return str(value) if value else None
+
+
 def describe_failure(spec: StepSpec, exc: BaseException) -> str:
     """A failure message naming the step, VM, host and cmdlet, plus the executor's own words."""
     where = f"on {spec.host}" if spec.host else ""
@@ -126,6 +133,9 @@ class UnitRunner:
         summary: dict[str, Any] = {"run_id": run_id, "unit": parsed.key, "status": "succeeded"}
         for spec in parsed.steps:
             verdict = self._step(task, run_id, spec, compiled, failover_type)
+            if verdict == "duplicate":
+                summary["status"] = verdict  # the unit's other delivery carries on
+                break
             if verdict in ("cancelled", "stale"):
                 summary["status"] = verdict
                 self._cancel_rest(run_id, parsed)
@@ -155,7 +165,17 @@ class UnitRunner:
                 return "succeeded"  # redelivered: done before, never do it twice
             if status in (StepStatus.FAILED, StepStatus.CANCELLED):
                 return status.value
-            repository.set_step_status(session, step=step, status=StepStatus.RUNNING)
+            delivery = task_id(task)
+            if status is StepStatus.RUNNING and step.task_id and step.task_id != delivery:
+                # the stage was sent twice (a resend after a crash): the other delivery owns
+                # the step, and its message comes back if its worker dies
+                return "duplicate"
+            try:
+                repository.set_step_status(
+                    session, step=step, status=StepStatus.RUNNING, task_id=delivery
+                )
+            except Conflict:
+                return "duplicate"  # another delivery of a duplicate stage took it first
             prior = repository.prior_results(session, run_id=run_id, vm=spec.vm) if spec.vm else {}
         try:
             ctx = self.executor.context(

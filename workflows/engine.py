@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
@@ -131,13 +131,16 @@ class Engine:
         """Create a run of a plan and dispatch its first stage.
 
         With an ``idempotency_key`` already used, the existing run is returned and nothing new
-        happens (queue triggers are delivered at least once).
+        happens (queue triggers are delivered at least once) -- except that a run whose current
+        stage was committed but never sent (the process that created it died in between, so
+        the trigger came back) has that stage sent now.
         """
         if idempotency_key:
             with self.db.session() as session:
                 existing = repository.find_run_by_key(session, idempotency_key=idempotency_key)
-                if existing is not None:
-                    return existing
+            if existing is not None:
+                self.resend(existing.id)
+                return existing
         compiled = self.compile(bundle, plan, failover_type, direction, options)
         run = Run(
             id=new_run_id(),
@@ -239,10 +242,57 @@ class Engine:
                         event=EventKind.STAGE_STARTED,
                         message=f"stage {index} {stage.name}: {len(stage.units)} task(s)",
                     )
-                    after.append(partial(self.dispatcher.dispatch, run.id, stage))
+                    after.append(partial(self._send, run.id, stage))
                     return
             index += 1
         self.finish(session, after, run)
+
+    def _send(self, run_id: str, stage: Stage) -> None:
+        """Send a stage, then record it as sent (a crash in between is found by the sweep)."""
+        self.dispatcher.dispatch(run_id, stage)
+        with self.db.session() as session:
+            repository.mark_dispatched(session, run_id=run_id, stage=stage.index)
+
+    def resend(self, run_id: str, *, entered_before: datetime | None = None) -> bool:
+        """Send the current stage of a running run again if it was never recorded as sent.
+
+        ``entered_before``: only if the stage was entered before then (the sweep's grace, so
+        a stage whose sender is still about to send it is left alone). Stage dispatch is
+        idempotent -- units skip succeeded steps and leave steps another delivery runs -- so a
+        stage sent twice does each step once. Returns whether it was sent.
+        """
+        with self.transaction() as (session, after):
+            run = repository.get_run(session, run_id=run_id)
+            compiled = CompiledRun.from_json(run.compiled)
+            index = run.current_stage
+            behind = run.dispatched_stage is None or run.dispatched_stage != index
+            if run.status != RunStatus.RUNNING or not behind or index >= len(compiled.stages):
+                return False
+            if compiled.stages[index].kind is not StageKind.UNITS:
+                return False  # a gate is opened in the transaction that enters it
+            # claim the resend (compare-and-set on the entry time): of several watches, one sends
+            if not repository.claim_resend(
+                session, run_id=run.id, stage=index, entered_before=entered_before
+            ):
+                return False
+            repository.add_event(
+                session,
+                run_id=run.id,
+                event=EventKind.STAGE_RESENT,
+                message=f"stage {index} {compiled.stages[index].name} was committed but never "
+                "sent (its sender stopped); sent again",
+            )
+            after.append(partial(self._send, run.id, compiled.stages[index]))
+        return True
+
+    def resend_lost_stages(self) -> list[str]:
+        """Send again every stage left unsent longer than ``settings.dispatch_grace``."""
+        cutoff = utcnow() - timedelta(seconds=self.settings.dispatch_grace)
+        with self.db.session() as session:
+            candidates = [
+                r.id for r in repository.undispatched_runs(session, entered_before=cutoff)
+            ]
+        return [run_id for run_id in candidates if self.resend(run_id, entered_before=cutoff)]
 
     def advance(self, run_id: str, stage: int) -> str:
         """A stage's units have all reported: decide what comes next.

@@ -148,7 +148,8 @@ def cancel_open(session: Session, run: Run) -> None:
 
 
 class GateWatch:
-    """A thread that applies gate timeouts every ``interval`` seconds until stopped."""
+    """A thread that, every ``interval`` seconds until stopped, applies gate timeouts and
+    sends again stages left unsent by a crash (:meth:`Engine.resend_lost_stages`)."""
 
     def __init__(self, engine: Engine, interval: float = 5.0) -> None:
         self.engine = engine
@@ -170,5 +171,8 @@ class GateWatch:
         while not self._stop.wait(self.interval):
             try:
                 self.engine.check_timeouts()
+                # a stage committed by a process that died before sending it is sent again
+                for run_id in self.engine.resend_lost_stages():
+                    log.warning("run %s: a stage committed but never sent was sent again", run_id)
             except Exception:  # a database hiccup must not kill the watch
                 log.exception("gate timeout check failed; retrying in %s s", self.interval)

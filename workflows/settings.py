@@ -50,6 +50,9 @@ class Settings(BaseModel):
     worker_concurrency: int = 16
     auto_compensate_test: bool = True
     advance_poll: float = 0.5  # wait before re-checking a stage whose steps are still running
+    # how long a stage may stay committed but unsent before the workers' watch sends it again
+    # (its process died between the commit and the send); sending twice is harmless
+    dispatch_grace: float = 30.0
 
     @field_validator("plan_paths", mode="before")
     @classmethod

@@ -204,13 +204,6 @@ class RecordingDispatcher:
         self.sent.append((run_id, stage.index))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a consumer (or worker) killed after Engine._create/advance committed and before "
-    "the after-commit dispatch leaves the run 'running' with its stage never sent; the "
-    "redelivered trigger finds the run by its idempotency key and Engine.start returns it "
-    "without dispatching, so nothing ever moves it (workflows/engine.py Engine.start)",
-)
 def test_a_trigger_redelivered_after_a_crash_before_dispatch_moves_the_run(
     tmp_path: Path,
 ) -> None:

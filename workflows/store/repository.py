@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
 from plans.errors import FerrymanError
@@ -294,5 +294,53 @@ def reopen_approval(session: Session, *, approval: Approval, deadline: datetime 
 
 
 def set_current_stage(session: Session, *, run_id: str, stage: int) -> None:
-    """Point the run at a stage unconditionally (resume, under the run's status lock)."""
-    session.execute(update(Run).where(col(Run.id) == run_id).values(current_stage=stage))
+    """Point the run at a stage unconditionally (resume, under the run's status lock).
+
+    The stage counts as not sent until :func:`mark_dispatched` says otherwise.
+    """
+    session.execute(
+        update(Run)
+        .where(col(Run.id) == run_id)
+        .values(current_stage=stage, dispatched_stage=None, stage_entered_at=utcnow())
+    )
+
+
+def mark_dispatched(session: Session, *, run_id: str, stage: int) -> bool:
+    """Record that ``stage`` was sent, if the run still points at it; False otherwise."""
+    result = session.execute(
+        update(Run)
+        .where(col(Run.id) == run_id, col(Run.current_stage) == stage)
+        .values(dispatched_stage=stage)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def claim_resend(
+    session: Session, *, run_id: str, stage: int, entered_before: datetime | None
+) -> bool:
+    """Compare-and-set the entry time of a still unsent stage to now; False if taken first."""
+    query = update(Run).where(
+        col(Run.id) == run_id,
+        col(Run.status) == RunStatus.RUNNING.value,
+        col(Run.current_stage) == stage,
+        or_(col(Run.dispatched_stage).is_(None), col(Run.dispatched_stage) != stage),
+    )
+    if entered_before is not None:
+        query = query.where(
+            or_(col(Run.stage_entered_at).is_(None), col(Run.stage_entered_at) <= entered_before)
+        )
+    result = session.execute(query.values(stage_entered_at=utcnow()))
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def undispatched_runs(session: Session, *, entered_before: datetime) -> list[Run]:
+    """Running runs whose current stage was entered before then and never recorded as sent."""
+    behind = or_(
+        col(Run.dispatched_stage).is_(None), col(Run.dispatched_stage) != col(Run.current_stage)
+    )
+    query = select(Run).where(
+        Run.status == RunStatus.RUNNING.value,
+        behind,
+        or_(col(Run.stage_entered_at).is_(None), col(Run.stage_entered_at) <= entered_before),
+    )
+    return list(session.exec(query).all())

@@ -37,6 +37,10 @@ class Run(SQLModel, table=True):
     compiled: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     options: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     current_stage: int = 0
+    # the stage whose chord was last sent (None: the current stage is not sent yet); a run
+    # whose process died between committing a stage and sending it is found by this
+    dispatched_stage: int | None = None
+    stage_entered_at: datetime | None = None  # when current_stage was last entered
     notes: str = Field(default="", sa_column=Column(Text))
     error: str = Field(default="", sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow)
@@ -63,6 +67,9 @@ class Step(SQLModel, table=True):
     on_error: str = Field(default="stop", max_length=16)
     status: str = Field(max_length=16)
     attempts: int = 0
+    # Celery id of the delivery that set the step running: the same id again is a redelivery
+    # (its worker died); another id is a duplicate dispatch of the stage, which leaves it alone
+    task_id: str | None = Field(default=None, max_length=64)
     changed: bool | None = None
     result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     undo: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))

@@ -1,0 +1,144 @@
+"""A stage committed but never sent (its process died in between) is sent again, once.
+
+The redelivered trigger (same idempotency key) sends it at once; the workers' watch sends any
+other after ``dispatch_grace``. Sending a stage twice runs each step once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from plans import Bundle
+from tests.workflows.conftest import fast_settings
+from tests.workflows.fakes import FakeExecutor
+from tests.workflows.test_engine import without_gate
+from workers.embedded import build_runtime, worker
+from workflows.compiler import Stage
+from workflows.engine import Engine
+from workflows.events import EventKind
+from workflows.progress import wait_for
+from workflows.settings import Settings
+from workflows.statuses import RunStatus
+from workflows.store import Database, Run, repository
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL between the commit and the send."""
+
+
+class CrashingDispatcher:
+    def dispatch(self, run_id: str, stage: Stage) -> None:
+        raise Killed(run_id)
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int]] = []
+
+    def dispatch(self, run_id: str, stage: Stage) -> None:
+        self.sent.append((run_id, stage.index))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(database_url=f"sqlite:///{tmp_path}/t.db")
+
+
+def crashed_run(db: Database, settings: Settings, bundle: Bundle, key: str | None) -> Run:
+    with pytest.raises(Killed):
+        Engine(db, CrashingDispatcher(), settings).start(
+            bundle, "three-tier", "test", idempotency_key=key
+        )
+    with db.session() as session:
+        runs = repository.list_runs(session)
+    assert len(runs) == 1 and runs[0].status == RunStatus.RUNNING
+    assert runs[0].dispatched_stage is None
+    return runs[0]
+
+
+def test_a_redelivered_trigger_sends_the_lost_stage_once(
+    settings: Settings, bundle: Bundle
+) -> None:
+    db = Database(settings.database_url)
+    run = crashed_run(db, settings, bundle, "incident-9")
+    recorder = Recording()
+    engine = Engine(db, recorder, settings)
+    again = engine.start(bundle, "three-tier", "test", idempotency_key="incident-9")
+    assert again.id == run.id
+    assert recorder.sent == [(run.id, 0)]
+    engine.start(bundle, "three-tier", "test", idempotency_key="incident-9")
+    assert recorder.sent == [(run.id, 0)], "a stage recorded as sent is not sent again"
+    with db.session() as session:
+        assert repository.get_run(session, run_id=run.id).dispatched_stage == 0
+        events = [e.event for e in repository.events_of(session, run_id=run.id)]
+    assert EventKind.STAGE_RESENT.value in events
+    db.dispose()
+
+
+def test_the_sweep_waits_for_the_grace_then_sends(settings: Settings, bundle: Bundle) -> None:
+    db = Database(settings.database_url)
+    run = crashed_run(db, settings, bundle, None)
+    recorder = Recording()
+    patient = Engine(db, recorder, settings)  # default grace: 30 s
+    assert patient.resend_lost_stages() == []
+    assert recorder.sent == []
+    eager = Engine(db, recorder, settings.model_copy(update={"dispatch_grace": 0.0}))
+    assert eager.resend_lost_stages() == [run.id]
+    assert eager.resend_lost_stages() == []  # sent and recorded: nothing left
+    assert recorder.sent == [(run.id, 0)]
+    db.dispose()
+
+
+def test_a_normal_start_records_its_dispatch(settings: Settings, bundle: Bundle) -> None:
+    db = Database(settings.database_url)
+    recorder = Recording()
+    engine = Engine(db, recorder, settings.model_copy(update={"dispatch_grace": 0.0}))
+    run = engine.start(bundle, "three-tier", "test")
+    with db.session() as session:
+        assert repository.get_run(session, run_id=run.id).dispatched_stage == 0
+    assert engine.resend_lost_stages() == []
+    assert recorder.sent == [(run.id, 0)]
+    db.dispose()
+
+
+def test_the_workers_watch_finishes_a_run_whose_stages_were_sent_twice(
+    tmp_path: Path, bundle: Bundle
+) -> None:
+    executor = FakeExecutor()
+    settings = fast_settings(tmp_path, dispatch_grace=0.0)
+    runtime = build_runtime(settings, executor)
+    plan = without_gate(bundle)
+    try:
+        # the creating process died before sending: the watch must send stage 0
+        run = crashed_run(runtime.db, settings, plan, None)
+        with worker(runtime, ["stockholm", "gothenburg"], concurrency=4, gate_interval=0.05):
+            # and every later stage is sent once more, as if each sender died after its send
+            # but before recording it: the units of the duplicate must not run steps again
+            def resent_everything() -> None:
+                with runtime.db.session() as session:
+                    session.execute(
+                        update(Run).where(Run.id == run.id).values(dispatched_stage=None)
+                    )
+
+            done = wait_for(
+                runtime.db,
+                run.id,
+                [RunStatus.SUCCEEDED, RunStatus.FAILED],
+                timeout=60,
+                interval=0.02,
+                on_tick=resent_everything,
+            )
+        assert done.status == RunStatus.SUCCEEDED, done.error
+        assert executor.calls and set(executor.calls.values()) == {1}, executor.calls
+        with runtime.db.session() as session:
+            resent = [
+                e
+                for e in repository.events_of(session, run_id=run.id)
+                if e.event == EventKind.STAGE_RESENT
+            ]
+        assert len(resent) >= 2
+    finally:
+        runtime.db.dispose()
