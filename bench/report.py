@@ -109,7 +109,11 @@ def table(document: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run, print, write; exit 0 even when a benchmark could not run."""
-    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="bench/run",
+        description="Run Ferryman's benchmarks, print a table of figures against their targets "
+        "and write bench/results/latest.json. Benchmarks are not tests.",
+    )
     parser.add_argument("--quick", action="store_true", help="smaller sizes; under 5 minutes")
     parser.add_argument("--only", default=",".join(NAMES), help="comma-separated benchmarks")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
