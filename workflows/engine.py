@@ -25,6 +25,7 @@ from sqlmodel import Session
 from plans.errors import FerrymanError
 from plans.model import Direction, Fabric, FailoverType, RecoveryPlan
 from workflows import gates
+from workflows.cache import CompiledRuns
 from workflows.compiler import (
     CompiledRun,
     RunOperation,
@@ -84,6 +85,7 @@ class Engine:
         self.db = db
         self.dispatcher = dispatcher
         self.settings = settings
+        self.compiled_runs = CompiledRuns()  # decoded once per run, not per stage or step
 
     # -- transactions
 
@@ -186,6 +188,7 @@ class Engine:
         ]
         with self.transaction() as (session, after):
             repository.add_run(session, run=run, steps=steps)
+            self.compiled_runs.put(run.id, compiled)
             repository.add_event(
                 session,
                 run_id=run.id,
@@ -226,7 +229,7 @@ class Engine:
         Gates already approved and stages whose steps all succeeded are passed over, which is
         what makes resume continue exactly where the run stopped.
         """
-        compiled = CompiledRun.from_json(run.compiled)
+        compiled = self.compiled_runs.get(session, run.id)
         while index < len(compiled.stages):
             stage = compiled.stages[index]
             repository.set_current_stage(session, run_id=run.id, stage=index)
@@ -303,13 +306,14 @@ class Engine:
         """
         self.check_timeouts()
         with self.transaction() as (session, after):
-            run = repository.get_run(session, run_id=run_id)
+            # the small columns only: the snapshot and compiled JSON are large and unchanging
+            run = repository.get_run(session, run_id=run_id, with_inputs=False)
             if run.status != RunStatus.RUNNING or run.current_stage != stage:
                 return "stale"
             steps = repository.steps_of(session, run_id=run_id, stage=stage)
             if not stage_settled(steps):
                 return "not_ready"
-            compiled = CompiledRun.from_json(run.compiled)
+            compiled = self.compiled_runs.get(session, run.id)
             failed = [s for s in steps if blocking(s)]
             repository.add_event(
                 session,

@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import or_, update
+from sqlalchemy.orm import defer
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from plans.errors import FerrymanError
@@ -28,12 +30,18 @@ from workflows.store.tables import Approval, AuditEvent, Run, Step, utcnow
 
 
 def _sync(session: Session, row: Any, values: dict[str, Any]) -> None:
-    """Show an UPDATE's values on ``row``: reload it if attached, else copy them over."""
+    """Show an UPDATE's values on ``row`` without reading it back.
+
+    The UPDATE's values are exactly what the row now holds, so they are copied over; on an
+    attached row they are set as already committed, so the session does not write them again
+    (reading the row back would cost one more query per step).
+    """
     session.flush()
-    if row in session:
-        session.refresh(row)
-    else:
-        for name, value in values.items():
+    attached = row in session
+    for name, value in values.items():
+        if attached:
+            set_committed_value(row, name, value)
+        else:
             setattr(row, name, value)
 
 
@@ -45,9 +53,17 @@ class Conflict(FerrymanError):
     """Someone else changed the row first; read it again and decide."""
 
 
-def get_run(session: Session, *, run_id: str) -> Run:
-    """The run with that id (a unique prefix of at least 4 characters also works)."""
-    run = session.get(Run, run_id)
+def get_run(session: Session, *, run_id: str, with_inputs: bool = True) -> Run:
+    """The run with that id (a unique prefix of at least 4 characters also works).
+
+    ``with_inputs=False`` leaves the large JSON columns (``snapshot``, ``compiled``) unread
+    until something touches them: the engine's per-stage decisions need only the small ones.
+    """
+    if with_inputs:
+        run = session.get(Run, run_id)
+    else:
+        large = (defer(Run.snapshot), defer(Run.compiled))  # type: ignore[arg-type]
+        run = session.exec(select(Run).where(Run.id == run_id).options(*large)).first()
     if run is not None:
         return run
     if len(run_id) >= 4:
@@ -55,6 +71,22 @@ def get_run(session: Session, *, run_id: str) -> Run:
         if len(matches) == 1:
             return matches[0]
     raise RunNotFound(f"no run {run_id!r}; 'ferryman runs list' shows the runs")
+
+
+def run_status(session: Session, *, run_id: str) -> RunStatus:
+    """Only the run's status: one narrow query, for the per-step check of workers."""
+    status = session.exec(select(Run.status).where(Run.id == run_id)).first()
+    if status is None:
+        raise RunNotFound(f"no run {run_id!r}; 'ferryman runs list' shows the runs")
+    return RunStatus(status)
+
+
+def compiled_of(session: Session, *, run_id: str) -> dict[str, Any]:
+    """Only the run's compiled stages (JSON), without the rest of its row."""
+    compiled = session.exec(select(Run.compiled).where(Run.id == run_id)).first()
+    if compiled is None:
+        raise RunNotFound(f"no run {run_id!r}; 'ferryman runs list' shows the runs")
+    return dict(compiled)
 
 
 def find_run_by_key(session: Session, *, idempotency_key: str) -> Run | None:
