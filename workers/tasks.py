@@ -127,9 +127,8 @@ class UnitRunner:
         """Execute the unit (see the module docstring); returns a status dict."""
         parsed = TaskUnit.from_json(unit)
         with self.engine.db.session() as session:
-            run = repository.get_run(session, run_id=run_id)
-            compiled = CompiledRun.from_json(run.compiled)
-        failover_type = str(compiled.options.get("failover_type") or run.operation)
+            compiled = self.engine.compiled_runs.get(session, run_id)  # decoded once per run
+        failover_type = str(compiled.options.get("failover_type") or compiled.operation.value)
         summary: dict[str, Any] = {"run_id": run_id, "unit": parsed.key, "status": "succeeded"}
         for spec in parsed.steps:
             verdict = self._step(task, run_id, spec, compiled, failover_type)
@@ -154,10 +153,11 @@ class UnitRunner:
         failover_type: str,
     ) -> str:
         with self.engine.db.session() as session:
-            run = repository.get_run(session, run_id=run_id)
-            if run.status == RunStatus.CANCELLED:
+            # the status column only: the run's row carries its large snapshot and stages
+            run_status = repository.run_status(session, run_id=run_id)
+            if run_status is RunStatus.CANCELLED:
                 return "cancelled"
-            if run.status != RunStatus.RUNNING:
+            if run_status is not RunStatus.RUNNING:
                 return "stale"
             step = repository.get_step(session, run_id=run_id, key=spec.key)
             status = StepStatus(step.status)
