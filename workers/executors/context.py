@@ -24,6 +24,8 @@ from workers.hyperv.vmm import VmmServer
 from workers.powershell import PowerShellRunner
 from workflows.steps import HostRef
 
+POLL_INTERVAL = 0.2  # seconds; see StepContext.poll_interval
+
 RunnerFactory = Callable[[HostRef], PowerShellRunner]
 DnsFactory = Callable[[Mapping[str, Any]], DnsOps]
 
@@ -74,7 +76,10 @@ class StepContext:
     prior: dict[str, dict[str, Any]] = field(default_factory=dict)
     runner_factory: RunnerFactory = psrp_runner
     dns_factory: DnsFactory | None = None  # None: the DNS adapter for the zone's kind
-    poll_interval: float = 2.0  # seconds between reads while waiting for a state or an IP
+    # seconds between reads while waiting for a state, and the first wait for an IP (which
+    # then backs off to 15x this): Start-VM and Stop-VM return when done, so state waits
+    # mostly end at the first read, and a booted guest should not wait 2 s to be noticed
+    poll_interval: float = POLL_INTERVAL
     _runners: dict[str, PowerShellRunner] = field(default_factory=dict, repr=False)
 
     def host_ref(self, host_name: str) -> HostRef:
@@ -121,7 +126,7 @@ def context(
     *,
     runner_factory: RunnerFactory | None = None,
     dns_factory: DnsFactory | None = None,
-    poll_interval: float = 2.0,
+    poll_interval: float = POLL_INTERVAL,
 ) -> StepContext:
     """Build a :class:`StepContext`; factories default to pypsrp and the DNS adapter."""
     return StepContext(

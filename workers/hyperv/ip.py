@@ -110,14 +110,16 @@ def wait_for_ip(
     subnets: Iterable[str | Network],
     *,
     timeout: float = 600.0,
-    initial_interval: float = 2.0,
-    max_interval: float = 30.0,
+    initial_interval: float = 0.2,
+    max_interval: float = 3.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> str:
     """Poll ``source`` until ``vm`` has an address in ``subnets``; return that address.
 
-    The wait between polls starts at ``initial_interval`` and doubles up to ``max_interval``.
+    The wait between polls starts at ``initial_interval`` and doubles up to ``max_interval``:
+    a guest that is up is noticed within a fraction of a second, while a slow boot (tens of
+    seconds on real hosts) costs one cheap read every few seconds.
     A transient error from one poll is remembered and polling goes on; a permanent one
     (e.g. authentication) is raised at once. After ``timeout`` seconds raises
     :class:`IpTimeout` naming the VM, host, subnets and everything seen.
