@@ -370,6 +370,8 @@ class ScriptAction(_ActionBase):
     """``stop`` or ``continue``; default: stop, except continue in unplanned failovers."""
     undo: str | None = None
     """PowerShell run when the action is compensated."""
+    rerun_on_redelivery: bool = False
+    """Run it again when its worker died while it ran; default: fail the step for a check."""
 
     def error_policy(self, failover_type: FailoverType) -> OnError:
         """The effective policy for this run type."""

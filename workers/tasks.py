@@ -2,7 +2,10 @@
 
 ``ferryman.vm.steps`` and ``ferryman.script.run`` run a unit's steps in order: skip steps that
 already succeeded (a redelivered message), mark the step running, call the executor, record the
-outcome and its undo record. Transient errors are retried with exponential backoff and jitter
+outcome and its undo record. A step found running by another delivery (the stage was sent
+twice) is left to it; one found running by an earlier delivery of the same message (its worker
+died) runs again, except a script, which fails for an operator to check (``ferryman.script.run``).
+Transient errors are retried with exponential backoff and jitter
 through Celery's retry, up to the configured bound; permanent errors and exhausted retries are
 recorded as the step's failure. The task then *returns* a status dict instead of raising, so
 the stage's chord always completes and ``ferryman.engine.advance`` decides what happens next.
@@ -28,6 +31,7 @@ from workflows.steps import (
     TASK_SCRIPT,
     TASK_VM,
     HostRef,
+    StepKind,
     StepOutcome,
     StepSpec,
     TaskUnit,
@@ -101,6 +105,28 @@ def task_id(task: Task) -> str | None:
     return str(value) if value else None
 
 
+def reruns_after_a_crash(spec: StepSpec) -> bool:
+    """Whether a step found running from a dead worker's delivery may simply run again.
+
+    Hyper-V and DNS steps read the state first and do nothing when their effect is there;
+    an operator's script cannot be known to be safe twice unless the plan says so.
+    """
+    return spec.kind is not StepKind.SCRIPT or bool(spec.params.get("rerun_on_redelivery"))
+
+
+def interrupted_script(run_id: str, spec: StepSpec, attempts: int) -> str:
+    """The failure of a script whose worker died while it ran: what to check, what to run."""
+    name = spec.params.get("name") or spec.key
+    host = spec.host or "its host"
+    return (
+        f"the worker died while script {name!r} ran on {host} (attempt {attempts}); it may or "
+        f"may not have completed, so it was not started again. Check on {host} what it did, "
+        f"then 'ferryman runs resume {run_id}' runs it again (or 'ferryman runs compensate "
+        f"{run_id}' undoes the run). A script safe to run twice can say "
+        "rerun_on_redelivery: true in the plan"
+    )
+
+
 def describe_failure(spec: StepSpec, exc: BaseException) -> str:
     """A failure message naming the step, VM, host and cmdlet, plus the executor's own words."""
     where = f"on {spec.host}" if spec.host else ""
@@ -152,6 +178,8 @@ class UnitRunner:
         compiled: CompiledRun,
         failover_type: str,
     ) -> str:
+        interrupted = ""
+        prior: dict[str, dict[str, Any]] = {}
         with self.engine.db.session() as session:
             # the status column only: the run's row carries its large snapshot and stages
             run_status = repository.run_status(session, run_id=run_id)
@@ -170,13 +198,22 @@ class UnitRunner:
                 # the stage was sent twice (a resend after a crash): the other delivery owns
                 # the step, and its message comes back if its worker dies
                 return "duplicate"
-            try:
-                repository.set_step_status(
-                    session, step=step, status=StepStatus.RUNNING, task_id=delivery
-                )
-            except Conflict:
-                return "duplicate"  # another delivery of a duplicate stage took it first
-            prior = repository.prior_results(session, run_id=run_id, vm=spec.vm) if spec.vm else {}
+            if status is StepStatus.RUNNING and not reruns_after_a_crash(spec):
+                # an earlier delivery of this message started it and its worker died
+                interrupted = interrupted_script(run_id, spec, step.attempts)
+            else:
+                try:
+                    # committed before the executor runs: attempts counts every start
+                    repository.set_step_status(
+                        session, step=step, status=StepStatus.RUNNING, task_id=delivery
+                    )
+                except Conflict:
+                    return "duplicate"  # another delivery of a duplicate stage took it first
+                if spec.vm:
+                    prior = repository.prior_results(session, run_id=run_id, vm=spec.vm)
+        if interrupted:
+            self._failed(run_id, spec, interrupted, None)
+            return "failed"
         try:
             ctx = self.executor.context(
                 run_id, failover_type, compiled.direction.value, compiled.hosts, prior
@@ -221,8 +258,8 @@ class UnitRunner:
                 session, run_id=run_id, event=EventKind.STEP_RETRY, message=f"{spec.key}: {message}"
             )
 
-    def _failed(self, run_id: str, spec: StepSpec, message: str, exc: BaseException) -> None:
-        if not isinstance(exc, FerrymanError):
+    def _failed(self, run_id: str, spec: StepSpec, message: str, exc: BaseException | None) -> None:
+        if exc is not None and not isinstance(exc, FerrymanError):
             log.exception("step %s of run %s raised unexpectedly", spec.key, run_id)
         undo = getattr(exc, "undo", None)
         with self.engine.db.session() as session:
@@ -298,7 +335,17 @@ def register(app: Celery, engine: Engine, executor: Executor | None = None) -> N
         unit_key: str,
         unit: dict[str, Any],
     ) -> dict[str, Any]:
-        """Run a plan's script action."""
+        """Run a plan's script action (once: see below).
+
+        The step is recorded ``running`` (its attempt counted) before the script starts. With
+        acks_late a worker killed mid-script has the message delivered again; a script, unlike
+        a Hyper-V step, cannot read whether it already did its work, so the redelivery does not
+        run it again: it fails the step saying the worker died while the script ran on that
+        host, that it may or may not have completed, and that ``ferryman runs resume RUN``
+        runs it again once an operator has checked (the action's ``on_error`` then applies as
+        for any failure). An action with ``rerun_on_redelivery: true`` in the plan is run
+        again at once instead.
+        """
         return run_unit(self, run_id=run_id, unit=unit, unit_key=unit_key)
 
     @app.task(name=TASK_ADVANCE, **options)

@@ -474,6 +474,7 @@ class _Compiler:
             "timeout": action.timeout,
             "undo": action.undo,
             "name": action.name,
+            "rerun_on_redelivery": action.rerun_on_redelivery,
         }
         step = StepSpec(
             f"{name}/script",

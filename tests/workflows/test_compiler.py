@@ -314,3 +314,8 @@ def test_reverse_names_the_old_primary_as_replica_server(bundle: Bundle, directi
         if direction == "failback":
             old_primary, new_primary = new_primary, old_primary
         assert (step.host, step.params) == (new_primary, {"replica_server": old_primary})
+
+
+def test_scripts_carry_their_rerun_on_redelivery_choice(bundle: Bundle) -> None:
+    scripts = [s for _a, _b, s in compiled(bundle, "planned").steps() if s.kind is StepKind.SCRIPT]
+    assert scripts and all(s.params["rerun_on_redelivery"] is False for s in scripts)
