@@ -7,12 +7,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, event
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
 from sqlmodel import Session, SQLModel, create_engine
 
 from workflows.store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_POOL_SIZE = 8  # connections kept open; more are opened while needed
 
 
 def driver_url(url: str) -> str:
@@ -46,9 +47,13 @@ class Database:
                 "check_same_thread": False,
                 "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
             }
-            # one connection per use: SQLite connections are cheap, and pooling them across
-            # worker threads only invites "database is locked" surprises
-            kwargs["poolclass"] = NullPool
+            # Pooled: opening a connection and setting its pragmas costs more than a step's
+            # queries. A pooled connection is rolled back when returned, so no transaction
+            # outlives its session; overflow is unbounded (extra connections close on return)
+            # so a busy worker's threads never queue for a connection.
+            kwargs["poolclass"] = QueuePool
+            kwargs["pool_size"] = SQLITE_POOL_SIZE
+            kwargs["max_overflow"] = -1
         else:
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(self.url, **kwargs)
