@@ -5,6 +5,12 @@ Each method is one cmdlet with named parameters. Cmdlets that Hyper-V marks high
 answer a prompt. Any error record, terminating or not, fails the call with
 :class:`~workers.errors.CmdletFailed` naming the host, cmdlet and FullyQualifiedErrorId: a
 half-done failover must never look like success.
+
+Hyper-V's ``-Name``/``-VMName`` parameters (and a network adapter's ``-Name``) take
+PowerShell wildcard patterns, so a VM named ``app[1]`` would match ``app1`` and one named
+``web`01`` nothing at all. Every VM and adapter name therefore goes out escaped with
+:func:`escape_wildcards`, and reads keep only objects whose name is the literal one.
+``-SwitchName`` names one switch literally and goes out as written.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from enum import Enum
 from typing import Any
 
 from workers.errors import CmdletFailed
-from workers.hyperv.models import Adapter, RecoveryPoint, ReplicationInfo, VMInfo
+from workers.hyperv.models import Adapter, RecoveryPoint, ReplicationInfo, VMInfo, first
 from workers.powershell import PowerShellRunner, PSResult
 
 TEST_SUFFIX = " - Test"
@@ -52,7 +58,7 @@ class ReplicationSettings:
     def parameters(self, vm: str) -> dict[str, Any]:
         """The cmdlet's named parameters for ``vm``."""
         params: dict[str, Any] = {
-            "VMName": vm,
+            "VMName": escape_wildcards(vm),
             "ReplicaServerName": self.replica_server,
             "ReplicaServerPort": self.replica_port,
             "AuthenticationType": self.authentication.value,
@@ -78,37 +84,38 @@ class HyperVHost:
 
     def get_vm(self, name: str) -> VMInfo:
         """``Get-VM -Name``; a VM that is not on this host raises CmdletFailed."""
-        result = self._call("Get-VM", {"Name": name})
-        return VMInfo.from_output(self._one(result, "Get-VM", name))
+        result = self._call("Get-VM", {"Name": escape_wildcards(name)})
+        return VMInfo.from_output(self._one(result, "Get-VM", name, ("Name", "VMName")))
 
     def get_replication(self, vm: str) -> ReplicationInfo:
         """``Get-VMReplication -VMName``: state, health, mode, servers, frequency, last time."""
-        result = self._call("Get-VMReplication", {"VMName": vm})
-        return ReplicationInfo.from_output(self._one(result, "Get-VMReplication", vm))
+        result = self._call("Get-VMReplication", {"VMName": escape_wildcards(vm)})
+        one = self._one(result, "Get-VMReplication", vm, ("VMName", "Name"))
+        return ReplicationInfo.from_output(one)
 
     def get_recovery_points(self, vm: str) -> list[RecoveryPoint]:
         """Replica recovery points of ``vm`` (``Get-VMSnapshot``), oldest first."""
-        result = self._call("Get-VMSnapshot", {"VMName": vm})
-        points = [RecoveryPoint.from_output(o) for o in result.output]
+        result = self._call("Get-VMSnapshot", {"VMName": escape_wildcards(vm)})
+        points = [RecoveryPoint.from_output(o) for o in of_vm(result.output, vm)]
         points = [p for p in points if p.snapshot_type in RECOVERY_SNAPSHOT_TYPES]
         return sorted(points, key=lambda p: (p.created is None, p.created or datetime.min))
 
     def get_network_adapters(self, vm: str) -> list[Adapter]:
         """``Get-VMNetworkAdapter -VMName``: adapters with switch and guest IP addresses."""
-        result = self._call("Get-VMNetworkAdapter", {"VMName": vm})
-        return [Adapter.from_output(o) for o in result.output]
+        result = self._call("Get-VMNetworkAdapter", {"VMName": escape_wildcards(vm)})
+        return [Adapter.from_output(o) for o in of_vm(result.output, vm)]
 
     # --- power --------------------------------------------------------------------------------
 
     def start_vm(self, vm: str) -> None:
         """``Start-VM -Name``."""
-        self._call("Start-VM", {"Name": vm})
+        self._call("Start-VM", {"Name": escape_wildcards(vm)})
 
     def stop_vm(self, vm: str, *, force: bool = False, turn_off: bool = False) -> None:
         """``Stop-VM -Name`` (guest shutdown); ``force`` skips the guest's objections,
         ``turn_off`` pulls the plug."""
         switches = [s for s, on in (("Force", force), ("TurnOff", turn_off)) if on]
-        self._call("Stop-VM", {"Name": vm}, switches)
+        self._call("Stop-VM", {"Name": escape_wildcards(vm)}, switches)
 
     # --- failover -----------------------------------------------------------------------------
 
@@ -135,7 +142,8 @@ class HyperVHost:
             raise ValueError("-Prepare runs on the primary and takes no test or recovery point")
         switches = [s for s, on in (("Prepare", prepare), ("AsTest", as_test)) if on]
         if recovery_snapshot is None:
-            self._call("Start-VMFailover", {"VMName": vm, "Confirm": False}, switches)
+            params = {"VMName": escape_wildcards(vm), "Confirm": False}
+            self._call("Start-VMFailover", params, switches)
             return
         self._failover_to_point(vm, self._recovery_point(vm, recovery_snapshot), switches)
 
@@ -149,8 +157,8 @@ class HyperVHost:
                 (
                     "Get-VMSnapshot",
                     {
-                        "VMName": point.vm_name or vm,
-                        # -Name takes wildcards: the point's own name must match only itself.
+                        # Both take wildcards: the VM and the point must match only themselves.
+                        "VMName": escape_wildcards(point.vm_name or vm),
                         "Name": escape_wildcards(point.name),
                         "SnapshotType": snapshot_type,
                     },
@@ -194,24 +202,25 @@ class HyperVHost:
 
     def stop_failover(self, vm: str) -> None:
         """``Stop-VMFailover``: cancel a prepared/uncommitted failover or delete a test VM."""
-        self._call("Stop-VMFailover", {"VMName": vm, "Confirm": False})
+        self._call("Stop-VMFailover", {"VMName": escape_wildcards(vm), "Confirm": False})
 
     def complete_failover(self, vm: str) -> None:
         """``Complete-VMFailover``: commit an unplanned failover (irreversible)."""
-        self._call("Complete-VMFailover", {"VMName": vm, "Confirm": False})
+        self._call("Complete-VMFailover", {"VMName": escape_wildcards(vm), "Confirm": False})
 
     # --- replication --------------------------------------------------------------------------
 
     def set_replication_reverse(self, vm: str, replica_server: str | None = None) -> None:
         """``Set-VMReplication -Reverse`` on the new primary (optionally to a new replica)."""
-        params: dict[str, Any] = {"VMName": vm, "Confirm": False}
+        params: dict[str, Any] = {"VMName": escape_wildcards(vm), "Confirm": False}
         if replica_server is not None:
             params["ReplicaServerName"] = replica_server
         self._call("Set-VMReplication", params, ["Reverse"])
 
     def set_replication_as_replica(self, vm: str) -> None:
         """``Set-VMReplication -AsReplica`` on the old primary after an unplanned failover."""
-        self._call("Set-VMReplication", {"VMName": vm, "Confirm": False}, ["AsReplica"])
+        params = {"VMName": escape_wildcards(vm), "Confirm": False}
+        self._call("Set-VMReplication", params, ["AsReplica"])
 
     def enable_replication(self, vm: str, settings: ReplicationSettings) -> None:
         """``Enable-VMReplication`` with the protection profile's settings."""
@@ -225,7 +234,7 @@ class HyperVHost:
         start_time: datetime | None = None,
     ) -> None:
         """``Start-VMInitialReplication``: now, at ``start_time``, or offline to a path."""
-        params: dict[str, Any] = {"VMName": vm}
+        params: dict[str, Any] = {"VMName": escape_wildcards(vm)}
         if destination_path is not None:
             params["DestinationPath"] = destination_path
         if start_time is not None:
@@ -236,14 +245,15 @@ class HyperVHost:
 
     def connect_network(self, vm: str, switch: str, adapter: str | None = None) -> None:
         """``Connect-VMNetworkAdapter -VMName -SwitchName`` (every adapter, or one by name)."""
-        params: dict[str, Any] = {"VMName": vm, "SwitchName": switch}
+        # -SwitchName is literal (one switch, no pattern); -VMName and -Name are patterns.
+        params: dict[str, Any] = {"VMName": escape_wildcards(vm), "SwitchName": switch}
         if adapter is not None:
-            params["Name"] = adapter
+            params["Name"] = escape_wildcards(adapter)
         self._call("Connect-VMNetworkAdapter", params)
 
     def disconnect_network(self, vm: str) -> None:
         """``Disconnect-VMNetworkAdapter -VMName``: leave every adapter unconnected."""
-        self._call("Disconnect-VMNetworkAdapter", {"VMName": vm})
+        self._call("Disconnect-VMNetworkAdapter", {"VMName": escape_wildcards(vm)})
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -255,18 +265,55 @@ class HyperVHost:
             raise failed(self.host_name, cmdlet, result)
         return result
 
-    def _one(self, result: PSResult, cmdlet: str, name: str) -> Mapping[str, Any]:
-        if not result.output:
+    def _one(
+        self, result: PSResult, cmdlet: str, name: str, keys: Sequence[str]
+    ) -> Mapping[str, Any]:
+        """The one object named ``name`` (by the first of ``keys`` it has): never another VM
+        that a pattern happened to match, and never a guess between two of the same name."""
+        found = named(result.output, name, keys)
+        if not found:
+            others = sorted({str(first(o, *keys)) for o in result.output})
+            extra = f" (only {', '.join(others)}, none of them that VM)" if others else ""
             raise CmdletFailed(
-                f"{cmdlet} on {self.host_name} found no VM named {name!r}; check the plan's VM "
-                "name and which host holds it",
+                f"{cmdlet} on {self.host_name} found no VM named {name!r}{extra}; check the "
+                "plan's VM name and which host holds it",
                 host=self.host_name,
                 cmdlet=cmdlet,
                 fully_qualified_error_id="ObjectNotFound",
                 category="ObjectNotFound",
                 target=name,
             )
-        return result.output[0]
+        if len(found) > 1:
+            raise CmdletFailed(
+                f"{cmdlet} on {self.host_name} found {len(found)} VMs named {name!r}; rename "
+                "all but one in Hyper-V Manager (a name must pick out one VM on a host)",
+                host=self.host_name,
+                cmdlet=cmdlet,
+                fully_qualified_error_id="AmbiguousVMName",
+                category="InvalidResult",
+                target=name,
+            )
+        return found[0]
+
+
+def named(
+    objects: Sequence[Mapping[str, Any]], name: str, keys: Sequence[str]
+) -> list[Mapping[str, Any]]:
+    """The objects whose name (the first of ``keys`` present) is ``name``.
+
+    Hyper-V matches names ignoring case, so a name that differs only in case still counts;
+    but an exact match wins, so ``App`` and ``app`` side by side never both stand for one.
+    """
+    names = [(o, str(first(o, *keys) or "")) for o in objects]
+    exact = [o for o, n in names if n == name]
+    return exact or [o for o, n in names if n.casefold() == name.casefold()]
+
+
+def of_vm(objects: Sequence[Mapping[str, Any]], vm: str) -> list[Mapping[str, Any]]:
+    """Objects that belong to ``vm`` by their ``VMName``, in order; one without a ``VMName``
+    is kept (the escaped ``-VMName`` already named only ``vm``)."""
+    mine = named([o for o in objects if first(o, "VMName")], vm, ("VMName",))
+    return [o for o in objects if not first(o, "VMName") or any(o is m for m in mine)]
 
 
 def escape_wildcards(text: str) -> str:

@@ -102,6 +102,9 @@ class VmmServer:
     ) -> list[SCVirtualMachine]:
         """Every VM VMM knows by ``name``, ranked with :func:`rank` (best first); may be empty
         while VMM has not refreshed after a failover."""
+        # VMM's -Name is one literal name, not a pattern (unlike Hyper-V's), so it goes out as
+        # written: a backtick escape would become part of the name. Only VMs of exactly that
+        # name are kept all the same, so nothing else is ever acted on.
         result = self.runner.run("Get-SCVirtualMachine", {"Name": name})
         if result.errors:
             raise failed(self.host_name, "Get-SCVirtualMachine", result)
