@@ -297,6 +297,27 @@ class Engine:
             ]
         return [run_id for run_id in candidates if self.resend(run_id, entered_before=cutoff)]
 
+    def advance_settled_stages(self) -> list[str]:
+        """Advance running runs whose sent stage has settled but whose callback never came.
+
+        A chord's callback can be lost when a worker dies around its header's last task; the
+        store still shows every unit finished. Only stages entered longer than
+        ``settings.dispatch_grace`` ago are looked at; :meth:`advance` is a compare-and-set,
+        so a late real callback finds the run moved on and does nothing.
+        """
+        cutoff = utcnow() - timedelta(seconds=self.settings.dispatch_grace)
+        with self.db.session() as session:
+            candidates = [
+                (run_id, stage)
+                for run_id, stage in repository.sent_runs(session, entered_before=cutoff)
+                if stage_settled(repository.steps_of(session, run_id=run_id, stage=stage))
+            ]
+        return [
+            run_id
+            for run_id, stage in candidates
+            if self.advance(run_id, stage) in ("advanced", "failed")
+        ]
+
     def advance(self, run_id: str, stage: int) -> str:
         """A stage's units have all reported: decide what comes next.
 

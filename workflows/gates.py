@@ -148,8 +148,9 @@ def cancel_open(session: Session, run: Run) -> None:
 
 
 class GateWatch:
-    """A thread that, every ``interval`` seconds until stopped, applies gate timeouts and
-    sends again stages left unsent by a crash (:meth:`Engine.resend_lost_stages`)."""
+    """A thread that, every ``interval`` seconds until stopped, applies gate timeouts, sends
+    again stages left unsent by a crash (:meth:`Engine.resend_lost_stages`) and advances
+    settled stages whose callback was lost (:meth:`Engine.advance_settled_stages`)."""
 
     def __init__(self, engine: Engine, interval: float = 5.0) -> None:
         self.engine = engine
@@ -174,5 +175,8 @@ class GateWatch:
                 # a stage committed by a process that died before sending it is sent again
                 for run_id in self.engine.resend_lost_stages():
                     log.warning("run %s: a stage committed but never sent was sent again", run_id)
+                # and a settled stage whose chord callback was lost is advanced
+                for run_id in self.engine.advance_settled_stages():
+                    log.warning("run %s: a settled stage without its callback was advanced", run_id)
             except Exception:  # a database hiccup must not kill the watch
                 log.exception("gate timeout check failed; retrying in %s s", self.interval)

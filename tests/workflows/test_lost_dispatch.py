@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import update
+from sqlmodel import col
 
 from plans import Bundle
 from tests.workflows.conftest import fast_settings
@@ -21,7 +22,7 @@ from workflows.engine import Engine
 from workflows.events import EventKind
 from workflows.progress import wait_for
 from workflows.settings import Settings
-from workflows.statuses import RunStatus
+from workflows.statuses import RunStatus, StepStatus
 from workflows.store import Database, Run, repository
 
 
@@ -117,10 +118,19 @@ def test_the_workers_watch_finishes_a_run_whose_stages_were_sent_twice(
         with worker(runtime, ["stockholm", "gothenburg"], concurrency=4, gate_interval=0.05):
             # and every later stage is sent once more, as if each sender died after its send
             # but before recording it: the units of the duplicate must not run steps again
+            forgotten: set[int] = set()
+
             def resent_everything() -> None:
                 with runtime.db.session() as session:
+                    current = repository.get_run(session, run_id=run.id)
+                    stage = current.dispatched_stage
+                    if stage is None or stage in forgotten:
+                        return
+                    forgotten.add(stage)
                     session.execute(
-                        update(Run).where(Run.id == run.id).values(dispatched_stage=None)
+                        update(Run)
+                        .where(col(Run.id) == run.id, col(Run.dispatched_stage) == stage)
+                        .values(dispatched_stage=None)
                     )
 
             done = wait_for(
@@ -142,3 +152,28 @@ def test_the_workers_watch_finishes_a_run_whose_stages_were_sent_twice(
         assert len(resent) >= 2
     finally:
         runtime.db.dispose()
+
+
+def test_a_settled_stage_whose_callback_was_lost_is_advanced(
+    settings: Settings, bundle: Bundle
+) -> None:
+    db = Database(settings.database_url)
+    recorder = Recording()
+    patient = Engine(db, recorder, settings)
+    eager = Engine(db, recorder, settings.model_copy(update={"dispatch_grace": 0.0}))
+    run = patient.start(bundle, "three-tier", "test")
+    assert eager.advance_settled_stages() == []  # stage 0's steps have not run yet
+    with db.session() as session:
+        for step in repository.steps_of(session, run_id=run.id, stage=0):
+            repository.set_step_status(session, step=step, status=StepStatus.RUNNING)
+            repository.set_step_status(session, step=step, status=StepStatus.SUCCEEDED)
+    # every unit reported, but no ferryman.engine.advance came
+    assert patient.advance_settled_stages() == []  # within the grace: the callback may come
+    assert eager.advance_settled_stages() == [run.id]
+    assert eager.advance_settled_stages() == []
+    with db.session() as session:
+        moved = repository.get_run(session, run_id=run.id)
+    # stage 1 of the example is the databases gate: the run now waits for an operator there
+    assert (moved.current_stage, moved.status) == (1, RunStatus.WAITING)
+    assert patient.advance(run.id, 0) == "stale"  # the late real callback does nothing
+    db.dispose()

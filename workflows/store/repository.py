@@ -365,6 +365,16 @@ def claim_resend(
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
+def sent_runs(session: Session, *, entered_before: datetime) -> list[tuple[str, int]]:
+    """(id, stage) of running runs whose current stage was sent and entered before then."""
+    query = select(Run.id, Run.current_stage).where(
+        Run.status == RunStatus.RUNNING.value,
+        col(Run.dispatched_stage) == col(Run.current_stage),
+        col(Run.stage_entered_at) <= entered_before,
+    )
+    return [(run_id, stage) for run_id, stage in session.exec(query).all()]
+
+
 def undispatched_runs(session: Session, *, entered_before: datetime) -> list[Run]:
     """Running runs whose current stage was entered before then and never recorded as sent."""
     behind = or_(
