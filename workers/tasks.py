@@ -36,7 +36,7 @@ from workflows.steps import (
     StepSpec,
     TaskUnit,
 )
-from workflows.store import repository
+from workflows.store import repository, transient_database_error
 from workflows.store.repository import Conflict
 
 log = logging.getLogger(__name__)
@@ -286,6 +286,60 @@ class UnitRunner:
                 if step.status == StepStatus.PENDING:
                     repository.set_step_status(session, step=step, status=StepStatus.CANCELLED)
 
+    def database_error(
+        self, task: Task, run_id: str, unit: dict[str, Any], error: Exception
+    ) -> dict[str, Any]:
+        """The store failed under the unit (locked, connection lost): retry it, bounded.
+
+        The whole unit is retried with backoff: steps that succeeded are skipped, a step left
+        running by this delivery runs again (a script fails for an operator to check). Once
+        the retries are spent, the unit's unsettled steps are recorded failed with the reason,
+        so the stage settles and the run fails (resume-able) instead of waiting forever.
+        """
+        parsed = TaskUnit.from_json(unit)
+        retries = task.request.retries
+        policy = self.engine.settings.retry
+        if retries < policy.max_retries:
+            delay = policy.delay(retries, random.random())
+            log.warning(
+                "unit %s of run %s could not use the database (%s); retry %d in %.2fs",
+                parsed.key,
+                run_id,
+                error,
+                retries + 1,
+                delay,
+            )
+            raise task.retry(countdown=delay, exc=error, max_retries=policy.max_retries)
+        message = (
+            f"the step's state could not be recorded: database error after {retries + 1} "
+            f"attempts ({type(error).__name__}: {str(error).splitlines()[0][:200]}); check "
+            f"the database, then 'ferryman runs resume {run_id}' runs the step again"
+        )
+        log.error("unit %s of run %s gave up: %s", parsed.key, run_id, message)
+        self._abandon(run_id, parsed, message)
+        return {"run_id": run_id, "unit": parsed.key, "status": "failed", "error": message}
+
+    def _abandon(self, run_id: str, unit: TaskUnit, message: str) -> None:
+        """Record every unsettled step of the unit failed (pending ones count one attempt)."""
+        with self.engine.db.session() as session:
+            for spec in unit.steps:
+                step = repository.get_step(session, run_id=run_id, key=spec.key)
+                status = StepStatus(step.status)
+                if status not in (StepStatus.PENDING, StepStatus.RUNNING):
+                    continue
+                if status is StepStatus.PENDING:  # the table has no pending -> failed
+                    repository.set_step_status(session, step=step, status=StepStatus.RUNNING)
+                repository.set_step_status(
+                    session, step=step, status=StepStatus.FAILED, error=message
+                )
+                repository.add_event(
+                    session,
+                    run_id=run_id,
+                    event=EventKind.STEP_FAILED,
+                    message=f"{spec.key}: {message}",
+                    data={"on_error": spec.on_error},
+                )
+
 
 def register(app: Celery, engine: Engine, executor: Executor | None = None) -> None:
     """Register Ferryman's tasks on ``app``, bound to these collaborators."""
@@ -298,6 +352,13 @@ def register(app: Celery, engine: Engine, executor: Executor | None = None) -> N
         except Retry:
             raise
         except Exception as exc:
+            if transient_database_error(exc):
+                try:
+                    return runner.database_error(task, kwargs["run_id"], kwargs["unit"], exc)
+                except Retry:
+                    raise
+                except Exception:
+                    pass  # not even the failure could be recorded: reported below
             # never let the chord break: the callback must run and see the store
             log.exception("unit %s of run %s broke", kwargs.get("unit_key"), kwargs.get("run_id"))
             return {"run_id": kwargs.get("run_id"), "status": "error", "error": str(exc)}
@@ -351,7 +412,14 @@ def register(app: Celery, engine: Engine, executor: Executor | None = None) -> N
     @app.task(name=TASK_ADVANCE, **options)
     def advance(self: Task, *, run_id: str, stage: int) -> str:
         """A stage finished: move the run on (or wait a moment if steps still run)."""
-        outcome = engine.advance(run_id, stage)
+        try:
+            outcome = engine.advance(run_id, stage)
+        except Exception as exc:
+            if not transient_database_error(exc):
+                raise
+            # the store is briefly unavailable: ask again, or the run would never move on
+            log.warning("advancing run %s past stage %d: database error (%s)", run_id, stage, exc)
+            outcome = "not_ready"
         if outcome == "not_ready":
             raise self.retry(countdown=engine.settings.advance_poll, max_retries=advance_retries)
         return outcome

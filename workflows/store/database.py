@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, exc
 from sqlalchemy.pool import QueuePool
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -21,6 +21,20 @@ def driver_url(url: str) -> str:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
+
+
+def transient_database_error(error: BaseException) -> bool:
+    """Whether a database error may pass if tried again later.
+
+    "database is locked" past the busy timeout, a dropped or refused connection, a full
+    connection pool: the store is briefly unavailable, not wrong. Integrity and programming
+    errors are not transient and are not retried.
+    """
+    if isinstance(
+        error, (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError, exc.TimeoutError)
+    ):
+        return True
+    return isinstance(error, exc.DBAPIError) and error.connection_invalidated
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
