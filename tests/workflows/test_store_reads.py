@@ -1,0 +1,104 @@
+"""Narrow reads and writes on the per-step path, the compiled-run cache, transient errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import event, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from tests.workflows.test_store import make_run
+from workflows.cache import CompiledRuns
+from workflows.compiler import CompiledRun
+from workflows.statuses import RunStatus, StepStatus
+from workflows.store import Database, Run, RunNotFound, repository, transient_database_error
+
+
+@contextmanager
+def statements(db: Database) -> Iterator[list[str]]:
+    """Every SQL statement the database runs inside the block."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+
+
+def test_run_status_reads_the_status_column_only(db: Database) -> None:
+    make_run(db)
+    with statements(db) as seen, db.session() as session:
+        assert repository.run_status(session, run_id="abcdef123456") is RunStatus.PENDING
+    selects = [s for s in seen if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 1
+    assert "snapshot" not in selects[0] and "compiled" not in selects[0]
+    with db.session() as session, pytest.raises(RunNotFound, match="runs list"):
+        repository.run_status(session, run_id="nope")
+
+
+def test_a_light_run_leaves_its_inputs_unread_until_touched(db: Database) -> None:
+    make_run(db)
+    with statements(db) as seen, db.session() as session:
+        run = repository.get_run(session, run_id="abcdef123456", with_inputs=False)
+        assert run.status == RunStatus.PENDING
+        assert "snapshot" not in seen[0] and "compiled" not in seen[0]
+        assert run.snapshot == {"fabric": {"x": 1}}  # still there when asked for
+    with db.session() as session:
+        assert repository.compiled_of(session, run_id="abcdef123456") == {"stages": []}
+
+
+def test_a_step_write_is_one_update_and_shows_its_values(db: Database) -> None:
+    run = make_run(db)
+    with db.session() as session:
+        step = repository.get_step(session, run_id=run.id, key="s0")
+        with statements(db) as seen:
+            repository.set_step_status(session, step=step, status=StepStatus.RUNNING, task_id="t")
+        assert [s.split()[0].upper() for s in seen] == ["UPDATE"]
+        assert (step.status, step.attempts, step.task_id) == ("running", 1, "t")
+        assert step not in session.dirty  # the values are not written a second time
+    with db.session() as session:
+        stored = repository.get_step(session, run_id=run.id, key="s0")
+    assert (stored.status, stored.attempts, stored.task_id) == ("running", 1, "t")
+
+
+def with_compiled(db: Database, run_id: str) -> dict[str, Any]:
+    """A stored run whose compiled column holds a (tiny) real compiled run."""
+    compiled = {"plan": "p", "operation": "test", "direction": "failover", "hosts": {}}
+    compiled["stages"] = []
+    make_run(db, run_id=run_id)
+    with db.session() as session:
+        query = update(Run).where(Run.id == run_id)  # type: ignore[arg-type]
+        session.execute(query.values(compiled=compiled))
+    return compiled
+
+
+def test_compiled_runs_are_read_narrowly_and_decoded_once_per_run(db: Database) -> None:
+    compiled = with_compiled(db, "abcdef123456")
+    cache = CompiledRuns(size=1)
+    with statements(db) as seen, db.session() as session:
+        first = cache.get(session, "abcdef123456")
+        again = cache.get(session, "abcdef123456")
+    assert first is again and first == CompiledRun.from_json(compiled)
+    assert len(seen) == 1 and "snapshot" not in seen[0]
+    with_compiled(db, "fedcba654321")
+    with db.session() as session:
+        cache.get(session, "fedcba654321")
+    assert len(cache) == 1  # bounded: the oldest run is forgotten (decoded again if asked)
+    with statements(db) as seen, db.session() as session:
+        assert cache.get(session, "abcdef123456") == first
+    assert len(seen) == 1
+
+
+def test_which_database_errors_are_transient() -> None:
+    locked = OperationalError("UPDATE step", {}, Exception("database is locked"))
+    duplicate = IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed"))
+    assert transient_database_error(locked)
+    assert not transient_database_error(duplicate)
+    assert not transient_database_error(ValueError("x"))
