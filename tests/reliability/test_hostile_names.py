@@ -175,13 +175,6 @@ def test_metacharacters_reach_the_lab_as_literal_values(lab_password: str) -> No
     assert all(e["parameters"].get("ZoneName") == TEST_ZONE for e in dns), dns
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the record's FQDN reaches WindowsDnsZone._apply in DNS presentation form "
-    "(dnspython to_text escapes $ ( ) ; as \\$ \\( \\) \\;), so _relative cannot strip the "
-    "zone and the lab is asked for the escaped FQDN instead of the plan's literal name "
-    "(workers/dns/windows.py _relative / its callers)",
-)
 def test_dns_record_names_reach_windows_dns_literally(lab_password: str) -> None:
     final, entries, _state = run_test_failover(VMS, VMS)
     assert final.status == RunStatus.SUCCEEDED, final.error

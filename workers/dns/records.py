@@ -31,6 +31,33 @@ def absolute_name(name: str, zone: str) -> str:
     return dns.name.from_text(name, origin).to_text().lower()
 
 
+def literal_labels(name: dns.name.Name) -> list[str]:
+    """The labels of ``name`` as a person wrote them: no presentation escapes (``\\$``,
+    ``\\(``, ``\\;`` ...) and IDNA A-labels (``xn--``) back in Unicode.
+
+    ``to_text()`` and ``to_unicode()`` both escape ``" ( ) . ; \\ @ $``: right for a zone
+    file or dnspython, wrong for a system that takes names as plain text (the Windows DNS
+    Server cmdlets). A label that plain text cannot carry (a dot inside it, or bytes that are
+    not UTF-8) raises :class:`DnsConfigurationError`.
+    """
+    labels = []
+    for raw in name.labels:
+        if raw == b"":
+            continue  # the root label: absolute names end with it
+        try:
+            text = raw[4:].decode("punycode") if raw.lower().startswith(b"xn--") else raw.decode()
+        except UnicodeError:
+            text = None
+        if text is None or "." in text:
+            shown = dns.name.Name([raw]).to_text()
+            raise DnsConfigurationError(
+                f"the DNS label {shown!r} of {name} cannot be written as plain text (a dot "
+                "inside a label, or bytes that are not UTF-8); rename the record in the plan"
+            )
+        labels.append(text)
+    return labels
+
+
 def parse_addresses(addresses: list[str]) -> dict[str, list[str]]:
     """Split addresses into ``{"A": [...], "AAAA": [...]}``, canonical and sorted."""
     split: dict[str, set[str]] = {"A": set(), "AAAA": set()}

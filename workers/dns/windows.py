@@ -16,8 +16,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import dns.name
+
 from workers.dns.errors import DnsConfigurationError, DnsPermanentError
-from workers.dns.records import ADDRESS_TYPES, RecordSet, Snapshot, absolute_name, parse_addresses
+from workers.dns.records import (
+    ADDRESS_TYPES,
+    RecordSet,
+    Snapshot,
+    absolute_name,
+    literal_labels,
+    parse_addresses,
+)
 from workers.dns.switch import DEFAULT_TTL, SwitchResult
 from workers.errors import CmdletFailed
 from workers.powershell import PowerShellRunner, PSResult
@@ -105,10 +114,31 @@ class WindowsDns:
         self.timeout = timeout
 
     def _relative(self, fqdn: str) -> str:
-        zone = self.zone.lower() + "."
-        if fqdn == zone:
+        """The cmdlets' ``-Name`` for ``fqdn``: relative to the zone, as plain text.
+
+        ``fqdn`` is in DNS presentation form (what :func:`absolute_name` and snapshots hold:
+        ``rec\\$\\(x\\).corp.example.``); the cmdlets take names literally, so the labels
+        are decoded (``rec$(x)``) rather than passing the escapes on as part of the name.
+        """
+        name = dns.name.from_text(fqdn)
+        origin = dns.name.from_text(self.zone)
+        if name == origin:
             return "@"
-        return fqdn[: -len(zone) - 1] if fqdn.endswith("." + zone) else fqdn
+        if not name.is_subdomain(origin):
+            raise DnsConfigurationError(
+                f"record {fqdn} is not in zone {self.zone}; give a name relative to the zone "
+                "or an FQDN ending in it",
+                zone=self.zone,
+            )
+        relative = ".".join(literal_labels(name.relativize(origin)))
+        if relative == "@":
+            # "@" is how the cmdlets spell the apex: a label "@" would name the zone itself.
+            raise DnsConfigurationError(
+                f"record {fqdn}: a record named '@' cannot be told apart from the zone apex "
+                "on Windows DNS; rename it in the plan",
+                zone=self.zone,
+            )
+        return relative
 
     def _run(
         self, cmdlet: str, parameters: dict[str, Any], switches: tuple[str, ...] = ()
