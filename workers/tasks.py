@@ -181,13 +181,14 @@ class UnitRunner:
         interrupted = ""
         prior: dict[str, dict[str, Any]] = {}
         with self.engine.db.session() as session:
-            # the status column only: the run's row carries its large snapshot and stages
-            run_status = repository.run_status(session, run_id=run_id)
+            # one narrow query: the run's status (not its large row), the step, the VM's results
+            run_status, step, vm_results = repository.step_to_run(
+                session, run_id=run_id, key=spec.key, vm=spec.vm
+            )
             if run_status is RunStatus.CANCELLED:
                 return "cancelled"
             if run_status is not RunStatus.RUNNING:
                 return "stale"
-            step = repository.get_step(session, run_id=run_id, key=spec.key)
             status = StepStatus(step.status)
             if status in (StepStatus.SUCCEEDED, StepStatus.SKIPPED):
                 return "succeeded"  # redelivered: done before, never do it twice
@@ -209,8 +210,7 @@ class UnitRunner:
                     )
                 except Conflict:
                     return "duplicate"  # another delivery of a duplicate stage took it first
-                if spec.vm:
-                    prior = repository.prior_results(session, run_id=run_id, vm=spec.vm)
+                prior = vm_results
         if interrupted:
             self._failed(run_id, spec, interrupted, None)
             return "failed"
@@ -235,7 +235,7 @@ class UnitRunner:
             self._failed(run_id, spec, describe_failure(spec, exc), exc)
             return "failed"
         with self.engine.db.session() as session:
-            step = repository.get_step(session, run_id=run_id, key=spec.key)
+            # ``step`` as this delivery set it running: the UPDATE checks that it still is
             repository.set_step_status(
                 session,
                 step=step,

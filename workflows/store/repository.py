@@ -177,6 +177,29 @@ def steps_of(
     return list(session.exec(query.order_by(col(Step.seq))).all())
 
 
+def step_to_run(
+    session: Session, *, run_id: str, key: str, vm: str | None = None
+) -> tuple[RunStatus, Step, dict[str, dict[str, Any]]]:
+    """What a worker reads before a step, in one query: the run's status, the step, and the
+    results of the VM's succeeded steps (as :func:`prior_results`; empty without ``vm``)."""
+    query = select(Step, Run.status).join(Run, col(Run.id) == col(Step.run_id))
+    query = query.where(Step.run_id == run_id)
+    if vm is not None:
+        query = query.where(or_(col(Step.key) == key, col(Step.vm) == vm))
+    else:
+        query = query.where(Step.key == key)
+    rows = session.exec(query.order_by(col(Step.seq))).all()
+    found = [row for row, _status in rows if row.key == key]
+    if not found:
+        run_status(session, run_id=run_id)  # raises RunNotFound for a missing run
+        raise FerrymanError(f"run {run_id} has no step {key!r}; was the run recompiled?")
+    prior: dict[str, dict[str, Any]] = {}
+    for row, _status in rows:
+        if vm is not None and row.status == StepStatus.SUCCEEDED and row.result is not None:
+            prior[row.kind] = row.result
+    return RunStatus(rows[0][1]), found[0], prior
+
+
 def get_step(session: Session, *, run_id: str, key: str) -> Step:
     """One step by its key."""
     step = session.exec(select(Step).where(Step.run_id == run_id, Step.key == key)).first()
