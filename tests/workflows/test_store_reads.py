@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import event, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from plans.errors import FerrymanError
 from tests.workflows.test_store import make_run
 from workflows.cache import CompiledRuns
 from workflows.compiler import CompiledRun
@@ -102,3 +103,24 @@ def test_which_database_errors_are_transient() -> None:
     assert transient_database_error(locked)
     assert not transient_database_error(duplicate)
     assert not transient_database_error(ValueError("x"))
+
+
+def test_step_to_run_reads_status_step_and_prior_results_in_one_query(db: Database) -> None:
+    run = make_run(db)
+    with db.session() as session:
+        done = repository.get_step(session, run_id=run.id, key="s0")
+        repository.set_step_status(session, step=done, status=StepStatus.RUNNING)
+        repository.set_step_status(
+            session, step=done, status=StepStatus.SUCCEEDED, result={"addresses": ["10.0.0.5"]}
+        )
+    with statements(db) as seen, db.session() as session:
+        status, step, prior = repository.step_to_run(session, run_id=run.id, key="s1", vm="vm")
+    assert len(seen) == 1
+    assert (status, step.key, step.status) == (RunStatus.PENDING, "s1", "pending")
+    assert prior == {"start_vm": {"addresses": ["10.0.0.5"]}}
+    with db.session() as session:
+        assert repository.step_to_run(session, run_id=run.id, key="s1")[2] == {}
+        with pytest.raises(RunNotFound):
+            repository.step_to_run(session, run_id="nope", key="s1")
+        with pytest.raises(FerrymanError, match="no step 'zz'"):
+            repository.step_to_run(session, run_id=run.id, key="zz", vm="vm")
