@@ -224,6 +224,9 @@ def set_step_status(session: Session, *, step: Step, status: StepStatus, **field
         update(Step)
         .where(col(Step.id) == step.id, col(Step.status) == current.value)
         .values(**values)
+        # _sync shows the values on ``step``; the ORM's own matching of the UPDATE against
+        # every object in the session costs more than the statement itself
+        .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict(f"step {step.key} of run {step.run_id} changed while being updated")
