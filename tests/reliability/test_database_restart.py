@@ -70,14 +70,6 @@ def check_whole(runtime: Runtime, run_id: str) -> None:
 RECOVERY_TIMEOUT = 60
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="a unit whose store write fails is returned as status 'error' with its step left "
-    "'running' (workers/tasks.py register.run_unit catches OperationalError), and "
-    "ferryman.engine.advance raises OperationalError with no retry, so the chord's callback "
-    "is lost and the run stays 'running' forever",
-)
 @pytest.mark.parametrize("mode", ["fast"])
 def test_run_rides_out_a_postgres_restart(
     postgres: PostgresCluster,
