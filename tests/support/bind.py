@@ -139,7 +139,8 @@ class BindServer:
         """The zone's SOA serial here, or None while the zone is not loaded."""
         try:
             resp = self.query(zone, "SOA", timeout=0.5)
-        except (OSError, dns.exception.DNSException):
+        except (OSError, EOFError, dns.exception.DNSException):
+            # a named still starting may accept a TCP connection and close it unanswered
             return None
         if resp.rcode() != dns.rcode.NOERROR or not resp.flags & dns.flags.AA:
             return None
