@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -22,6 +20,7 @@ from typing import Any
 import pytest
 from kombu import Connection
 
+from tests.reliability.services import RedisServer
 from workflows.engine import Engine
 from workflows.settings import Settings
 from workflows.store import Database, repository
@@ -32,42 +31,12 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "plans" / "examples" / "three-ti
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def redis_port(tmp_path: Path) -> Iterator[int]:
-    assert shutil.which("redis-server"), "redis-server is required (deploy/test installs it)"
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield port
-    proc.terminate()
-    proc.wait(timeout=10)
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server.port
+    server.stop()
 
 
 class Recording:
