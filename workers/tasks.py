@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from celery import Celery, Task
 from celery.exceptions import Retry
 
 from plans.errors import FerrymanError, PermanentError, TransientError
+from workers.heartbeat import Heartbeat
 from workflows.compiler import CompiledRun
 from workflows.engine import Engine
 from workflows.events import EventKind
@@ -31,10 +32,11 @@ from workflows.steps import (
     TASK_SCRIPT,
     TASK_VM,
     HostRef,
-    StepKind,
     StepOutcome,
     StepSpec,
     TaskUnit,
+    interrupted_script,
+    reruns_after_a_crash,
 )
 from workflows.store import repository, transient_database_error
 from workflows.store.repository import Conflict
@@ -105,28 +107,6 @@ def task_id(task: Task) -> str | None:
     return str(value) if value else None
 
 
-def reruns_after_a_crash(spec: StepSpec) -> bool:
-    """Whether a step found running from a dead worker's delivery may simply run again.
-
-    Hyper-V and DNS steps read the state first and do nothing when their effect is there;
-    an operator's script cannot be known to be safe twice unless the plan says so.
-    """
-    return spec.kind is not StepKind.SCRIPT or bool(spec.params.get("rerun_on_redelivery"))
-
-
-def interrupted_script(run_id: str, spec: StepSpec, attempts: int) -> str:
-    """The failure of a script whose worker died while it ran: what to check, what to run."""
-    name = spec.params.get("name") or spec.key
-    host = spec.host or "its host"
-    return (
-        f"the worker died while script {name!r} ran on {host} (attempt {attempts}); it may or "
-        f"may not have completed, so it was not started again. Check on {host} what it did, "
-        f"then 'ferryman runs resume {run_id}' runs it again (or 'ferryman runs compensate "
-        f"{run_id}' undoes the run). A script safe to run twice can say "
-        "rerun_on_redelivery: true in the plan"
-    )
-
-
 def describe_failure(spec: StepSpec, exc: BaseException) -> str:
     """A failure message naming the step, VM, host and cmdlet, plus the executor's own words."""
     where = f"on {spec.host}" if spec.host else ""
@@ -142,12 +122,19 @@ def describe_failure(spec: StepSpec, exc: BaseException) -> str:
     )
 
 
+TAKEN_OVER = "step %s of run %s was taken over by another delivery meanwhile; leaving it to it"
+
+
 @dataclass
 class UnitRunner:
     """Runs one unit's steps against the store; one instance per app."""
 
     engine: Engine
     executor: Executor
+    heartbeat: Heartbeat = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.heartbeat = Heartbeat(self.engine.db, self.engine.settings.step_heartbeat)
 
     def run(self, task: Task, *, run_id: str, unit: dict[str, Any]) -> dict[str, Any]:
         """Execute the unit (see the module docstring); returns a status dict."""
@@ -212,65 +199,100 @@ class UnitRunner:
                     return "duplicate"  # another delivery of a duplicate stage took it first
                 prior = vm_results
         if interrupted:
-            self._failed(run_id, spec, interrupted, None)
+            self._failed(run_id, spec, interrupted, None, owner=step.task_id)
             return "failed"
         try:
-            ctx = self.executor.context(
-                run_id, failover_type, compiled.direction.value, compiled.hosts, prior
-            )
-            outcome = self.executor.run_step(ctx, spec)
+            with self.heartbeat.holding(step.id or 0, delivery):
+                ctx = self.executor.context(
+                    run_id, failover_type, compiled.direction.value, compiled.hosts, prior
+                )
+                outcome = self.executor.run_step(ctx, spec)
         except TransientError as exc:
             retries = task.request.retries
             policy = self.engine.settings.retry
             if retries < policy.max_retries:
                 delay = policy.delay(retries, random.random())
-                self._retrying(run_id, spec, exc, retries + 1, delay)
+                if not self._retrying(run_id, spec, exc, retries + 1, delay, owner=delivery):
+                    return "duplicate"
                 raise task.retry(countdown=delay, exc=exc, max_retries=policy.max_retries) from exc
             message = f"{describe_failure(spec, exc)}; gave up after {retries + 1} attempts"
-            self._failed(run_id, spec, message, exc)
-            return "failed"
+            return self._failed(run_id, spec, message, exc, owner=delivery)
         except Retry:
             raise
         except (PermanentError, Exception) as exc:
-            self._failed(run_id, spec, describe_failure(spec, exc), exc)
-            return "failed"
-        with self.engine.db.session() as session:
-            # ``step`` as this delivery set it running: the UPDATE checks that it still is
-            repository.set_step_status(
-                session,
-                step=step,
-                status=StepStatus.SUCCEEDED,
-                result=outcome.result,
-                undo=outcome.undo,
-                changed=outcome.changed,
-                error="",
-            )
+            return self._failed(run_id, spec, describe_failure(spec, exc), exc, owner=delivery)
+        try:
+            with self.engine.db.session() as session:
+                # ``step`` as this delivery set it running: the UPDATE checks that it still
+                # is, and still this delivery's (a step taken over meanwhile is the other's)
+                repository.set_step_status(
+                    session,
+                    step=step,
+                    status=StepStatus.SUCCEEDED,
+                    owner=delivery,
+                    result=outcome.result,
+                    undo=outcome.undo,
+                    changed=outcome.changed,
+                    error="",
+                )
+        except Conflict:
+            log.warning(TAKEN_OVER, spec.key, run_id)
+            return "duplicate"
         return "succeeded"
 
     def _retrying(
-        self, run_id: str, spec: StepSpec, exc: Exception, attempt: int, delay: float
-    ) -> None:
+        self,
+        run_id: str,
+        spec: StepSpec,
+        exc: Exception,
+        attempt: int,
+        delay: float,
+        *,
+        owner: str | None,
+    ) -> bool:
+        """Record the step pending until its retry; False if another delivery holds it now."""
         message = f"attempt {attempt} failed: {describe_failure(spec, exc)}; retry in {delay:.2f}s"
         with self.engine.db.session() as session:
             step = repository.get_step(session, run_id=run_id, key=spec.key)
-            repository.set_step_status(session, step=step, status=StepStatus.PENDING, error=message)
+            try:
+                repository.set_step_status(
+                    session, step=step, status=StepStatus.PENDING, owner=owner, error=message
+                )
+            except Conflict:
+                log.warning(TAKEN_OVER, spec.key, run_id)
+                return False
             repository.add_event(
                 session, run_id=run_id, event=EventKind.STEP_RETRY, message=f"{spec.key}: {message}"
             )
+        return True
 
-    def _failed(self, run_id: str, spec: StepSpec, message: str, exc: BaseException | None) -> None:
+    def _failed(
+        self,
+        run_id: str,
+        spec: StepSpec,
+        message: str,
+        exc: BaseException | None,
+        *,
+        owner: str | None,
+    ) -> str:
+        """Record the step failed; ``duplicate`` instead if another delivery holds it now."""
         if exc is not None and not isinstance(exc, FerrymanError):
             log.exception("step %s of run %s raised unexpectedly", spec.key, run_id)
         undo = getattr(exc, "undo", None)
         with self.engine.db.session() as session:
             step = repository.get_step(session, run_id=run_id, key=spec.key)
-            repository.set_step_status(
-                session,
-                step=step,
-                status=StepStatus.FAILED,
-                error=message,
-                undo=undo if isinstance(undo, dict) else None,
-            )
+            try:
+                repository.set_step_status(
+                    session,
+                    step=step,
+                    status=StepStatus.FAILED,
+                    owner=owner,
+                    error=message,
+                    undo=undo if isinstance(undo, dict) else None,
+                )
+            except Conflict:
+                log.warning(TAKEN_OVER, spec.key, run_id)
+                return "duplicate"
             repository.add_event(
                 session,
                 run_id=run_id,
@@ -278,6 +300,7 @@ class UnitRunner:
                 message=f"{spec.key}: {message}",
                 data={"on_error": spec.on_error},
             )
+        return "failed"
 
     def _cancel_rest(self, run_id: str, unit: TaskUnit) -> None:
         with self.engine.db.session() as session:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
@@ -42,6 +43,7 @@ from workflows.statuses import (
     RunStatus,
     StepStatus,
 )
+from workflows.steps import interrupted_script, reruns_after_a_crash
 from workflows.store import Database, Run, Step, repository, utcnow
 
 
@@ -317,6 +319,68 @@ class Engine:
             for run_id, stage in candidates
             if self.advance(run_id, stage) in ("advanced", "failed")
         ]
+
+    def take_over_orphaned_steps(self) -> list[str]:
+        """Hand every running step whose worker stopped beating to a fresh delivery.
+
+        A worker refreshes the heartbeat of the steps it runs every ``settings.step_heartbeat``
+        seconds. A step whose heartbeat is older than ``settings.step_lease`` lost its worker
+        and, with it, possibly its message (a delivery that never comes back). Such a step is
+        set back to pending and its unit is sent again on its own, linked to ``advance``: the
+        unit skips its succeeded steps and the executors are idempotent, so the step is done
+        once. A script is not run again blindly: it fails for an operator to check, as when
+        its own message comes back (unless the plan says ``rerun_on_redelivery: true``). If
+        the old delivery does come back later, it finds the step held by the new one and
+        leaves it. Returns the runs touched.
+        """
+        cutoff = utcnow() - timedelta(seconds=self.settings.step_lease)
+        with self.db.session() as session:
+            orphans = repository.orphaned_steps(session, beat_before=cutoff)
+        return sorted({step.run_id for step in orphans if self._take_over(step, cutoff)})
+
+    def _take_over(self, orphan: Step, cutoff: datetime) -> bool:
+        with self.transaction() as (session, after):
+            compiled = self.compiled_runs.get(session, orphan.run_id)
+            stage = compiled.stages[orphan.stage]
+            unit = next((u for u in stage.units if u.key == orphan.unit), None)
+            spec = unit and next((s for s in unit.steps if s.key == orphan.key), None)
+            if unit is None or spec is None:
+                return False  # not a step of this compiled run: nothing to send
+            since = orphan.heartbeat_at or orphan.started_at
+            silent = (
+                f"its worker has not been heard from since {since:%H:%M:%S} UTC"
+                if since
+                else "its worker was never heard from"
+            )
+            if reruns_after_a_crash(spec):
+                taken = repository.take_over_step(
+                    session, step=orphan, beat_before=cutoff, status=StepStatus.PENDING,
+                    task_id=None, error="",
+                )  # fmt: skip
+                message = f"{orphan.key}: {silent}; its unit was sent again"
+                if taken:
+                    only_unit = replace(stage, units=(unit,))
+                    after.append(partial(self.dispatcher.dispatch, orphan.run_id, only_unit))
+            else:
+                message = f"{orphan.key}: {silent}; " + interrupted_script(
+                    orphan.run_id, spec, orphan.attempts
+                )
+                taken = repository.take_over_step(
+                    session, step=orphan, beat_before=cutoff, status=StepStatus.FAILED,
+                    error=message,
+                )  # fmt: skip
+                if taken:
+                    after.append(partial(self.advance, orphan.run_id, orphan.stage))
+            if not taken:
+                return False  # its worker beat meanwhile, or another watch took it
+            repository.add_event(
+                session,
+                run_id=orphan.run_id,
+                event=EventKind.STEP_TAKEN_OVER,
+                message=message,
+                data={"step": orphan.key, "task_id": orphan.task_id},
+            )
+        return True
 
     def advance(self, run_id: str, stage: int) -> str:
         """A stage's units have all reported: decide what comes next.

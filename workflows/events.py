@@ -14,6 +14,7 @@ class EventKind(enum.StrEnum):
     STAGE_FINISHED = "stage_finished"
     STEP_RETRY = "step_retry"
     STEP_FAILED = "step_failed"
+    STEP_TAKEN_OVER = "step_taken_over"  # a running step's worker stopped beating: sent again
     GATE_OPENED = "gate_opened"
     GATE_APPROVED = "gate_approved"
     GATE_REJECTED = "gate_rejected"

@@ -150,7 +150,9 @@ def cancel_open(session: Session, run: Run) -> None:
 class GateWatch:
     """A thread that, every ``interval`` seconds until stopped, applies gate timeouts, sends
     again stages left unsent by a crash (:meth:`Engine.resend_lost_stages`) and advances
-    settled stages whose callback was lost (:meth:`Engine.advance_settled_stages`)."""
+    settled stages whose callback was lost (:meth:`Engine.advance_settled_stages`) and hands
+    running steps whose worker went silent to a fresh delivery
+    (:meth:`Engine.take_over_orphaned_steps`)."""
 
     def __init__(self, engine: Engine, interval: float = 5.0) -> None:
         self.engine = engine
@@ -178,5 +180,8 @@ class GateWatch:
                 # and a settled stage whose chord callback was lost is advanced
                 for run_id in self.engine.advance_settled_stages():
                     log.warning("run %s: a settled stage without its callback was advanced", run_id)
+                # and a running step whose worker stopped beating goes to a fresh delivery
+                for run_id in self.engine.take_over_orphaned_steps():
+                    log.warning("run %s: a step whose worker went silent was taken over", run_id)
             except Exception:  # a database hiccup must not kill the watch
                 log.exception("gate timeout check failed; retrying in %s s", self.interval)

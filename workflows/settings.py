@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from plans.errors import ConfigurationError
 
@@ -53,6 +53,11 @@ class Settings(BaseModel):
     # how long a stage may stay committed but unsent before the workers' watch sends it again
     # (its process died between the commit and the send); sending twice is harmless
     dispatch_grace: float = 30.0
+    # a worker refreshes the heartbeat of the steps it runs every ``step_heartbeat`` seconds;
+    # a running step whose heartbeat is older than ``step_lease`` lost its worker (killed,
+    # its message gone) and the workers' watch hands it to a fresh delivery
+    step_heartbeat: Annotated[float, Field(gt=0)] = 10.0
+    step_lease: Annotated[float, Field(gt=0)] = 120.0
 
     @field_validator("plan_paths", mode="before")
     @classmethod
@@ -60,6 +65,17 @@ class Settings(BaseModel):
         if isinstance(value, str):
             return [part for part in value.split(os.pathsep) if part]
         return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_heartbeats(self) -> Settings:
+        if self.step_lease < 3 * self.step_heartbeat:
+            raise ValueError(
+                f"step_lease ({self.step_lease:g} s) must be at least three step_heartbeat "
+                f"intervals ({3 * self.step_heartbeat:g} s), or a live step's worker may be "
+                "taken for dead after one slow heartbeat: raise FERRYMAN_STEP_LEASE or lower "
+                "FERRYMAN_STEP_HEARTBEAT"
+            )
+        return self
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

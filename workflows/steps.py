@@ -136,6 +136,28 @@ class StepOutcome:
     changed: bool = True  # False when the step found its effect already there
 
 
+def reruns_after_a_crash(spec: StepSpec) -> bool:
+    """Whether a step found running from a dead worker's delivery may simply run again.
+
+    Hyper-V and DNS steps read the state first and do nothing when their effect is there;
+    an operator's script cannot be known to be safe twice unless the plan says so.
+    """
+    return spec.kind is not StepKind.SCRIPT or bool(spec.params.get("rerun_on_redelivery"))
+
+
+def interrupted_script(run_id: str, spec: StepSpec, attempts: int) -> str:
+    """The failure of a script whose worker died while it ran: what to check, what to run."""
+    name = spec.params.get("name") or spec.key
+    host = spec.host or "its host"
+    return (
+        f"the worker died while script {name!r} ran on {host} (attempt {attempts}); it may or "
+        f"may not have completed, so it was not started again. Check on {host} what it did, "
+        f"then 'ferryman runs resume {run_id}' runs it again (or 'ferryman runs compensate "
+        f"{run_id}' undoes the run). A script safe to run twice can say "
+        "rerun_on_redelivery: true in the plan"
+    )
+
+
 # Task names (Flower shows these; kwargs carry run id, group, VM and step keys).
 TASK_VM = "ferryman.vm.steps"
 TASK_SCRIPT = "ferryman.script.run"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ class FakeExecutor:
     contexts: list[FakeContext] = field(default_factory=list)
     compensated: list[dict[str, Any]] = field(default_factory=list)
     block: threading.Event | None = None
+    delay: float = 0.0  # seconds each step takes
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def context(
@@ -53,6 +55,8 @@ class FakeExecutor:
 
     def run_step(self, ctx: FakeContext, spec: StepSpec) -> StepOutcome:
         key = (spec.kind.value, spec.vm)
+        if self.delay:
+            time.sleep(self.delay)
         with self.lock:
             self.calls[key] += 1
             if self.transient.get(key, 0) > 0:

@@ -108,7 +108,8 @@ def test_a_normal_start_records_its_dispatch(settings: Settings, bundle: Bundle)
 def test_the_workers_watch_finishes_a_run_whose_stages_were_sent_twice(
     tmp_path: Path, bundle: Bundle
 ) -> None:
-    executor = FakeExecutor()
+    # steps take a moment, so each stage outlasts a few rounds of the watch and its resend
+    executor = FakeExecutor(delay=0.05)
     settings = fast_settings(tmp_path, dispatch_grace=0.0)
     runtime = build_runtime(settings, executor)
     plan = without_gate(bundle)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import and_, func, or_, update
 from sqlalchemy.orm import defer
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
@@ -208,22 +208,38 @@ def get_step(session: Session, *, run_id: str, key: str) -> Step:
     return step
 
 
-def set_step_status(session: Session, *, step: Step, status: StepStatus, **fields: Any) -> Step:
-    """Move a step to ``status`` (checked) and set other columns (result, undo, error...)."""
+_ANY = object()
+
+
+def _held_by(task_id: str | None) -> Any:
+    """The condition that a step is held by that delivery (``task_id``; None for none)."""
+    return col(Step.task_id).is_(None) if task_id is None else col(Step.task_id) == task_id
+
+
+def set_step_status(
+    session: Session, *, step: Step, status: StepStatus, owner: Any = _ANY, **fields: Any
+) -> Step:
+    """Move a step to ``status`` (checked) and set other columns (result, undo, error...).
+
+    ``owner``: only if the step is still held by that delivery (its ``task_id``); a step
+    taken over by another delivery meanwhile raises :class:`Conflict`.
+    """
     current = StepStatus(step.status)
     check_step(current, status)
     values: dict[str, Any] = {"status": status.value, **fields}
     now = utcnow()
     if status is StepStatus.RUNNING:
         values.setdefault("started_at", now)
+        values["heartbeat_at"] = now
         values["attempts"] = step.attempts + 1
         values["finished_at"] = None
     elif status in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED):
         values["finished_at"] = now
+    query = update(Step).where(col(Step.id) == step.id, col(Step.status) == current.value)
+    if owner is not _ANY:
+        query = query.where(_held_by(owner))
     result = session.execute(
-        update(Step)
-        .where(col(Step.id) == step.id, col(Step.status) == current.value)
-        .values(**values)
+        query.values(**values)
         # _sync shows the values on ``step``; the ORM's own matching of the UPDATE against
         # every object in the session costs more than the statement itself
         .execution_options(synchronize_session=False)
@@ -232,6 +248,69 @@ def set_step_status(session: Session, *, step: Step, status: StepStatus, **field
         raise Conflict(f"step {step.key} of run {step.run_id} changed while being updated")
     _sync(session, step, values)
     return step
+
+
+def beat(session: Session, *, owners: dict[int, str | None]) -> int:
+    """Refresh the heartbeat of running steps still held by the given deliveries (id -> task id).
+
+    Returns how many rows were refreshed; a step taken over meanwhile is left alone.
+    """
+    if not owners:
+        return 0
+    held = [and_(col(Step.id) == step_id, _held_by(owner)) for step_id, owner in owners.items()]
+    result = session.execute(
+        update(Step)
+        .where(col(Step.status) == StepStatus.RUNNING.value, or_(*held))
+        .values(heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def orphaned_steps(session: Session, *, beat_before: datetime) -> list[Step]:
+    """Running steps of running runs' current stages whose last heartbeat is before then."""
+    last_beat = func.coalesce(col(Step.heartbeat_at), col(Step.started_at))
+    query = (
+        select(Step)
+        .join(Run, col(Run.id) == col(Step.run_id))
+        .where(
+            col(Run.status) == RunStatus.RUNNING.value,
+            col(Step.stage) == col(Run.current_stage),
+            col(Step.status) == StepStatus.RUNNING.value,
+            or_(last_beat.is_(None), last_beat < beat_before),
+        )
+        .options(defer(Step.result), defer(Step.undo))  # type: ignore[arg-type]
+        .order_by(col(Step.run_id), col(Step.seq))
+    )
+    return list(session.exec(query).all())
+
+
+def take_over_step(
+    session: Session, *, step: Step, beat_before: datetime, status: StepStatus, **fields: Any
+) -> bool:
+    """Compare-and-set an orphaned step (still running, same delivery, heartbeat still older
+    than ``beat_before``) to ``status``; False if its worker beat or another watch took it."""
+    check_step(StepStatus(step.status), status)
+    last_beat = func.coalesce(col(Step.heartbeat_at), col(Step.started_at))
+    owner = _held_by(step.task_id)
+    values: dict[str, Any] = {"status": status.value, **fields}
+    if status in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED):
+        values["finished_at"] = utcnow()
+    result = session.execute(
+        update(Step)
+        .where(
+            col(Step.id) == step.id,
+            col(Step.status) == StepStatus.RUNNING.value,
+            owner,
+            or_(last_beat.is_(None), last_beat < beat_before),
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    _sync(session, step, values)
+    return True
 
 
 def reset_steps(session: Session, *, run_id: str, statuses: Sequence[StepStatus]) -> int:

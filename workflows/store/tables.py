@@ -75,6 +75,9 @@ class Step(SQLModel, table=True):
     undo: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     error: str = Field(default="", sa_column=Column(Text))
     started_at: datetime | None = None
+    # refreshed by the worker running the step; a running step whose heartbeat is older than
+    # the lease lost its worker and is taken over (``Engine.take_over_orphaned_steps``)
+    heartbeat_at: datetime | None = None
     finished_at: datetime | None = None
 
 
