@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
@@ -73,6 +73,9 @@ class RunStateError(FerrymanError):
 
 
 AfterCommit = list[Callable[[], None]]
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def new_run_id() -> str:
@@ -382,6 +385,49 @@ class Engine:
             )
         return True
 
+    def resend_idle_units(self) -> list[str]:
+        """Send again the units of a sent stage that wait with nothing happening.
+
+        A unit's message can vanish before any of its steps starts (with the worker that
+        had taken it, or held as a retry by a worker that died: the broker gives such
+        messages back only after the visibility timeout, hours by default). When no step of
+        the stage has started, finished or beaten for ``settings.step_lease`` and some units
+        still have a pending step and none running, those units are sent again, at most once
+        per lease (the stage's entry time is moved on, compare-and-set). A unit whose message
+        was only slow finds its steps taken by the first delivery and leaves them.
+        """
+        idle_before = utcnow() - timedelta(seconds=self.settings.step_lease)
+        found: list[tuple[str, int, datetime, list[str]]] = []
+        with self.db.session() as session:
+            for run_id, index, entered in repository.sent_stages(
+                session, entered_before=idle_before
+            ):
+                steps = repository.steps_of(session, run_id=run_id, stage=index)
+                if any(last_sign_of_life(step) >= idle_before for step in steps):
+                    continue  # something of the stage is alive: its units are not lost
+                waiting = waiting_units(steps)
+                if waiting:
+                    found.append((run_id, index, entered, waiting))
+        return [run_id for run_id, *rest in found if self._resend_units(run_id, *rest)]
+
+    def _resend_units(self, run_id: str, index: int, entered: datetime, keys: list[str]) -> bool:
+        with self.transaction() as (session, after):
+            if not repository.claim_stage(session, run_id=run_id, stage=index, entered=entered):
+                return False  # the run moved on, or another watch sent them
+            stage = self.compiled_runs.get(session, run_id).stages[index]
+            units = tuple(unit for unit in stage.units if unit.key in keys)
+            repository.add_event(
+                session,
+                run_id=run_id,
+                event=EventKind.UNITS_RESENT,
+                message=f"stage {index} {stage.name}: nothing happened for "
+                f"{self.settings.step_lease:g} s while {', '.join(keys)} waited to start "
+                "(their messages may have been lost with a worker); sent again",
+                data={"units": keys},
+            )
+            after.append(partial(self.dispatcher.dispatch, run_id, replace(stage, units=units)))
+        return True
+
     def advance(self, run_id: str, stage: int) -> str:
         """A stage's units have all reported: decide what comes next.
 
@@ -532,6 +578,29 @@ def stage_settled(steps: list[Step]) -> bool:
             if status not in SETTLED_STEP:
                 return False
     return True
+
+
+def last_sign_of_life(step: Step) -> datetime:
+    """When the step last showed activity: started, beat or finished (the epoch if never)."""
+    moments = [m for m in (step.heartbeat_at, step.started_at, step.finished_at) if m]
+    return max(moments, default=EPOCH)
+
+
+def waiting_units(steps: list[Step]) -> list[str]:
+    """Units whose next step is pending, with none of theirs running (see ``stage_settled``)."""
+    units: dict[str, list[Step]] = {}
+    for step in steps:
+        units.setdefault(step.unit, []).append(step)
+    waiting = []
+    for key, unit_steps in units.items():
+        for step in sorted(unit_steps, key=lambda s: s.seq):
+            status = StepStatus(step.status)
+            if blocking(step) or status in (StepStatus.CANCELLED, StepStatus.RUNNING):
+                break  # stopped, or in a delivery's hands (see take_over_orphaned_steps)
+            if status is StepStatus.PENDING:
+                waiting.append(key)
+                break
+    return waiting
 
 
 def blocking(step: Step) -> bool:

@@ -11,6 +11,7 @@ class EventKind(enum.StrEnum):
     CREATED = "created"
     STAGE_STARTED = "stage_started"
     STAGE_RESENT = "stage_resent"  # a stage committed but never sent (a crash) is sent again
+    UNITS_RESENT = "units_resent"  # a sent stage's waiting units went quiet: sent again
     STAGE_FINISHED = "stage_finished"
     STEP_RETRY = "step_retry"
     STEP_FAILED = "step_failed"

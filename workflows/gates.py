@@ -152,7 +152,8 @@ class GateWatch:
     again stages left unsent by a crash (:meth:`Engine.resend_lost_stages`) and advances
     settled stages whose callback was lost (:meth:`Engine.advance_settled_stages`) and hands
     running steps whose worker went silent to a fresh delivery
-    (:meth:`Engine.take_over_orphaned_steps`)."""
+    (:meth:`Engine.take_over_orphaned_steps`), and sends again units that never started in a
+    stage gone quiet (:meth:`Engine.resend_idle_units`)."""
 
     def __init__(self, engine: Engine, interval: float = 5.0) -> None:
         self.engine = engine
@@ -183,5 +184,8 @@ class GateWatch:
                 # and a running step whose worker stopped beating goes to a fresh delivery
                 for run_id in self.engine.take_over_orphaned_steps():
                     log.warning("run %s: a step whose worker went silent was taken over", run_id)
+                # and units of a quiet stage that never started are sent once more
+                for run_id in self.engine.resend_idle_units():
+                    log.warning("run %s: units that never started were sent again", run_id)
             except Exception:  # a database hiccup must not kill the watch
                 log.exception("gate timeout check failed; retrying in %s s", self.interval)

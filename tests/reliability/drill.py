@@ -38,6 +38,9 @@ PASSWORD_VARIABLE = "FERRYMAN_LAB_PASSWORD"
 # task of the example plan against the lab (the longest, a VM's planned steps, takes ~1 s).
 VISIBILITY_TIMEOUT = 5
 RETRY = RetryPolicy(max_retries=8, base_delay=0.2, max_delay=2.0)
+# a step whose worker is silent this long is taken over (its message may be gone with it)
+STEP_HEARTBEAT = 0.5
+STEP_LEASE = 3.0
 
 
 def topology() -> dict[str, Any]:
@@ -82,6 +85,8 @@ class Stack:
             retry=RETRY,
             advance_poll=0.25,
             worker_concurrency=8,
+            step_heartbeat=STEP_HEARTBEAT,
+            step_lease=STEP_LEASE,
         )
 
     def env(self) -> dict[str, str]:
@@ -98,6 +103,8 @@ class Stack:
             FERRYMAN_RETRY_MAX_DELAY=str(RETRY.max_delay),
             FERRYMAN_ADVANCE_POLL=str(settings.advance_poll),
             FERRYMAN_WORKER_CONCURRENCY=str(settings.worker_concurrency),
+            FERRYMAN_STEP_HEARTBEAT=str(settings.step_heartbeat),
+            FERRYMAN_STEP_LEASE=str(settings.step_lease),
             PYTHONPATH=str(ROOT),
         )
         env[PASSWORD_VARIABLE] = self.password

@@ -30,7 +30,7 @@ from workflows.progress import wait_for
 from workflows.settings import Settings
 from workflows.statuses import RunStatus, StepStatus
 from workflows.steps import StepKind
-from workflows.store import Database, Step, repository, utcnow
+from workflows.store import Database, Run, Step, repository, utcnow
 
 LOST = "a-delivery-that-never-comes-back"
 
@@ -241,3 +241,77 @@ def test_a_run_whose_delivery_vanished_mid_step_completes(tmp_path: Path, bundle
         assert len(events(runtime.db, run.id, EventKind.STEP_TAKEN_OVER)) == 1
     finally:
         runtime.db.dispose()
+
+
+def entered_ago(db: Database, run_id: str, seconds: float) -> None:
+    with db.session() as session:
+        session.execute(
+            update(Run)
+            .where(col(Run.id) == run_id)
+            .values(stage_entered_at=utcnow() - timedelta(seconds=seconds))
+        )
+
+
+def test_units_of_a_quiet_stage_that_never_started_are_sent_again(
+    settings: Settings, bundle: Bundle
+) -> None:
+    db = Database(settings.database_url)
+    recorder = Recording()
+    patient = Engine(db, recorder, settings)  # lease 120 s
+    eager = Engine(db, recorder, settings.model_copy(update={"step_lease": 30.0}))
+    run = patient.start(bundle, "three-tier", "test")
+    [(_, _, units)] = recorder.sent  # stage 0 was sent, and its messages were lost
+    recorder.sent.clear()
+    assert eager.resend_idle_units() == []  # entered just now
+
+    entered_ago(db, run.id, 60)
+    assert patient.resend_idle_units() == []  # 60 s of quiet is within 120 s
+    assert eager.resend_idle_units() == [run.id]
+    assert eager.resend_idle_units() == []  # once per lease: the stage's entry moved on
+    assert recorder.sent == [(run.id, 0, units)]
+    [message] = events(db, run.id, EventKind.UNITS_RESENT)
+    assert "sent again" in message and units[0] in message
+    db.dispose()
+
+
+def test_a_stage_with_a_sign_of_life_keeps_its_waiting_units(
+    settings: Settings, bundle: Bundle
+) -> None:
+    db = Database(settings.database_url)
+    recorder = Recording()
+    engine = Engine(db, recorder, settings.model_copy(update={"step_lease": 30.0}))
+    run = engine.start(bundle, "three-tier", "test")
+    [(_, _, units)] = recorder.sent
+    recorder.sent.clear()
+    entered_ago(db, run.id, 60)
+    with db.session() as session:
+        steps = repository.steps_of(session, run_id=run.id, stage=0)
+        # one unit's first step just finished: the stage is alive, its other units queued
+        repository.set_step_status(session, step=steps[0], status=StepStatus.RUNNING)
+        repository.set_step_status(session, step=steps[0], status=StepStatus.SUCCEEDED)
+    assert engine.resend_idle_units() == []
+    # later, everything quiet for longer than the lease: only units still waiting are sent
+    with db.session() as session:
+        session.execute(
+            update(Step)
+            .where(col(Step.run_id) == run.id)
+            .values(
+                started_at=utcnow() - timedelta(seconds=60),
+                heartbeat_at=utcnow() - timedelta(seconds=60),
+                finished_at=None,
+            )
+        )
+        # the first unit is mid-step in a delivery (the takeover's business, not this one's)
+        step = repository.get_step(session, run_id=run.id, key=steps[1].key)
+        repository.set_step_status(session, step=step, status=StepStatus.RUNNING, task_id=LOST)
+        session.execute(
+            update(Step)
+            .where(col(Step.id) == step.id)
+            .values(
+                started_at=utcnow() - timedelta(seconds=60),
+                heartbeat_at=utcnow() - timedelta(seconds=60),
+            )
+        )
+    assert engine.resend_idle_units() == [run.id]
+    assert recorder.sent == [(run.id, 0, [u for u in units if u != steps[0].unit])]
+    db.dispose()

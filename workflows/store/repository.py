@@ -480,6 +480,34 @@ def sent_runs(session: Session, *, entered_before: datetime) -> list[tuple[str, 
     return [(run_id, stage) for run_id, stage in session.exec(query).all()]
 
 
+def sent_stages(session: Session, *, entered_before: datetime) -> list[tuple[str, int, datetime]]:
+    """(id, stage, entry time) of running runs whose current stage was sent and entered
+    before then (the entry time is what :func:`claim_stage` compares)."""
+    query = select(Run.id, Run.current_stage, Run.stage_entered_at).where(
+        Run.status == RunStatus.RUNNING.value,
+        col(Run.dispatched_stage) == col(Run.current_stage),
+        col(Run.stage_entered_at) <= entered_before,
+    )
+    return [(run_id, stage, entered) for run_id, stage, entered in session.exec(query).all()]
+
+
+def claim_stage(session: Session, *, run_id: str, stage: int, entered: datetime) -> bool:
+    """Compare-and-set a sent stage's entry time from ``entered`` to now; False if the run
+    moved on or another caller claimed it first."""
+    result = session.execute(
+        update(Run)
+        .where(
+            col(Run.id) == run_id,
+            col(Run.status) == RunStatus.RUNNING.value,
+            col(Run.current_stage) == stage,
+            col(Run.dispatched_stage) == stage,
+            col(Run.stage_entered_at) == entered,
+        )
+        .values(stage_entered_at=utcnow())
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
 def undispatched_runs(session: Session, *, entered_before: datetime) -> list[Run]:
     """Running runs whose current stage was entered before then and never recorded as sent."""
     behind = or_(
