@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from celery import Celery, Task
 from celery.exceptions import Retry
+from sqlmodel import Session
 
 from plans.errors import FerrymanError, PermanentError, TransientError
 from workers.heartbeat import Heartbeat
@@ -38,7 +39,7 @@ from workflows.steps import (
     interrupted_script,
     reruns_after_a_crash,
 )
-from workflows.store import repository, transient_database_error
+from workflows.store import Step, repository, transient_database_error
 from workflows.store.repository import Conflict
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,16 @@ def describe_failure(spec: StepSpec, exc: BaseException) -> str:
     )
 
 
+@dataclass
+class Done:
+    """A step this delivery set running; once its executor returns, the outcome to record."""
+
+    step: Step
+    delivery: str | None
+    prior: dict[str, dict[str, Any]]
+    outcome: StepOutcome = field(default_factory=StepOutcome)
+
+
 TAKEN_OVER = "step %s of run %s was taken over by another delivery meanwhile; leaving it to it"
 
 
@@ -143,8 +154,9 @@ class UnitRunner:
             compiled = self.engine.compiled_runs.get(session, run_id)  # decoded once per run
         failover_type = str(compiled.options.get("failover_type") or compiled.operation.value)
         summary: dict[str, Any] = {"run_id": run_id, "unit": parsed.key, "status": "succeeded"}
+        done: Done | None = None
         for spec in parsed.steps:
-            verdict = self._step(task, run_id, spec, compiled, failover_type)
+            verdict, done = self._step(task, run_id, spec, compiled, failover_type, done)
             if verdict == "duplicate":
                 summary["status"] = verdict  # the unit's other delivery carries on
                 break
@@ -155,7 +167,36 @@ class UnitRunner:
             if verdict == "failed" and spec.on_error != "continue":
                 summary.update(status="failed", step=spec.key)
                 break
+        if done is not None:
+            with self.engine.db.session() as session:
+                if not self._record(session, done):
+                    summary["status"] = "duplicate"
         return summary
+
+    def _record(self, session: Session, done: Done) -> bool:
+        """Write a step's success (only if this delivery still holds it); False if it does not.
+
+        A step's success is written in the transaction that starts the unit's next step (or
+        on its own after the last one): one commit per step instead of two, and nothing runs
+        on a host in between, so a crash leaves the same states as writing it at once.
+        """
+        try:
+            # ``step`` as this delivery set it running: the UPDATE checks that it still is,
+            # and still this delivery's (a step taken over meanwhile is the other's)
+            repository.set_step_status(
+                session,
+                step=done.step,
+                status=StepStatus.SUCCEEDED,
+                owner=done.delivery,
+                result=done.outcome.result,
+                undo=done.outcome.undo,
+                changed=done.outcome.changed,
+                error="",
+            )
+        except Conflict:
+            log.warning(TAKEN_OVER, done.step.key, done.step.run_id)
+            return False
+        return True
 
     def _step(
         self,
@@ -164,43 +205,13 @@ class UnitRunner:
         spec: StepSpec,
         compiled: CompiledRun,
         failover_type: str,
-    ) -> str:
-        interrupted = ""
-        prior: dict[str, dict[str, Any]] = {}
-        with self.engine.db.session() as session:
-            # one narrow query: the run's status (not its large row), the step, the VM's results
-            run_status, step, vm_results = repository.step_to_run(
-                session, run_id=run_id, key=spec.key, vm=spec.vm
-            )
-            if run_status is RunStatus.CANCELLED:
-                return "cancelled"
-            if run_status is not RunStatus.RUNNING:
-                return "stale"
-            status = StepStatus(step.status)
-            if status in (StepStatus.SUCCEEDED, StepStatus.SKIPPED):
-                return "succeeded"  # redelivered: done before, never do it twice
-            if status in (StepStatus.FAILED, StepStatus.CANCELLED):
-                return status.value
-            delivery = task_id(task)
-            if status is StepStatus.RUNNING and step.task_id and step.task_id != delivery:
-                # the stage was sent twice (a resend after a crash): the other delivery owns
-                # the step, and its message comes back if its worker dies
-                return "duplicate"
-            if status is StepStatus.RUNNING and not reruns_after_a_crash(spec):
-                # an earlier delivery of this message started it and its worker died
-                interrupted = interrupted_script(run_id, spec, step.attempts)
-            else:
-                try:
-                    # committed before the executor runs: attempts counts every start
-                    repository.set_step_status(
-                        session, step=step, status=StepStatus.RUNNING, task_id=delivery
-                    )
-                except Conflict:
-                    return "duplicate"  # another delivery of a duplicate stage took it first
-                prior = vm_results
-        if interrupted:
-            self._failed(run_id, spec, interrupted, None, owner=step.task_id)
-            return "failed"
+        done: Done | None,
+    ) -> tuple[str, Done | None]:
+        """Run one step; returns the verdict and, on success, the outcome still to record."""
+        verdict, done = self._start(task, run_id, spec, done)
+        if verdict != "started" or done is None:
+            return verdict, None
+        step, delivery, prior = done.step, done.delivery, done.prior
         try:
             with self.heartbeat.holding(step.id or 0, delivery):
                 ctx = self.executor.context(
@@ -213,32 +224,62 @@ class UnitRunner:
             if retries < policy.max_retries:
                 delay = policy.delay(retries, random.random())
                 if not self._retrying(run_id, spec, exc, retries + 1, delay, owner=delivery):
-                    return "duplicate"
+                    return "duplicate", None
                 raise task.retry(countdown=delay, exc=exc, max_retries=policy.max_retries) from exc
             message = f"{describe_failure(spec, exc)}; gave up after {retries + 1} attempts"
-            return self._failed(run_id, spec, message, exc, owner=delivery)
+            return self._failed(run_id, spec, message, exc, owner=delivery), None
         except Retry:
             raise
         except (PermanentError, Exception) as exc:
-            return self._failed(run_id, spec, describe_failure(spec, exc), exc, owner=delivery)
-        try:
-            with self.engine.db.session() as session:
-                # ``step`` as this delivery set it running: the UPDATE checks that it still
-                # is, and still this delivery's (a step taken over meanwhile is the other's)
-                repository.set_step_status(
-                    session,
-                    step=step,
-                    status=StepStatus.SUCCEEDED,
-                    owner=delivery,
-                    result=outcome.result,
-                    undo=outcome.undo,
-                    changed=outcome.changed,
-                    error="",
-                )
-        except Conflict:
-            log.warning(TAKEN_OVER, spec.key, run_id)
-            return "duplicate"
-        return "succeeded"
+            message = describe_failure(spec, exc)
+            return self._failed(run_id, spec, message, exc, owner=delivery), None
+        done.outcome = outcome
+        return "succeeded", done
+
+    def _start(
+        self, task: Task, run_id: str, spec: StepSpec, done: Done | None
+    ) -> tuple[str, Done | None]:
+        """In one transaction: record the previous step's success, read the step, start it.
+
+        Returns ``started`` with the step as this delivery set it running, or the verdict
+        that stops it (``succeeded`` for a step done before, ``duplicate``, ``cancelled``...).
+        """
+        interrupted = ""
+        with self.engine.db.session() as session:
+            if done is not None and not self._record(session, done):
+                return "duplicate", None
+            # one narrow query: the run's status (not its large row), the step, the VM's results
+            run_status, step, vm_results = repository.step_to_run(
+                session, run_id=run_id, key=spec.key, vm=spec.vm
+            )
+            if run_status is RunStatus.CANCELLED:
+                return "cancelled", None
+            if run_status is not RunStatus.RUNNING:
+                return "stale", None
+            status = StepStatus(step.status)
+            if status in (StepStatus.SUCCEEDED, StepStatus.SKIPPED):
+                return "succeeded", None  # redelivered: done before, never do it twice
+            if status in (StepStatus.FAILED, StepStatus.CANCELLED):
+                return status.value, None
+            delivery = task_id(task)
+            if status is StepStatus.RUNNING and step.task_id and step.task_id != delivery:
+                # the stage was sent twice (a resend after a crash): the other delivery owns
+                # the step, and its message comes back if its worker dies
+                return "duplicate", None
+            if status is StepStatus.RUNNING and not reruns_after_a_crash(spec):
+                # an earlier delivery of this message started it and its worker died
+                interrupted = interrupted_script(run_id, spec, step.attempts)
+            else:
+                try:
+                    # committed before the executor runs: attempts counts every start
+                    repository.set_step_status(
+                        session, step=step, status=StepStatus.RUNNING, task_id=delivery
+                    )
+                except Conflict:
+                    return "duplicate", None  # another delivery of a duplicate stage took it
+        if interrupted:
+            return self._failed(run_id, spec, interrupted, None, owner=step.task_id), None
+        return "started", Done(step, delivery, vm_results)
 
     def _retrying(
         self,

@@ -168,3 +168,35 @@ def test_task_messages_carry_ids_and_references_only(engine: Engine) -> None:
             text = json.dumps(kwargs)
             assert "FERRYMAN_LAB_PASSWORD" not in text  # not even the reference travels
     assert run.status == RunStatus.RUNNING
+
+
+def test_a_unit_commits_once_per_step_plus_once(engine: Engine) -> None:
+    """Each step's success is written with the next step's start: n steps, n + 1 commits."""
+    from sqlalchemy import event
+
+    run_id, unit = first_unit(engine)
+    steps = len(unit["steps"])
+    assert steps >= 3
+    runner = UnitRunner(engine, FakeExecutor())
+    with engine.db.session() as session:
+        engine.compiled_runs.get(session, run_id)  # decoded before: not counted
+    commits: list[int] = []
+
+    def count(_conn: Any) -> None:
+        commits.append(1)
+
+    event.listen(engine.db.engine, "commit", count)
+    try:
+        summary = runner.run(FakeTask(), run_id=run_id, unit=unit)
+    finally:
+        event.remove(engine.db.engine, "commit", count)
+    assert summary["status"] == "succeeded"
+    assert statuses(engine, run_id, unit) == ["succeeded"] * steps
+    assert len(commits) == steps + 1
+    with engine.db.session() as session:
+        recorded = [
+            repository.get_step(session, run_id=run_id, key=s["key"]) for s in unit["steps"]
+        ]
+    # every step kept its own result, and the next step's context saw the earlier ones
+    assert all(step.result for step in recorded)
+    assert recorded[-1].result and len(recorded[-1].result["prior"]) == steps - 1
