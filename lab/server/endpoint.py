@@ -23,7 +23,7 @@ from lab.server.auth import Authenticator, AuthFailed, ConnectionAuth
 from lab.server.backend import HostSpec, LabBackend
 from lab.server.http import DropConnection, LabHTTPServer
 from lab.server.http_types import HttpReply
-from lab.server.psrp import Invoker, Shell, ShellClosed
+from lab.server.psrp import Invoker, PipelineThreads, Shell, ShellClosed
 from lab.server.wsman import NS, Action, Request, WSManFault
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class HostService:
         self._lock = threading.Lock()
         self.stats = EndpointStats()
         self.idle_timeout = IDLE_TIMEOUT
+        self.pipeline_threads = PipelineThreads(f"lab-pipeline-{spec.host}")
 
     # -- HTTP entry point --------------------------------------------------------------------
 
@@ -166,7 +167,9 @@ class HostService:
             )
         shell_id = (shell_el.attrib.get("ShellId") or str(uuid.uuid4())).upper()
         creation = shell_el.find("pwsh:creationXml", NS)
-        shell = Shell(shell_id, self._invoker_for(user), req.payload_budget())
+        shell = Shell(
+            shell_id, self._invoker_for(user), req.payload_budget(), self.pipeline_threads
+        )
         if creation is not None and creation.text:
             shell.open(base64.b64decode(creation.text))
         with self._lock:
@@ -248,6 +251,7 @@ class HostService:
             self.shells.clear()
         for shell in shells:
             shell.close()
+        self.pipeline_threads.stop()
 
 
 def _text(parent: ET.Element, path: str) -> str:

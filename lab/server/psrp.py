@@ -90,9 +90,16 @@ class ShellClosed(Exception):
 class Shell:
     """One WinRM shell: a psrpcore ServerRunspacePool and its pipelines."""
 
-    def __init__(self, shell_id: str, invoker: Invoker, fragment_size: int) -> None:
+    def __init__(
+        self,
+        shell_id: str,
+        invoker: Invoker,
+        fragment_size: int,
+        threads: PipelineThreads | None = None,
+    ) -> None:
         self.shell_id = shell_id
         self._invoker = invoker
+        self._threads = threads if threads is not None else PipelineThreads()
         self.fragment_size = max(64, min(MAX_FRAGMENT, fragment_size))
         self.pool = ServerRunspacePool()
         self.lock = threading.Lock()
@@ -153,12 +160,7 @@ class Shell:
                         run.done.set()
             self._drain()
         for run, commands in starts:
-            threading.Thread(
-                target=self._execute,
-                args=(run, commands),
-                name=f"lab-pipeline-{run.command_id}",
-                daemon=True,
-            ).start()
+            self._threads.submit(self._execute, run, commands)
 
     # -- running a pipeline (off the lock) ---------------------------------------------------
 
@@ -322,6 +324,75 @@ class Shell:
                 log.debug("closing pool of shell %s", self.shell_id, exc_info=True)
             self.closed = True
             self.cond.notify_all()
+
+
+class PipelineThreads:
+    """Daemon threads that run one host's pipelines, kept for reuse while there is work.
+
+    Starting a thread per pipeline costs a hand-over to the new thread on every cmdlet; an
+    idle thread takes the next pipeline instead. There is no bound: every pipeline runs at
+    once, as on a real host (a slow cmdlet must not hold up the next one). A thread idle for
+    ``idle_timeout`` seconds ends, and :meth:`stop` ends the idle ones at once (the host goes
+    down or the lab stops); the next pipeline starts a thread again. The threads are daemons,
+    so a pipeline still sleeping in an injected latency never holds up the interpreter's exit.
+    """
+
+    def __init__(self, name: str = "lab-pipeline", idle_timeout: float = 30.0) -> None:
+        self.name = name
+        self.idle_timeout = idle_timeout
+        self._cond = threading.Condition(threading.Lock())
+        self._tasks: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        # Threads waiting for a task (including those already woken for one).
+        self._idle: set[threading.Thread] = set()
+        self._generation = 0  # bumped by stop(): threads of an older one end when idle
+        self._count = 0
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on an idle thread, or on a new one when none is idle."""
+        with self._cond:
+            self._tasks.append((fn, args))
+            if len(self._idle) >= len(self._tasks):
+                self._cond.notify()
+                return
+            self._count += 1
+            thread = threading.Thread(
+                target=self._work,
+                args=(self._generation,),
+                name=f"{self.name}-{self._count}",
+                daemon=True,
+            )
+        thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the idle threads now (and busy ones when their pipeline ends); waits for the
+        idle ones."""
+        with self._cond:
+            self._generation += 1
+            idle = list(self._idle)
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in idle:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _work(self, generation: int) -> None:
+        me = threading.current_thread()
+        while True:
+            with self._cond:
+                while not self._tasks:
+                    if generation != self._generation:
+                        return
+                    self._idle.add(me)
+                    try:
+                        woken = self._cond.wait(self.idle_timeout)
+                    finally:
+                        self._idle.discard(me)
+                    if not woken and not self._tasks:
+                        return
+                fn, args = self._tasks.popleft()
+            try:
+                fn(*args)
+            except Exception:  # the task handles its own errors; keep the thread alive
+                log.exception("lab pipeline thread: unexpected error")
 
 
 def _peek_pipeline_id(data: bytes) -> uuid.UUID:

@@ -173,3 +173,33 @@ def test_stopping_a_running_pipeline_then_closing_the_pool(
     fake_backend.release.set()
     service = fake_server._hosts["hv-sto-1"].service
     assert service.shells == {}
+
+
+def test_pipeline_threads_are_reused_and_the_idle_ones_end_on_stop() -> None:
+    from lab.server.psrp import PipelineThreads
+
+    threads = PipelineThreads("lab-reuse-check")
+    ran: list[str] = []
+    done = threading.Event()
+
+    def task() -> None:
+        ran.append(threading.current_thread().name)
+        done.set()
+
+    for _ in range(3):
+        done.clear()
+        threads.submit(task)
+        assert done.wait(10)
+        deadline = time.monotonic() + 10
+        while not threads._idle and time.monotonic() < deadline:  # back to waiting
+            time.sleep(0.01)
+    # One thread ran every pipeline; stopping ends it, and a later pipeline starts another.
+    assert len(ran) == 3
+    assert len(set(ran)) == 1
+    threads.stop()
+    assert not [t for t in threading.enumerate() if t.name.startswith("lab-reuse-check")]
+    done.clear()
+    threads.submit(task)
+    assert done.wait(10)
+    assert ran[-1] != ran[0]
+    threads.stop()
