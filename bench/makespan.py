@@ -36,6 +36,8 @@ from bench.engine import ferryman, ferryman_env
 from bench.overhead import FERRYMAN_DB, bare_worker, host_refs, lab_for, time_bare, urls_of
 from bench.plans import PLAN_NAME, Shape, write_bundle
 from bench.services import redis_server
+from workers.hyperv.pool import MAX_SHELLS_PER_USER
+from workers.hyperv.psrp import SESSIONS_PER_HOST_VARIABLE
 
 LATENCY = 0.1  # seconds per cmdlet
 BOOT = 1.0  # real seconds from Start-VM until the guest reports its address
@@ -139,14 +141,29 @@ def _median(values: list[float]) -> float:
     return round(statistics.median(values), 3) if values else 0.0
 
 
+def sessions_for(shape: Shape) -> int:
+    """PSRP sessions per host that let every VM of a group on one host call at once.
+
+    The critical path assumes a group's VMs all run together; the adapter's session cache
+    (``FERRYMAN_PSRP_SESSIONS_PER_HOST``, default 8) would otherwise queue the calls of a
+    group with more VMs on one host, and the benchmark would measure that setting rather
+    than the orchestrator. Capped at WinRM's MaxShellsPerUser.
+    """
+    per_host = -(-shape.vms_per_group // shape.hosts_per_site)
+    return max(1, min(per_host, MAX_SHELLS_PER_USER))
+
+
 def bare_makespan(
     shape: Shape, server: Any, workdir: Path, *, threads: int, timeout: float
 ) -> dict[str, Any]:
     """The same shape on its own slow lab through bare Celery (``bench.bare``): what the
     adapter and Celery allow without Ferryman's store and executors."""
+    env = {SESSIONS_PER_HOST_VARIABLE: str(sessions_for(shape))}
     with (
         lab_for(shape, latency=LATENCY, time_scale=TIME_SCALE) as lab,
-        bare_worker(server, concurrency=threads, password=lab.password, log_dir=workdir) as worker,
+        bare_worker(
+            server, concurrency=threads, password=lab.password, log_dir=workdir, env=env
+        ) as worker,
     ):
         app = worker.app
         stages = bare.vm_stages(shape.groups_of_names(), host_refs(shape, lab))
@@ -179,6 +196,7 @@ def run(*, quick: bool, concurrency: int | None = None, timeout: float = 1800) -
         "boot_s": BOOT,
         "worker_concurrency": threads,
         "worker_pool": "threads",
+        "psrp_sessions_per_host": sessions_for(shape),
         "failover_type": "test",
         "store": "sqlite (WAL)",
     }
@@ -194,6 +212,7 @@ def run(*, quick: bool, concurrency: int | None = None, timeout: float = 1800) -
         env = ferryman_env(
             server, workdir, db=FERRYMAN_DB, password=lab.password, database_url=None
         )
+        env[SESSIONS_PER_HOST_VARIABLE] = str(sessions_for(shape))
         with ferryman(env, concurrency=threads, log_dir=workdir) as harness:
             lab.calls.clear()
             timing = harness.run(plan_file, PLAN_NAME, timeout=timeout)

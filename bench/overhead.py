@@ -24,7 +24,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,9 +108,15 @@ class BareWorker:
 
 @contextmanager
 def bare_worker(
-    server: RedisServer, *, concurrency: int, password: str, log_dir: Path
+    server: RedisServer,
+    *,
+    concurrency: int,
+    password: str,
+    log_dir: Path,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[BareWorker]:
-    """A bare Celery worker process on Redis database :data:`BARE_DB`."""
+    """A bare Celery worker process on Redis database :data:`BARE_DB` (``env``: more
+    variables for it, e.g. the adapter's sessions per host)."""
     url = server.url(BARE_DB)
     argv = celery_worker_argv(
         "bench.bare:app",
@@ -120,7 +126,7 @@ def bare_worker(
     )
     process = spawn(
         argv,
-        env={"BENCH_BROKER_URL": url, "FERRYMAN_LAB_PASSWORD": password},
+        env={**(env or {}), "BENCH_BROKER_URL": url, "FERRYMAN_LAB_PASSWORD": password},
         log=log_dir / "bare-worker.log",
     )
     app = bare.make_app(url)
