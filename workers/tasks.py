@@ -129,7 +129,8 @@ class Done:
 
     step: Step
     delivery: str | None
-    prior: dict[str, dict[str, Any]]
+    prior: dict[str, dict[str, Any]]  # the VM's earlier results, as the step's context saw them
+    rows: dict[str, Step]  # the rows read with it (the unit's next steps among them)
     outcome: StepOutcome = field(default_factory=StepOutcome)
 
 
@@ -245,13 +246,20 @@ class UnitRunner:
         that stops it (``succeeded`` for a step done before, ``duplicate``, ``cancelled``...).
         """
         interrupted = ""
+        delivery = task_id(task)
         with self.engine.db.session() as session:
-            if done is not None and not self._record(session, done):
-                return "duplicate", None
+            if done is not None:
+                if not self._record(session, done):
+                    return "duplicate", None
+                # the unit's next step, pending when the unit's first step read it: start it
+                # in one UPDATE that also checks the run still runs (else read all again)
+                row = done.rows.get(spec.key)
+                if row is not None and repository.start_step(session, step=row, task_id=delivery):
+                    prior = {**done.prior, done.step.kind: done.outcome.result}
+                    return "started", Done(row, delivery, prior, done.rows)
             # one narrow query: the run's status (not its large row), the step, the VM's results
-            run_status, step, vm_results = repository.step_to_run(
-                session, run_id=run_id, key=spec.key, vm=spec.vm
-            )
+            read = repository.read_to_run(session, run_id=run_id, key=spec.key, vm=spec.vm)
+            run_status, step, vm_results = read.run_status, read.step, read.prior
             if run_status is RunStatus.CANCELLED:
                 return "cancelled", None
             if run_status is not RunStatus.RUNNING:
@@ -261,7 +269,6 @@ class UnitRunner:
                 return "succeeded", None  # redelivered: done before, never do it twice
             if status in (StepStatus.FAILED, StepStatus.CANCELLED):
                 return status.value, None
-            delivery = task_id(task)
             if status is StepStatus.RUNNING and step.task_id and step.task_id != delivery:
                 # the stage was sent twice (a resend after a crash): the other delivery owns
                 # the step, and its message comes back if its worker dies
@@ -279,7 +286,7 @@ class UnitRunner:
                     return "duplicate", None  # another delivery of a duplicate stage took it
         if interrupted:
             return self._failed(run_id, spec, interrupted, None, owner=step.task_id), None
-        return "started", Done(step, delivery, vm_results)
+        return "started", Done(step, delivery, vm_results, read.rows)
 
     def _retrying(
         self,

@@ -171,7 +171,8 @@ def test_task_messages_carry_ids_and_references_only(engine: Engine) -> None:
 
 
 def test_a_unit_commits_once_per_step_plus_once(engine: Engine) -> None:
-    """Each step's success is written with the next step's start: n steps, n + 1 commits."""
+    """Each step's success is written with the next step's start: n steps, n + 1 commits,
+    and only the first step reads."""
     from sqlalchemy import event
 
     run_id, unit = first_unit(engine)
@@ -181,15 +182,24 @@ def test_a_unit_commits_once_per_step_plus_once(engine: Engine) -> None:
     with engine.db.session() as session:
         engine.compiled_runs.get(session, run_id)  # decoded before: not counted
     commits: list[int] = []
+    selects: list[str] = []
 
     def count(_conn: Any) -> None:
         commits.append(1)
 
+    def record(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
     event.listen(engine.db.engine, "commit", count)
+    event.listen(engine.db.engine, "before_cursor_execute", record)
     try:
         summary = runner.run(FakeTask(), run_id=run_id, unit=unit)
     finally:
         event.remove(engine.db.engine, "commit", count)
+        event.remove(engine.db.engine, "before_cursor_execute", record)
+    # the first step reads the VM's steps; the next ones start with one UPDATE each
+    assert len(selects) == 1, selects
     assert summary["status"] == "succeeded"
     assert statuses(engine, run_id, unit) == ["succeeded"] * steps
     assert len(commits) == steps + 1

@@ -154,3 +154,29 @@ def test_an_idle_postgres_connection_the_server_dropped_is_pinged_and_replaced(
             assert session.execute(text("SELECT pg_backend_pid()")).scalar() != pid
     finally:
         db.dispose()
+
+
+def test_start_step_starts_a_pending_step_of_a_running_run_only(db: Database) -> None:
+    run = make_run(db)  # pending: not running yet
+    with db.session() as session:
+        read = repository.read_to_run(session, run_id=run.id, key="s0", vm="vm")
+    assert set(read.rows) == {"s0", "s1", "s2", "s3"}  # the VM's steps, read once
+    with db.session() as session:
+        assert not repository.start_step(session, step=read.rows["s1"], task_id="t")
+        session.execute(update(Run).where(Run.id == run.id).values(status="running"))  # type: ignore[arg-type]
+    with db.session() as session, statements(db) as seen:
+        assert repository.start_step(session, step=read.rows["s1"], task_id="t")
+        assert [s.split()[0].upper() for s in seen] == ["UPDATE"]
+    assert (read.rows["s1"].status, read.rows["s1"].attempts) == ("running", 1)
+    with db.session() as session:
+        assert not repository.start_step(session, step=read.rows["s1"], task_id="t")  # not pending
+        stale = repository.get_step(session, run_id=run.id, key="s2")
+        repository.set_step_status(session, step=stale, status=StepStatus.RUNNING, task_id="x")
+        # the row read earlier still says pending; the UPDATE's check sees the truth
+        assert not repository.start_step(session, step=read.rows["s2"], task_id="t")
+        stored = repository.get_step(session, run_id=run.id, key="s1")
+    assert (stored.status, stored.task_id, stored.heartbeat_at is not None) == (
+        "running",
+        "t",
+        True,
+    )

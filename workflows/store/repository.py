@@ -8,6 +8,7 @@ operator's approval) cannot both win.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -177,9 +178,19 @@ def steps_of(
     return list(session.exec(query.order_by(col(Step.seq))).all())
 
 
-def step_to_run(
-    session: Session, *, run_id: str, key: str, vm: str | None = None
-) -> tuple[RunStatus, Step, dict[str, dict[str, Any]]]:
+@dataclass
+class ToRun:
+    """What a worker reads before a step (see :func:`step_to_run`)."""
+
+    run_status: RunStatus
+    step: Step
+    prior: dict[str, dict[str, Any]]
+    # every row read, by key: with a VM, all the VM's steps, so the unit's next steps can be
+    # started without reading them again (:func:`start_step`)
+    rows: dict[str, Step]
+
+
+def read_to_run(session: Session, *, run_id: str, key: str, vm: str | None = None) -> ToRun:
     """What a worker reads before a step, in one query: the run's status, the step, and the
     results of the VM's succeeded steps (as :func:`prior_results`; empty without ``vm``)."""
     query = select(Step, Run.status).join(Run, col(Run.id) == col(Step.run_id))
@@ -197,7 +208,49 @@ def step_to_run(
     for row, _status in rows:
         if vm is not None and row.status == StepStatus.SUCCEEDED and row.result is not None:
             prior[row.kind] = row.result
-    return RunStatus(rows[0][1]), found[0], prior
+    return ToRun(RunStatus(rows[0][1]), found[0], prior, {row.key: row for row, _ in rows})
+
+
+def step_to_run(
+    session: Session, *, run_id: str, key: str, vm: str | None = None
+) -> tuple[RunStatus, Step, dict[str, dict[str, Any]]]:
+    """:func:`read_to_run` as a tuple (run status, step, prior results)."""
+    read = read_to_run(session, run_id=run_id, key=key, vm=vm)
+    return read.run_status, read.step, read.prior
+
+
+def start_step(session: Session, *, step: Step, task_id: str | None) -> bool:
+    """Set a pending step running for ``task_id`` if its run is still running, in one UPDATE.
+
+    ``step`` is the row as read earlier (pending then); False when the step or its run has
+    changed since, and the caller reads them again (:func:`read_to_run`) to see why.
+    """
+    if StepStatus(step.status) is not StepStatus.PENDING:
+        return False
+    now = utcnow()
+    values: dict[str, Any] = {
+        "status": StepStatus.RUNNING.value,
+        "task_id": task_id,
+        "started_at": now,
+        "heartbeat_at": now,
+        "attempts": step.attempts + 1,
+        "finished_at": None,
+    }
+    running = (
+        select(Run.id)
+        .where(col(Run.id) == step.run_id, col(Run.status) == RunStatus.RUNNING.value)
+        .exists()
+    )
+    result = session.execute(
+        update(Step)
+        .where(col(Step.id) == step.id, col(Step.status) == StepStatus.PENDING.value, running)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    _sync(session, step, values)
+    return True
 
 
 def get_step(session: Session, *, run_id: str, key: str) -> Step:
