@@ -108,6 +108,11 @@ def task_id(task: Task) -> str | None:
     return str(value) if value else None
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, at most 200 characters."""
+    return (str(error).splitlines() or [""])[0][:200]
+
+
 def describe_failure(spec: StepSpec, exc: BaseException) -> str:
     """A failure message naming the step, VM, host and cmdlet, plus the executor's own words."""
     where = f"on {spec.host}" if spec.host else ""
@@ -357,6 +362,38 @@ class UnitRunner:
                 if step.status == StepStatus.PENDING:
                     repository.set_step_status(session, step=step, status=StepStatus.CANCELLED)
 
+    def execute(self, task: Task, *, run_id: str, unit: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`run`, never raising but for Celery's retry: the stage's chord must complete.
+
+        A database error retries the unit (:meth:`database_error`). Any other error escaping
+        the unit is a defect, not a host's answer: the unit's unsettled steps are recorded
+        failed with it, so the stage settles and the run fails (resume-able) instead of
+        waiting for steps nobody runs.
+        """
+        try:
+            return self.run(task, run_id=run_id, unit=unit)
+        except Retry:
+            raise
+        except Exception as exc:
+            key = unit.get("key") if isinstance(unit, dict) else None
+            try:
+                if transient_database_error(exc):
+                    return self.database_error(task, run_id, unit, exc)
+                log.exception("unit %s of run %s broke", key, run_id)
+                message = (
+                    f"the unit broke: {type(exc).__name__}: {first_line(exc)} "
+                    "(the worker's log has the traceback); once the cause is fixed, "
+                    f"'ferryman runs resume {run_id}' runs its steps again"
+                )
+                self._abandon(run_id, TaskUnit.from_json(unit), message)
+                return {"run_id": run_id, "unit": key, "status": "failed", "error": message}
+            except Retry:
+                raise
+            except Exception:
+                # not even the failure could be recorded: the watch's lease takes it from here
+                log.exception("unit %s of run %s: its failure could not be recorded", key, run_id)
+                return {"run_id": run_id, "unit": key, "status": "error", "error": str(exc)}
+
     def database_error(
         self, task: Task, run_id: str, unit: dict[str, Any], error: Exception
     ) -> dict[str, Any]:
@@ -383,7 +420,7 @@ class UnitRunner:
             raise task.retry(countdown=delay, exc=error, max_retries=policy.max_retries)
         message = (
             f"the step's state could not be recorded: database error after {retries + 1} "
-            f"attempts ({type(error).__name__}: {str(error).splitlines()[0][:200]}); check "
+            f"attempts ({type(error).__name__}: {first_line(error)}); check "
             f"the database, then 'ferryman runs resume {run_id}' runs the step again"
         )
         log.error("unit %s of run %s gave up: %s", parsed.key, run_id, message)
@@ -418,21 +455,7 @@ def register(app: Celery, engine: Engine, executor: Executor | None = None) -> N
     advance_retries = int(engine.settings.visibility_timeout / engine.settings.advance_poll)
 
     def run_unit(task: Task, **kwargs: Any) -> dict[str, Any]:
-        try:
-            return runner.run(task, run_id=kwargs["run_id"], unit=kwargs["unit"])
-        except Retry:
-            raise
-        except Exception as exc:
-            if transient_database_error(exc):
-                try:
-                    return runner.database_error(task, kwargs["run_id"], kwargs["unit"], exc)
-                except Retry:
-                    raise
-                except Exception:
-                    pass  # not even the failure could be recorded: reported below
-            # never let the chord break: the callback must run and see the store
-            log.exception("unit %s of run %s broke", kwargs.get("unit_key"), kwargs.get("run_id"))
-            return {"run_id": kwargs.get("run_id"), "status": "error", "error": str(exc)}
+        return runner.execute(task, run_id=kwargs["run_id"], unit=kwargs["unit"])
 
     # shared=False: tasks belong to this app only (each app has its own engine and store)
     options: dict[str, Any] = {

@@ -210,3 +210,29 @@ def test_a_unit_commits_once_per_step_plus_once(engine: Engine) -> None:
     # every step kept its own result, and the next step's context saw the earlier ones
     assert all(step.result for step in recorded)
     assert recorded[-1].result and len(recorded[-1].result["prior"]) == steps - 1
+
+
+def test_a_unit_that_breaks_fails_its_steps_instead_of_leaving_them_pending(
+    engine: Engine,
+) -> None:
+    class Broken(FakeExecutor):
+        def context(self, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError()  # a defect outside the executors' error handling
+
+    run_id, unit = first_unit(engine)
+    runner = UnitRunner(engine, FakeExecutor())
+    runner.executor = Broken()
+    # context() is inside the step's error handling: that is a step failure, not a break
+    assert runner.execute(FakeTask(), run_id=run_id, unit=unit)["status"] == "failed"
+
+    run_id, unit = first_unit(engine)
+    runner = UnitRunner(engine, FakeExecutor())
+    runner._start = None  # type: ignore[assignment,method-assign]  # breaks the unit itself
+    summary = runner.execute(FakeTask(), run_id=run_id, unit=unit)
+    assert summary["status"] == "failed"
+    assert "the unit broke: TypeError" in summary["error"]
+    assert f"ferryman runs resume {run_id}" in summary["error"]
+    assert statuses(engine, run_id, unit) == ["failed"] * len(unit["steps"])
+    with engine.db.session() as session:
+        step = repository.get_step(session, run_id=run_id, key=unit["steps"][0]["key"])
+    assert "the unit broke" in step.error
