@@ -76,9 +76,9 @@ class StepContext:
     prior: dict[str, dict[str, Any]] = field(default_factory=dict)
     runner_factory: RunnerFactory = psrp_runner
     dns_factory: DnsFactory | None = None  # None: the DNS adapter for the zone's kind
-    # seconds between reads while waiting for a state, and the first wait for an IP (which
-    # then backs off to 15x this): Start-VM and Stop-VM return when done, so state waits
-    # mostly end at the first read, and a booted guest should not wait 2 s to be noticed
+    # seconds between reads while waiting for a state, and the shortest wait for an IP (later
+    # a tenth of the time waited, up to 15x this): Start-VM and Stop-VM return when done, so
+    # state waits mostly end at the first read, and a booted guest is noticed within 0.2 s
     poll_interval: float = POLL_INTERVAL
     _runners: dict[str, PowerShellRunner] = field(default_factory=dict, repr=False)
 
