@@ -33,7 +33,9 @@ from celery import Celery, chord, group, signature
 
 from plans.credentials import SecretRef
 from workers.errors import CmdletFailed
+from workers.executors.context import POLL_INTERVAL
 from workers.hyperv.connection import AuthMethod, PsrpEndpoint
+from workers.hyperv.ip import LATENESS
 from workers.hyperv.psrp import PsrpRunner
 
 VM_QUEUE = "bench.bare.site"
@@ -42,9 +44,6 @@ NOOP = "bench.bare.noop"
 VM = "bench.bare.vm"
 ADVANCE = "bench.bare.advance"
 TEST_SWITCH = "test-got"
-# IP polling of the bare baseline: 50 ms doubling to 1 s (a boot shows within one step)
-POLL_INITIAL = 0.05
-POLL_MAX = 1.0
 
 
 def make_app(broker_url: str) -> Celery:
@@ -89,7 +88,7 @@ _runners: dict[str, PsrpRunner] = {}
 def _runner(host: Mapping[str, Any]) -> PsrpRunner:
     # One runner per host per process, on the adapter's process-wide pool cache, as Ferryman's
     # workers do: the runspace pool is opened once and reused by every task.
-    runner = _runners.get(host["name"])
+    runner = _runners.get(host["url"])  # a host's URL changes with every fresh lab
     if runner is None:
         endpoint = PsrpEndpoint(
             host=host["name"],
@@ -100,7 +99,7 @@ def _runner(host: Mapping[str, Any]) -> PsrpRunner:
             operation_timeout=20,
             read_timeout=30.0,
         )
-        runner = _runners[host["name"]] = PsrpRunner(endpoint)
+        runner = _runners[host["url"]] = PsrpRunner(endpoint)
     return runner
 
 
@@ -137,15 +136,16 @@ def vm_steps(
     call("Get-VM", {"Name": test_vm})
     if wait_ip:  # WAIT_IP
         deadline = time.monotonic() + ip_timeout
-        delay = POLL_INITIAL
+        started = time.monotonic()
         while True:
             result = call("Get-VMNetworkAdapter", {"VMName": test_vm})
             if any(item.get("IPAddresses") for item in result.output):
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{test_vm} reported no address within {ip_timeout:g}s")
-            time.sleep(delay)  # the guest is booting; nothing to wait on but time
-            delay = min(delay * 2, POLL_MAX)
+            # the guest is booting; nothing to wait on but time: the executors' schedule
+            waited = time.monotonic() - started
+            time.sleep(min(max(waited * LATENESS, POLL_INTERVAL), POLL_INTERVAL * 15))
     return calls
 
 

@@ -21,6 +21,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import secrets
+import statistics
 import sys
 import tempfile
 import time
@@ -48,6 +51,7 @@ from bench.services import (
 RESULTS = Path(__file__).resolve().parent / "results"
 AUTH = "ntlm"  # what the example fabric uses; NTLM seals every message, as WinRM over http does
 TIME_SCALE = 0.01  # lab seconds are 10 ms: replication cycles pass quickly; boot time is 0
+LAB_PASSWORD_VARIABLE = "FERRYMAN_BENCH_LAB_PASSWORD"
 BARE_DB = 0
 FERRYMAN_DB = 1
 
@@ -67,12 +71,19 @@ class LabRun:
 
 @contextmanager
 def lab_for(
-    shape: Shape, *, latency: float = 0.0, time_scale: float = TIME_SCALE
+    shape: Shape,
+    *,
+    latency: float = 0.0,
+    time_scale: float = TIME_SCALE,
+    password: str = "generate",
 ) -> Iterator[LabRun]:
-    """A fresh lab for ``shape`` with ``latency`` seconds per cmdlet, recording its calls."""
+    """A fresh lab for ``shape`` with ``latency`` seconds per cmdlet, recording its calls
+    (``password``: the login's, or ``generate`` for a new one)."""
     from lab.testing import running_lab
 
-    topology = topology_document(shape, time_scale=time_scale, cmdlet_latency=latency)
+    topology = topology_document(
+        shape, time_scale=time_scale, cmdlet_latency=latency, password=password
+    )
     with running_lab(topology, auth=AUTH) as handle, recording(handle.lab) as calls:
         yield LabRun(handle, calls)
 
@@ -166,16 +177,21 @@ def run(
     timeout: float = 900,
     profile: bool = False,
     databases: tuple[str, ...] = ("sqlite", "postgres"),
+    rounds: int | None = None,
 ) -> dict[str, Any]:
-    """Measure the three runs; returns figures and the settings they were taken with.
+    """Measure the runs in alternating rounds; returns figures and their settings.
 
-    With ``profile``, py-spy samples the bare and the Ferryman worker during their PSRP runs
-    (which slows both a little; the figures are then marked as profiled).
+    Each round runs bare PSRP, then Ferryman on each store, each on a fresh lab, so a burst
+    of load on this shared machine hits one round rather than one side; the overhead is the
+    median over rounds of each round's (Ferryman - bare PSRP). With ``profile``, py-spy
+    samples the bare and the Ferryman worker in the first round (which slows both a little;
+    the figures are then marked as profiled).
     """
     reason = pipeline.available()
     if reason is not None:
         return {"skipped": f"the engine cannot run: {reason}"}
     shape = Shape(5, 20) if quick else Shape(10, 50)
+    rounds = rounds or 3
     settings = {
         "groups": shape.groups,
         "vms_per_group": shape.vm_count // shape.groups,
@@ -187,67 +203,75 @@ def run(
         "lab_latency_ms": 0,
         "lab_auth": AUTH,
         "stores": list(databases),  # sqlite: WAL file; postgres: private server, fsync off
+        "rounds": rounds,
         "profiled": profile,
     }
     out: dict[str, Any] = {"settings": settings}
-    with tempfile.TemporaryDirectory(prefix="ferryman-bench-") as tmp, redis_server() as server:
-        workdir = Path(tmp)
-        # 1 + 2: bare Celery, no-op and PSRP
-        with (
-            lab_for(shape) as lab,
-            bare_worker(
-                server, concurrency=concurrency, password=lab.password, log_dir=workdir
-            ) as worker,
-        ):
-            app = worker.app
-            groups = shape.groups_of_names()
-            # warm Celery's connections; opening runspace pools stays in both PSRP runs
-            time_bare(app, bare.NOOP, bare.noop_stages(groups[:1]), timeout)
-            out["bare_noop_s"] = round(
-                time_bare(app, bare.NOOP, bare.noop_stages(groups), timeout), 3
+    # every lab of the run uses one password, read from this process's environment; the
+    # workers get it in theirs
+    password = secrets.token_urlsafe(18)
+    os.environ[LAB_PASSWORD_VARIABLE] = password
+    lab_password = f"env:{LAB_PASSWORD_VARIABLE}"
+    bare_runs: list[float] = []
+    ferryman_runs: dict[str, list[dict[str, Any]]] = {store: [] for store in databases}
+    profiles: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ferryman-bench-")))
+        server = stack.enter_context(redis_server())
+        worker = stack.enter_context(
+            bare_worker(server, concurrency=concurrency, password=password, log_dir=workdir)
+        )
+        harnesses = {
+            store: stack.enter_context(
+                _ferryman_harness(server, workdir, store, index, password, concurrency)
             )
-            lab.calls.clear()
-            stages = bare.vm_stages(groups, host_refs(shape, lab))
-            with _maybe_sampling(profile, worker.pid, "bare-worker") as bare_profile:
-                out["bare_psrp_s"] = round(time_bare(app, bare.VM, stages, timeout), 3)
-            out["bare_calls"] = call_summary(lab.calls)
-            # the machine's PSRP throughput (client and lab together): the floor under any run
-            out["bare_calls_per_s"] = round(len(lab.calls.calls()) / out["bare_psrp_s"], 1)
-        # 3: Ferryman on a fresh lab, on each store
-        profiles = {"bare_worker": bare_profile.to_json()}
-        for store in databases:
-            figures, ferryman_profile = _ferryman_run(
-                shape,
-                server,
-                workdir,
-                store,
-                concurrency=concurrency,
-                timeout=timeout,
-                profile=profile and store == databases[0],
-            )
-            if profile and store == databases[0]:
-                profiles["ferryman_worker"] = ferryman_profile.to_json()
-            out[store] = figures
+            for index, store in enumerate(databases)
+        }
+        groups = shape.groups_of_names()
+        # warm Celery's connections; opening runspace pools stays in every PSRP run
+        time_bare(worker.app, bare.NOOP, bare.noop_stages(groups[:1]), timeout)
+        out["bare_noop_s"] = round(
+            time_bare(worker.app, bare.NOOP, bare.noop_stages(groups), timeout), 3
+        )
+        for index in range(rounds):
+            sample = profile and index == 0
+            with lab_for(shape, password=lab_password) as lab:
+                stages = bare.vm_stages(groups, host_refs(shape, lab))
+                with _maybe_sampling(sample, worker.pid, "bare-worker") as bare_profile:
+                    bare_runs.append(round(time_bare(worker.app, bare.VM, stages, timeout), 3))
+                if index == 0:
+                    out["bare_calls"] = call_summary(lab.calls)
+                    out["bare_calls_per_s"] = round(len(lab.calls.calls()) / bare_runs[0], 1)
+            if sample:
+                profiles["bare_worker"] = bare_profile.to_json()
+            for store, harness in harnesses.items():
+                sample_this = sample and store == databases[0]
+                figures, ferryman_profile = _ferryman_run(
+                    shape, harness, workdir / f"{store}-{index}", lab_password,
+                    timeout=timeout, profile=sample_this,
+                )  # fmt: skip
+                ferryman_runs[store].append(figures)
+                if sample_this:
+                    profiles["ferryman_worker"] = ferryman_profile.to_json()
     if profile:
         out["profile"] = profiles
+    out["bare_psrp_runs_s"] = bare_runs
+    out["bare_psrp_s"] = statistics.median(bare_runs)
     out["celery_ms_per_task"] = round(out["bare_noop_s"] / shape.vm_count * 1000, 2)
     out["summary"] = [
-        f"{shape.groups}x{shape.vm_count // shape.groups} VMs: bare no-op {out['bare_noop_s']} s, "
-        f"bare PSRP {out['bare_psrp_s']} s ({out['bare_calls']['calls_per_vm']} calls/VM, "
-        f"{out['bare_calls_per_s']} calls/s)"
+        f"{shape.groups}x{shape.vm_count // shape.groups} VMs, {rounds} rounds: bare no-op "
+        f"{out['bare_noop_s']} s, bare PSRP {bare_runs} s ({out['bare_calls']['calls_per_vm']} "
+        f"calls/VM, {out['bare_calls_per_s']} calls/s)"
     ]
     for store in databases:
-        figures = out[store]
+        out[store] = figures = _per_store(ferryman_runs[store], bare_runs)
         if "error" in figures:
             out["summary"].append(f"Ferryman on {store}: {figures['error']}")
             continue
-        figures["overhead_ms_per_step"] = round(
-            (figures["ferryman_s"] - out["bare_psrp_s"]) / figures["vm_steps"] * 1000, 2
-        )
-        figures["ratio_to_bare_psrp"] = round(figures["ferryman_s"] / out["bare_psrp_s"], 2)
         out["summary"].append(
-            f"Ferryman on {store}: {figures['ferryman_s']} s ({figures['ratio_to_bare_psrp']}x "
-            f"bare PSRP), {figures['overhead_ms_per_step']} ms per VM-step beyond it, "
+            f"Ferryman on {store}: {figures['ferryman_runs_s']} s (median "
+            f"{figures['ratio_to_bare_psrp']}x bare PSRP), {figures['overhead_ms_per_step']} "
+            f"ms per VM-step beyond it (rounds: {figures['overhead_ms_per_step_runs']}), "
             f"{figures['calls']['calls_per_vm']} calls/VM"
         )
     # the headline is the production store's figure when it ran, else the embedded one's
@@ -261,29 +285,53 @@ def run(
     return out
 
 
-def _ferryman_run(
-    shape: Shape,
-    server: RedisServer,
-    workdir: Path,
-    store: str,
-    *,
-    concurrency: int,
-    timeout: float,
-    profile: bool,
-) -> tuple[dict[str, Any], Profile]:
-    """Ferryman on a fresh lab with ``store`` (sqlite | postgres); its figures and profile."""
+def _per_store(runs: list[dict[str, Any]], bare_runs: list[float]) -> dict[str, Any]:
+    """One store's figures over the rounds: medians, and every round's own figure."""
+    failed = [run for run in runs if "error" in run]
+    if failed:
+        return {**failed[0], "rounds_failed": len(failed)}
+    steps = runs[0]["vm_steps"]
+    overheads = [
+        round((run["ferryman_s"] - bare) / steps * 1000, 2)
+        for run, bare in zip(runs, bare_runs, strict=True)
+    ]
+    ratios = [round(run["ferryman_s"] / bare, 2) for run, bare in zip(runs, bare_runs, strict=True)]
+    return {
+        "status": "succeeded",
+        "calls": runs[0]["calls"],
+        "vm_steps": steps,
+        "ferryman_runs_s": [run["ferryman_s"] for run in runs],
+        "ferryman_s": statistics.median(run["ferryman_s"] for run in runs),
+        "ferryman_wall_s": statistics.median(run["ferryman_wall_s"] for run in runs),
+        "overhead_ms_per_step_runs": overheads,
+        "overhead_ms_per_step": round(statistics.median(overheads), 2),
+        "ratio_to_bare_psrp": round(statistics.median(ratios), 2),
+    }
+
+
+@contextmanager
+def _ferryman_harness(
+    server: RedisServer, workdir: Path, store: str, index: int, password: str, concurrency: int
+) -> Iterator[Any]:
+    """Ferryman's worker and engine on ``store`` (sqlite | postgres), on its own Redis
+    database so the stores' workers never take each other's tasks."""
     with contextlib.ExitStack() as stack:
-        lab = stack.enter_context(lab_for(shape))
         url = stack.enter_context(postgres_server()) if store == "postgres" else None
-        plan_file = write_bundle(workdir / f"ferryman-{store}", shape, urls_of(lab))
-        env = ferryman_env(
-            server, workdir / store, db=FERRYMAN_DB, password=lab.password, database_url=url
-        )
         (workdir / store).mkdir(exist_ok=True)
-        harness = stack.enter_context(ferryman(env, concurrency=concurrency, log_dir=workdir))
+        env = ferryman_env(
+            server, workdir / store, db=FERRYMAN_DB + index, password=password, database_url=url
+        )
+        yield stack.enter_context(ferryman(env, concurrency=concurrency, log_dir=workdir))
+
+
+def _ferryman_run(
+    shape: Shape, harness: Any, workdir: Path, lab_password: str, *, timeout: float, profile: bool
+) -> tuple[dict[str, Any], Profile]:
+    """Ferryman on a fresh lab (``lab_password``: an ``env:`` reference); figures, profile."""
+    with lab_for(shape, password=lab_password) as lab:
+        plan_file = write_bundle(workdir, shape, urls_of(lab))
         lab.calls.clear()
-        name = "ferryman-worker"
-        with _maybe_sampling(profile, harness.worker_pids[0], name) as sampled:
+        with _maybe_sampling(profile, harness.worker_pids[0], "ferryman-worker") as sampled:
             timing = harness.run(plan_file, PLAN_NAME, timeout=timeout)
         steps = harness.step_count(timing.run_id)
         figures: dict[str, Any] = {"status": timing.status, "calls": call_summary(lab.calls)}
