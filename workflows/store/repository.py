@@ -193,14 +193,17 @@ class ToRun:
 def read_to_run(session: Session, *, run_id: str, key: str, vm: str | None = None) -> ToRun:
     """What a worker reads before a step, in one query: the run's status, the step, and the
     results of the VM's succeeded steps (as :func:`prior_results`; empty without ``vm``)."""
-    query = select(Step, Run.status).join(Run, col(Run.id) == col(Step.run_id))
-    query = query.where(Step.run_id == run_id)
-    if vm is not None:
-        query = query.where(or_(col(Step.key) == key, col(Step.vm) == vm))
-    else:
-        query = query.where(Step.key == key)
-    rows = session.exec(query.order_by(col(Step.seq))).all()
+    base = select(Step, Run.status).join(Run, col(Run.id) == col(Step.run_id))
+    base = base.where(Step.run_id == run_id)
+    # by (run_id, vm) or (run_id, key): both indexed, where an OR of the two would make the
+    # database scan every step of the run for every unit
+    mine = col(Step.vm) == vm if vm is not None else col(Step.key) == key
+    rows = list(session.exec(base.where(mine).order_by(col(Step.seq))).all())
     found = [row for row, _status in rows if row.key == key]
+    if not found and vm is not None:  # a step not filed under the unit's VM
+        extra = session.exec(base.where(col(Step.key) == key)).all()
+        rows += extra
+        found = [row for row, _status in extra]
     if not found:
         run_status(session, run_id=run_id)  # raises RunNotFound for a missing run
         raise FerrymanError(f"run {run_id} has no step {key!r}; was the run recompiled?")
