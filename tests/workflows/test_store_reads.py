@@ -180,3 +180,36 @@ def test_start_step_starts_a_pending_step_of_a_running_run_only(db: Database) ->
         "t",
         True,
     )
+
+
+def test_a_units_read_and_a_stages_read_use_their_indexes(tmp_path: Any) -> None:
+    """On SQLite (its query planner says how): no read scans every step of the run."""
+    db = Database(f"sqlite:///{tmp_path}/plan.db")
+    run = make_run(db)
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
+        seen.append((statement, parameters))
+
+    try:
+        event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            with db.session() as session:
+                repository.read_to_run(session, run_id=run.id, key="s1", vm="vm")
+                repository.steps_of(session, run_id=run.id, stage=1)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", record)
+        with db.engine.connect() as conn:
+            plans = [
+                " | ".join(
+                    str(row[-1])
+                    for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", params)
+                )
+                for statement, params in seen
+            ]
+        assert len(plans) == 2, plans
+        assert "ix_step_run_id_vm" in plans[0], plans[0]
+        assert "ix_step_run_id_stage" in plans[1], plans[1]
+        assert not any("SCAN step" in plan for plan in plans), plans
+    finally:
+        db.dispose()
