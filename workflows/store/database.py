@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,8 +14,6 @@ from workflows.store import tables  # noqa: F401  (registers the tables on SQLMo
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_POOL_SIZE = 8  # connections kept open; more are opened while needed
-# a pooled PostgreSQL connection idle longer than this is pinged before it is handed out
-PING_AFTER_IDLE_S = 2.0
 
 
 def driver_url(url: str) -> str:
@@ -53,31 +50,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
-    record.info["checked_in"] = time.monotonic()
-
-
-def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-    """Ping a connection that sat idle in the pool (the server may have restarted since).
-
-    ``pool_pre_ping`` would cost a round trip on every checkout, i.e. on every step of a busy
-    worker; a connection used moments ago is known good, and if the server went away in
-    between, the statement fails as a disconnect, which the callers treat as transient. A
-    failed ping raises ``DisconnectionError``: the pool replaces the connection and retries.
-    """
-    idle_since = record.info.get("checked_in")
-    if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
-        return
-    try:
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("SELECT 1")
-        finally:
-            cursor.close()
-    except Exception as error:
-        raise exc.DisconnectionError(f"pooled connection is gone: {error}") from error
-
-
 class Database:
     """An engine plus a session factory; pass it to whatever needs the store."""
 
@@ -96,12 +68,11 @@ class Database:
             kwargs["poolclass"] = QueuePool
             kwargs["pool_size"] = SQLITE_POOL_SIZE
             kwargs["max_overflow"] = -1
+        else:
+            kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(self.url, **kwargs)
         if self.url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        else:
-            event.listen(self.engine, "checkin", _note_checkin)
-            event.listen(self.engine, "checkout", _ping_if_idle)
         if create:
             self.create_all()
 
