@@ -355,27 +355,26 @@ class Engine:
                 if since
                 else "its worker was never heard from"
             )
+            then: Callable[[], Any]
             if reruns_after_a_crash(spec):
-                taken = repository.take_over_step(
-                    session, step=orphan, beat_before=cutoff, status=StepStatus.PENDING,
-                    task_id=None, error="",
-                )  # fmt: skip
-                message = f"{orphan.key}: {silent}; its unit was sent again"
-                if taken:
-                    only_unit = replace(stage, units=(unit,))
-                    after.append(partial(self.dispatcher.dispatch, orphan.run_id, only_unit))
-            else:
-                message = f"{orphan.key}: {silent}; " + interrupted_script(
-                    orphan.run_id, spec, orphan.attempts
+                status, message = (
+                    StepStatus.PENDING,
+                    f"{orphan.key}: {silent}; its unit was sent again",
                 )
-                taken = repository.take_over_step(
-                    session, step=orphan, beat_before=cutoff, status=StepStatus.FAILED,
-                    error=message,
-                )  # fmt: skip
-                if taken:
-                    after.append(partial(self.advance, orphan.run_id, orphan.stage))
-            if not taken:
+                fields: dict[str, Any] = {"task_id": None, "error": ""}
+                then = partial(
+                    self.dispatcher.dispatch, orphan.run_id, replace(stage, units=(unit,))
+                )
+            else:
+                interrupted = interrupted_script(orphan.run_id, spec, orphan.attempts)
+                status, message = StepStatus.FAILED, f"{orphan.key}: {silent}; {interrupted}"
+                fields = {"error": message}
+                then = partial(self.advance, orphan.run_id, orphan.stage)
+            if not repository.take_over_step(
+                session, step=orphan, beat_before=cutoff, status=status, **fields
+            ):
                 return False  # its worker beat meanwhile, or another watch took it
+            after.append(then)
             repository.add_event(
                 session,
                 run_id=orphan.run_id,
@@ -567,17 +566,22 @@ def stage_settled(steps: list[Step]) -> bool:
     Steps after a unit's failed step stay pending (resume runs them), so pending alone does
     not mean "still running".
     """
-    units: dict[str, list[Step]] = {}
-    for step in steps:
-        units.setdefault(step.unit, []).append(step)
-    for unit_steps in units.values():
-        for step in sorted(unit_steps, key=lambda s: s.seq):
+    for unit_steps in by_unit(steps).values():
+        for step in unit_steps:
             status = StepStatus(step.status)
             if blocking(step) or status is StepStatus.CANCELLED:
                 break  # the unit stopped here
             if status not in SETTLED_STEP:
                 return False
     return True
+
+
+def by_unit(steps: list[Step]) -> dict[str, list[Step]]:
+    """A stage's steps grouped by unit, each unit's in compiled order."""
+    units: dict[str, list[Step]] = {}
+    for step in sorted(steps, key=lambda s: s.seq):
+        units.setdefault(step.unit, []).append(step)
+    return units
 
 
 def last_sign_of_life(step: Step) -> datetime:
@@ -588,12 +592,9 @@ def last_sign_of_life(step: Step) -> datetime:
 
 def waiting_units(steps: list[Step]) -> list[str]:
     """Units whose next step is pending, with none of theirs running (see ``stage_settled``)."""
-    units: dict[str, list[Step]] = {}
-    for step in steps:
-        units.setdefault(step.unit, []).append(step)
     waiting = []
-    for key, unit_steps in units.items():
-        for step in sorted(unit_steps, key=lambda s: s.seq):
+    for key, unit_steps in by_unit(steps).items():
+        for step in unit_steps:
             status = StepStatus(step.status)
             if blocking(step) or status in (StepStatus.CANCELLED, StepStatus.RUNNING):
                 break  # stopped, or in a delivery's hands (see take_over_orphaned_steps)

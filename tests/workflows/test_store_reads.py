@@ -105,7 +105,7 @@ def test_which_database_errors_are_transient() -> None:
     assert not transient_database_error(ValueError("x"))
 
 
-def test_step_to_run_reads_status_step_and_prior_results_in_one_query(db: Database) -> None:
+def test_read_to_run_reads_status_step_and_prior_results_in_one_query(db: Database) -> None:
     run = make_run(db)
     with db.session() as session:
         done = repository.get_step(session, run_id=run.id, key="s0")
@@ -114,16 +114,17 @@ def test_step_to_run_reads_status_step_and_prior_results_in_one_query(db: Databa
             session, step=done, status=StepStatus.SUCCEEDED, result={"addresses": ["10.0.0.5"]}
         )
     with statements(db) as seen, db.session() as session:
-        status, step, prior = repository.step_to_run(session, run_id=run.id, key="s1", vm="vm")
+        read = repository.read_to_run(session, run_id=run.id, key="s1", vm="vm")
     assert len(seen) == 1
-    assert (status, step.key, step.status) == (RunStatus.PENDING, "s1", "pending")
-    assert prior == {"start_vm": {"addresses": ["10.0.0.5"]}}
+    assert read.run_status is RunStatus.PENDING
+    assert (read.step.key, read.step.status) == ("s1", "pending")
+    assert read.prior == {"start_vm": {"addresses": ["10.0.0.5"]}}
     with db.session() as session:
-        assert repository.step_to_run(session, run_id=run.id, key="s1")[2] == {}
+        assert repository.read_to_run(session, run_id=run.id, key="s1").prior == {}
         with pytest.raises(RunNotFound):
-            repository.step_to_run(session, run_id="nope", key="s1")
+            repository.read_to_run(session, run_id="nope", key="s1")
         with pytest.raises(FerrymanError, match="no step 'zz'"):
-            repository.step_to_run(session, run_id=run.id, key="zz", vm="vm")
+            repository.read_to_run(session, run_id=run.id, key="zz", vm="vm")
 
 
 def test_a_postgres_connection_the_server_dropped_is_replaced_before_use(

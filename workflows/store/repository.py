@@ -180,7 +180,7 @@ def steps_of(
 
 @dataclass
 class ToRun:
-    """What a worker reads before a step (see :func:`step_to_run`)."""
+    """What a worker reads before a step (see :func:`read_to_run`)."""
 
     run_status: RunStatus
     step: Step
@@ -214,14 +214,6 @@ def read_to_run(session: Session, *, run_id: str, key: str, vm: str | None = Non
     return ToRun(RunStatus(rows[0][1]), found[0], prior, {row.key: row for row, _ in rows})
 
 
-def step_to_run(
-    session: Session, *, run_id: str, key: str, vm: str | None = None
-) -> tuple[RunStatus, Step, dict[str, dict[str, Any]]]:
-    """:func:`read_to_run` as a tuple (run status, step, prior results)."""
-    read = read_to_run(session, run_id=run_id, key=key, vm=vm)
-    return read.run_status, read.step, read.prior
-
-
 def start_step(session: Session, *, step: Step, task_id: str | None) -> bool:
     """Set a pending step running for ``task_id`` if its run is still running, in one UPDATE.
 
@@ -230,15 +222,7 @@ def start_step(session: Session, *, step: Step, task_id: str | None) -> bool:
     """
     if StepStatus(step.status) is not StepStatus.PENDING:
         return False
-    now = utcnow()
-    values: dict[str, Any] = {
-        "status": StepStatus.RUNNING.value,
-        "task_id": task_id,
-        "started_at": now,
-        "heartbeat_at": now,
-        "attempts": step.attempts + 1,
-        "finished_at": None,
-    }
+    values = _transition(step, StepStatus.RUNNING, {"task_id": task_id})
     running = (
         select(Run.id)
         .where(col(Run.id) == step.run_id, col(Run.status) == RunStatus.RUNNING.value)
@@ -267,6 +251,28 @@ def get_step(session: Session, *, run_id: str, key: str) -> Step:
 _ANY = object()
 
 
+def _transition(step: Step, status: StepStatus, fields: dict[str, Any]) -> dict[str, Any]:
+    """The columns a move of ``step`` to ``status`` writes: the status, the given fields, and
+    the times and attempt count that go with it."""
+    values: dict[str, Any] = {"status": status.value, **fields}
+    now = utcnow()
+    if status is StepStatus.RUNNING:
+        values.setdefault("started_at", now)
+        values["heartbeat_at"] = now
+        values["attempts"] = step.attempts + 1
+        values["finished_at"] = None
+    elif status in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED):
+        values["finished_at"] = now
+    return values
+
+
+def _silent_before(moment: datetime) -> Any:
+    """The condition that a step's last heartbeat (its start, before any beat) is older than
+    ``moment``, or that it has neither."""
+    last_beat = func.coalesce(col(Step.heartbeat_at), col(Step.started_at))
+    return or_(last_beat.is_(None), last_beat < moment)
+
+
 def _held_by(task_id: str | None) -> Any:
     """The condition that a step is held by that delivery (``task_id``; None for none)."""
     return col(Step.task_id).is_(None) if task_id is None else col(Step.task_id) == task_id
@@ -282,15 +288,7 @@ def set_step_status(
     """
     current = StepStatus(step.status)
     check_step(current, status)
-    values: dict[str, Any] = {"status": status.value, **fields}
-    now = utcnow()
-    if status is StepStatus.RUNNING:
-        values.setdefault("started_at", now)
-        values["heartbeat_at"] = now
-        values["attempts"] = step.attempts + 1
-        values["finished_at"] = None
-    elif status in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED):
-        values["finished_at"] = now
+    values = _transition(step, status, fields)
     query = update(Step).where(col(Step.id) == step.id, col(Step.status) == current.value)
     if owner is not _ANY:
         query = query.where(_held_by(owner))
@@ -325,7 +323,6 @@ def beat(session: Session, *, owners: dict[int, str | None]) -> int:
 
 def orphaned_steps(session: Session, *, beat_before: datetime) -> list[Step]:
     """Running steps of running runs' current stages whose last heartbeat is before then."""
-    last_beat = func.coalesce(col(Step.heartbeat_at), col(Step.started_at))
     query = (
         select(Step)
         .join(Run, col(Run.id) == col(Step.run_id))
@@ -333,7 +330,7 @@ def orphaned_steps(session: Session, *, beat_before: datetime) -> list[Step]:
             col(Run.status) == RunStatus.RUNNING.value,
             col(Step.stage) == col(Run.current_stage),
             col(Step.status) == StepStatus.RUNNING.value,
-            or_(last_beat.is_(None), last_beat < beat_before),
+            _silent_before(beat_before),
         )
         .options(defer(Step.result), defer(Step.undo))  # type: ignore[arg-type]
         .order_by(col(Step.run_id), col(Step.seq))
@@ -347,18 +344,14 @@ def take_over_step(
     """Compare-and-set an orphaned step (still running, same delivery, heartbeat still older
     than ``beat_before``) to ``status``; False if its worker beat or another watch took it."""
     check_step(StepStatus(step.status), status)
-    last_beat = func.coalesce(col(Step.heartbeat_at), col(Step.started_at))
-    owner = _held_by(step.task_id)
-    values: dict[str, Any] = {"status": status.value, **fields}
-    if status in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED):
-        values["finished_at"] = utcnow()
+    values = _transition(step, status, fields)
     result = session.execute(
         update(Step)
         .where(
             col(Step.id) == step.id,
             col(Step.status) == StepStatus.RUNNING.value,
-            owner,
-            or_(last_beat.is_(None), last_beat < beat_before),
+            _held_by(step.task_id),
+            _silent_before(beat_before),
         )
         .values(**values)
         .execution_options(synchronize_session=False)
@@ -526,16 +519,6 @@ def claim_resend(
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def sent_runs(session: Session, *, entered_before: datetime) -> list[tuple[str, int]]:
-    """(id, stage) of running runs whose current stage was sent and entered before then."""
-    query = select(Run.id, Run.current_stage).where(
-        Run.status == RunStatus.RUNNING.value,
-        col(Run.dispatched_stage) == col(Run.current_stage),
-        col(Run.stage_entered_at) <= entered_before,
-    )
-    return [(run_id, stage) for run_id, stage in session.exec(query).all()]
-
-
 def sent_stages(session: Session, *, entered_before: datetime) -> list[tuple[str, int, datetime]]:
     """(id, stage, entry time) of running runs whose current stage was sent and entered
     before then (the entry time is what :func:`claim_stage` compares)."""
@@ -545,6 +528,13 @@ def sent_stages(session: Session, *, entered_before: datetime) -> list[tuple[str
         col(Run.stage_entered_at) <= entered_before,
     )
     return [(run_id, stage, entered) for run_id, stage, entered in session.exec(query).all()]
+
+
+def sent_runs(session: Session, *, entered_before: datetime) -> list[tuple[str, int]]:
+    """(id, stage) of running runs whose current stage was sent and entered before then."""
+    return [
+        (run_id, stage) for run_id, stage, _ in sent_stages(session, entered_before=entered_before)
+    ]
 
 
 def claim_stage(session: Session, *, run_id: str, stage: int, entered: datetime) -> bool:
