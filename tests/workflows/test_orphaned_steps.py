@@ -8,6 +8,7 @@ operator instead). The old delivery, should it come back, finds the step no long
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,30 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(database_url=f"sqlite:///{tmp_path}/t.db")
 
 
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    database = Database(settings.database_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def recorder() -> Recording:
+    return Recording()
+
+
+@pytest.fixture
+def patient(db: Database, recorder: Recording, settings: Settings) -> Engine:
+    """The default lease: 120 s."""
+    return Engine(db, recorder, settings)
+
+
+@pytest.fixture
+def eager(db: Database, recorder: Recording, settings: Settings) -> Engine:
+    """A lease of 30 s."""
+    return Engine(db, recorder, settings.model_copy(update={"step_lease": 30.0}))
+
+
 def silent_since(db: Database, run_id: str, key: str, seconds_ago: float) -> Step:
     """Set the step running for ``LOST`` with its last heartbeat that long ago."""
     with db.session() as session:
@@ -73,12 +98,8 @@ def first_vm_step(db: Database, run_id: str) -> Step:
 
 
 def test_a_silent_step_is_sent_again_once_its_lease_has_passed(
-    settings: Settings, bundle: Bundle
+    db: Database, recorder: Recording, patient: Engine, eager: Engine, bundle: Bundle
 ) -> None:
-    db = Database(settings.database_url)
-    recorder = Recording()
-    patient = Engine(db, recorder, settings)  # lease 120 s
-    eager = Engine(db, recorder, settings.model_copy(update={"step_lease": 30.0}))
     run = patient.start(bundle, "three-tier", "test")
     recorder.sent.clear()
     step = silent_since(db, run.id, first_vm_step(db, run.id).key, seconds_ago=60)
@@ -94,13 +115,12 @@ def test_a_silent_step_is_sent_again_once_its_lease_has_passed(
     assert (taken.status, taken.task_id, taken.attempts) == (StepStatus.PENDING, None, 1)
     [message] = events(db, run.id, EventKind.STEP_TAKEN_OVER)
     assert step.key in message and "sent again" in message
-    db.dispose()
 
 
-def test_a_step_whose_worker_beats_is_left_alone(settings: Settings, bundle: Bundle) -> None:
-    db = Database(settings.database_url)
-    recorder = Recording()
-    engine = Engine(db, recorder, settings.model_copy(update={"step_lease": 30.0}))
+def test_a_step_whose_worker_beats_is_left_alone(
+    db: Database, recorder: Recording, eager: Engine, bundle: Bundle
+) -> None:
+    engine = eager
     run = engine.start(bundle, "three-tier", "test")
     recorder.sent.clear()
     step = silent_since(db, run.id, first_vm_step(db, run.id).key, seconds_ago=60)
@@ -111,15 +131,12 @@ def test_a_step_whose_worker_beats_is_left_alone(settings: Settings, bundle: Bun
         assert repository.beat(session, owners={step.id or 0: "someone-else"}) == 0
     assert engine.take_over_orphaned_steps() == []
     assert recorder.sent == []
-    db.dispose()
 
 
 def test_a_silent_script_fails_for_an_operator_instead_of_running_again(
-    settings: Settings, bundle: Bundle
+    db: Database, recorder: Recording, eager: Engine, bundle: Bundle
 ) -> None:
-    db = Database(settings.database_url)
-    recorder = Recording()
-    engine = Engine(db, recorder, settings.model_copy(update={"step_lease": 30.0}))
+    engine = eager
     run = engine.start(bundle, "three-tier", "planned")  # stage 0 is a script
     recorder.sent.clear()
     with db.session() as session:
@@ -136,7 +153,6 @@ def test_a_silent_script_fails_for_an_operator_instead_of_running_again(
     assert "the worker died while script" in failed.error
     assert f"ferryman runs resume {run.id}" in failed.error
     assert current.status == RunStatus.FAILED  # the settled stage was advanced at once
-    db.dispose()
 
 
 class TakenOverMidStep(FakeExecutor):
@@ -167,10 +183,9 @@ class FakeTask:
 
 
 def test_a_delivery_whose_step_was_taken_over_leaves_it_to_the_new_one(
-    settings: Settings, bundle: Bundle
+    db: Database, patient: Engine, bundle: Bundle
 ) -> None:
-    db = Database(settings.database_url)
-    engine = Engine(db, Recording(), settings)
+    engine = patient
     run = engine.start(bundle, "three-tier", "test")
     with db.session() as session:
         stage = engine.compiled_runs.get(session, run.id).stages[0]
@@ -182,14 +197,12 @@ def test_a_delivery_whose_step_was_taken_over_leaves_it_to_the_new_one(
         step = repository.get_step(session, run_id=run.id, key=unit.steps[0].key)
     # still running, held by the new delivery: the old one did not record its outcome
     assert (step.status, step.task_id) == (StepStatus.RUNNING, "the-new-delivery")
-    db.dispose()
 
 
 def test_the_heartbeat_refreshes_held_steps_and_stops_when_idle(
-    settings: Settings, bundle: Bundle
+    db: Database, patient: Engine, bundle: Bundle
 ) -> None:
-    db = Database(settings.database_url)
-    engine = Engine(db, Recording(), settings)
+    engine = patient
     run = engine.start(bundle, "three-tier", "test")
     step = silent_since(db, run.id, first_vm_step(db, run.id).key, seconds_ago=600)
     heartbeat = Heartbeat(db, interval=0.05)
@@ -208,7 +221,6 @@ def test_the_heartbeat_refreshes_held_steps_and_stops_when_idle(
     while heartbeat._thread is not None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert heartbeat._thread is None, "the heartbeat thread kept running with nothing held"
-    db.dispose()
 
 
 def test_a_run_whose_delivery_vanished_mid_step_completes(tmp_path: Path, bundle: Bundle) -> None:
@@ -253,12 +265,8 @@ def entered_ago(db: Database, run_id: str, seconds: float) -> None:
 
 
 def test_units_of_a_quiet_stage_that_never_started_are_sent_again(
-    settings: Settings, bundle: Bundle
+    db: Database, recorder: Recording, patient: Engine, eager: Engine, bundle: Bundle
 ) -> None:
-    db = Database(settings.database_url)
-    recorder = Recording()
-    patient = Engine(db, recorder, settings)  # lease 120 s
-    eager = Engine(db, recorder, settings.model_copy(update={"step_lease": 30.0}))
     run = patient.start(bundle, "three-tier", "test")
     [(_, _, units)] = recorder.sent  # stage 0 was sent, and its messages were lost
     recorder.sent.clear()
@@ -271,15 +279,12 @@ def test_units_of_a_quiet_stage_that_never_started_are_sent_again(
     assert recorder.sent == [(run.id, 0, units)]
     [message] = events(db, run.id, EventKind.UNITS_RESENT)
     assert "sent again" in message and units[0] in message
-    db.dispose()
 
 
 def test_a_stage_with_a_sign_of_life_keeps_its_waiting_units(
-    settings: Settings, bundle: Bundle
+    db: Database, recorder: Recording, eager: Engine, bundle: Bundle
 ) -> None:
-    db = Database(settings.database_url)
-    recorder = Recording()
-    engine = Engine(db, recorder, settings.model_copy(update={"step_lease": 30.0}))
+    engine = eager
     run = engine.start(bundle, "three-tier", "test")
     [(_, _, units)] = recorder.sent
     recorder.sent.clear()
@@ -314,4 +319,3 @@ def test_a_stage_with_a_sign_of_life_keeps_its_waiting_units(
         )
     assert engine.resend_idle_units() == [run.id]
     assert recorder.sent == [(run.id, 0, [u for u in units if u != steps[0].unit])]
-    db.dispose()
