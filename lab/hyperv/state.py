@@ -7,16 +7,25 @@ cycles, hourly recovery points, guests booting) is computed from the lab clock b
 :meth:`World.advance`, which every read calls first and the background ticker calls
 periodically; that keeps a frozen-clock lab deterministic.
 
+:meth:`World.advance` costs what is due, not what exists: the world keeps each relationship's
+next due lab time in a heap. A relationship is rescheduled whenever one of the fields its due
+time depends on is assigned (``Replication.__setattr__``), and it is advanced only while some VM
+record in the world holds it (``VM.__setattr__`` and :meth:`World.add`/:meth:`World.remove`
+count the holders), exactly the relationships a walk over every VM record would find.
+
 All mutation happens under ``World.lock``; nothing in here blocks or sleeps.
 """
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
+import itertools
+import math
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from lab.clock import Clock
 from lab.hyperv.enums import (
@@ -32,6 +41,26 @@ from lab.topology import HostSpec, Topology, VMSpec
 HOUR = 3600.0
 # Replication keeps working through these; anything else stops the cycles.
 _CYCLING = ReplicationState.Replicating
+
+# The fields a relationship's next due time depends on (see World._due), plus primary_host
+# (an unlinked relationship is never advanced): assigning one reschedules the relationship.
+_SCHEDULE_FIELDS = frozenset(
+    {
+        "primary_host",
+        "primary_state",
+        "frequency",
+        "anchor",
+        "initial_start_at",
+        "initial_done_at",
+        "offline_export",
+    }
+)
+_NEVER = math.inf
+# Past this many relationships due (or rescheduled) at once, the heap is split (or rebuilt) in
+# one pass instead of popped (or pushed) entry by entry.
+_BULK = 64
+# Sets an attribute past the class's __setattr__ hook.
+_write = object.__setattr__
 
 _NAMESPACE = uuid.UUID("6f0c6a52-3c55-4f5e-9d7e-6a2b8a1c1f00")
 
@@ -93,6 +122,18 @@ class Replication:
     # Set when the other end failed over for good or dropped the relationship: cycles stop.
     broken: bool = False
 
+    # Its place in the schedule of the World whose VM records hold it (not a field: equality,
+    # repr and asdict ignore it); None until a VM record in a world holds it.
+    _schedule: ClassVar[Schedule | None] = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        _write(self, name, value)
+        if name in _SCHEDULE_FIELDS:
+            schedule = self._schedule
+            if schedule is not None and not schedule.dirty:
+                schedule.dirty = True
+                schedule.world._dirty.append(self)
+
     def state_of(self, host: str) -> ReplicationState:
         """The state as seen from the end on ``host``."""
         return self.primary_state if host == self.primary_host else self.replica_state
@@ -103,6 +144,21 @@ class Replication:
             self.primary_state = state
         else:
             self.replica_state = state
+
+
+class Schedule:
+    """A relationship's bookkeeping in the world that advances it."""
+
+    __slots__ = ("dirty", "holders", "seq", "world")
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        # How many VM records on the world's hosts hold the relationship (0: not advanced).
+        self.holders = 0
+        # The sequence number of its valid heap entry (-1: none).
+        self.seq = -1
+        # Changed since it was last scheduled: waiting in World._dirty to be rescheduled.
+        self.dirty = False
 
 
 @dataclass
@@ -121,6 +177,23 @@ class VM:
     test_vm: VM | None = None
     # The recovery point a replica failed over to (None: the latest).
     failover_point: RecoveryPoint | None = None
+
+    # The World's bookkeeping (not fields): the world whose host holds this record, and in how
+    # many of its slots (a record normally sits in one).
+    _world: ClassVar[World | None] = None
+    _slots: ClassVar[int] = 0
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "replication":
+            world = self._world
+            if world is not None:
+                old = self.__dict__.get("replication")
+                _write(self, name, value)
+                if old is not value:
+                    world._hold(value)
+                    world._release(old)
+                return
+        _write(self, name, value)
 
     @property
     def mode(self) -> ReplicationMode:
@@ -164,6 +237,13 @@ class World:
         self.no_ip: set[str] = set()
         # DNS zones by lower-case name (lab.hyperv.dns.Zone), filled in by the lab facade.
         self.zones: dict[str, Any] = {}
+        # The advance schedule: (due lab time, sequence, relationship), one valid entry per
+        # scheduled relationship (Schedule.seq); superseded entries are skipped when popped.
+        self._heap: list[tuple[float, int, Replication]] = []
+        self._sequence = itertools.count()
+        self._stale = 0
+        # Relationships to reschedule at the next advance (a field of theirs changed).
+        self._dirty: list[Replication] = []
         self._build()
 
     # ----------------------------------------------------------------- construction
@@ -231,11 +311,35 @@ class World:
 
     def add(self, vm: VM) -> None:
         """Register ``vm`` on its host."""
-        self.vms[vm.host][vm.name.lower()] = vm
+        slot = self.vms[vm.host]
+        key = vm.name.lower()
+        old = slot.get(key)
+        slot[key] = vm
+        if old is not vm:
+            self._enlist(vm)
+            if old is not None:
+                self._dismiss(old)
 
     def remove(self, vm: VM) -> None:
         """Delete ``vm`` from its host."""
-        self.vms[vm.host].pop(vm.name.lower(), None)
+        old = self.vms[vm.host].pop(vm.name.lower(), None)
+        if old is not None:
+            self._dismiss(old)
+
+    def _enlist(self, vm: VM) -> None:
+        """``vm`` took a slot on a host: its relationship (now or later) is advanced."""
+        if vm._slots == 0:
+            _write(vm, "_world", self)
+            self._hold(vm.replication)
+        _write(vm, "_slots", vm._slots + 1)
+
+    def _dismiss(self, vm: VM) -> None:
+        """``vm`` lost a slot; out of every slot, it no longer keeps a relationship going."""
+        slots = vm._slots - 1
+        _write(vm, "_slots", slots)
+        if slots == 0:
+            _write(vm, "_world", None)
+            self._release(vm.replication)
 
     # ----------------------------------------------------------------- lookups
     def is_hyperv(self, host: str) -> bool:
@@ -323,18 +427,101 @@ class World:
 
     # ----------------------------------------------------------------- time
     def advance(self) -> None:
-        """Bring every relationship up to lab time now (call with the lock held or not)."""
+        """Bring every relationship up to lab time now (call with the lock held or not).
+
+        Only the relationships due by now are advanced: the same ones, with the same effect,
+        as advancing every relationship some VM record holds (``_advance_one`` does nothing to
+        a relationship before its due time). Each is advanced at most once per call.
+        """
         with self.lock:
             now = self.clock.now()
-            seen: set[int] = set()
-            for vm in self.all_vms():
-                rep = vm.replication
-                if rep is None or id(rep) in seen or not rep.primary_host:
+            self._reschedule()
+            heap = self._heap
+            entries: list[tuple[float, int, Replication]] = []
+            while heap and heap[0][0] <= now:
+                if len(entries) == _BULK:
+                    # Many due at once (say a whole world's cycle): split the heap in one pass.
+                    entries += [e for e in heap if e[0] <= now]
+                    self._heap = heap = [e for e in heap if e[0] > now]
+                    heapq.heapify(heap)
+                    break
+                entries.append(heapq.heappop(heap))
+            due: list[Replication] = []
+            for _, seq, rep in entries:
+                schedule = rep._schedule
+                assert schedule is not None
+                if seq != schedule.seq:
+                    self._stale -= 1
                     continue
-                seen.add(id(rep))
-                self._advance_one(rep, now)
+                schedule.seq = -1
+                due.append(rep)
+            dirty = self._dirty
+            for rep in due:
+                schedule = rep._schedule
+                assert schedule is not None
+                if schedule.holders > 0 and rep.primary_host:
+                    self._advance_one(rep, now)
+                # Its entry is gone: schedule it again, changed or not.
+                if not schedule.dirty:
+                    schedule.dirty = True
+                    dirty.append(rep)
+            self._reschedule()
+
+    def _hold(self, rep: Replication | None) -> None:
+        """One more VM record of this world holds ``rep``."""
+        if rep is None:
+            return
+        schedule = rep._schedule
+        if schedule is None or schedule.world is not self:
+            schedule = Schedule(self)
+            _write(rep, "_schedule", schedule)
+        schedule.holders += 1
+        if schedule.holders == 1 and not schedule.dirty:
+            schedule.dirty = True
+            self._dirty.append(rep)
+
+    def _release(self, rep: Replication | None) -> None:
+        """One VM record fewer holds ``rep``; at none, its heap entry is skipped when due."""
+        if rep is not None and rep._schedule is not None and rep._schedule.world is self:
+            rep._schedule.holders -= 1
+
+    def _reschedule(self) -> None:
+        """Give every changed relationship a heap entry at its new due time (or none)."""
+        dirty, self._dirty = self._dirty, []
+        heap = self._heap
+        sequence = self._sequence
+        added: list[tuple[float, int, Replication]] = []
+        for rep in dirty:
+            schedule = rep._schedule
+            assert schedule is not None
+            schedule.dirty = False
+            due = _due(rep) if schedule.holders > 0 and rep.primary_host else _NEVER
+            if schedule.seq != -1:
+                self._stale += 1
+            if due == _NEVER:
+                schedule.seq = -1
+            else:
+                schedule.seq = seq = next(sequence)
+                added.append((due, seq, rep))
+        if len(added) > _BULK and len(added) * 4 > len(heap):
+            heap += added
+            heapq.heapify(heap)
+        else:
+            for entry in added:
+                heapq.heappush(heap, entry)
+        if self._stale > 1024 and self._stale * 2 > len(heap):
+            # Mostly superseded entries (e.g. many changes on a frozen clock): drop them.
+            self._heap = [e for e in heap if e[2]._schedule and e[1] == e[2]._schedule.seq]
+            heapq.heapify(self._heap)
+            self._stale = 0
 
     def _advance_one(self, rep: Replication, now: float) -> None:
+        """Bring ``rep`` up to ``now``; does nothing before its due time (see ``_due``).
+
+        The cycle bookkeeping is written past ``Replication.__setattr__`` (``_write``: the hook
+        costs as much as the rest when a whole world's cycle is due): :meth:`advance`
+        reschedules every relationship it passes here anyway.
+        """
         if (
             rep.primary_state is ReplicationState.ReadyForInitialReplication
             and rep.initial_start_at is not None
@@ -356,7 +543,7 @@ class World:
         if cycles <= 0:
             return
         last = rep.anchor + cycles * rep.frequency
-        rep.anchor = last
+        _write(rep, "anchor", last)
         override = self.health_override.get(rep.vm_name.lower())
         reachable = rep.primary_host not in self.down and rep.replica_host not in self.down
         if (
@@ -365,13 +552,13 @@ class World:
             or rep.replica_state is not _CYCLING
             or override is ReplicationHealth.Critical
         ):
-            rep.missed += cycles
-            rep.missed_streak += cycles
+            _write(rep, "missed", rep.missed + cycles)
+            _write(rep, "missed_streak", rep.missed_streak + cycles)
             return
         previous = rep.last_replication if rep.last_replication is not None else last
-        rep.last_replication = last
-        rep.count += cycles
-        rep.missed_streak = 0
+        _write(rep, "last_replication", last)
+        _write(rep, "count", rep.count + cycles)
+        _write(rep, "missed_streak", 0)
         self._keep_points(rep, previous, last)
 
     def finish_initial(self, rep: Replication, at: float) -> None:
@@ -420,6 +607,27 @@ class World:
             True,
         )
         return [*rep.hourly, latest]
+
+
+def _due(rep: Replication) -> float:
+    """The earliest lab time at which ``World._advance_one`` changes ``rep`` (inf: never).
+
+    It depends only on the fields in ``_SCHEDULE_FIELDS``; hosts down, health overrides and the
+    replica's state change what happens then, not when. A cycle is due at ``anchor +
+    frequency``, taken a few ulps early so that float rounding can never make it late against
+    ``(now - anchor) // frequency`` (early is harmless: nothing happens, it is rescheduled).
+    """
+    state = rep.primary_state
+    if state is ReplicationState.ReadyForInitialReplication:
+        return _NEVER if rep.initial_start_at is None else rep.initial_start_at
+    if state is ReplicationState.InitialReplicationInProgress:
+        if rep.offline_export or rep.initial_done_at is None:
+            return _NEVER
+        return rep.initial_done_at
+    if state is _CYCLING and rep.frequency > 0:
+        due = rep.anchor + rep.frequency
+        return due - 4 * math.ulp(due)
+    return _NEVER
 
 
 def _link_local(mac: str) -> str:
