@@ -20,7 +20,7 @@ from workflows.dispatch import CeleryDispatcher
 from workflows.engine import Engine
 from workflows.gates import GateWatch
 from workflows.settings import Settings
-from workflows.store import Database
+from workflows.store.database import Database, pool_size_for
 
 
 @dataclass
@@ -32,10 +32,14 @@ class Runtime:
     db: Database
 
 
-def build_runtime(settings: Settings, executor: Executor | None = None) -> Runtime:
-    """Wire app, tasks, store and engine (no worker started)."""
+def build_runtime(
+    settings: Settings, executor: Executor | None = None, *, concurrency: int | None = None
+) -> Runtime:
+    """Wire app, tasks, store and engine (no worker started); ``concurrency``: the threads of
+    the worker that will run in this process, which sizes the store's connection pool."""
     app = create_app(settings)
-    db = Database(settings.database_url)
+    pool_size = None if concurrency is None else pool_size_for(concurrency)
+    db = Database(settings.database_url, pool_size=pool_size)
     engine = Engine(db, CeleryDispatcher(app), settings)
     register(app, engine, executor)
     return Runtime(app, engine, db)
@@ -77,7 +81,7 @@ def embedded(
     concurrency: int = 8,
 ) -> Iterator[Runtime]:
     """The engine with an in-process worker (memory broker unless settings say otherwise)."""
-    runtime = build_runtime(settings, executor)
+    runtime = build_runtime(settings, executor, concurrency=concurrency)
     try:
         with worker(runtime, sites, concurrency=concurrency):
             yield runtime

@@ -414,14 +414,15 @@ def worker_cmd(
 
     from workers.app import never_join_results
 
-    runtime = build_runtime(settings)
+    threads = concurrency or settings.worker_concurrency
+    runtime = build_runtime(settings, concurrency=threads)
     worker_ready.connect(lambda **_: never_join_results(), weak=False)
     watch = GateWatch(runtime.engine).start()
     try:
         runtime.app.Worker(
             queues=queues_for(sites, engine=engine),
             pool="threads",
-            concurrency=concurrency or settings.worker_concurrency,
+            concurrency=threads,
             loglevel=loglevel,
             hostname=f"ferryman-{'-'.join(sites)}@{socket.gethostname()}",
         ).start()

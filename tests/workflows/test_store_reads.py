@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event, update
+from sqlalchemy import event, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from plans.errors import FerrymanError
@@ -16,6 +16,7 @@ from workflows.cache import CompiledRuns
 from workflows.compiler import CompiledRun
 from workflows.statuses import RunStatus, StepStatus
 from workflows.store import Database, Run, RunNotFound, repository, transient_database_error
+from workflows.store.database import EXTRA_CONNECTIONS, pool_size_for
 
 
 @contextmanager
@@ -206,3 +207,53 @@ def test_a_units_read_and_a_stages_read_use_their_indexes(tmp_path: Any) -> None
         assert not any("SCAN step" in plan for plan in plans), plans
     finally:
         db.dispose()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_worker_sized_pool_keeps_every_threads_connection_open(
+    store: str, tmp_path: Any, request: pytest.FixtureRequest
+) -> None:
+    """Sixteen task threads plus the watch and heartbeat, all in the store at once, round
+    after round: after the first round no connection is opened again. A pool smaller than
+    the threads closes the extra connections on return and reopens them on the next step
+    (a new backend process on PostgreSQL, the pragmas again on SQLite) on every step."""
+    import threading
+
+    url = (
+        f"sqlite:///{tmp_path}/pool.db"
+        if store == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    threads = 16 + EXTRA_CONNECTIONS
+    db = Database(url, pool_size=pool_size_for(16))
+    opened: list[int] = []
+    event.listen(db.engine, "connect", lambda *_: opened.append(1))
+    try:
+
+        def round_of_sessions() -> None:
+            barrier = threading.Barrier(threads)
+
+            def use() -> None:
+                with db.session() as session:
+                    session.execute(text("SELECT 1"))  # checks a connection out
+                    barrier.wait(timeout=30)  # every thread holds one at once
+
+            workers = [threading.Thread(target=use) for _ in range(threads)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+
+        round_of_sessions()
+        first = len(opened)  # creating the tables left one connection in the pool
+        assert first in (threads - 1, threads)
+        for _ in range(3):
+            round_of_sessions()
+        assert len(opened) == first
+    finally:
+        db.dispose()
+
+
+def test_without_a_worker_the_pool_keeps_the_default_size(tmp_path: Any) -> None:
+    assert Database(f"sqlite:///{tmp_path}/a.db").engine.pool.size() == 8  # type: ignore[attr-defined]
+    assert pool_size_for(16) == 16 + EXTRA_CONNECTIONS

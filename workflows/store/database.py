@@ -14,6 +14,16 @@ from workflows.store import tables  # noqa: F401  (registers the tables on SQLMo
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_POOL_SIZE = 8  # connections kept open; more are opened while needed
+POOL_SIZE = 5  # SQLAlchemy's default for server databases, for processes without a worker pool
+# A worker's threads beyond its task slots that use the store: the gate watch, the step
+# heartbeat, and one spare for a chord callback or an operator command in the same process.
+EXTRA_CONNECTIONS = 3
+
+
+def pool_size_for(concurrency: int) -> int:
+    """Connections a worker of ``concurrency`` threads keeps open: one per thread that uses
+    the store, so no step waits for a connection or pays for opening one."""
+    return concurrency + EXTRA_CONNECTIONS
 
 
 def driver_url(url: str) -> str:
@@ -53,7 +63,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class Database:
     """An engine plus a session factory; pass it to whatever needs the store."""
 
-    def __init__(self, url: str, *, create: bool = True) -> None:
+    def __init__(self, url: str, *, create: bool = True, pool_size: int | None = None) -> None:
+        """``pool_size``: connections kept open (see :func:`pool_size_for`); a connection
+        beyond them is opened when needed and closed when returned, which costs a server
+        database a new backend process and SQLite its pragmas every time."""
         self.url = driver_url(url)
         kwargs: dict[str, Any] = {}
         if self.url.startswith("sqlite"):
@@ -66,10 +79,11 @@ class Database:
             # outlives its session; overflow is unbounded (extra connections close on return)
             # so a busy worker's threads never queue for a connection.
             kwargs["poolclass"] = QueuePool
-            kwargs["pool_size"] = SQLITE_POOL_SIZE
+            kwargs["pool_size"] = max(SQLITE_POOL_SIZE, pool_size or 0)
             kwargs["max_overflow"] = -1
         else:
             kwargs["pool_pre_ping"] = True
+            kwargs["pool_size"] = pool_size or POOL_SIZE
         self.engine: Engine = create_engine(self.url, **kwargs)
         if self.url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
