@@ -69,6 +69,8 @@ class Harness:
     def __init__(self, runtime: Any, worker_pids: list[int]) -> None:
         self.runtime = runtime
         self.worker_pids = worker_pids
+        # the servers the workers use (name -> pid: broker, database), for CPU accounting
+        self.services: dict[str, int] = {}
 
     def start(self, plan_file: Path, plan: str, failover_type: str = "test") -> tuple[str, float]:
         """Start a run of ``plan``; returns its id and the monotonic time of the call."""

@@ -39,6 +39,7 @@ from bench.engine import ferryman, ferryman_env, wait_for_workers
 from bench.plans import PASSWORD_REF, PLAN_NAME, Shape, topology_document, write_bundle
 from bench.profiler import Profile, sampling
 from bench.services import (
+    CpuMeter,
     RedisServer,
     celery_worker_argv,
     postgres_server,
@@ -213,6 +214,7 @@ def run(
     os.environ[LAB_PASSWORD_VARIABLE] = password
     lab_password = f"env:{LAB_PASSWORD_VARIABLE}"
     bare_runs: list[float] = []
+    bare_cpu: list[dict[str, float]] = []  # CPU seconds of the bare worker and Redis per run
     ferryman_runs: dict[str, list[dict[str, Any]]] = {store: [] for store in databases}
     profiles: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
@@ -237,8 +239,10 @@ def run(
             sample = profile and index == 0
             with lab_for(shape, password=lab_password) as lab:
                 stages = bare.vm_stages(groups, host_refs(shape, lab))
+                meter = CpuMeter({"worker": [worker.pid], "redis": [server.process.pid]})
                 with _maybe_sampling(sample, worker.pid, "bare-worker") as bare_profile:
                     bare_runs.append(round(time_bare(worker.app, bare.VM, stages, timeout), 3))
+                bare_cpu.append(meter.read())
                 if index == 0:
                     out["bare_calls"] = call_summary(lab.calls)
                     out["bare_calls_per_s"] = round(len(lab.calls.calls()) / bare_runs[0], 1)
@@ -257,6 +261,7 @@ def run(
         out["profile"] = profiles
     out["bare_psrp_runs_s"] = bare_runs
     out["bare_psrp_s"] = statistics.median(bare_runs)
+    out["bare_psrp_cpu_s_runs"] = bare_cpu
     out["celery_ms_per_task"] = round(out["bare_noop_s"] / shape.vm_count * 1000, 2)
     out["summary"] = [
         f"{shape.groups}x{shape.vm_count // shape.groups} VMs, {rounds} rounds: bare no-op "
@@ -264,7 +269,7 @@ def run(
         f"calls/VM, {out['bare_calls_per_s']} calls/s)"
     ]
     for store in databases:
-        out[store] = figures = _per_store(ferryman_runs[store], bare_runs)
+        out[store] = figures = _per_store(ferryman_runs[store], bare_runs, bare_cpu)
         if "error" in figures:
             out["summary"].append(f"Ferryman on {store}: {figures['error']}")
             continue
@@ -272,12 +277,14 @@ def run(
             f"Ferryman on {store}: {figures['ferryman_runs_s']} s (median "
             f"{figures['ratio_to_bare_psrp']}x bare PSRP), {figures['overhead_ms_per_step']} "
             f"ms per VM-step beyond it (rounds: {figures['overhead_ms_per_step_runs']}), "
-            f"{figures['calls']['calls_per_vm']} calls/VM"
+            f"{figures['calls']['calls_per_vm']} calls/VM; CPU {figures['cpu_ms_per_step']} "
+            f"ms per VM-step beyond bare (rounds: {figures['cpu_ms_per_step_runs']})"
         )
     # the headline is the production store's figure when it ran, else the embedded one's
     for store in ("postgres", "sqlite"):
         if store in databases and "overhead_ms_per_step" in out[store]:
             out["overhead_ms_per_step"] = out[store]["overhead_ms_per_step"]
+            out["overhead_cpu_ms_per_step"] = out[store]["cpu_ms_per_step"]
             out["overhead_store"] = store
             break
     else:
@@ -285,8 +292,16 @@ def run(
     return out
 
 
-def _per_store(runs: list[dict[str, Any]], bare_runs: list[float]) -> dict[str, Any]:
-    """One store's figures over the rounds: medians, and every round's own figure."""
+def _per_store(
+    runs: list[dict[str, Any]], bare_runs: list[float], bare_cpu: list[dict[str, float]]
+) -> dict[str, Any]:
+    """One store's figures over the rounds: medians, and every round's own figure.
+
+    Besides the wall-clock overhead, the CPU the run cost beyond bare Celery's: CPU seconds of
+    the Ferryman worker, Redis and the database server against those of the bare worker and
+    Redis, per VM-step. A burst of other load on the machine stretches wall clocks but not
+    CPU seconds, so this figure is the steadier one.
+    """
     failed = [run for run in runs if "error" in run]
     if failed:
         return {**failed[0], "rounds_failed": len(failed)}
@@ -296,6 +311,10 @@ def _per_store(runs: list[dict[str, Any]], bare_runs: list[float]) -> dict[str, 
         for run, bare in zip(runs, bare_runs, strict=True)
     ]
     ratios = [round(run["ferryman_s"] / bare, 2) for run, bare in zip(runs, bare_runs, strict=True)]
+    cpu = [
+        round((sum(run["cpu_s"].values()) - sum(bare.values())) / steps * 1000, 2)
+        for run, bare in zip(runs, bare_cpu, strict=True)
+    ]
     return {
         "status": "succeeded",
         "calls": runs[0]["calls"],
@@ -306,6 +325,9 @@ def _per_store(runs: list[dict[str, Any]], bare_runs: list[float]) -> dict[str, 
         "overhead_ms_per_step_runs": overheads,
         "overhead_ms_per_step": round(statistics.median(overheads), 2),
         "ratio_to_bare_psrp": round(statistics.median(ratios), 2),
+        "cpu_s_runs": [run["cpu_s"] for run in runs],
+        "cpu_ms_per_step_runs": cpu,
+        "cpu_ms_per_step": round(statistics.median(cpu), 2),
     }
 
 
@@ -316,23 +338,42 @@ def _ferryman_harness(
     """Ferryman's worker and engine on ``store`` (sqlite | postgres), on its own Redis
     database so the stores' workers never take each other's tasks."""
     with contextlib.ExitStack() as stack:
-        url = stack.enter_context(postgres_server()) if store == "postgres" else None
+        postgres = stack.enter_context(postgres_server()) if store == "postgres" else None
         (workdir / store).mkdir(exist_ok=True)
         env = ferryman_env(
-            server, workdir / store, db=FERRYMAN_DB + index, password=password, database_url=url
+            server,
+            workdir / store,
+            db=FERRYMAN_DB + index,
+            password=password,
+            database_url=postgres.url if postgres else None,
         )
-        yield stack.enter_context(ferryman(env, concurrency=concurrency, log_dir=workdir))
+        harness = stack.enter_context(ferryman(env, concurrency=concurrency, log_dir=workdir))
+        harness.services = {"redis": server.process.pid}
+        if postgres:
+            harness.services["postgres"] = postgres.pid()
+        yield harness
 
 
 def _ferryman_run(
-    shape: Shape, harness: Any, workdir: Path, lab_password: str, *, timeout: float, profile: bool
+    shape: Shape,
+    harness: Any,
+    workdir: Path,
+    lab_password: str,
+    *,
+    timeout: float,
+    profile: bool,
 ) -> tuple[dict[str, Any], Profile]:
     """Ferryman on a fresh lab (``lab_password``: an ``env:`` reference); figures, profile."""
     with lab_for(shape, password=lab_password) as lab:
         plan_file = write_bundle(workdir, shape, urls_of(lab))
         lab.calls.clear()
+        meter = CpuMeter(
+            {"worker": harness.worker_pids}
+            | {name: [pid] for name, pid in harness.services.items()}
+        )
         with _maybe_sampling(profile, harness.worker_pids[0], "ferryman-worker") as sampled:
             timing = harness.run(plan_file, PLAN_NAME, timeout=timeout)
+        cpu = meter.read()
         steps = harness.step_count(timing.run_id)
         figures: dict[str, Any] = {"status": timing.status, "calls": call_summary(lab.calls)}
     if timing.status != "succeeded":
@@ -341,6 +382,7 @@ def _ferryman_run(
     figures.update(
         ferryman_s=round(timing.recorded_s, 3),
         ferryman_wall_s=round(timing.wall_s, 3),
+        cpu_s=cpu,
         vm_steps=steps,
     )
     return figures, sampled

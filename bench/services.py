@@ -90,9 +90,21 @@ def _wait_for_redis(server: RedisServer, timeout: float) -> None:
             time.sleep(0.02)  # a server starting up has no event to wait on
 
 
+@dataclass(frozen=True)
+class PostgresServer:
+    """A running private PostgreSQL: its URL and data folder."""
+
+    url: str
+    data: Path
+
+    def pid(self) -> int:
+        """The postmaster's process id (the first line of ``postmaster.pid``)."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
+
 @contextmanager
-def postgres_server() -> Iterator[str]:
-    """A private PostgreSQL on a free loopback port (trust auth, no fsync); yields its URL.
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL on a free loopback port (trust auth, no fsync).
 
     ``initdb`` refuses to run as root, so when the benchmark runs as root the cluster is
     made and started as the ``postgres`` system user. The cluster lives in a temporary
@@ -117,10 +129,55 @@ def postgres_server() -> Iterator[str]:
     options = f"-p {port} -c listen_addresses=127.0.0.1 -k {workdir} -c fsync=off"
     _quiet([*as_user, pg_ctl, "-D", str(data), "-o", options, "-w", "-t", "60", "start"])
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield PostgresServer(f"postgresql://postgres@127.0.0.1:{port}/postgres", data)
     finally:
         _quiet([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], check=False)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """CPU seconds (user + system) spent so far by ``pids`` and all their descendants.
+
+    Read from ``/proc``: a live process's own time plus the time of its children that have
+    exited and been reaped (``cutime``/``cstime``), so the difference between two readings is
+    what the process tree spent in between, whatever the machine's other load.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    times: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # the process exited while the table was read
+        # after the command: state ppid ... utime stime cutime cstime are fields 14-17 of stat
+        parent[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = sum(int(v) for v in fields[11:15])
+    wanted = set(pids)
+    grew = True
+    while grew:
+        children = {pid for pid, ppid in parent.items() if ppid in wanted} - wanted
+        grew = bool(children)
+        wanted |= children
+    return sum(times.get(pid, 0) for pid in wanted) / tick
+
+
+class CpuMeter:
+    """CPU seconds spent by named process trees (``{"worker": [pid], ...}``) since it was made."""
+
+    def __init__(self, parts: Mapping[str, Sequence[int]]) -> None:
+        self.parts = {name: list(pids) for name, pids in parts.items()}
+        self._start = self._now()
+
+    def _now(self) -> dict[str, float]:
+        return {name: cpu_seconds(pids) for name, pids in self.parts.items()}
+
+    def read(self) -> dict[str, float]:
+        """Seconds per part since the meter was made."""
+        now = self._now()
+        return {name: round(now[name] - self._start[name], 3) for name in now}
 
 
 def _quiet(argv: list[str], *, check: bool = True) -> None:
