@@ -132,8 +132,9 @@ def vm_steps(
     call("Get-VMNetworkAdapter", {"VMName": test_vm})
     call("Connect-VMNetworkAdapter", {"VMName": test_vm, "SwitchName": TEST_SWITCH})
     call("Get-VM", {"Name": test_vm})  # START_VM
-    call("Start-VM", {"Name": test_vm})
-    call("Get-VM", {"Name": test_vm})
+    started = call("Start-VM", {"Name": test_vm}, ["Passthru"])
+    if not any(item.get("State") == "Running" for item in started.output):
+        call("Get-VM", {"Name": test_vm})  # answered before the VM ran: read it again
     if wait_ip:  # WAIT_IP
         deadline = time.monotonic() + ip_timeout
         started = time.monotonic()

@@ -106,11 +106,17 @@ def start_vm(ctx: StepContext, spec: StepSpec) -> StepOutcome:
         lambda: describe(find_vm(hv, name), find_replication(hv, name)),
         f"Check the VM's configuration and the host's resources on {host}, then resume",
     ):
-        hv.start_vm(name)
-    running = wait_until(
-        lambda: True if _state_of(hv, name) is VMState.RUNNING else None,
-        timeout=timeout,
-        interval=ctx.poll_interval,
+        started = hv.start_vm(name)
+    # Start-VM returns once the VM runs and -Passthru shows it; a host that answers before
+    # (or sends nothing back) is asked again until it does
+    running = (
+        True
+        if started is not None and started.state is VMState.RUNNING
+        else wait_until(
+            lambda: True if _state_of(hv, name) is VMState.RUNNING else None,
+            timeout=timeout,
+            interval=ctx.poll_interval,
+        )
     )
     if running is None:
         raise HealthCheckFailed(

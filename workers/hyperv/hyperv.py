@@ -107,9 +107,12 @@ class HyperVHost:
 
     # --- power --------------------------------------------------------------------------------
 
-    def start_vm(self, vm: str) -> None:
-        """``Start-VM -Name``."""
-        self._call("Start-VM", {"Name": escape_wildcards(vm)})
+    def start_vm(self, vm: str) -> VMInfo | None:
+        """``Start-VM -Name -Passthru``: the VM as Start-VM left it (it returns once the VM
+        has started), or None when the host sent no object back."""
+        result = self._call("Start-VM", {"Name": escape_wildcards(vm)}, ("Passthru",))
+        found = named(result.output, vm, ("Name", "VMName"))
+        return VMInfo.from_output(found[0]) if len(found) == 1 else None
 
     def stop_vm(self, vm: str, *, force: bool = False, turn_off: bool = False) -> None:
         """``Stop-VM -Name`` (guest shutdown); ``force`` skips the guest's objections,

@@ -71,6 +71,31 @@ def test_start_then_wait_ip_finds_the_test_address(world: World, make_ctx: MakeC
     assert out.changed is False
 
 
+@pytest.mark.usefixtures("test_vm")
+def test_start_vm_trusts_the_running_vm_start_vm_passes_back(
+    world: World, make_ctx: MakeContext
+) -> None:
+    """Start-VM returns once the VM runs; its -Passthru object shows it, so no read follows."""
+    world.calls.clear()
+    out = run_step(make_ctx("test"), spec(K.START_VM, "hv-got-1"))
+    assert out.result == {"state": "Running"}
+    assert [(c.cmdlet, c.switches) for c in world.calls] == [
+        ("Get-VM", ()),
+        ("Start-VM", ("Passthru",)),
+    ]
+
+
+@pytest.mark.usefixtures("test_vm")
+def test_start_vm_reads_again_when_start_vm_answers_before_the_vm_runs(
+    world: World, make_ctx: MakeContext
+) -> None:
+    world.slow_start.add(TEST_VM)
+    world.calls.clear()
+    out = run_step(make_ctx("test"), spec(K.START_VM, "hv-got-1"))
+    assert out.result == {"state": "Running"}
+    assert [c.cmdlet for c in world.calls] == ["Get-VM", "Start-VM", "Get-VM"]
+
+
 def test_start_vm_of_a_failed_over_replica_can_be_undone(
     world: World, make_ctx: MakeContext
 ) -> None:

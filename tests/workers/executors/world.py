@@ -99,6 +99,8 @@ class World:
     faults: dict[tuple[str, str], BaseException] = field(default_factory=dict)
     scripts: dict[str, Callable[[Mapping[str, Any]], PSResult]] = field(default_factory=dict)
     boot_without_ip: set[str] = field(default_factory=set)
+    # Start-VM answers before the VM runs (its -Passthru object says Starting)
+    slow_start: set[str] = field(default_factory=set)
 
     # --- building ------------------------------------------------------------------------
 
@@ -283,7 +285,10 @@ class World:
             )
         vm.state = "Running"
         self._assign_ip(host, vm)
-        return PSResult()
+        if vm.name in self.slow_start and "Passthru" in sw:
+            shown = self._get_vm(host, {"Name": vm.name}, sw)
+            return PSResult(output=[{**shown.output[0], "State": "Starting"}])
+        return self._passthru(host, vm.name, sw)
 
     def _get_vmsnapshot(self, host: str, p: dict[str, Any], sw: set[str]) -> PSResult:
         vm = self._find(host, p["VMName"], "Get-VMSnapshot")
