@@ -128,7 +128,7 @@ def vm_steps(
         call("Get-VM", {"Name": test_vm})
     call("Get-VMReplication", {"VMName": vm})
     call("Start-VMFailover", {"VMName": vm, "Confirm": False}, ["AsTest"])
-    call("Get-VM", {"Name": test_vm})  # CONNECT_NETWORK
+    # CONNECT_NETWORK: the adapters' read also finds a missing test VM (no Get-VM first)
     call("Get-VMNetworkAdapter", {"VMName": test_vm})
     call("Connect-VMNetworkAdapter", {"VMName": test_vm, "SwitchName": TEST_SWITCH})
     call("Get-VM", {"Name": test_vm})  # START_VM

@@ -10,7 +10,7 @@ from __future__ import annotations
 from workers.errors import CmdletFailed
 from workers.executors.errors import InvalidReplicationState, VmNotFound
 from workers.hyperv.hyperv import HyperVHost
-from workers.hyperv.models import ReplicationInfo, VMInfo
+from workers.hyperv.models import Adapter, ReplicationInfo, VMInfo
 from workers.hyperv.states import VMState
 from workflows.steps import StepSpec
 
@@ -52,13 +52,33 @@ def find_replication(hv: HyperVHost, vm: str) -> ReplicationInfo | None:
         raise
 
 
+def vm_not_found(hv: HyperVHost, spec: StepSpec, name: str, hint: str = "") -> VmNotFound:
+    """The :class:`VmNotFound` for ``name``: the host, the step and what to check."""
+    todo = hint or "check the fabric's primary/replica hosts for this VM"
+    return VmNotFound(f"VM {name!r} is not on host {hv.host_name} (step {spec.kind}); {todo}")
+
+
 def require_vm(hv: HyperVHost, spec: StepSpec, name: str, hint: str = "") -> VMInfo:
     """The VM ``name``, or :class:`VmNotFound` naming the host, the step and what to check."""
     info = find_vm(hv, name)
     if info is None:
-        todo = hint or "check the fabric's primary/replica hosts for this VM"
-        raise VmNotFound(f"VM {name!r} is not on host {hv.host_name} (step {spec.kind}); {todo}")
+        raise vm_not_found(hv, spec, name, hint)
     return info
+
+
+def require_adapters(hv: HyperVHost, spec: StepSpec, name: str, hint: str = "") -> list[Adapter]:
+    """The VM's network adapters (``Get-VMNetworkAdapter``), with no ``Get-VM`` before it.
+
+    Hyper-V answers the read for a VM it does not have with the same not-found error as
+    ``Get-VM`` ("unable to find a virtual machine"), so that error becomes the
+    :class:`VmNotFound` :func:`require_vm` gives; every other error goes through.
+    """
+    try:
+        return hv.get_network_adapters(name)
+    except CmdletFailed as exc:
+        if is_not_found(exc):
+            raise vm_not_found(hv, spec, name, hint) from exc
+        raise
 
 
 def require_replication(hv: HyperVHost, spec: StepSpec, vm: str) -> ReplicationInfo:

@@ -19,7 +19,13 @@ from workers.executors.base import (
 )
 from workers.executors.context import StepContext
 from workers.executors.errors import HealthCheckFailed, StepParamsError
-from workers.executors.lookup import describe, find_replication, find_vm, require_vm
+from workers.executors.lookup import (
+    describe,
+    find_replication,
+    find_vm,
+    require_adapters,
+    require_vm,
+)
 from workers.hyperv.hyperv import HyperVHost
 from workers.hyperv.ip import HyperVIpSource, IpSource, VmmIpSource, wait_for_ip
 from workers.hyperv.states import ReplicationHealth, VMState
@@ -38,8 +44,8 @@ def connect_network(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     name = target_vm(ctx, spec)
     switch = spec.params.get("switch")
     hv = ctx.hyperv(host)
-    require_vm(hv, spec, name, _RUN_IT_FIRST)
-    adapters = hv.get_network_adapters(name)
+    # The adapters' read also says whether the VM exists (no Get-VM before it).
+    adapters = require_adapters(hv, spec, name, _RUN_IT_FIRST)
     current = sorted({a.switch or "" for a in adapters})
     if switch is None:
         # An unmapped network: the VM stays disconnected (plan readiness warned about it).

@@ -10,7 +10,8 @@ import pytest
 
 from lab.testing import LabHandle
 from plans.errors import TransientError
-from workers.executors import HealthCheckFailed, StepFailed
+from workers.errors import CmdletFailed
+from workers.executors import HealthCheckFailed, StepFailed, VmNotFound
 from workers.hyperv.ip import IpTimeout
 from workers.hyperv.pool import RunspacePoolCache
 from workflows.steps import StepKind
@@ -101,3 +102,26 @@ def test_health_check_and_wait_ip_report_what_they_saw(
     run.step(K.START_VM, "hv-got-1", "web-03")
     with pytest.raises(IpTimeout, match=r"web-03.*hv-got-1.*10\.20\.0\.0/16"):
         run.step(K.WAIT_IP, "hv-got-1", "web-03", subnets=["10.20.0.0/16"], timeout=0.5)
+
+
+def test_connect_network_of_a_missing_test_vm_is_vm_not_found(
+    lab: LabHandle, pools: RunspacePoolCache
+) -> None:
+    """The lab answers Get-VMNetworkAdapter for a missing VM as Hyper-V does (a
+    non-terminating "unable to find a virtual machine"); the step says to fail over first."""
+    run = Driver(lab, pools, "test")
+    with pytest.raises(VmNotFound) as err:
+        run.step(K.CONNECT_NETWORK, "hv-got-1", "sql-01", switch="test-got")
+    assert str(err.value) == (
+        f"VM 'sql-01 - Test' is not on host hv-got-1 (step {K.CONNECT_NETWORK}); run the "
+        "failover (or test failover) step first, or check the plan's replica host"
+    )
+    cause = err.value.__cause__
+    assert isinstance(cause, CmdletFailed)
+    assert (cause.cmdlet, cause.fully_qualified_error_id, cause.category) == (
+        "Get-VMNetworkAdapter",
+        "InvalidParameter,Microsoft.HyperV.PowerShell.Commands.GetVMNetworkAdapter",
+        "InvalidArgument",
+    )
+    assert "unable to find a virtual machine" in str(cause)
+    assert run.audit() == []

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from workers.errors import CmdletFailed
 from workers.executors import HealthCheckFailed, StepParamsError, VmNotFound, run_step
+from workers.executors.lookup import require_vm
+from workers.executors.machine import _RUN_IT_FIRST
 from workers.hyperv.ip import IpTimeout
 from workflows.steps import StepKind
 
@@ -57,6 +60,51 @@ def test_connect_network_of_a_missing_test_vm_says_to_run_the_test_failover(
 ) -> None:
     with pytest.raises(VmNotFound, match="sql-01 - Test"):
         run_step(make_ctx("test"), spec(K.CONNECT_NETWORK, "hv-got-1", switch="test-got"))
+
+
+def test_connect_network_of_a_missing_vm_fails_as_require_vm_does(
+    world: World, make_ctx: MakeContext
+) -> None:
+    """Get-VMNetworkAdapter's "unable to find a virtual machine" is require_vm's VmNotFound."""
+    ctx = make_ctx("test")
+    step = spec(K.CONNECT_NETWORK, "hv-got-1", switch="test-got")
+    with pytest.raises(VmNotFound) as err:
+        run_step(ctx, step)
+    assert [c.cmdlet for c in world.calls] == ["Get-VMNetworkAdapter"]
+    with pytest.raises(VmNotFound) as expected:
+        require_vm(ctx.hyperv("hv-got-1"), step, TEST_VM, _RUN_IT_FIRST)
+    assert str(err.value) == str(expected.value)
+    assert "run the failover (or test failover) step first" in str(err.value)
+
+
+@pytest.mark.usefixtures("test_vm")
+def test_connect_network_lets_other_adapter_read_errors_through(
+    world: World, make_ctx: MakeContext
+) -> None:
+    world.faults[("hv-got-1", "Get-VMNetworkAdapter")] = CmdletFailed(
+        "Get-VMNetworkAdapter failed on hv-got-1: You do not have the required permission.",
+        host="hv-got-1",
+        cmdlet="Get-VMNetworkAdapter",
+        fully_qualified_error_id="AccessDenied,Microsoft.HyperV.PowerShell.Commands.GetVMNetworkAdapter",
+        category="PermissionDenied",
+    )
+    with pytest.raises(CmdletFailed, match="required permission"):
+        run_step(make_ctx("test"), spec(K.CONNECT_NETWORK, "hv-got-1", switch="test-got"))
+    assert world.mutations(TEST_VM) == []
+
+
+@pytest.mark.usefixtures("test_vm")
+def test_connect_network_reads_the_adapters_without_a_get_vm_first(
+    world: World, make_ctx: MakeContext
+) -> None:
+    """The adapters' read also finds a missing VM, so CONNECT_NETWORK makes no Get-VM."""
+    world.calls.clear()
+    out = run_step(make_ctx("test"), spec(K.CONNECT_NETWORK, "hv-got-1", switch="test-got"))
+    assert out.result == {"switch": "test-got", "previous": [""]}
+    assert [(c.cmdlet, c.params) for c in world.calls] == [
+        ("Get-VMNetworkAdapter", {"VMName": TEST_VM}),
+        ("Connect-VMNetworkAdapter", {"VMName": TEST_VM, "SwitchName": "test-got"}),
+    ]
 
 
 @pytest.mark.usefixtures("test_vm")
