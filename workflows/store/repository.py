@@ -7,12 +7,13 @@ operator's approval) cannot both win.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import Update, and_, bindparam, exists, func, or_, update
 from sqlalchemy.orm import defer
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
@@ -223,21 +224,54 @@ def start_step(session: Session, *, step: Step, task_id: str | None) -> bool:
     if StepStatus(step.status) is not StepStatus.PENDING:
         return False
     values = _transition(step, StepStatus.RUNNING, {"task_id": task_id})
-    running = (
-        select(Run.id)
-        .where(col(Run.id) == step.run_id, col(Run.status) == RunStatus.RUNNING.value)
-        .exists()
-    )
-    result = session.execute(
-        update(Step)
-        .where(col(Step.id) == step.id, col(Step.status) == StepStatus.PENDING.value, running)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    statement = _step_update(tuple(sorted(values)), "run_running")
+    params = {"w_id": step.id, "w_status": StepStatus.PENDING.value, "w_run": step.run_id}
+    if not _execute_step_update(session, statement, params, values):
         return False
     _sync(session, step, values)
     return True
+
+
+@functools.lru_cache(maxsize=64)
+def _step_update(columns: tuple[str, ...], guard: str) -> Update:
+    """``UPDATE step SET <columns> WHERE id AND status [AND guard]`` with bind parameters.
+
+    The per-step path runs a few shapes of this statement thousands of times; building one
+    (clause coercion, ORM bulk-update planning) costs more CPU than executing it, so each shape
+    is built once and executed on the session's connection with new parameters. ``guard``:
+    ``none``; ``owner`` (held by ``w_owner``); ``unowned`` (held by no delivery);
+    ``run_running`` (its run ``w_run`` is running).
+    """
+    table: Any = Step.__table__
+    runs: Any = Run.__table__
+    statement = update(table).where(
+        table.c.id == bindparam("w_id"), table.c.status == bindparam("w_status")
+    )
+    if guard == "owner":
+        statement = statement.where(table.c.task_id == bindparam("w_owner"))
+    elif guard == "unowned":
+        statement = statement.where(table.c.task_id.is_(None))
+    elif guard == "run_running":
+        running = exists().where(
+            runs.c.id == bindparam("w_run"), runs.c.status == RunStatus.RUNNING.value
+        )
+        statement = statement.where(running)
+    elif guard != "none":
+        raise ValueError(f"unknown guard {guard!r}")
+    return statement.values(
+        {name: bindparam(f"v_{name}", type_=table.c[name].type) for name in columns}
+    )
+
+
+def _execute_step_update(
+    session: Session, statement: Update, params: dict[str, Any], values: dict[str, Any]
+) -> bool:
+    """Run a :func:`_step_update` statement in the session's transaction; True if it changed
+    the one row."""
+    params.update({f"v_{name}": value for name, value in values.items()})
+    session.flush()  # what session.execute would do first: pending ORM changes go before
+    result = session.connection().execute(statement, params)
+    return bool(result.rowcount == 1)
 
 
 def get_step(session: Session, *, run_id: str, key: str) -> Step:
@@ -289,16 +323,13 @@ def set_step_status(
     current = StepStatus(step.status)
     check_step(current, status)
     values = _transition(step, status, fields)
-    query = update(Step).where(col(Step.id) == step.id, col(Step.status) == current.value)
+    guard, params = "none", {"w_id": step.id, "w_status": current.value}
     if owner is not _ANY:
-        query = query.where(_held_by(owner))
-    result = session.execute(
-        query.values(**values)
-        # _sync shows the values on ``step``; the ORM's own matching of the UPDATE against
-        # every object in the session costs more than the statement itself
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+        guard = "unowned" if owner is None else "owner"
+        if owner is not None:
+            params["w_owner"] = owner
+    statement = _step_update(tuple(sorted(values)), guard)
+    if not _execute_step_update(session, statement, params, values):
         raise Conflict(f"step {step.key} of run {step.run_id} changed while being updated")
     _sync(session, step, values)
     return step
