@@ -112,10 +112,15 @@ def urls_of(lab: LabRun) -> dict[str, str]:
 
 @dataclass
 class BareWorker:
-    """The bare worker process's pid and a client app on the same broker."""
+    """The bare worker processes' pids and a client app on the same broker."""
 
     app: Any
-    pid: int
+    pids: list[int]
+
+    @property
+    def pid(self) -> int:
+        """The first worker process's pid."""
+        return self.pids[0]
 
 
 @contextmanager
@@ -126,28 +131,35 @@ def bare_worker(
     password: str,
     log_dir: Path,
     env: Mapping[str, str] | None = None,
+    processes: int = 1,
 ) -> Iterator[BareWorker]:
-    """A bare Celery worker process on Redis database :data:`BARE_DB` (``env``: more
-    variables for it, e.g. the adapter's sessions per host)."""
+    """Bare Celery worker processes (``processes`` of ``concurrency`` threads each) on Redis
+    database :data:`BARE_DB` (``env``: more variables for them, e.g. the adapter's sessions
+    per host)."""
     url = server.url(BARE_DB)
-    argv = celery_worker_argv(
-        "bench.bare:app",
-        queues=[bare.VM_QUEUE, bare.ENGINE_QUEUE],
-        concurrency=concurrency,
-        name="bare",
-    )
-    process = spawn(
-        argv,
-        env={**(env or {}), "BENCH_BROKER_URL": url, "FERRYMAN_LAB_PASSWORD": password},
-        log=log_dir / "bare-worker.log",
-    )
+    started = []
     app = bare.make_app(url)
     try:
-        wait_for_workers(app, 1, 60, [process])
-        yield BareWorker(app, process.pid)
+        for index in range(processes):
+            argv = celery_worker_argv(
+                "bench.bare:app",
+                queues=[bare.VM_QUEUE, bare.ENGINE_QUEUE],
+                concurrency=concurrency,
+                name=f"bare{index}",
+            )
+            started.append(
+                spawn(
+                    argv,
+                    env={**(env or {}), "BENCH_BROKER_URL": url, "FERRYMAN_LAB_PASSWORD": password},
+                    log=log_dir / f"bare-worker-{index}.log",
+                )
+            )
+        wait_for_workers(app, processes, 60, started)
+        yield BareWorker(app, [process.pid for process in started])
     finally:
         release_results(app)
-        stop_process(process)
+        for process in started:
+            stop_process(process)
 
 
 @contextmanager
@@ -239,7 +251,7 @@ def run(
             sample = profile and index == 0
             with lab_for(shape, password=lab_password) as lab:
                 stages = bare.vm_stages(groups, host_refs(shape, lab))
-                meter = CpuMeter({"worker": [worker.pid], "redis": [server.process.pid]})
+                meter = CpuMeter({"worker": worker.pids, "redis": [server.process.pid]})
                 with _maybe_sampling(sample, worker.pid, "bare-worker") as bare_profile:
                     bare_runs.append(round(time_bare(worker.app, bare.VM, stages, timeout), 3))
                 bare_cpu.append(meter.read())
