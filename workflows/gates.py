@@ -18,6 +18,7 @@ from workflows.compiler import Stage
 from workflows.events import EventKind
 from workflows.statuses import ApprovalStatus, RunStatus
 from workflows.store import Approval, Run, repository, utcnow
+from workflows.store.repository import Conflict
 
 if TYPE_CHECKING:
     from workflows.engine import AfterCommit, Engine
@@ -107,31 +108,44 @@ def check_timeouts(engine: Engine) -> list[str]:
     with engine.db.session() as session:
         overdue = repository.pending_approvals(session, due_before=utcnow())
     for approval in overdue:
-        with engine.transaction() as (session, after):
-            run = repository.get_run(session, run_id=approval.run_id)
-            fresh = repository.approval_for(session, run_id=run.id, stage=approval.stage)
-            if fresh is None or fresh.status != ApprovalStatus.PENDING:
-                continue  # decided meanwhile
-            repository.decide_approval(
-                session,
-                approval=fresh,
-                status=ApprovalStatus.TIMED_OUT,
-                by="ferryman (timeout)",
-                comment=f"no decision before {fresh.deadline:%Y-%m-%d %H:%M:%S} UTC",
-            )
-            repository.add_event(
-                session,
-                run_id=run.id,
-                event=EventKind.GATE_TIMED_OUT,
-                message=f"{fresh.name}: timed out, policy {fresh.on_timeout}",
-            )
-            if run.status == RunStatus.WAITING and run.current_stage == fresh.stage:
-                if fresh.on_timeout == "continue":
-                    _continue(engine, session, after, run)
-                else:
-                    engine.fail(session, after, run, f"gate {fresh.name} timed out")
-            affected.append(run.id)
+        try:
+            if _time_out(engine, approval):
+                affected.append(approval.run_id)
+        except Conflict:
+            # Every worker's watch and every stage callback apply timeouts: another one
+            # decided this gate (or moved its run) between the read and the write, and its
+            # transaction applied the policy. Nothing of this one was written; the other
+            # overdue gates, of other runs, still get theirs.
+            log.info("the gate of run %s was timed out by another process", approval.run_id)
     return affected
+
+
+def _time_out(engine: Engine, approval: Approval) -> bool:
+    """Apply one overdue gate's policy in one transaction; False if decided meanwhile."""
+    with engine.transaction() as (session, after):
+        run = repository.get_run(session, run_id=approval.run_id)
+        fresh = repository.approval_for(session, run_id=run.id, stage=approval.stage)
+        if fresh is None or fresh.status != ApprovalStatus.PENDING:
+            return False  # decided meanwhile
+        repository.decide_approval(
+            session,
+            approval=fresh,
+            status=ApprovalStatus.TIMED_OUT,
+            by="ferryman (timeout)",
+            comment=f"no decision before {fresh.deadline:%Y-%m-%d %H:%M:%S} UTC",
+        )
+        repository.add_event(
+            session,
+            run_id=run.id,
+            event=EventKind.GATE_TIMED_OUT,
+            message=f"{fresh.name}: timed out, policy {fresh.on_timeout}",
+        )
+        if run.status == RunStatus.WAITING and run.current_stage == fresh.stage:
+            if fresh.on_timeout == "continue":
+                _continue(engine, session, after, run)
+            else:
+                engine.fail(session, after, run, f"gate {fresh.name} timed out")
+    return True
 
 
 def cancel_open(session: Session, run: Run) -> None:
