@@ -176,19 +176,19 @@ class Engine:
 
     def _create(self, run: Run, compiled: CompiledRun, actor: str, message: str = "") -> Run:
         steps = [
-            Step(
-                run_id=run.id,
-                key=spec.key,
-                seq=seq,
-                stage=stage.index,
-                unit=unit.key,
-                group=unit.group,
-                vm=spec.vm,
-                host=spec.host,
-                kind=spec.kind.value,
-                on_error=spec.on_error,
-                status=StepStatus.PENDING.value,
-            )
+            {
+                "run_id": run.id,
+                "key": spec.key,
+                "seq": seq,
+                "stage": stage.index,
+                "unit": unit.key,
+                "group": unit.group,
+                "vm": spec.vm,
+                "host": spec.host,
+                "kind": spec.kind.value,
+                "on_error": spec.on_error,
+                "status": StepStatus.PENDING.value,
+            }
             for seq, (stage, unit, spec) in enumerate(compiled.steps())
         ]
         with self.transaction() as (session, after):

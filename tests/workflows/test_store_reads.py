@@ -257,3 +257,30 @@ def test_a_worker_sized_pool_keeps_every_threads_connection_open(
 def test_without_a_worker_the_pool_keeps_the_default_size(tmp_path: Any) -> None:
     assert Database(f"sqlite:///{tmp_path}/a.db").engine.pool.size() == 8  # type: ignore[attr-defined]
     assert pool_size_for(16) == 16 + EXTRA_CONNECTIONS
+
+
+def test_a_runs_steps_go_in_as_one_insert_with_the_models_defaults(db: Database) -> None:
+    run = Run(
+        id="0123456789ab",
+        plan="p",
+        operation="test",
+        direction="failover",
+        status=RunStatus.PENDING.value,
+        snapshot={},
+        compiled={"stages": []},
+    )
+    rows = [
+        {"run_id": run.id, "key": f"k{i}", "seq": i, "stage": 0, "unit": "u", "kind": "start_vm",
+         "status": "pending", "vm": f"vm-{i}"}
+        for i in range(500)
+    ]  # fmt: skip
+    with statements(db) as seen, db.session() as session:
+        repository.add_run(session, run=run, steps=rows)
+    assert [s.split()[0].upper() for s in seen] == ["INSERT", "INSERT"]  # the run, the steps
+    with db.session() as session:
+        stored = repository.steps_of(session, run_id=run.id)
+    assert len(stored) == 500
+    assert {(s.attempts, s.error, s.on_error, s.task_id) for s in stored} == {(0, "", "stop", None)}
+    with pytest.raises(ValueError, match="needs \\['kind'\\]"), db.session() as session:
+        incomplete = {k: v for k, v in rows[0].items() if k != "kind"}
+        repository.add_run(session, run=run.model_copy(update={"id": "x" * 12}), steps=[incomplete])
