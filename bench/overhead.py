@@ -203,7 +203,7 @@ def run(
     reason = pipeline.available()
     if reason is not None:
         return {"skipped": f"the engine cannot run: {reason}"}
-    shape = Shape(5, 20) if quick else Shape(10, 50)
+    shape = Shape(4, 20) if quick else Shape(10, 50)  # quick: all of bench/run within 5 min
     rounds = rounds or 3
     settings = {
         "groups": shape.groups,
