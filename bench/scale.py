@@ -201,7 +201,7 @@ def end_to_end(shape: Shape, *, concurrency: int, timeout: float) -> dict[str, A
 
 
 def run(
-    *, quick: bool, workdir: Path | None = None, e2e_cap: float = 600, concurrency: int = 16
+    *, quick: bool, workdir: Path | None = None, e2e_cap: float = 1200, concurrency: int = 16
 ) -> dict[str, Any]:
     """Measure every size; returns ``{"sizes": [...], "compile_5000_s": ..., ...}``."""
     reason = pipeline.available()
