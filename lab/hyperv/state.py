@@ -130,9 +130,8 @@ class Replication:
         _write(self, name, value)
         if name in _SCHEDULE_FIELDS:
             schedule = self._schedule
-            if schedule is not None and not schedule.dirty:
-                schedule.dirty = True
-                schedule.world._dirty.append(self)
+            if schedule is not None:
+                schedule.mark(self)
 
     def state_of(self, host: str) -> ReplicationState:
         """The state as seen from the end on ``host``."""
@@ -159,6 +158,12 @@ class Schedule:
         self.seq = -1
         # Changed since it was last scheduled: waiting in World._dirty to be rescheduled.
         self.dirty = False
+
+    def mark(self, rep: Replication) -> None:
+        """``rep`` (whose schedule this is) changed: reschedule it at the next advance."""
+        if not self.dirty:
+            self.dirty = True
+            self.world._dirty.append(rep)
 
 
 @dataclass
@@ -455,16 +460,12 @@ class World:
                     continue
                 schedule.seq = -1
                 due.append(rep)
-            dirty = self._dirty
             for rep in due:
                 schedule = rep._schedule
                 assert schedule is not None
                 if schedule.holders > 0 and rep.primary_host:
                     self._advance_one(rep, now)
-                # Its entry is gone: schedule it again, changed or not.
-                if not schedule.dirty:
-                    schedule.dirty = True
-                    dirty.append(rep)
+                schedule.mark(rep)  # its entry is gone: schedule it again, changed or not
             self._reschedule()
 
     def _hold(self, rep: Replication | None) -> None:
@@ -476,9 +477,8 @@ class World:
             schedule = Schedule(self)
             _write(rep, "_schedule", schedule)
         schedule.holders += 1
-        if schedule.holders == 1 and not schedule.dirty:
-            schedule.dirty = True
-            self._dirty.append(rep)
+        if schedule.holders == 1:
+            schedule.mark(rep)
 
     def _release(self, rep: Replication | None) -> None:
         """One VM record fewer holds ``rep``; at none, its heap entry is skipped when due."""
