@@ -27,9 +27,7 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -196,28 +194,9 @@ def bare_makespan(
     return figures
 
 
-class _LabCpu:
-    """CPU seconds of this process (the lab runs in it) since it was made."""
-
-    def __init__(self) -> None:
-        self._start = time.process_time()
-
-    def read(self) -> float:
-        return round(time.process_time() - self._start, 3)
-
-
-@dataclass
-class _Meter:
-    processes: CpuMeter
-    lab: _LabCpu
-
-    def read(self) -> dict[str, float]:
-        return {**self.processes.read(), "lab": self.lab.read()}
-
-
-def cpu_meter(worker_pids: list[int], server: Any) -> _Meter:
+def cpu_meter(worker_pids: list[int], server: Any) -> CpuMeter:
     """CPU of the workers, Redis and the lab (this process) from now on."""
-    return _Meter(CpuMeter({"workers": worker_pids, "redis": [server.process.pid]}), _LabCpu())
+    return CpuMeter({"workers": worker_pids, "redis": [server.process.pid]}, this_process="lab")
 
 
 def cpu_figures(cpu: dict[str, float], calls: int) -> dict[str, Any]:

@@ -165,14 +165,24 @@ def cpu_seconds(pids: Sequence[int]) -> float:
 
 
 class CpuMeter:
-    """CPU seconds spent by named process trees (``{"worker": [pid], ...}``) since it was made."""
+    """CPU seconds spent by named process trees (``{"worker": [pid], ...}``) since it was made.
 
-    def __init__(self, parts: Mapping[str, Sequence[int]]) -> None:
+    ``this_process``: also this process alone, under that name (its children, the workers and
+    servers a benchmark starts, are not counted in it), e.g. the lab a benchmark runs in-process.
+    """
+
+    def __init__(
+        self, parts: Mapping[str, Sequence[int]], *, this_process: str | None = None
+    ) -> None:
         self.parts = {name: list(pids) for name, pids in parts.items()}
+        self.this_process = this_process
         self._start = self._now()
 
     def _now(self) -> dict[str, float]:
-        return {name: cpu_seconds(pids) for name, pids in self.parts.items()}
+        now = {name: cpu_seconds(pids) for name, pids in self.parts.items()}
+        if self.this_process is not None:
+            now[self.this_process] = time.process_time()
+        return now
 
     def read(self) -> dict[str, float]:
         """Seconds per part since the meter was made."""

@@ -115,15 +115,13 @@ def start_vm(ctx: StepContext, spec: StepSpec) -> StepOutcome:
         started = hv.start_vm(name)
     # Start-VM returns once the VM runs and -Passthru shows it; a host that answers before
     # (or sends nothing back) is asked again until it does
-    running = (
-        True
-        if started is not None and started.state is VMState.RUNNING
-        else wait_until(
+    running = True if started is not None and started.state is VMState.RUNNING else None
+    if running is None:
+        running = wait_until(
             lambda: True if _state_of(hv, name) is VMState.RUNNING else None,
             timeout=timeout,
             interval=ctx.poll_interval,
         )
-    )
     if running is None:
         raise HealthCheckFailed(
             f"VM {name!r} on {host} is {_state_text(hv, name)} {timeout:g}s after Start-VM; "
