@@ -119,8 +119,8 @@ def test_fifty_concurrent_pipelines_on_one_host(
     fake_backend.release.set()
     for t in threads:
         t.join(timeout=60)
+    assert errors == []  # first: a client that failed is why fewer ran at once
     assert all_running, f"only {fake_backend.most_waiting} pipelines ran at once"
-    assert errors == []
     assert results == [["released", "hv-sto-1"]] * 50
 
 
