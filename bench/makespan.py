@@ -36,7 +36,7 @@ from bench.calls import Call, CallLog
 from bench.engine import ferryman, ferryman_env
 from bench.overhead import FERRYMAN_DB, bare_worker, host_refs, lab_for, time_bare, urls_of
 from bench.plans import PLAN_NAME, Shape, write_bundle
-from bench.services import CpuMeter, redis_server
+from bench.services import CpuMeter, LoadSampler, redis_server
 from workers.hyperv.pool import MAX_SHELLS_PER_USER
 from workers.hyperv.psrp import SESSIONS_PER_HOST_VARIABLE
 
@@ -139,6 +139,29 @@ def breakdown(shape: Shape, calls: CallLog) -> dict[str, Any]:
     }
 
 
+def load_sampler(worker_pids: list[int]) -> LoadSampler:
+    """Samples the machine's load and that of the workers and the lab (this process)."""
+    return LoadSampler({"workers": worker_pids}, this_process="lab")
+
+
+def _load_text(load: dict[str, Any]) -> str:
+    """``machine 53% (peak 68%), workers 0.45 cores (peak 1.01, busy 12%), ...``."""
+    if not load:
+        return "not sampled"
+    parts = []
+    for name, figures in load.items():
+        if name == "machine":
+            parts.append(
+                f"machine {figures['mean']:.0%} of all cores (peak {figures['peak_1s']:.0%})"
+            )
+        else:
+            parts.append(
+                f"{name} {figures['mean']:.2f} cores (peak {figures['peak_1s']:.2f}, "
+                f"{figures['busy_share']:.0%} of the time at 0.9 or more)"
+            )
+    return "; ".join(parts)
+
+
 def _median(values: list[float]) -> float:
     return round(statistics.median(values), 3) if values else 0.0
 
@@ -183,13 +206,15 @@ def bare_makespan(
         stages = bare.vm_stages(shape.groups_of_names(), host_refs(shape, lab))
         lab.calls.clear()
         meter = cpu_meter(worker.pids, server)
-        seconds = time_bare(app, bare.VM, stages, timeout)
+        with load_sampler(worker.pids) as load:
+            seconds = time_bare(app, bare.VM, stages, timeout)
         cpu = meter.read()
         figures: dict[str, Any] = {"makespan_s": round(seconds, 3)}
         figures.update(critical_path(shape, lab.calls, latency, BOOT))
         figures["calls_per_vm"] = round(lab.calls.calls_per_vm(), 2)
         figures["breakdown"] = breakdown(shape, lab.calls)
         figures.update(cpu_figures(cpu, len(lab.calls.calls())))
+        figures["machine_load"] = load.figures()
     figures["makespan_ratio"] = round(seconds / figures["critical_path_s"], 2)
     return figures
 
@@ -246,7 +271,8 @@ def measure(
         with ferryman(env, concurrency=threads, workers=processes, log_dir=workdir) as harness:
             lab.calls.clear()
             meter = cpu_meter(harness.worker_pids, server)
-            timing = harness.run(plan_file, PLAN_NAME, timeout=timeout)
+            with load_sampler(harness.worker_pids) as load:
+                timing = harness.run(plan_file, PLAN_NAME, timeout=timeout)
             cpu = meter.read()
         calls = lab.calls
         out["status"] = timing.status
@@ -261,6 +287,7 @@ def measure(
         out["host_serial_bound_s"] = serial_bound(shape, calls, latency)
         out["breakdown"] = breakdown(shape, calls)
         out.update(cpu_figures(cpu, len(calls.calls())))
+        out["machine_load"] = load.figures()
         gaps = stage_gaps(shape, calls)
         out["stage_gap_s"] = {"min": min(gaps), "max": max(gaps)} if gaps else {}
     critical = out["critical_path_s"]
@@ -277,6 +304,8 @@ def measure(
         f"({out['bare']['makespan_ratio']}x its critical path {out['bare']['critical_path_s']} s)",
         f"  CPU per call (ms): {out['cpu_ms_per_call']}; all the run's CPU over "
         f"{os.cpu_count()} cores: {out['cpu_bound_s']} s (bare: {out['bare']['cpu_bound_s']} s)",
+        "  load: " + _load_text(out["machine_load"]),
+        "  load, bare: " + _load_text(out["bare"]["machine_load"]),
         "  medians: VM span {vm_span_s} s, gap between a VM's calls {call_gap_ms} ms, "
         "Start-VM to address {ip_wait_s} s (boot {boot} s), group span {group_span_s} s".format(
             boot=BOOT, **out["breakdown"]

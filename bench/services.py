@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -188,6 +189,89 @@ class CpuMeter:
         """Seconds per part since the meter was made."""
         now = self._now()
         return {name: round(now[name] - self._start[name], 3) for name in now}
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all this machine's cores so far, from ``/proc/stat``."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+class LoadSampler:
+    """How busy the machine's cores, and named processes, were while a block ran.
+
+    Sampled every ``interval`` s. ``machine``: all the cores, whatever runs on them (the
+    workers, the lab, Redis and anything else), as a share of all of them. ``parts`` (as for
+    :class:`CpuMeter`; ``this_process`` names this process alone): each one's CPU in cores,
+    where 1.0 is one core fully busy, the most one Python process's interpreter lock allows.
+    A run whose machine or one of whose processes was close to fully busy for much of its time
+    was bound by CPU, and no orchestrator would have finished it at the latencies' pace.
+    """
+
+    def __init__(
+        self,
+        parts: Mapping[str, Sequence[int]] | None = None,
+        *,
+        this_process: str | None = None,
+        interval: float = 0.25,
+        busy: float = 0.9,
+    ) -> None:
+        self.parts = {name: list(pids) for name, pids in (parts or {}).items()}
+        self.this_process = this_process
+        self.interval = interval
+        self.busy = busy
+        self._loads: dict[str, list[float]] = {"machine": []}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="load-sampler", daemon=True)
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _cpu(self) -> dict[str, float]:
+        now = {name: cpu_seconds(pids) for name, pids in self.parts.items()}
+        if self.this_process is not None:
+            now[self.this_process] = time.process_time()
+        return now
+
+    def _sample(self) -> None:
+        before, cpu_before, at = machine_ticks(), self._cpu(), time.monotonic()
+        while not self._stop.wait(self.interval):
+            now, cpu_now, now_at = machine_ticks(), self._cpu(), time.monotonic()
+            total = now[1] - before[1]
+            if total > 0:
+                self._loads["machine"].append((now[0] - before[0]) / total)
+            elapsed = now_at - at
+            if elapsed > 0:
+                for name, seconds in cpu_now.items():
+                    self._loads.setdefault(name, []).append((seconds - cpu_before[name]) / elapsed)
+            before, cpu_before, at = now, cpu_now, now_at
+
+    def figures(self) -> dict[str, Any]:
+        """Per series (``machine`` and each part): the mean, the peak over one second, and the
+        share of samples at or above ``busy`` (of all cores for the machine, of one core for
+        a part)."""
+        per_second = max(1, round(1 / self.interval))
+        out: dict[str, Any] = {}
+        for name, series in self._loads.items():
+            loads = list(series)
+            if not loads:
+                continue
+            windows = [
+                sum(loads[i : i + per_second]) / per_second
+                for i in range(max(1, len(loads) - per_second + 1))
+            ]
+            out[name] = {
+                "mean": round(sum(loads) / len(loads), 2),
+                "peak_1s": round(max(windows), 2),
+                "busy_share": round(sum(1 for load in loads if load >= self.busy) / len(loads), 2),
+            }
+        return out
 
 
 def _quiet(argv: list[str], *, check: bool = True) -> None:
