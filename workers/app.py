@@ -54,7 +54,9 @@ def create_app(settings: Settings, *, name: str = "ferryman") -> Celery:
         worker_prefetch_multiplier=1,
         worker_send_task_events=True,
         task_send_sent_event=True,
-        task_track_started=True,
+        # No STARTED result per task: nothing reads it (Flower follows the task-started event,
+        # the run's truth is the store), and it cost a result-backend write per task.
+        task_track_started=False,
         task_default_queue=ENGINE_QUEUE,
         task_create_missing_queues=True,
         broker_transport_options=transport_options(settings),

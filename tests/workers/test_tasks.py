@@ -151,6 +151,7 @@ def test_app_conventions_and_registered_tasks(engine: Engine) -> None:
     assert (conf.task_serializer, conf.accept_content) == ("json", ["json"])
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1 and conf.worker_send_task_events
+    assert not conf.task_track_started  # Flower has the task-started event; no extra write
     assert {TASK_VM, TASK_SCRIPT, TASK_ADVANCE} <= set(app.tasks)
     redis = Settings(broker_url="redis://127.0.0.1:1/0", visibility_timeout=9000)
     assert transport_options(redis)["visibility_timeout"] == 9000
