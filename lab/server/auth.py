@@ -7,7 +7,12 @@ Once NTLM completes, every message is wrapped the way WinRM does over plain HTTP
 pyspnego's NTLM acceptor reads the account database from the file named by the
 ``NTLM_USER_FILE`` environment variable at each step. The variable is process-wide, so each
 step runs under one lock with the variable pointing at this lab's private file; that lets
-several labs with different passwords run in one process (tests do).
+several labs with different passwords run in one process (tests do). The variable is set, and
+replaced, but never removed: other threads of the process iterate ``os.environ`` at any moment
+(requests does on every call, looking for proxies), and a variable removed during such a pass
+raises ``KeyError`` in that thread. With the lab in the same process as its clients (the demo,
+the tests), that broke a client's call after it had sealed its message, and the session's next
+message then failed NTLM's sequence check.
 """
 
 from __future__ import annotations
@@ -156,8 +161,8 @@ class Authenticator:
         except ValueError:
             raise self._unauthorized() from None
         with _NTLM_ENV_LOCK:
-            previous = os.environ.get("NTLM_USER_FILE")
-            os.environ["NTLM_USER_FILE"] = self._user_file.path
+            if os.environ.get("NTLM_USER_FILE") != self._user_file.path:
+                os.environ["NTLM_USER_FILE"] = self._user_file.path  # left set: see above
             try:
                 if state.context is None or state.authenticated:
                     # A new handshake on this connection starts over.
@@ -170,11 +175,6 @@ class Authenticator:
                 # A bare "Negotiate" with no token tells pypsrp the handshake is over: it
                 # then raises AuthenticationError for the 401, as with real WinRM.
                 raise self._unauthorized([("WWW-Authenticate", "Negotiate")]) from None
-            finally:
-                if previous is None:
-                    os.environ.pop("NTLM_USER_FILE", None)
-                else:
-                    os.environ["NTLM_USER_FILE"] = previous
         if not state.context.complete:
             value = "Negotiate " + base64.b64encode(out_token or b"").decode()
             raise self._unauthorized([("WWW-Authenticate", value)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import threading
 import time
@@ -124,6 +125,71 @@ def test_fifty_concurrent_pipelines_on_one_host(
     assert results == [["released", "hv-sto-1"]] * 50
 
 
+def test_ntlm_logins_never_remove_an_environment_variable(
+    fake_backend: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two NTLM labs in one process, logins at once on both, while another thread reads the
+    whole environment in a loop (as requests does on every call). The lab points
+    NTLM_USER_FILE at its own file for each login and never removes it: a removal during that
+    thread's pass raised KeyError there, and a client of the lab in the same process failed."""
+    removed: list[str] = []
+    real_unsetenv = os.unsetenv
+
+    def unsetenv(key: str | bytes) -> None:
+        removed.append(os.fsdecode(key))
+        real_unsetenv(key)
+
+    monkeypatch.setattr(os, "unsetenv", unsetenv)
+    reader_errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def read_environment() -> None:
+        while not stop.is_set():
+            try:
+                for _ in os.environ.items():
+                    pass
+            except KeyError as exc:
+                reader_errors.append(exc)
+
+    reader = threading.Thread(target=read_environment)
+    reader.start()
+    outputs: list[Any] = []
+    client_errors: list[BaseException] = []
+    lock = threading.Lock()
+    try:
+        servers = [
+            LabServer(fake_backend, Account("ferryman", secrets.token_urlsafe(12)), auth="ntlm")
+            for _ in range(2)
+        ]
+        for server in servers:
+            server.start()
+
+        def client(server: LabServer) -> None:
+            try:
+                with RunspacePool(wsman_for(server.endpoints["hv-sto-1"])) as pool:
+                    output = run(pool, "Get-VM", Name="file-01").output
+                with lock:
+                    outputs.append(output)
+            except BaseException as exc:  # reported below
+                with lock:
+                    client_errors.append(exc)
+
+        threads = [threading.Thread(target=client, args=(servers[i % 2],)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        for server in servers:
+            server.stop()
+    finally:
+        stop.set()
+        reader.join(timeout=10)
+    assert client_errors == []
+    assert len(outputs) == 20 and all(outputs)
+    assert "NTLM_USER_FILE" not in removed
+    assert reader_errors == []
+
+
 def test_admin_api_passes_calls_to_the_domain(fake_server: LabServer) -> None:
     status, hosts = admin(fake_server, "GET", "/hosts")
     assert status == 200
@@ -164,7 +230,6 @@ def test_https_wrong_password(https_server: LabServer) -> None:
 
 
 def test_stop_removes_the_ntlm_user_file_and_closes_ports(fake_backend: FakeBackend) -> None:
-    import os
     import socket
 
     account = Account("ferryman", secrets.token_urlsafe(12))
