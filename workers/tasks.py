@@ -55,8 +55,11 @@ class Executor(Protocol):
         direction: str,
         hosts: dict[str, HostRef],
         prior: dict[str, dict[str, Any]] | None = None,
+        *,
+        attempt: int = 1,
     ) -> Any:
-        """Build the executor's context for one step."""
+        """Build the executor's context for one step (``attempt``: how many times the step
+        has been started, this time included)."""
 
     def run_step(self, ctx: Any, spec: StepSpec) -> StepOutcome:
         """Execute one step idempotently."""
@@ -75,12 +78,20 @@ class ConfiguredExecutor:
         direction: str,
         hosts: dict[str, HostRef],
         prior: dict[str, dict[str, Any]] | None = None,
+        *,
+        attempt: int = 1,
     ) -> Any:
         """Build a ``workers.executors.StepContext`` with the configured options."""
         from workers import executors
 
         return executors.context(
-            run_id, failover_type, direction, hosts, prior, **self.context_options
+            run_id,
+            failover_type,
+            direction,
+            hosts,
+            prior,
+            attempt=attempt,
+            **self.context_options,
         )
 
     def run_step(self, ctx: Any, spec: StepSpec) -> StepOutcome:
@@ -221,7 +232,12 @@ class UnitRunner:
         try:
             with self.heartbeat.holding(step.id or 0, delivery):
                 ctx = self.executor.context(
-                    run_id, failover_type, compiled.direction.value, compiled.hosts, prior
+                    run_id,
+                    failover_type,
+                    compiled.direction.value,
+                    compiled.hosts,
+                    prior,
+                    attempt=step.attempts,
                 )
                 outcome = self.executor.run_step(ctx, spec)
         except TransientError as exc:

@@ -2,8 +2,9 @@
 
 Checks, each reported as pass / warn / fail with what to do: every VM is protected by the
 plan's pairing and its network is mapped (static); on the live sites, the VM exists where the
-run will act and its replication state and health allow the type; a worker consumes each
-site's queue; every RFC 2136 DNS zone answers an SOA query.
+run will act and its replication state and health allow the type, and for a test failover no
+earlier test's VM is left there; a worker consumes each site's queue; every RFC 2136 DNS zone
+answers an SOA query.
 """
 
 from __future__ import annotations
@@ -119,7 +120,32 @@ def replication_checks(
             checks.append(Check(vm, f"replication on {host}", Verdict.WARN, detail))
         else:
             checks.append(Check(vm, f"replication on {host}", Verdict.PASS, detail))
+        if failover_type == "test":
+            checks.append(leftover_test_vm(ctx.hyperv(host), vm, host))
     return checks
+
+
+def leftover_test_vm(hv: Any, vm: str, host: str) -> Check:
+    """A test failover cannot start while an earlier test's VM is still on the replica host
+    (Ferryman refuses to adopt it: it would test an old copy)."""
+    from workers.executors.base import test_vm_name
+    from workers.executors.lookup import find_vm
+
+    name = test_vm_name(vm)
+    what = f"no test VM left on {host}"
+    try:
+        found = find_vm(hv, name)
+    except FerrymanError as exc:
+        return Check(vm, what, Verdict.FAIL, str(exc))
+    if found is None:
+        return Check(vm, what, Verdict.PASS, f"no {name!r}")
+    return Check(
+        vm,
+        what,
+        Verdict.FAIL,
+        f"{name!r} exists: an earlier test failover was not cleaned up; run `ferryman runs "
+        f"cleanup RUN` for it, or Stop-VMFailover -VMName {vm} on {host}",
+    )
 
 
 def worker_checks(compiled: CompiledRun, broker_url: str, app: Any) -> list[Check]:

@@ -171,6 +171,22 @@ def test_task_messages_carry_ids_and_references_only(engine: Engine) -> None:
     assert run.status == RunStatus.RUNNING
 
 
+def test_the_executor_is_told_which_start_of_a_step_it_runs(engine: Engine) -> None:
+    """A step's first start and its retry get attempt 1 and 2: a test failover that finds its
+    test VM on the retry adopts it, while on a first start it is an earlier test's leftover."""
+    executor = FakeExecutor(transient={("test_failover", "sql-01"): 1})
+    runner = UnitRunner(engine, executor)
+    run_id, unit = first_unit(engine)
+    with pytest.raises(Retry):
+        runner.run(FakeTask(Request(retries=0)), run_id=run_id, unit=unit)
+    summary = runner.run(FakeTask(Request(retries=1)), run_id=run_id, unit=unit)
+    assert summary["status"] == "succeeded"
+    steps = len(unit["steps"])
+    assert unit["steps"][0]["kind"] == "test_failover"
+    # the first step twice (its start and its retry), then each later step once
+    assert [ctx.attempt for ctx in executor.contexts] == [1, 2] + [1] * (steps - 1)
+
+
 def test_a_unit_commits_once_per_step_plus_once(engine: Engine) -> None:
     """Each step's success is written with the next step's start: n steps, n + 1 commits,
     and only the first step reads."""

@@ -25,6 +25,7 @@ class FakeContext:
     direction: str
     hosts: dict[str, HostRef]
     prior: dict[str, dict[str, Any]]
+    attempt: int = 1
 
 
 @dataclass
@@ -47,8 +48,10 @@ class FakeExecutor:
         direction: str,
         hosts: dict[str, HostRef],
         prior: dict[str, dict[str, Any]] | None = None,
+        *,
+        attempt: int = 1,
     ) -> FakeContext:
-        ctx = FakeContext(run_id, failover_type, direction, hosts, dict(prior or {}))
+        ctx = FakeContext(run_id, failover_type, direction, hosts, dict(prior or {}), attempt)
         with self.lock:
             self.contexts.append(ctx)
         return ctx

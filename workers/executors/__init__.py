@@ -12,6 +12,7 @@ from workers.executors.context import StepContext, context
 from workers.executors.errors import (
     HealthCheckFailed,
     InvalidReplicationState,
+    LeftoverTestFailover,
     ScriptFailed,
     StepError,
     StepFailed,
@@ -24,6 +25,7 @@ __all__ = [
     "EXECUTORS",
     "HealthCheckFailed",
     "InvalidReplicationState",
+    "LeftoverTestFailover",
     "ScriptFailed",
     "StepContext",
     "StepError",

@@ -67,6 +67,8 @@ class StepContext:
 
     ``prior`` holds the results of earlier steps of the same VM in this task, keyed by
     :class:`~workflows.steps.StepKind` value (e.g. ``prior["wait_ip"]["addresses"]``).
+    ``attempt`` counts the starts of this step, this one included: above 1, an earlier start
+    (a retry, a redelivery after a crash, a resume) may already have done part of its work.
     """
 
     run_id: str
@@ -74,6 +76,7 @@ class StepContext:
     direction: str
     hosts: dict[str, HostRef]
     prior: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attempt: int = 1
     runner_factory: RunnerFactory = psrp_runner
     dns_factory: DnsFactory | None = None  # None: the DNS adapter for the zone's kind
     # seconds between reads while waiting for a state, and the shortest wait for an IP (later
@@ -124,6 +127,7 @@ def context(
     hosts: dict[str, HostRef],
     prior: dict[str, dict[str, Any]] | None = None,
     *,
+    attempt: int = 1,
     runner_factory: RunnerFactory | None = None,
     dns_factory: DnsFactory | None = None,
     poll_interval: float = POLL_INTERVAL,
@@ -135,6 +139,7 @@ def context(
         direction=direction,
         hosts=dict(hosts),
         prior=dict(prior or {}),
+        attempt=attempt,
         runner_factory=runner_factory or psrp_runner,
         dns_factory=dns_factory,
         poll_interval=poll_interval,

@@ -34,6 +34,11 @@ class VmNotFound(StepError):
     """The VM the step acts on does not exist on the host the plan names."""
 
 
+class LeftoverTestFailover(StepError):
+    """A test failover's test VM exists before the step first ran: an earlier test was not
+    cleaned up; the message names the VM, host and how to clean it up."""
+
+
 class InvalidReplicationState(StepError):
     """The VM's replication state does not allow the step; the message names the state."""
 

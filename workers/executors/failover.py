@@ -21,7 +21,7 @@ from workers.executors.base import (
     wait_until,
 )
 from workers.executors.context import StepContext
-from workers.executors.errors import InvalidReplicationState, StepError
+from workers.executors.errors import InvalidReplicationState, LeftoverTestFailover, StepError
 from workers.executors.lookup import (
     OFF,
     find_vm,
@@ -190,9 +190,22 @@ def test_failover(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     test_vm = test_vm_name(vm)
     undo = {"action": "stop_test_failover", "host": host, "vm": vm}
     if find_vm(hv, test_vm) is not None:
-        # The test VM exists (a redelivered task, or a test nobody cleaned up): it is adopted,
-        # and the cleanup record is still needed even though nothing ran.
-        return StepOutcome(result={"test_vm": test_vm, "existing": True}, undo=undo, changed=False)
+        if ctx.attempt > 1:
+            # An earlier start of this step made it (a retry, a redelivery after a crash, a
+            # resume): adopt it; the cleanup record is still needed though nothing ran now.
+            return StepOutcome(
+                result={"test_vm": test_vm, "existing": True}, undo=undo, changed=False
+            )
+        # On the step's first start the test VM is not this run's: a test failover nobody
+        # cleaned up, or one made by hand. Adopting it would test an old copy of the VM and
+        # then delete what someone else may still be using.
+        raise LeftoverTestFailover(
+            f"VM {vm}: the test VM {test_vm!r} already exists on {host}, left by an earlier "
+            "test failover that was not cleaned up (or made by hand), so this test would not "
+            f"test today's replica. Clean it up first: `ferryman runs cleanup RUN` for the "
+            f"test run that made it (`ferryman runs list`), or Stop-VMFailover -VMName {vm} "
+            f"on {host}; then start the test again"
+        )
     repl = require_replication(hv, spec, vm)
     if repl.state is not RS.REPLICATING or repl.mode is not Mode.REPLICA:
         raise invalid_state(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from workers.executors import StepContext, run_step
@@ -16,10 +17,11 @@ def spec(kind: StepKind, host: str, vm: str | None = "sql-01", **params: Any) ->
 
 
 def twice(world: World, ctx: StepContext, step: StepSpec) -> StepOutcome:
-    """Run ``step`` twice; assert the second run changes nothing and calls nothing mutating."""
+    """Run ``step`` twice, the second time as its second start (a redelivery); assert the
+    second run changes nothing and calls nothing mutating."""
     first = run_step(ctx, step)
     before = len(world.mutations())
-    second = run_step(ctx, step)
+    second = run_step(replace(ctx, attempt=ctx.attempt + 1), step)
     assert world.mutations()[before:] == [], f"{step.kind} mutated on its second run"
     assert second.changed is False
     return first

@@ -66,13 +66,14 @@ class Driver:
         }
         self.prior: dict[str, dict[str, dict[str, Any]]] = {}
 
-    def ctx(self, vm: str) -> StepContext:
+    def ctx(self, vm: str, attempt: int = 1) -> StepContext:
         return context(
             "run-lab",
             self.failover_type,
             "failover",
             self.hosts,
             self.prior.setdefault(vm, {}),
+            attempt=attempt,
             runner_factory=lambda ref: PsrpRunner(endpoint_for(ref), cache=self.pools),
             poll_interval=0.05,
         )
@@ -90,12 +91,13 @@ class Driver:
         return outcome
 
     def twice(self, kind: StepKind, host: str, vm: str, **params: Any) -> StepOutcome:
-        """Run a step, then again in a new task; the second must not reach the lab."""
+        """Run a step, then again in a new task (its second start, as a redelivery); the second
+        must not reach the lab."""
         step = StepSpec(f"{vm}/{kind.value}", kind, vm, host, params)
         first = run_step(self.ctx(vm), step)
         self.prior[vm][kind.value] = first.result
         before = self.audit()
-        second = run_step(self.ctx(vm), step)
+        second = run_step(self.ctx(vm, attempt=2), step)
         after = self.audit()
         assert after[len(before) :] == [], f"{kind} of {vm} mutated again: {after[len(before) :]}"
         assert second.changed is False, f"{kind} of {vm} changed something on its second run"

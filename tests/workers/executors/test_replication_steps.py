@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from workers.errors import CmdletFailed, RemoteTransientError
-from workers.executors import InvalidReplicationState, StepFailed, VmNotFound, run_step
+from workers.executors import (
+    InvalidReplicationState,
+    LeftoverTestFailover,
+    StepFailed,
+    VmNotFound,
+    run_step,
+)
 from workflows.steps import StepKind
 
 from .conftest import MakeContext
@@ -137,7 +145,8 @@ def test_test_failover_creates_the_test_vm_once_and_keeps_its_cleanup(
 ) -> None:
     ctx = make_ctx("test")
     out = run_step(ctx, spec(K.TEST_FAILOVER, "hv-got-1"))
-    again = run_step(ctx, spec(K.TEST_FAILOVER, "hv-got-1"))
+    # the step's second start (a retry, a redelivery after a crash) finds its own test VM
+    again = run_step(replace(ctx, attempt=2), spec(K.TEST_FAILOVER, "hv-got-1"))
     assert ("hv-got-1", "sql-01 - Test") in world.vms
     assert out.result == {"test_vm": "sql-01 - Test"} and again.changed is False
     assert again.result["existing"] is True
@@ -152,6 +161,22 @@ def test_test_failover_creates_the_test_vm_once_and_keeps_its_cleanup(
         }
     )
     assert len(world.mutations()) == 1
+
+
+def test_a_test_vm_left_by_an_earlier_test_is_refused_not_adopted(
+    world: World, make_ctx: MakeContext
+) -> None:
+    """On the step's first start, a test VM that already exists is not this run's: an earlier
+    test failover nobody cleaned up. Adopting it would test an old copy and delete it later."""
+    run_step(make_ctx("test"), spec(K.TEST_FAILOVER, "hv-got-1"))  # an earlier test run
+    before = len(world.mutations())
+    with pytest.raises(LeftoverTestFailover) as caught:
+        run_step(make_ctx("test"), spec(K.TEST_FAILOVER, "hv-got-1"))  # a new run's first start
+    message = str(caught.value)
+    assert "'sql-01 - Test' already exists on hv-got-1" in message
+    assert "ferryman runs cleanup" in message and "Stop-VMFailover -VMName sql-01" in message
+    assert world.mutations()[before:] == []  # nothing was started, stopped or deleted
+    assert ("hv-got-1", "sql-01 - Test") in world.vms
 
 
 def test_test_cleanup_deletes_the_test_vm_once(world: World, make_ctx: MakeContext) -> None:
