@@ -434,7 +434,7 @@ class DnsRecord(Model):
     ttl: int | None = None
     """TTL of the new records in seconds; default: keep the current TTL."""
     ptr: bool = False
-    """Also update the reverse (PTR) record."""
+    """Also update the reverse (PTR) record; RFC 2136 only: refused if a zone is Windows DNS."""
 
 
 def _vm_from_name(value: Any) -> Any:

@@ -525,6 +525,30 @@ def plan_references_exist(
                         )
                     if record.ttl is not None and not 0 <= record.ttl <= 2**31 - 1:
                         yield Finding((*base, "dns", d, "ttl"), "ttl must be 0 to 2147483647")
+                    if record.ptr:
+                        problem = _windows_ptr(record.zone, fabric)
+                        if problem:
+                            yield Finding((*base, "dns", d, "ptr"), problem)
+
+
+def _windows_ptr(zone_name: str, fabric: Fabric) -> str:
+    """Why a record with ``ptr: true`` in ``zone_name`` cannot be kept, or "": Ferryman does
+    not manage PTR records through Windows DNS, in the zone itself or the test zone that a
+    test failover writes to instead."""
+    zone = fabric.dns_zones.get(zone_name)
+    if zone is None:
+        return ""  # reported as an unknown zone
+    windows = [zone_name] if zone.kind == "windows" else []
+    test = fabric.dns_zones.get(zone.test_zone) if zone.test_zone else None
+    if test is not None and test.kind == "windows":
+        windows.append(f"{zone.test_zone} (its test zone)")
+    if not windows:
+        return ""
+    return (
+        f"ptr: true, but {' and '.join(windows)} {'is' if len(windows) == 1 else 'are'} "
+        "Windows DNS, where Ferryman does not "
+        "update PTR records; set ptr: false or serve the zone over RFC 2136"
+    )
 
 
 def plan_names_are_unique(

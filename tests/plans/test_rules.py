@@ -389,6 +389,22 @@ CASES = [
         "plans.three-tier.groups[0].vms[0].dns[0].zone",
     ),
     Case(
+        "dns-ptr-in-a-windows-zone",
+        [
+            ((*ZONE, "kind"), "windows"),
+            ((*ZONE, "site"), "stockholm"),
+            ((*G0, "vms", 0, "dns", 0, "ptr"), True),
+        ],
+        "ptr: true, but corp.example and test.corp.example (its test zone) are Windows DNS",
+        "plans.three-tier.groups[0].vms[0].dns[0].ptr",
+    ),
+    Case(
+        "dns-ptr-with-a-windows-test-zone",
+        [((*G0, "vms", 0, "dns", 0, "ptr"), True)],
+        "ptr: true, but test.corp.example (its test zone) is Windows DNS",
+        "plans.three-tier.groups[0].vms[0].dns[0].ptr",
+    ),
+    Case(
         "duplicate-group-name",
         [((*PLAN, "groups", 2, "name"), "databases")],
         "group name 'databases' is already used by group 1 of this plan",
