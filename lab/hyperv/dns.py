@@ -2,8 +2,10 @@
 
 Records come back one object per value, shaped like the DnsServer module's CIM instances;
 ``Set-DnsServerResourceRecord`` takes the old and a modified clone and, like the real cmdlet,
-refuses to change a record's name or type. A zone listed with several servers is shared by
-them (AD-integrated).
+refuses to change a record's name or type. Its two parameters are CimInstances: only record
+objects of the server itself bind (``$old.Clone()`` in a script on the server); a hashtable or a
+client's deserialised copy fails the argument transformation, as on Windows. A zone listed
+with several servers is shared by them (AD-integrated).
 """
 
 from __future__ import annotations
@@ -400,7 +402,13 @@ ADD_PTR = Cmdlet(
 SET_RECORD = Cmdlet(
     Signature(
         "Set-DnsServerResourceRecord",
-        (*_COMMON_DNS, Param("OldInputObject", "object"), Param("NewInputObject", "object")),
+        (
+            *_COMMON_DNS,
+            # CimInstance parameters: only the server's own record objects bind (from a
+            # pipeline on the server); a client's hashtable or deserialised copy does not
+            Param("OldInputObject", "object", accepts=_CIM),
+            Param("NewInputObject", "object", accepts=_CIM),
+        ),
         (pset("Update", ("ZoneName", "OldInputObject", "NewInputObject"), ("PassThru",)),),
         positional=("ZoneName",),
     ),

@@ -44,18 +44,40 @@ def test_not_found_as_a_terminating_error_is_absence_too(server: FakeWindowsDnsS
     assert WindowsDns(server, ZONE).capture(["nothing"]).addresses("nothing") == []
 
 
-def test_switch_changes_the_record_in_place_with_set(server: FakeWindowsDnsServer) -> None:
+def test_switch_adds_the_new_address_before_removing_the_old(
+    server: FakeWindowsDnsServer,
+) -> None:
+    """Typed calls only: Set-DnsServerResourceRecord would need the server's own CimInstance
+    objects, which no remote caller can pass; the name never goes without an address."""
     result = WindowsDns(server, ZONE).switch("sql-01", ["10.20.1.11"])
     assert result.changed
     assert result.old.addresses("sql-01") == ["10.10.1.11"]
     assert result.new.addresses("sql-01") == ["10.20.1.11"]
     assert server.values(ZONE, "sql-01", "A") == [("10.20.1.11", 3600)]
-    assert server.mutations() == ["Set-DnsServerResourceRecord"]
-    (set_call,) = [c for c in server.calls if c.cmdlet == "Set-DnsServerResourceRecord"]
-    assert set_call.parameters["ZoneName"] == ZONE
-    assert set_call.parameters["OldInputObject"]["RecordData"] == {"IPv4Address": "10.10.1.11"}
-    assert set_call.parameters["NewInputObject"]["RecordData"] == {"IPv4Address": "10.20.1.11"}
-    assert set_call.parameters["NewInputObject"]["HostName"] == "sql-01"
+    assert server.mutations() == ["Add-DnsServerResourceRecordA", "Remove-DnsServerResourceRecord"]
+    add, remove = [c for c in server.calls if not c.cmdlet.startswith("Get-")]
+    assert add.parameters == {
+        "ZoneName": ZONE,
+        "Name": "sql-01",
+        "IPv4Address": "10.20.1.11",
+        "TimeToLive": "01:00:00",  # the record's TTL is kept when the switch names none
+    }
+    assert remove.parameters == {
+        "ZoneName": ZONE,
+        "Name": "sql-01",
+        "RRType": "A",
+        "RecordData": "10.10.1.11",
+    }
+    assert remove.switches == ("Force",)
+
+
+def test_a_new_ttl_alone_removes_and_adds_the_address_again(
+    server: FakeWindowsDnsServer,
+) -> None:
+    result = WindowsDns(server, ZONE).switch("sql-01", ["10.10.1.11"], ttl=60)
+    assert result.changed
+    assert server.values(ZONE, "sql-01", "A") == [("10.10.1.11", 60)]
+    assert server.mutations() == ["Remove-DnsServerResourceRecord", "Add-DnsServerResourceRecordA"]
 
 
 def test_switch_to_more_fewer_and_ipv6_addresses(server: FakeWindowsDnsServer) -> None:
@@ -101,7 +123,7 @@ def test_switching_to_what_is_there_changes_nothing(server: FakeWindowsDnsServer
 
 
 def test_cmdlet_errors_are_permanent_and_name_the_zone(server: FakeWindowsDnsServer) -> None:
-    server.fail["Set-DnsServerResourceRecord"] = "Access denied."
+    server.fail["Add-DnsServerResourceRecordA"] = "Access denied."
     with pytest.raises(DnsCmdletError, match="Access denied") as caught:
         WindowsDns(server, ZONE).switch("sql-01", ["10.20.1.11"])
     assert isinstance(caught.value, PermanentError)

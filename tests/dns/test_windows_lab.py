@@ -77,7 +77,7 @@ def test_switch_and_restore_through_the_lab(vmm_sto: WindowsDns, lab: LabHandle)
     assert result.changed
     now = vmm_sto.capture(["sql-01"]).get("sql-01", "A")
     assert now is not None and (now.values, now.ttl) == (("10.20.1.11",), 60)
-    assert "Set-DnsServerResourceRecord" in _mutations(lab)
+    assert _mutations(lab) == ["Add-DnsServerResourceRecordA", "Remove-DnsServerResourceRecord"]
 
     vmm_sto.switch("www", ["10.20.3.31", "10.20.3.32"])
     assert vmm_sto.capture(["www"]).addresses("www") == ["10.20.3.31", "10.20.3.32"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lab.objects import CmdletError, Command, InvokeResult, LabEnum
+from lab.objects import CmdletError, Command, InvokeResult, LabEnum, LabObject
 from lab.world import Lab
 from tests.lab.test_domain_support import call, error_of, example_dict, make_lab, ok, plain
 
@@ -191,25 +191,35 @@ def test_scvm_returns_primary_and_replica_and_ip_via_adapter_id() -> None:
 
 
 # ----------------------------------------------------------------------------- DNS
+def server_clone(record: LabObject, data: dict[str, Any] | None = None, **props: Any) -> LabObject:
+    """``$new = $old.Clone()`` and its edits, on the server: a live record object."""
+    properties = dict(record.properties, **props)
+    if data is not None:
+        old_data = record.properties["RecordData"]
+        properties["RecordData"] = LabObject(
+            list(old_data.type_names), dict(old_data.properties, **data), old_data.to_string
+        )
+    return LabObject(list(record.type_names), properties, record.to_string)
+
+
 def test_dns_get_clone_set_keeps_name_and_type() -> None:
     lab = make_lab()
     (old,) = ok(
         lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name="sql-01", RRType="A"
     )
     assert old.properties["RecordData"].properties["IPv4Address"] == "10.10.1.11"
-    new = plain(old)
-    new["RecordData"] = {"IPv4Address": "10.20.1.11"}
+    new = server_clone(old, {"IPv4Address": "10.20.1.11"})
     ok(
         lab,
         VMM,
         "Set-DnsServerResourceRecord",
         ZoneName="corp.example",
-        OldInputObject=plain(old),
+        OldInputObject=old,
         NewInputObject=new,
     )
     (now,) = ok(lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name="sql-01")
     assert now.properties["RecordData"].properties["IPv4Address"] == "10.20.1.11"
-    renamed = dict(new, HostName="sql-99")
+    renamed = server_clone(new, HostName="sql-99")
     err = error_of(
         lab,
         VMM,
@@ -219,6 +229,34 @@ def test_dns_get_clone_set_keeps_name_and_type() -> None:
         NewInputObject=renamed,
     )
     assert err.fully_qualified_error_id == "WIN32 87,Set-DnsServerResourceRecord"
+
+
+def test_dns_set_refuses_a_clients_copy_of_a_record() -> None:
+    """The cmdlet's input objects are CimInstances: what a remote client can send (a hashtable,
+    or its deserialised copy of a record, both property bags) fails argument transformation,
+    as on Windows, and nothing changes."""
+    lab = make_lab()
+    (old,) = ok(lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name="sql-01")
+    copy = plain(old)
+    new = dict(copy, RecordData={"IPv4Address": "10.20.1.11"})
+    err = error_of(
+        lab,
+        VMM,
+        "Set-DnsServerResourceRecord",
+        ZoneName="corp.example",
+        OldInputObject=copy,
+        NewInputObject=new,
+    )
+    assert err.fully_qualified_error_id == (
+        "ParameterArgumentTransformationError,Set-DnsServerResourceRecord"
+    )
+    assert err.message == (
+        "Cannot process argument transformation on parameter 'OldInputObject'. Cannot convert "
+        'the "System.Collections.Hashtable" value of type "System.Collections.Hashtable" to '
+        'type "Microsoft.Management.Infrastructure.CimInstance".'
+    )
+    (now,) = ok(lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name="sql-01")
+    assert now.properties["RecordData"].properties["IPv4Address"] == "10.10.1.11"
 
 
 def test_dns_add_remove_and_errors() -> None:
@@ -425,10 +463,10 @@ def test_dns_set_reads_the_new_objects_ttl_in_any_form() -> None:
     lab = make_lab()
     (old,) = ok(lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name="sql-01")
     for ttl, seconds in (("PT10M", 600), ("01:00:00", 3600), (timedelta(hours=2), 7200)):
-        current = plain(
-            ok(lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name="sql-01")[0]
+        (current,) = ok(
+            lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name="sql-01"
         )
-        new = dict(current, TimeToLive=ttl)
+        new = server_clone(current, TimeToLive=ttl)
         ok(
             lab,
             VMM,
@@ -444,8 +482,8 @@ def test_dns_set_reads_the_new_objects_ttl_in_any_form() -> None:
             VMM,
             "Set-DnsServerResourceRecord",
             ZoneName="corp.example",
-            OldInputObject=plain(old),
-            NewInputObject=dict(plain(old), TimeToLive="an hour"),
+            OldInputObject=old,
+            NewInputObject=server_clone(old, TimeToLive="an hour"),
         )
     assert caught.value.info.fully_qualified_error_id == (
         "ParameterArgumentTransformationError,Set-DnsServerResourceRecord"
@@ -486,13 +524,13 @@ def test_dns_aaaa_records_add_get_set_remove() -> None:
             RRType="A",
             ErrorAction="Stop",
         )
-    new = dict(plain(rec), RecordData={"IPv6Address": "fd00::2"})
+    new = server_clone(rec, {"IPv6Address": "fd00::2"})
     ok(
         lab,
         VMM,
         "Set-DnsServerResourceRecord",
         ZoneName="corp.example",
-        OldInputObject=plain(rec),
+        OldInputObject=rec,
         NewInputObject=new,
     )
     (now,) = ok(lab, VMM, "Get-DnsServerResourceRecord", ZoneName="corp.example", Name="v6")

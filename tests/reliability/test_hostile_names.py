@@ -155,7 +155,7 @@ def check_literal(
     by_cmdlet = Counter(e["cmdlet"] for e in entries)
     assert set(by_cmdlet) <= {
         "Start-VMFailover", "Connect-VMNetworkAdapter", "Start-VM", "Add-DnsServerResourceRecordA",
-        "Set-DnsServerResourceRecord", "Add-DnsServerResourceRecord",
+        "Remove-DnsServerResourceRecord", "Add-DnsServerResourceRecord",
     }, by_cmdlet  # fmt: skip
     failovers = [e for e in entries if e["cmdlet"] == "Start-VMFailover"]
     assert sorted(e["vm"] for e in failovers) == sorted(vms)

@@ -1,15 +1,18 @@
 """The same capture/switch/restore on a site's Windows DNS Server, through its cmdlets.
 
 Cmdlets are run through a :class:`~workers.powershell.PowerShellRunner` (typed calls, never
-script text): ``Get-DnsServerResourceRecord`` to read, ``Set-DnsServerResourceRecord
--OldInputObject -NewInputObject`` to change a record in place (it cannot change name or type),
-``Add-DnsServerResourceRecordA``/``AAAA`` and ``Remove-DnsServerResourceRecord`` for the rest.
-Snapshots are the same :class:`~workers.dns.records.Snapshot` as the RFC 2136 path.
+script text): ``Get-DnsServerResourceRecord`` to read, ``Add-DnsServerResourceRecordA``/``AAAA``
+and ``Remove-DnsServerResourceRecord -RecordData`` to change. New addresses are added before
+old ones are removed, so the name never goes without an address. ``Set-DnsServerResourceRecord``
+is not used: its ``-OldInputObject``/``-NewInputObject`` take the server's own CimInstance
+objects, which a typed remote call cannot hand it (a hashtable, or the client's deserialised
+copy, fails PowerShell's argument transformation). A record whose TTL alone changes is
+therefore removed and added again. Snapshots are the same
+:class:`~workers.dns.records.Snapshot` as the RFC 2136 path.
 """
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -226,43 +229,25 @@ class WindowsDns:
         """Make ``fqdn``/``rrtype`` exactly ``values`` at ``ttl``; True when anything changed."""
         current = self._read(fqdn, rrtype)
         name = self._relative(fqdn)
-        keep = [f for f in current if f.value in values]
-        stale = [f for f in current if f.value not in values]
+        stale = [f.value for f in current if f.value not in values]
         missing = [v for v in values if v not in {f.value for f in current}]
-        changes = [f for f in keep if f.ttl != ttl]
-        # Change records in place where we can: the name never goes without an address.
-        while stale and missing:
-            changes.append(_Found(missing.pop(0), ttl, stale.pop(0).obj))
-        for change in changes:
-            self._set(change.obj, rrtype, change.value, ttl)
+        retimed = [f.value for f in current if f.value in values and f.ttl != ttl]
+        # new addresses first, then the old ones go: the name never goes without an address
         for value in missing:
-            params = {"ZoneName": self.zone, "Name": name, _DATA_FIELD[rrtype]: value}
-            self._run(_ADD_CMDLET[rrtype], {**params, "TimeToLive": timespan(ttl)})
-        for found in stale:
-            params = {
-                "ZoneName": self.zone,
-                "Name": name,
-                "RRType": rrtype,
-                "RecordData": found.value,
-            }
-            self._run("Remove-DnsServerResourceRecord", params, ("Force",))
-        return bool(changes or missing or stale)
+            self._add(name, rrtype, value, ttl)
+        for value in stale:
+            self._remove(name, rrtype, value)
+        # the same data cannot be there twice, so a new TTL is a remove and an add; with
+        # other addresses of the name in place meanwhile, unless it is the only one
+        for value in retimed:
+            self._remove(name, rrtype, value)
+            self._add(name, rrtype, value, ttl)
+        return bool(missing or stale or retimed)
 
-    def _set(self, found: dict[str, Any], rrtype: str, value: str, ttl: int) -> None:
-        # TimeSpans arrive as xs:duration text ("PT5M"); send them back as TimeSpan text
-        # ("00:05:00"), the form PowerShell's parameter binding converts to a TimeSpan.
-        old = copy.deepcopy(found)
-        if "TimeToLive" in old:
-            old["TimeToLive"] = timespan(ttl_seconds(old["TimeToLive"]))
-        new = copy.deepcopy(old)
-        data = new.get("RecordData")
-        new["RecordData"] = (
-            {**data, _DATA_FIELD[rrtype]: value}
-            if isinstance(data, dict)
-            else {_DATA_FIELD[rrtype]: value}
-        )
-        new["TimeToLive"] = timespan(ttl)
-        self._run(
-            "Set-DnsServerResourceRecord",
-            {"ZoneName": self.zone, "OldInputObject": old, "NewInputObject": new},
-        )
+    def _add(self, name: str, rrtype: str, value: str, ttl: int) -> None:
+        params = {"ZoneName": self.zone, "Name": name, _DATA_FIELD[rrtype]: value}
+        self._run(_ADD_CMDLET[rrtype], {**params, "TimeToLive": timespan(ttl)})
+
+    def _remove(self, name: str, rrtype: str, value: str) -> None:
+        params = {"ZoneName": self.zone, "Name": name, "RRType": rrtype, "RecordData": value}
+        self._run("Remove-DnsServerResourceRecord", params, ("Force",))
