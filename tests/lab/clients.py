@@ -9,6 +9,7 @@ from pypsrp.wsman import WSMan
 
 from lab.server.service import Endpoint
 from lab.testing import pypsrp_options
+from workers.hyperv.connection import new_wsman
 
 
 def wsman_for(
@@ -19,7 +20,7 @@ def wsman_for(
     **kwargs: Any,
 ) -> WSMan:
     """A ``pypsrp.wsman.WSMan`` for ``endpoint`` (Basic: unencrypted; NTLM: encrypted)."""
-    return WSMan(
+    return new_wsman(
         "127.0.0.1", **client_options(endpoint, password=password, verify=verify, **kwargs)
     )
 

@@ -8,8 +8,10 @@ pypsrp. It never appears in a repr, a log line or an exception message.
 from __future__ import annotations
 
 import ipaddress
+import threading
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from pypsrp.wsman import WSMan
@@ -17,6 +19,19 @@ from pypsrp.wsman import WSMan
 from plans.credentials import SecretRef
 from plans.errors import ConfigurationError
 from workflows.steps import HostRef
+
+# pypsrp's WSMan() registers its XML namespace prefixes in ElementTree's process-wide map every
+# time (``register_namespace``: a pass over the map, then delete and add). Two threads doing it at
+# once break each other's pass ("dictionary keys changed during iteration", or a KeyError), so a
+# group of VMs opening sessions together would fail some of them: transports are built one at
+# a time. Building one makes no network call, so the lock is held only for microseconds.
+_WSMAN_LOCK = threading.Lock()
+
+
+def new_wsman(server: str, **options: Any) -> WSMan:
+    """``pypsrp.wsman.WSMan(server, **options)``, built under the process-wide lock."""
+    with _WSMAN_LOCK:
+        return WSMan(server, **options)
 
 
 class AuthMethod(Enum):
@@ -80,7 +95,7 @@ class PsrpEndpoint:
         # Basic cannot wrap messages; over https TLS already protects them, over loopback http
         # (the lab) there is nothing to protect. The other protocols seal messages on http.
         encryption = "never" if self.auth is AuthMethod.BASIC else "auto"
-        return WSMan(
+        return new_wsman(
             parts.hostname or "",
             port=parts.port,
             path=parts.path.lstrip("/") or "wsman",

@@ -71,3 +71,53 @@ def test_from_host_ref() -> None:
     assert ep.auth is AuthMethod.NTLM
     assert str(ep.password_ref) == "env:FERRYMAN_LAB_PASSWORD"
     assert ep.operation_timeout == 15 and ep.read_timeout > 15
+
+
+def test_sessions_opened_together_build_their_transports_one_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pypsrp's WSMan() re-registers its XML namespace prefixes in ElementTree's process-wide
+    map (a pass over the map, then delete and add). Here that registration is slowed down, as
+    a busy machine can, while twelve threads open sessions at once: built under the lock, every
+    transport is made, and the map ends as pypsrp left it."""
+    import threading
+    import time
+    import xml.etree.ElementTree as ET
+
+    from pypsrp.wsman import NAMESPACES
+
+    real_register = ET.register_namespace
+    inside: list[int] = []
+    overlaps: list[int] = []
+
+    def slow_register(prefix: str, uri: str) -> None:
+        inside.append(1)
+        if len(inside) > 1:
+            overlaps.append(len(inside))
+        time.sleep(0.001)  # between the pass over the map and its change
+        try:
+            real_register(prefix, uri)
+        finally:
+            inside.pop()
+
+    monkeypatch.setattr(ET, "register_namespace", slow_register)
+    monkeypatch.setenv("TEST_HV_PASSWORD", "not-used")
+    errors: list[BaseException] = []
+    built: list[object] = []
+
+    def open_one() -> None:
+        try:
+            built.append(endpoint().open_wsman())
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert errors == []
+    assert len(built) == 12
+    assert overlaps == []  # no two registrations ever ran at the same time
+    namespaces = real_register._namespace_map  # type: ignore[attr-defined]
+    assert all(namespaces.get(uri) == prefix for prefix, uri in NAMESPACES.items())
