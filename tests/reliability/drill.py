@@ -132,6 +132,21 @@ class Stack:
             runtime.db.dispose()
 
 
+@contextmanager
+def planned_run(stack: Stack, bind: BindServers | None) -> Iterator[tuple[Runtime, Run]]:
+    """A planned failover of the example plan on a fresh NTLM lab, driven to success by the
+    engine in this process (gates approved); yields the runtime and the finished run while
+    the lab and the runtime are still up."""
+    from lab.testing import running_lab
+
+    with stack.runtime() as runtime, running_lab(topology(), auth="ntlm") as lab:
+        bundle = example_bundle({n: e.url for n, e in lab.endpoints.items()}, bind)
+        run = runtime.engine.start(bundle, PLAN, "planned", requested_by="reliability")
+        final = drive(runtime, run.id, timeout=120)
+        assert final.status == RunStatus.SUCCEEDED, final.error
+        yield runtime, final
+
+
 class WorkerProcess:
     """``python -m tests.reliability.worker_main`` with its output in a log file."""
 

@@ -18,21 +18,16 @@ from typing import Any
 
 import pytest
 
-from lab.testing import running_lab
 from tests.reliability.conftest import SpawnWorker
 from tests.reliability.drill import (
     PASSWORD_VARIABLE,
-    PLAN,
     ROOT,
     Stack,
-    drive,
-    example_bundle,
-    topology,
+    planned_run,
 )
 from tests.reliability.services import wait_for
 from tests.support.bind import BindServers, free_port
 from workflows.compiler import CompiledRun
-from workflows.statuses import RunStatus
 from workflows.steps import TASK_ADVANCE, TASK_VM
 from workflows.store import repository
 
@@ -89,15 +84,8 @@ def test_flower_lists_the_worker_and_every_task_of_a_run(
             timeout=60,
             what=f"Flower on port {port} ({log_path})",
         )
-        with stack.runtime() as runtime, running_lab(topology(), auth="ntlm") as lab:
-            bundle = example_bundle({n: e.url for n, e in lab.endpoints.items()}, bind)
-            run = runtime.engine.start(bundle, PLAN, "planned", requested_by="reliability")
-            final = drive(runtime, run.id, timeout=120)
-            assert final.status == RunStatus.SUCCEEDED, final.error
-            with runtime.db.session() as session:
-                compiled = CompiledRun.from_json(
-                    repository.get_run(session, run_id=run.id).compiled
-                )
+        with planned_run(stack, bind) as (runtime, run), runtime.db.session() as session:
+            compiled = CompiledRun.from_json(repository.get_run(session, run_id=run.id).compiled)
         units = sum(1 for stage in compiled.stages for unit in stage.units if unit.vm)
         assert units >= 7  # the example plan's seven VMs, at least one unit each
 

@@ -21,13 +21,11 @@ from typing import Any
 import pytest
 from sqlalchemy import inspect, text
 
-from lab.testing import running_lab
 from tests.reliability.conftest import SpawnWorker
-from tests.reliability.drill import PLAN, Stack, drive, example_bundle, topology
+from tests.reliability.drill import Stack, planned_run
 from tests.reliability.services import wait_for
 from tests.support.bind import BindServers
 from workflows import report
-from workflows.statuses import RunStatus
 
 BASE64_TOKEN = re.compile(rb"[A-Za-z0-9+/]{16,}={0,2}")
 
@@ -102,11 +100,7 @@ def test_no_secret_in_logs_tables_messages_or_report(
         )
     try:
         wait_for(lambda: monitor_log.stat().st_size > 0, timeout=10, what="redis monitor")
-        with stack.runtime() as runtime, running_lab(topology(), auth="ntlm") as lab:
-            bundle = example_bundle({n: e.url for n, e in lab.endpoints.items()}, bind)
-            run = runtime.engine.start(bundle, PLAN, "planned", requested_by="reliability")
-            final = drive(runtime, run.id, timeout=120)
-            assert final.status == RunStatus.SUCCEEDED, final.error
+        with planned_run(stack, bind) as (runtime, run):
             with runtime.db.session() as session:
                 run_report = json.dumps(report.build(session, run.id), default=str)
             tables = database_dump(runtime)
