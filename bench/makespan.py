@@ -145,7 +145,8 @@ def load_sampler(worker_pids: list[int]) -> LoadSampler:
 
 
 def _load_text(load: dict[str, Any]) -> str:
-    """``machine 53% (peak 68%), workers 0.45 cores (peak 1.01, busy 12%), ...``."""
+    """``machine 53% of all cores (peak 68%); workers 0.45 cores (peak 1.01, 12% of the time
+    at 0.9 or more); ...``."""
     if not load:
         return "not sampled"
     parts = []

@@ -177,9 +177,10 @@ class CpuMeter:
     ) -> None:
         self.parts = {name: list(pids) for name, pids in parts.items()}
         self.this_process = this_process
-        self._start = self._now()
+        self._start = self.now()
 
-    def _now(self) -> dict[str, float]:
+    def now(self) -> dict[str, float]:
+        """CPU seconds per part so far (since each process started)."""
         now = {name: cpu_seconds(pids) for name, pids in self.parts.items()}
         if self.this_process is not None:
             now[self.this_process] = time.process_time()
@@ -187,7 +188,7 @@ class CpuMeter:
 
     def read(self) -> dict[str, float]:
         """Seconds per part since the meter was made."""
-        now = self._now()
+        now = self.now()
         return {name: round(now[name] - self._start[name], 3) for name in now}
 
 
@@ -217,8 +218,7 @@ class LoadSampler:
         interval: float = 0.25,
         busy: float = 0.9,
     ) -> None:
-        self.parts = {name: list(pids) for name, pids in (parts or {}).items()}
-        self.this_process = this_process
+        self._processes = CpuMeter(parts or {}, this_process=this_process)
         self.interval = interval
         self.busy = busy
         self._loads: dict[str, list[float]] = {"machine": []}
@@ -233,16 +233,10 @@ class LoadSampler:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def _cpu(self) -> dict[str, float]:
-        now = {name: cpu_seconds(pids) for name, pids in self.parts.items()}
-        if self.this_process is not None:
-            now[self.this_process] = time.process_time()
-        return now
-
     def _sample(self) -> None:
-        before, cpu_before, at = machine_ticks(), self._cpu(), time.monotonic()
+        before, cpu_before, at = machine_ticks(), self._processes.now(), time.monotonic()
         while not self._stop.wait(self.interval):
-            now, cpu_now, now_at = machine_ticks(), self._cpu(), time.monotonic()
+            now, cpu_now, now_at = machine_ticks(), self._processes.now(), time.monotonic()
             total = now[1] - before[1]
             if total > 0:
                 self._loads["machine"].append((now[0] - before[0]) / total)
@@ -263,12 +257,11 @@ class LoadSampler:
             if not loads:
                 continue
             windows = [
-                sum(loads[i : i + per_second]) / per_second
-                for i in range(max(1, len(loads) - per_second + 1))
+                loads[i : i + per_second] for i in range(max(1, len(loads) - per_second + 1))
             ]
             out[name] = {
                 "mean": round(sum(loads) / len(loads), 2),
-                "peak_1s": round(max(windows), 2),
+                "peak_1s": round(max(sum(w) / len(w) for w in windows), 2),
                 "busy_share": round(sum(1 for load in loads if load >= self.busy) / len(loads), 2),
             }
         return out
