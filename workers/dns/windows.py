@@ -99,11 +99,10 @@ def record_value(record: dict[str, Any], rrtype: str) -> str:
 
 @dataclass
 class _Found:
-    """A record as read: its canonical value, TTL and the object to hand back to Set/Remove."""
+    """A record as read: its canonical value and TTL."""
 
     value: str
     ttl: int
-    obj: dict[str, Any]
 
 
 class WindowsDns:
@@ -174,7 +173,7 @@ class WindowsDns:
             return []
         self._check("Get-DnsServerResourceRecord", result)
         return [
-            _Found(record_value(obj, rrtype), ttl_seconds(obj.get("TimeToLive", 0)), obj)
+            _Found(record_value(obj, rrtype), ttl_seconds(obj.get("TimeToLive", 0)))
             for obj in result.output
             if str(obj.get("RecordType", rrtype)) == rrtype
         ]
