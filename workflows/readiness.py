@@ -128,7 +128,7 @@ def replication_checks(
 def leftover_test_vm(hv: Any, vm: str, host: str) -> Check:
     """A test failover cannot start while an earlier test's VM is still on the replica host
     (Ferryman refuses to adopt it: it would test an old copy)."""
-    from workers.executors.base import test_vm_name
+    from workers.executors.base import leftover_cleanup, test_vm_name
     from workers.executors.lookup import find_vm
 
     name = test_vm_name(vm)
@@ -143,8 +143,8 @@ def leftover_test_vm(hv: Any, vm: str, host: str) -> Check:
         vm,
         what,
         Verdict.FAIL,
-        f"{name!r} exists: an earlier test failover was not cleaned up; run `ferryman runs "
-        f"cleanup RUN` for it, or Stop-VMFailover -VMName {vm} on {host}",
+        f"{name!r} exists: an earlier test failover was not cleaned up; run "
+        f"{leftover_cleanup(vm, host)}",
     )
 
 

@@ -31,6 +31,14 @@ def test_vm_name(vm: str) -> str:
     return f"{vm}{TEST_SUFFIX}"
 
 
+def leftover_cleanup(vm: str, host: str) -> str:
+    """How an operator removes a test VM an earlier test failover left on ``host``."""
+    return (
+        "`ferryman runs cleanup RUN` for the test run that made it (`ferryman runs list`), "
+        f"or Stop-VMFailover -VMName {vm} on {host}"
+    )
+
+
 def vm_of(spec: StepSpec) -> str:
     """The step's VM; a VM step without one is a compiler bug."""
     if not spec.vm:

@@ -14,6 +14,7 @@ from plans.errors import TransientError
 from workers.errors import RemotePermanentError
 from workers.executors.base import (
     host_of,
+    leftover_cleanup,
     param,
     refused_as_step_error,
     test_vm_name,
@@ -202,9 +203,8 @@ def test_failover(ctx: StepContext, spec: StepSpec) -> StepOutcome:
         raise LeftoverTestFailover(
             f"VM {vm}: the test VM {test_vm!r} already exists on {host}, left by an earlier "
             "test failover that was not cleaned up (or made by hand), so this test would not "
-            f"test today's replica. Clean it up first: `ferryman runs cleanup RUN` for the "
-            f"test run that made it (`ferryman runs list`), or Stop-VMFailover -VMName {vm} "
-            f"on {host}; then start the test again"
+            f"test today's replica. Clean it up first: {leftover_cleanup(vm, host)}; then start "
+            "the test again"
         )
     repl = require_replication(hv, spec, vm)
     if repl.state is not RS.REPLICATING or repl.mode is not Mode.REPLICA:
