@@ -22,6 +22,8 @@ SUBCOMMANDS: dict[str, str] = {
     "flower": "workflows.console:flower",
     "demo": "workflows.console:demo",
     "triggers": "workflows.console:triggers",
+    "serve": "workflows.api.cli:serve",
+    "tokens": "workflows.api.cli:tokens",
 }
 
 # commands added to another package's group when it is loaded: group -> ["module:attribute"]
