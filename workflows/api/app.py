@@ -30,9 +30,10 @@ from workflows.api.auth import Caller, Reader
 from workflows.api.services import Services
 from workflows.compiler import RunOperation
 from workflows.engine import RunStateError
+from workflows.operations import Outcome
 from workflows.statuses import TERMINAL_RUN, RunStatus
 from workflows.store import Conflict, Run, RunNotFound, repository
-from workflows.tokens import Principal
+from workflows.tokens import Permission, Principal
 
 API = "/api/v1"
 FOLLOW_INTERVAL = 0.5  # seconds between reads of a followed run
@@ -51,11 +52,13 @@ class StartRun(BaseModel):
 
 
 class Decision(BaseModel):
-    """Approve or reject a gate, with why."""
+    """Approve or reject a gate, with why (a retried request with the same key is answered
+    with the first one's outcome)."""
 
     model_config = ConfigDict(extra="forbid")
 
     comment: str = Field(default="", max_length=4000)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class FollowUp(BaseModel):
@@ -72,6 +75,18 @@ class Cancel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(default="", max_length=4000)
+
+
+def outcome_json(outcome: Outcome) -> dict[str, Any]:
+    """What an action did: the run it acted on or started, and how."""
+    return {
+        **run_summary(outcome.run),
+        "action": outcome.action,
+        "target": outcome.target.id if outcome.target else None,
+        "dispatched": outcome.dispatched,
+        "replayed": outcome.replayed,
+        "detail": outcome.detail,
+    }
 
 
 def run_summary(run: Run) -> dict[str, Any]:
@@ -272,11 +287,8 @@ def api_router() -> APIRouter:
     @router.post("/runs", status_code=201, tags=["runs"])
     def start_run(body: StartRun, services: Svc, who: Caller) -> dict[str, Any]:
         """Start a failover of a configured plan (an idempotency key returns the same run)."""
-        actions.require(
-            who, actions.permission_for(body.type), f"start a {body.type} failover"
-        )
-        run = actions.start(
-            services.engine,
+        actions.require(who, actions.permission_for(body.type), f"start a {body.type} failover")
+        outcome = services.actions.start(
             who,
             services.bundle(),
             body.plan,
@@ -285,7 +297,7 @@ def api_router() -> APIRouter:
             options=body.options,
             idempotency_key=body.idempotency_key,
         )
-        return run_summary(run)
+        return outcome_json(outcome)
 
     @router.get("/runs", tags=["runs"])
     def list_runs(
@@ -362,24 +374,25 @@ def api_router() -> APIRouter:
         run_id: str, gate: str, body: Decision, services: Svc, who: Caller
     ) -> dict[str, Any]:
         """Approve the gate the run waits at; the run continues."""
-        return _decide(services, who, run_id, gate, True, body.comment)
+        return _decide(services, who, run_id, gate, True, body)
 
     @router.post("/runs/{run_id}/gates/{gate}/reject", tags=["gates"])
     def reject(
         run_id: str, gate: str, body: Decision, services: Svc, who: Caller
     ) -> dict[str, Any]:
         """Reject the gate the run waits at; the run fails (a test run is then undone)."""
-        return _decide(services, who, run_id, gate, False, body.comment)
+        return _decide(services, who, run_id, gate, False, body)
 
     def _decide(
-        services: Services, who: Principal, run_id: str, gate: str, ok: bool, comment: str
+        services: Services, who: Principal, run_id: str, gate: str, ok: bool, body: Decision
     ) -> dict[str, Any]:
-        from workflows.tokens import Permission
-
         actions.require(who, Permission.DECIDE, "approve or reject gates")
-        _gate(services, run_id, gate)
-        run = actions.decide(services.engine, who, run_id, approved=ok, comment=comment)
-        return run_summary(run)
+        if body.idempotency_key is None:
+            _gate(services, run_id, gate)
+        outcome = services.actions.decide(
+            who, run_id, approved=ok, comment=body.comment, idempotency_key=body.idempotency_key
+        )
+        return outcome_json(outcome)
 
     # -- follow-ups and run actions
 
@@ -390,8 +403,7 @@ def api_router() -> APIRouter:
             run_id: str, services: Svc, who: Caller, body: FollowUp | None = None
         ) -> dict[str, Any]:
             notes = body.notes if body else ""
-            child = actions.follow_up(services.engine, who, run_id, operation, notes=notes)
-            return run_summary(child)
+            return outcome_json(services.actions.follow_up(who, run_id, operation, notes=notes))
 
         handler.__doc__ = doc
         router.add_api_route(
@@ -417,20 +429,18 @@ def api_router() -> APIRouter:
     ) -> dict[str, Any]:
         """Stop a run: nothing new starts; running steps finish."""
         reason = body.reason if body else ""
-        return run_summary(actions.cancel(services.engine, who, run_id, reason=reason))
+        return outcome_json(services.actions.cancel(who, run_id, reason=reason))
 
     @router.post("/runs/{run_id}/resume", tags=["runs"])
     def resume(run_id: str, services: Svc, who: Caller) -> dict[str, Any]:
         """Re-run a failed run's failed steps and continue."""
-        return run_summary(actions.resume(services.engine, who, run_id))
+        return outcome_json(services.actions.resume(who, run_id))
 
-    @router.post("/runs/{run_id}/compensate", tags=["runs"], response_model=None)
-    def compensate(run_id: str, services: Svc, who: Caller) -> dict[str, Any] | JSONResponse:
-        """Undo a run's completed steps, newest first, as a run of its own."""
-        child = actions.compensate(services.engine, who, run_id)
-        if child is None:
-            return JSONResponse({"detail": f"run {run_id} has nothing to undo"}, 200)
-        return JSONResponse(run_summary(child), status_code=201)
+    @router.post("/runs/{run_id}/compensate", tags=["runs"])
+    def compensate(run_id: str, services: Svc, who: Caller) -> dict[str, Any]:
+        """Undo a run's completed steps, newest first, as a run of its own (``target`` is
+        the run undone; without a new run when there was nothing to undo)."""
+        return outcome_json(services.actions.compensate(who, run_id))
 
     return router
 

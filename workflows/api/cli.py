@@ -36,20 +36,24 @@ def serve(host: str, port: int, log_level: str) -> None:
     """The HTTP API (/api/v1, /openapi.json, /metrics, /healthz, /readyz) and the web console."""
     import uvicorn
 
-    from workers.embedded import build_runtime, worker
+    from workers.embedded import worker
     from workflows.api.app import create_app
     from workflows.api.services import Services
+    from workflows.runtime import build_runtime, executor_for
 
     try:
         settings = Settings.from_env()
-        runtime = build_runtime(settings)
+        if settings.embedded:
+            runtime = build_runtime(settings, executor_for(settings))
+        else:
+            runtime = build_runtime(settings, client=True)
     except FerrymanError as exc:
         _fail(str(exc))
         return
     services = Services(runtime.engine, settings, app=runtime.app)
     with ExitStack() as stack:
         stack.callback(runtime.db.dispose)
-        if settings.broker_url.startswith("memory://"):
+        if settings.embedded:
             try:
                 sites = sorted(services.bundle().fabric.sites)
             except FerrymanError as exc:

@@ -16,8 +16,10 @@ from typing import Any
 from plans import Bundle
 from plans.bundle import ValidationReport, validate
 from plans.errors import FerrymanError
+from workflows.api.actions import Actions
 from workflows.compiler import compile_run
 from workflows.engine import Engine
+from workflows.operations import Operations
 from workflows.settings import Settings
 from workflows.store import Database
 from workflows.triggers import plan_files
@@ -35,6 +37,11 @@ class Services:
     executor_factory: Callable[[], Any] | None = None
     _health: tuple[float, list[dict[str, Any]]] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def actions(self) -> Actions:
+        """The operator actions, each behind its role check."""
+        return Actions(Operations(self.engine))
 
     @property
     def db(self) -> Database:
