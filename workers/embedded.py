@@ -18,7 +18,7 @@ from workers.app import create_app, never_join_results, queues_for
 from workers.tasks import Executor, register
 from workflows.dispatch import CeleryDispatcher
 from workflows.engine import Engine
-from workflows.gates import GateWatch
+from workflows.recovery import Watch
 from workflows.settings import Settings
 from workflows.store.database import Database, pool_size_for
 
@@ -65,7 +65,7 @@ def worker(
         shutdown_timeout=60,
     ):
         never_join_results()  # after start_worker, which sets the opposite for tests
-        watch = GateWatch(runtime.engine, interval=gate_interval).start()
+        watch = Watch(runtime.engine, interval=gate_interval).start()
         try:
             yield runtime
         finally:

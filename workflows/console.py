@@ -401,7 +401,7 @@ def worker_cmd(
     """A Celery worker (threads pool) for sites' queues and, by default, the engine queue."""
     from workers.app import queues_for
     from workers.embedded import build_runtime
-    from workflows.gates import GateWatch
+    from workflows.recovery import Watch
 
     settings = _settings()
     if _embedded(settings):
@@ -417,7 +417,7 @@ def worker_cmd(
     threads = concurrency or settings.worker_concurrency
     runtime = build_runtime(settings, concurrency=threads)
     worker_ready.connect(lambda **_: never_join_results(), weak=False)
-    watch = GateWatch(runtime.engine).start()
+    watch = Watch(runtime.engine).start()
     try:
         runtime.app.Worker(
             queues=queues_for(sites, engine=engine),
