@@ -423,15 +423,18 @@ class Engine:
             )
         return run
 
-    def approve(self, run_id: str, *, by: str, comment: str = "") -> Run:
-        """An operator approves the open gate: the run continues."""
-        return self._decide_gate(run_id, approved=True, by=by, comment=comment)
+    def approve(self, run_id: str, *, by: str, comment: str = "", key: str | None = None) -> Run:
+        """An operator approves the open gate: the run continues. ``key``: the request's
+        idempotency key, kept with the decision's event so a retried request finds it."""
+        return self._decide_gate(run_id, approved=True, by=by, comment=comment, key=key)
 
-    def reject(self, run_id: str, *, by: str, comment: str = "") -> Run:
+    def reject(self, run_id: str, *, by: str, comment: str = "", key: str | None = None) -> Run:
         """An operator rejects the open gate: the run fails (resume asks again)."""
-        return self._decide_gate(run_id, approved=False, by=by, comment=comment)
+        return self._decide_gate(run_id, approved=False, by=by, comment=comment, key=key)
 
-    def _decide_gate(self, run_id: str, *, approved: bool, by: str, comment: str) -> Run:
+    def _decide_gate(
+        self, run_id: str, *, approved: bool, by: str, comment: str, key: str | None
+    ) -> Run:
         if not by:
             raise RunStateError("say who decides: an approval records the operator's name (--by)")
         self.check_timeouts()
@@ -441,7 +444,7 @@ class Engine:
             if run.status != RunStatus.WAITING or approval is None:
                 raise RunStateError(f"run {run.id} is {run.status}, not waiting at a gate")
             status = gates.record_decision(
-                session, approval, approved=approved, by=by, comment=comment
+                session, approval, approved=approved, by=by, comment=comment, key=key
             )
             reason = f"gate {approval.name} rejected by {by}: {comment}"
             self._after_gate(

@@ -59,9 +59,19 @@ def open_gate(
 
 
 def record_decision(
-    session: Session, approval: Approval, *, approved: bool, by: str, comment: str
+    session: Session,
+    approval: Approval,
+    *,
+    approved: bool,
+    by: str,
+    comment: str,
+    key: str | None = None,
 ) -> ApprovalStatus:
-    """Record an operator's approval or rejection of ``approval``; returns its new status."""
+    """Record an operator's approval or rejection of ``approval``; returns its new status.
+
+    ``key``: the request's idempotency key, kept with the decision's event so a retried
+    request finds it.
+    """
     status = ApprovalStatus.APPROVED if approved else ApprovalStatus.REJECTED
     repository.decide_approval(session, approval=approval, status=status, by=by, comment=comment)
     repository.add_event(
@@ -70,6 +80,7 @@ def record_decision(
         event=EventKind.GATE_APPROVED if approved else EventKind.GATE_REJECTED,
         actor=by,
         message=f"{approval.name}: {comment}" if comment else approval.name,
+        data={"idempotency_key": key} if key else None,
     )
     return status
 
