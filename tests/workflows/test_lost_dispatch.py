@@ -111,7 +111,7 @@ def test_the_workers_watch_finishes_a_run_whose_stages_were_sent_twice(
 ) -> None:
     # steps take a moment, so each stage outlasts a few rounds of the watch and its resend
     executor = FakeExecutor(delay=0.05)
-    settings = fast_settings(tmp_path, dispatch_grace=0.0)
+    settings = fast_settings(tmp_path, dispatch_grace=0.01)
     runtime = build_runtime(settings, executor)
     plan = without_gate(bundle)
     try:
