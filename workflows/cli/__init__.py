@@ -29,6 +29,8 @@ SUBCOMMANDS: dict[str, str] = {
     "flower": "workflows.cli.services:flower",
     "demo": "workflows.cli.services:demo",
     "triggers": "workflows.cli.services:triggers",
+    "serve": "workflows.api.cli:serve",
+    "tokens": "workflows.api.cli:tokens",
 }
 
 # commands added to another package's group when it is loaded: group -> ["module:attribute"]
