@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, str] = {
     "triggers": "workflows.cli.services:triggers",
     "serve": "workflows.api.cli:serve",
     "tokens": "workflows.api.cli:tokens",
+    "db": "workflows.cli.db:db",
 }
 
 # commands added to another package's group when it is loaded: group -> ["module:attribute"]
