@@ -16,6 +16,8 @@ action                     what it does
 ``connect_network``        back to the previous switch (None: disconnected)
 ``restore_dns``            put back the records UPDATE_DNS captured
 ``script``                 the action's undo script
+``remove_replication``     Remove-VMReplication on both ends (protection enabled)
+``set_replication``        Set-VMReplication back to the settings found before
 =========================  ========================================================
 """
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from workers.executors import dns, failover, machine, script
+from workers.executors import dns, failover, machine, protection, script
 from workers.executors.context import StepContext
 from workers.executors.errors import StepParamsError
 from workflows.steps import StepKind, StepOutcome, StepSpec
@@ -38,6 +40,8 @@ _ACTIONS: dict[str, tuple[StepKind, Callable[[StepContext, StepSpec], StepOutcom
     "connect_network": (StepKind.CONNECT_NETWORK, machine.restore_network),
     "restore_dns": (StepKind.RESTORE_DNS, dns.restore_dns),
     "script": (StepKind.SCRIPT, script.script),
+    "remove_replication": (StepKind.REMOVE_REPLICATION, protection.remove_replication),
+    "set_replication": (StepKind.SET_REPLICATION, protection.set_replication),
 }
 
 

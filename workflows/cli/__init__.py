@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, str] = {
     "flower": "workflows.cli.services:flower",
     "demo": "workflows.cli.services:demo",
     "triggers": "workflows.cli.services:triggers",
+    "protect": "workflows.cli.protect:protect",
 }
 
 # commands added to another package's group when it is loaded: group -> ["module:attribute"]
