@@ -30,6 +30,8 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "workflows.cli.services:demo",
     "triggers": "workflows.cli.services:triggers",
     "protect": "workflows.cli.protect:protect",
+    "serve": "workflows.api.cli:serve",
+    "tokens": "workflows.api.cli:tokens",
 }
 
 # commands added to another package's group when it is loaded: group -> ["module:attribute"]
