@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,10 +95,24 @@ class Sites:
 @pytest.fixture
 def sites(runtime: Runtime) -> Iterator[Sites]:
     """A fresh lab, its clock at TIME_SCALE, and the example fabric pointed at it."""
+    with open_sites(runtime, TIME_SCALE) as opened:
+        yield opened
+
+
+@pytest.fixture
+def frozen_sites(runtime: Runtime) -> Iterator[Sites]:
+    """Like ``sites``, on a frozen lab clock: time moves only through POST /time/advance."""
+    with open_sites(runtime, 0) as opened:
+        yield opened
+
+
+@contextmanager
+def open_sites(runtime: Runtime, time_scale: float) -> Iterator[Sites]:
+    """A fresh lab at ``time_scale`` and the example fabric pointed at it."""
     from lab.testing import running_lab
     from workers.hyperv.psrp import shared_cache
 
-    with running_lab(lab_topology(), auth="ntlm", time_scale=TIME_SCALE) as lab:
+    with running_lab(lab_topology(), auth="ntlm", time_scale=time_scale) as lab:
         previous = os.environ.get(PASSWORD_VARIABLE)
         os.environ[PASSWORD_VARIABLE] = lab.password
         try:

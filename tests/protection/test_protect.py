@@ -3,6 +3,8 @@ replication method, drift), prune, disable, and what is refused."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +15,7 @@ from plans.errors import FerrymanError
 from tests.protection.conftest import Sites
 from workers.executors import context as step_context
 from workers.executors.errors import StepFailed
-from workers.executors.protection import initial_replication
+from workers.executors.protection import enable_replication, initial_replication
 from workflows.compiler import _all_hosts
 from workflows.protection import (
     Action,
@@ -95,7 +97,11 @@ def test_apply_only_the_named_vm_and_refuse_an_unknown_one(sites: Sites) -> None
 
 
 def test_scheduled_initial_replication_starts_at_its_time(sites: Sites) -> None:
-    start = datetime.now(UTC) + timedelta(minutes=5)  # 1.5 s real at the lab's time scale
+    # Half an hour of lab time ahead (9 s real at the lab's time scale: room for a loaded
+    # machine to enable replication first); the lab's clock runs ahead of the real one, so
+    # the start is in the future for both.
+    lab_now = sites.lab.lab.clock.datetime()
+    start = max(lab_now, datetime.now(UTC)) + timedelta(minutes=30)
     bundle = sites.variant(_profile(method="scheduled", start_time=start.isoformat()))
     compiled = compile_protection(bundle.fabric, sites.reports(bundle), vms=["crm-01"])
     assert compiled is not None
@@ -121,24 +127,30 @@ def test_offline_initial_replication_exports_then_imports_on_the_replica(sites: 
     assert sites.state()["hr-01@hv-got-2"]["replication_state"] == "Replicating"
 
 
-def test_initial_replication_started_again_waits_for_the_first(sites: Sites) -> None:
+def test_initial_replication_started_again_waits_for_the_first(frozen_sites: Sites) -> None:
     """A step started again after its worker died finds the copy under way: it waits for
-    it instead of starting a second one."""
+    it instead of starting a second one. The lab's clock is frozen, so the first start can
+    only give up waiting (as a killed worker stops waiting) before the copy is done."""
+    sites = frozen_sites
     compiled = compile_protection(sites.bundle.fabric, sites.reports(), vms=["crm-01"])
     assert compiled is not None
     enable, initial = compiled.stages[0].units[0].steps
-    short = type(initial)(**{**initial.__dict__, "params": {**initial.params, "timeout": 0.05}})
+    short = replace(initial, params={**initial.params, "timeout": 0.2})
     hosts = _all_hosts(sites.bundle.fabric, list(sites.bundle.fabric.sites))
     ctx = step_context("r", "protect", "failover", hosts, poll_interval=0.02)
-    from workers.executors.protection import enable_replication
-
     enable_replication(ctx, enable)
-    # The first start gives up waiting (as a killed worker stops waiting) mid-copy.
     with pytest.raises(StepFailed, match="did not finish"):
         initial_replication(ctx, short)
+    assert sites.state()["crm-01@hv-sto-1"]["replication_state"] == "InitialReplicationInProgress"
+    # crm-01's 60 GB at 10 Gbit/s take 51.5 lab seconds: half of them, still under way.
+    assert sites.lab.admin("POST", "/time/advance", {"seconds": 30})[0] == 200
+    assert sites.state()["crm-01@hv-sto-1"]["replication_state"] == "InitialReplicationInProgress"
     again = step_context("r", "protect", "failover", hosts, attempt=2, poll_interval=0.02)
-    outcome = initial_replication(again, initial)
-    assert outcome.result["state"] == "Replicating" and outcome.result["resumed"] is True
+    with ThreadPoolExecutor(1) as pool:
+        redelivered = pool.submit(initial_replication, again, initial)
+        assert sites.lab.admin("POST", "/time/advance", {"seconds": 30})[0] == 200
+        outcome = redelivered.result(timeout=60)
+    assert outcome.result["state"] == "Replicating"
     assert len(sites.audit("Start-VMInitialReplication")) == 1
 
 
