@@ -208,14 +208,13 @@ def run(
             options=options,
             by=requested_by,
             idempotency_key=idempotency_key,
+            on_recorded=lambda run_id: say(f"run {run_id} started ({failover_type}, {direction})"),
         )
         if outcome.replayed:
             say(
                 f"run {outcome.run.id} was already started with this idempotency key "
-                f"({outcome.run.status})"
+                f"({outcome.run.status}); nothing new was started"
             )
-        else:
-            say(f"run {outcome.run.id} started ({failover_type}, {direction})")
         _report(outcome, runtime, wait, timeout)
 
 
