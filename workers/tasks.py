@@ -27,6 +27,7 @@ from workers.heartbeat import Heartbeat
 from workflows.compiler import CompiledRun
 from workflows.engine import Engine
 from workflows.events import EventKind
+from workflows.inputs import undo_json
 from workflows.statuses import RunStatus, StepStatus
 from workflows.steps import (
     TASK_ADVANCE,
@@ -206,7 +207,7 @@ class UnitRunner:
                 status=StepStatus.SUCCEEDED,
                 owner=done.delivery,
                 result=done.outcome.result,
-                undo=done.outcome.undo,
+                undo=undo_json(done.outcome.undo),
                 changed=done.outcome.changed,
                 error="",
             )
@@ -357,7 +358,7 @@ class UnitRunner:
                     status=StepStatus.FAILED,
                     owner=owner,
                     error=message,
-                    undo=undo if isinstance(undo, dict) else None,
+                    undo=undo_json(undo),
                 )
             except Conflict:
                 log.warning(TAKEN_OVER, spec.key, run_id)
