@@ -75,11 +75,11 @@ def snapshot(db: Database, run_id: str) -> RenderableType:
             else Text("")
             for k in kinds
         ]
-        table.add_row(owner, *cells)
+        table.add_row(Text(owner), *cells)  # a name prints as written, never as markup
     if stage.kind is StageKind.GATE and run.status == RunStatus.WAITING:
         gate = next((a for a in approvals if a.stage == stage.index), None)
         if gate is not None:
-            table.caption = f"waiting at gate '{gate.name}': {gate.instructions}"
+            table.caption = Text(f"waiting at gate '{gate.name}': {gate.instructions}")
     return table
 
 

@@ -119,3 +119,23 @@ class AuditEvent(SQLModel, table=True):
     actor: str = Field(default="", max_length=128)
     message: str = Field(default="", sa_column=Column(Text))
     data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token of the HTTP API: its principal's name and role, never the token itself.
+
+    Only a SHA-256 digest of the token is kept (tokens are 256 random bits, so a slow hash
+    adds nothing); ``prefix`` is the token's first characters, enough to tell tokens apart.
+    """
+
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=64)
+    role: str = Field(max_length=16)  # Role value
+    digest: str = Field(unique=True, max_length=64)
+    prefix: str = Field(max_length=16)
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = Field(default="", max_length=128)
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
