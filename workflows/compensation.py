@@ -10,7 +10,7 @@ failover only when an operator asks.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlmodel import Session
 
@@ -23,12 +23,21 @@ from workflows.compiler import (
 )
 from workflows.events import EventKind
 from workflows.inputs import undo_record
-from workflows.statuses import RunStatus, StepStatus
+from workflows.statuses import RunStateError, RunStatus, StepStatus
 from workflows.steps import StepKind
-from workflows.store import Run, repository
+from workflows.store import Database, Run, repository
 
-if TYPE_CHECKING:
-    from workflows.engine import Engine
+
+class RunStarter(Protocol):
+    """What follow-up runs need of the engine: its store and a way to start a linked run."""
+
+    @property
+    def db(self) -> Database: ...
+
+    def start_child(
+        self, parent: Run, compiled: CompiledRun, *, requested_by: str, notes: str = ""
+    ) -> Run:
+        """Create a follow-up run of ``parent`` and dispatch it."""
 
 
 def step_records(session: Session, run_id: str) -> list[StepRecord]:
@@ -49,10 +58,8 @@ def step_records(session: Session, run_id: str) -> list[StepRecord]:
     ]
 
 
-def compensate(engine: Engine, run_id: str, *, by: str) -> Run | None:
+def compensate(engine: RunStarter, run_id: str, *, by: str) -> Run | None:
     """Start undoing ``run_id``; returns the compensation run (None if nothing to undo)."""
-    from workflows.engine import RunStateError
-
     with engine.db.session() as session:
         run = repository.get_run(session, run_id=run_id)
         allowed = (RunStatus.FAILED, RunStatus.SUCCEEDED, RunStatus.CANCELLED)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from plans.errors import FerrymanError
-from workflows import gates
 from workflows.compensation import compensate as start_compensation
 from workflows.compiler import Direction, FailoverType, RunOperation
 from workflows.engine import BundleLike, Engine, RunStateError
@@ -174,9 +173,8 @@ class Operations:
             if earlier is not None:
                 return self._replay(action, run.id, key, earlier)
         try:
-            decided = gates.decide(
-                self.engine, run.id, approved=approved, by=by, comment=comment, key=key
-            )
+            decide = self.engine.approve if approved else self.engine.reject
+            decided = decide(run.id, by=by, comment=comment, key=key)
         except BrokerUnavailable as exc:
             return Outcome(action, self._fresh(exc.run_id), dispatched=False, detail=exc.reason)
         except (RunStateError, Conflict):

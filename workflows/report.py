@@ -24,6 +24,7 @@ from rich.text import Text
 from sqlmodel import Session
 
 from workflows.compiler import CompiledRun
+from workflows.events import RECOVERIES
 from workflows.store import repository
 
 VM_UP = ("start_vm", "wait_ip")  # the steps after which a VM counts as up
@@ -313,6 +314,12 @@ def render(report: dict[str, Any]) -> RenderableType:
                 a["name"], a["status"], a["decided_by"], a["decided_at"] or "", a["comment"]
             )
         parts.append(gates)
+    recovered = [e for e in report["events"] if e["event"] in RECOVERIES]
+    if recovered:
+        table = Table("when", "event", "what", title="recovered after a crash")
+        for e in recovered:
+            table.add_row(e["at"] or "", e["event"], e["message"])
+        parts.append(table)
     if report["follow_ups"]:
         follow = Table("follow-up run", "operation", "status", "requested by", title="follow-ups")
         for column in follow.columns:

@@ -224,7 +224,7 @@ def serve_worker(
     from celery.signals import worker_ready
 
     from workers.app import never_join_results, queues_for
-    from workflows.gates import GateWatch
+    from workflows.recovery import Watch
 
     if settings.embedded:
         raise FerrymanError(
@@ -237,7 +237,7 @@ def serve_worker(
     threads = concurrency or settings.worker_concurrency
     runtime = build_runtime(settings, concurrency=threads)
     worker_ready.connect(lambda **_: never_join_results(), weak=False)
-    watch = GateWatch(runtime.engine).start()
+    watch = Watch(runtime.engine).start()
     try:
         runtime.app.Worker(
             queues=queues_for(names, engine=engine_queue),

@@ -19,6 +19,10 @@ class IllegalTransition(FerrymanError):
     """A status change the state machine does not allow; the message says what is allowed."""
 
 
+class RunStateError(FerrymanError):
+    """The operation does not fit the run's current status; the message says what does."""
+
+
 class RunStatus(enum.StrEnum):
     """Where a run is in its life."""
 

@@ -3,8 +3,9 @@
 A message body is ``{"plan": "three-tier", "type": "test", "requested_by": "...",
 "idempotency_key": "...", "direction": "failover", "options": {...}}`` (content type
 ``application/json``). The plan is looked up in the configured plan files
-(``FERRYMAN_PLAN_PATHS``: files or folders of ``*.yaml``), read again for every message so edits
-apply without a restart. Delivery is at least once, so the idempotency key decides: a key
+(``FERRYMAN_PLAN_PATHS``: files or folders; a folder contributes its plan and fabric files and
+skips, with a warning, other YAML such as a lab topology), read again for every message so
+edits apply without a restart. Delivery is at least once, so the idempotency key decides: a key
 already used returns the existing run and starts nothing.
 
 A message that cannot start a run (not JSON, wrong fields, unknown plan, a plan that does not
@@ -47,13 +48,45 @@ class TriggerRequest(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-def plan_files(paths: Sequence[str]) -> list[Path]:
-    """The YAML files named by ``paths`` (folders expand to their ``*.yaml``/``*.yml``)."""
+PLAN_KEYS = frozenset({"version", "include", "fabric", "plans"})
+_WARNED: set[Path] = set()
+
+
+def is_plan_file(path: Path) -> bool:
+    """Whether ``path`` holds a plan or fabric file: a mapping of the format's keys only,
+    with a ``fabric`` or ``plans`` section (a lab topology or a compose file is not)."""
+    from plans.loader import load_file
+
+    loaded = load_file(path)
+    if not hasattr(loaded, "data"):
+        return False
+    data = loaded.data
+    return set(data) <= PLAN_KEYS and bool({"fabric", "plans"} & set(data))
+
+
+def plan_files(paths: Sequence[str], *, skipped: list[Path] | None = None) -> list[Path]:
+    """The plan and fabric files named by ``paths``.
+
+    A folder expands to its ``*.yaml``/``*.yml`` files that are plan or fabric files; the
+    others (a lab topology, a compose file) are skipped, logged and listed in ``skipped``.
+    A file named directly is always loaded, so its problems are reported.
+    """
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(sorted([*path.glob("*.yaml"), *path.glob("*.yml")]))
+            for candidate in sorted([*path.glob("*.yaml"), *path.glob("*.yml")]):
+                if is_plan_file(candidate):
+                    files.append(candidate)
+                elif candidate not in _WARNED:
+                    _WARNED.add(candidate)  # once per file: the files are read per message
+                    log.warning(
+                        "FERRYMAN_PLAN_PATHS: skipped %s: not a plan or fabric file "
+                        "(its top level is not version/include/fabric/plans)",
+                        candidate,
+                    )
+                if skipped is not None and candidate not in files:
+                    skipped.append(candidate)
         else:
             files.append(path)
     return files
