@@ -26,20 +26,20 @@ reverse_to (new prim.)     Set-VMReplication -Reverse -Replica...   mode Primary
 start_initial_replication  Start-VMInitialReplication               past ReadyForInitial...
 script (VMM/any host)      the plan's script; errors: ScriptFailed  (never skipped)
 health_check               Running and health not Critical          (read only)
-compensate                 runs params["undo"] (see compensation)   as the undo action
+compensate                 runs its input's undo record             as the undo action
 =========================  =======================================  ===========================
 """
 
 from __future__ import annotations
 
 from workers.executors import dns, failover, machine, reversal, script
-from workers.executors.base import Executor
+from workers.executors.base import StepFunction
 from workers.executors.compensation import compensate_step
 from workers.executors.context import StepContext
 from workers.executors.errors import StepParamsError
 from workflows.steps import StepKind, StepOutcome, StepSpec
 
-EXECUTORS: dict[StepKind, Executor] = {
+EXECUTORS: dict[StepKind, StepFunction] = {
     StepKind.SHUTDOWN_PRIMARY: failover.shutdown_primary,
     StepKind.PREPARE_FAILOVER: failover.prepare_failover,
     StepKind.FAILOVER: failover.failover,
