@@ -29,6 +29,7 @@ from workflows.compiler import CompiledRun
 from workflows.decide import StepVerdict, UnitMove
 from workflows.engine import Advance, Engine
 from workflows.events import EventKind
+from workflows.inputs import undo_json
 from workflows.statuses import StepStatus
 from workflows.steps import (
     TASK_ADVANCE,
@@ -208,7 +209,7 @@ class UnitRunner:
                 status=StepStatus.SUCCEEDED,
                 owner=done.delivery,
                 result=done.outcome.result,
-                undo=done.outcome.undo,
+                undo=undo_json(done.outcome.undo),
                 changed=done.outcome.changed,
                 error="",
             )
@@ -356,7 +357,7 @@ class UnitRunner:
                     status=StepStatus.FAILED,
                     owner=owner,
                     error=message,
-                    undo=undo if isinstance(undo, dict) else None,
+                    undo=undo_json(undo),
                 )
             except Conflict:
                 log.warning(TAKEN_OVER, spec.key, run_id)

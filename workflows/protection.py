@@ -28,8 +28,17 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from plans.errors import ConfigurationError
-from plans.model import Direction, Fabric, Pairing
+from plans.model import Direction, Fabric, OnError, Pairing
 from workflows.compiler import CompiledRun, RunOperation, Stage, StageKind, _all_hosts
+from workflows.inputs import (
+    DeleteReplicaInput,
+    EnableReplicationInput,
+    InitialReplicationInput,
+    PartialProtectionSettings,
+    ProtectionSettings,
+    RemoveReplicationInput,
+    SetReplicationInput,
+)
 from workflows.steps import TASK_VM, StepKind, StepSpec, TaskUnit, site_queue
 
 PORTS = {"Kerberos": 8083, "Certificate": 8084}
@@ -322,72 +331,61 @@ def _lag(report: VmReport, now: datetime, risk_cycles: float) -> None:
 # --- compiling --------------------------------------------------------------------------------
 
 
-def _settings_params(settings: ReplicationSettings) -> dict[str, Any]:
-    return asdict(settings)
-
-
 def _unit(site: str, vm: str, steps: tuple[StepSpec, ...]) -> TaskUnit:
     return TaskUnit(key=f"protect/{vm}", task=TASK_VM, queue=site_queue(site), steps=steps, vm=vm)
 
 
 def _enable_steps(want: Desired, timeout: float) -> tuple[StepSpec, ...]:
     base = f"protect/{want.vm}"
-    enable = StepSpec(
-        f"{base}/enable_replication",
-        StepKind.ENABLE_REPLICATION,
-        want.vm,
-        want.primary_host,
-        {
-            "replica_host": want.replica_host,
-            "settings": _settings_params(want.settings),
-            "storage_classification": want.storage_classification,
-        },
+    enable = EnableReplicationInput(
+        replica_host=want.replica_host,
+        settings=ProtectionSettings(**asdict(want.settings)),
+        storage_classification=want.storage_classification,
     )
-    initial = StepSpec(
-        f"{base}/initial_replication",
-        StepKind.INITIAL_REPLICATION,
-        want.vm,
-        want.primary_host,
-        {
-            "replica_host": want.replica_host,
-            "method": want.method,
-            "start_time": want.start_time,
-            "export_path": want.export_path,
-            "import_path": want.import_path,
-            "timeout": timeout,
-        },
+    initial = InitialReplicationInput(
+        replica_host=want.replica_host,
+        method=want.method,  # type: ignore[arg-type]  # the profile's method, validated
+        start_time=want.start_time,
+        export_path=want.export_path,
+        import_path=want.import_path,
+        timeout=timeout,
     )
-    return enable, initial
+    return (
+        StepSpec(
+            f"{base}/enable_replication",
+            StepKind.ENABLE_REPLICATION,
+            want.vm,
+            want.primary_host,
+            enable,
+        ),
+        StepSpec(
+            f"{base}/initial_replication",
+            StepKind.INITIAL_REPLICATION,
+            want.vm,
+            want.primary_host,
+            initial,
+        ),
+    )
 
 
 def _reconcile_steps(want: Desired, obs: Observed) -> tuple[StepSpec, ...]:
-    return (
-        StepSpec(
-            f"protect/{want.vm}/set_replication",
-            StepKind.SET_REPLICATION,
-            want.vm,
-            obs.host,
-            {"settings": _settings_params(want.settings)},
-        ),
-    )
+    settings = SetReplicationInput(settings=PartialProtectionSettings(**asdict(want.settings)))
+    key = f"protect/{want.vm}/set_replication"
+    return (StepSpec(key, StepKind.SET_REPLICATION, want.vm, obs.host, settings),)
 
 
 def _disable_steps(
     vm: str, primary: str, replica: str, delete_replica: bool
 ) -> tuple[StepSpec, ...]:
+    remove = RemoveReplicationInput(replica_host=replica)
     steps = [
         StepSpec(
-            f"unprotect/{vm}/remove_replication",
-            StepKind.REMOVE_REPLICATION,
-            vm,
-            primary,
-            {"replica_host": replica},
+            f"unprotect/{vm}/remove_replication", StepKind.REMOVE_REPLICATION, vm, primary, remove
         )
     ]
     if delete_replica:
-        steps.append(
-            StepSpec(f"unprotect/{vm}/delete_replica", StepKind.DELETE_REPLICA, vm, replica, {})
-        )
+        key = f"unprotect/{vm}/delete_replica"
+        steps.append(StepSpec(key, StepKind.DELETE_REPLICA, vm, replica, DeleteReplicaInput()))
     return tuple(steps)
 
 
@@ -462,7 +460,7 @@ def _compiled(fabric: Fabric, operation: RunOperation, units: list[TaskUnit]) ->
         name=operation.value,
         kind=StageKind.UNITS,
         units=tuple(units),
-        on_failure="continue",
+        on_failure=OnError.CONTINUE,
     )
     return CompiledRun(
         plan=PLAN_NAME,

@@ -203,7 +203,8 @@ def timeline(report: dict[str, Any]) -> dict[str, Any]:
     origin = _parse(report["run"]["started_at"]) or (min(known) if known else None)
     if origin is None:
         return {"origin": None, "span": 0.0, "bars": []}
-    end = max(known)
+    # a finished run ends where it finished: later events (a follow-up asked for) are not its
+    end = _parse(report["run"]["finished_at"]) or max(known)
     span = max((end - origin).total_seconds(), 0.001)
 
     def offset(moment: datetime | None) -> float | None:

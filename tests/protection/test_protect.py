@@ -135,7 +135,7 @@ def test_initial_replication_started_again_waits_for_the_first(frozen_sites: Sit
     compiled = compile_protection(sites.bundle.fabric, sites.reports(), vms=["crm-01"])
     assert compiled is not None
     enable, initial = compiled.stages[0].units[0].steps
-    short = replace(initial, params={**initial.params, "timeout": 0.2})
+    short = replace(initial, params=initial.params.model_copy(update={"timeout": 0.2}))
     hosts = _all_hosts(sites.bundle.fabric, list(sites.bundle.fabric.sites))
     ctx = step_context("r", "protect", "failover", hosts, poll_interval=0.02)
     enable_replication(ctx, enable)

@@ -29,14 +29,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from workers.executors.base import host_of, param, refused_as_step_error, vm_of, wait_until
+from workers.executors.base import host_of, input_of, refused_as_step_error, vm_of
 from workers.executors.context import StepContext
 from workers.executors.errors import InvalidReplicationState, StepFailed, StepParamsError
 from workers.hyperv.hyperv import ReplicationAuth
 from workers.hyperv.hyperv import ReplicationSettings as EnableSettings
 from workers.hyperv.protection import ProtectionHost, Relationship
+from workflows.inputs import (
+    DeleteReplicaInput,
+    EnableReplicationInput,
+    InitialReplicationInput,
+    PartialProtectionSettings,
+    RemoveReplication,
+    RemoveReplicationInput,
+    RestoreReplicationSettings,
+    SetReplicationInput,
+)
 from workflows.protection import Observed, ReplicationSettings
 from workflows.steps import StepOutcome, StepSpec
+from workflows.waiting import wait_until
 
 TRUST_GROUP = "ferryman"
 _STARTED = {"InitialReplicationInProgress", "Replicating"}
@@ -50,13 +61,6 @@ def _same(a: str, b: str) -> bool:
     return a.split(".")[0].casefold() == b.split(".")[0].casefold()
 
 
-def _settings(spec: StepSpec) -> dict[str, Any]:
-    settings = spec.params.get("settings")
-    if not isinstance(settings, dict):
-        raise StepParamsError(f"step {spec.key}: no replication settings; recompile the run")
-    return settings
-
-
 def _state(rel: Relationship | None) -> str:
     return "not replicating" if rel is None else f"{rel.mode} in {rel.state}, health {rel.health}"
 
@@ -67,8 +71,8 @@ def _state(rel: Relationship | None) -> str:
 def enable_replication(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     """Where the replica goes, then Enable-VMReplication toward the replica host."""
     vm, host = vm_of(spec), host_of(spec)
-    replica = param(spec, "replica_host", str, "")
-    settings = _settings(spec)
+    params = input_of(spec, EnableReplicationInput)
+    replica, settings = params.replica_host, params.settings
     primary = _host(ctx, host)
     rel = primary.relationship(vm)
     if rel is not None:
@@ -80,7 +84,7 @@ def enable_replication(ctx: StepContext, spec: StepSpec) -> StepOutcome:
             f"(ferryman protect disable FABRIC --vm {vm}) or change the fabric"
         )
     result: dict[str, Any] = {}
-    classification = spec.params.get("storage_classification")
+    classification = params.storage_classification
     if classification:
         target = _host(ctx, replica)
         # A storage mapping's target classification is a folder of the Replica server's
@@ -96,15 +100,15 @@ def enable_replication(ctx: StepContext, spec: StepSpec) -> StepOutcome:
             target.authorize(host, location, TRUST_GROUP)
         result["storage_location"] = location
     hv = ctx.hyperv(host)
-    auth = str(settings["authentication"])
+    auth = settings.authentication
     enable = EnableSettings(
         replica_server=replica,
-        replica_port=int(settings["port"]),
+        replica_port=settings.port,
         authentication=ReplicationAuth(auth),
-        frequency_sec=int(settings["frequency"]),
-        recovery_history=int(settings["recovery_history"]),
-        vss_frequency_hours=int(settings["vss_hours"]) or None,
-        compression=bool(settings["compression"]),
+        frequency_sec=settings.frequency,
+        recovery_history=settings.recovery_history,
+        vss_frequency_hours=settings.vss_hours or None,
+        compression=settings.compression,
     )
     with refused_as_step_error(
         spec,
@@ -112,13 +116,13 @@ def enable_replication(ctx: StepContext, spec: StepSpec) -> StepOutcome:
         "Enable-VMReplication",
         lambda: _state(primary.relationship(vm)),
         f"Check that {replica} is a Replica server accepting {auth} on port "
-        f"{settings['port']}, then resume the run",
+        f"{settings.port}, then resume the run",
     ):
         hv.enable_replication(vm, enable)
     after = primary.relationship(vm)
     result["state"] = after.state if after else "unknown"
     # Undo: drop the relationship again (the replica VM it created goes with delete_replica).
-    undo = {"action": "remove_replication", "vm": vm, "host": host, "replica_host": replica}
+    undo = RemoveReplication(host=host, vm=vm, replica_host=replica)
     return StepOutcome(result=result, undo=undo)
 
 
@@ -129,9 +133,8 @@ def initial_replication(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     """Start the initial replication by the profile's method and wait until both ends
     replicate; one already started (this step's earlier start) is only waited for."""
     vm, host = vm_of(spec), host_of(spec)
-    replica = param(spec, "replica_host", str, "")
-    method = param(spec, "method", str, "network")
-    timeout = param(spec, "timeout", float, 6 * 3600.0)
+    params = input_of(spec, InitialReplicationInput)
+    replica, method, timeout = params.replica_host, params.method, params.timeout
     primary = _host(ctx, host)
     rel = primary.relationship(vm)
     if rel is None or rel.mode != "Primary":
@@ -149,8 +152,8 @@ def initial_replication(ctx: StepContext, spec: StepSpec) -> StepOutcome:
         )
     total = rel.pending_bytes
     if not started:
-        start_time = spec.params.get("start_time") if method == "scheduled" else None
-        export = param(spec, "export_path", str, "") if method == "offline" else None
+        start_time = params.start_time if method == "scheduled" else None
+        export = params.export_path if method == "offline" else None
         if method == "offline" and not export:
             raise StepParamsError(f"step {spec.key}: offline needs export_path; fix the profile")
         with refused_as_step_error(
@@ -166,11 +169,14 @@ def initial_replication(ctx: StepContext, spec: StepSpec) -> StepOutcome:
                 start_time=datetime.fromisoformat(start_time) if start_time else None,
             )
     if method == "offline":
-        _import_offline(ctx, spec, vm, replica)
+        _import_offline(ctx, spec, params.import_path or "", vm, replica)
+    # A copy takes minutes to hours: look often at first, then at a tenth of the time waited.
     done = wait_until(
         lambda: _replicating(primary, vm),
         timeout=timeout,
         interval=max(ctx.poll_interval, 0.05),
+        lateness=0.1,
+        max_interval=30.0,
     )
     if done is None:
         now = primary.relationship(vm)
@@ -185,9 +191,8 @@ def initial_replication(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     )
 
 
-def _import_offline(ctx: StepContext, spec: StepSpec, vm: str, replica: str) -> None:
+def _import_offline(ctx: StepContext, spec: StepSpec, path: str, vm: str, replica: str) -> None:
     """Import-VMInitialReplication on the replica, unless the copy is already in."""
-    path = param(spec, "import_path", str, "")
     if not path:
         raise StepParamsError(f"step {spec.key}: offline needs import_path; fix the profile")
     target = _host(ctx, replica)
@@ -215,7 +220,7 @@ def _replicating(host: ProtectionHost, vm: str) -> Relationship | None:
 def set_replication(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     """Set-VMReplication with the profile's settings that differ from the live ones."""
     vm, host = vm_of(spec), host_of(spec)
-    wanted = _settings(spec)
+    wanted = input_of(spec, SetReplicationInput).settings.model_dump(exclude_none=True)
     primary = _host(ctx, host)
     rel = primary.relationship(vm)
     if rel is None or rel.mode != "Primary":
@@ -236,14 +241,16 @@ def set_replication(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     ):
         primary.set_settings(vm, changes)
     before = {k: live.get(k) for k in changes}
-    undo = {"action": "set_replication", "vm": vm, "host": host, "settings": before}
+    undo = RestoreReplicationSettings(
+        host=host, vm=vm, settings=PartialProtectionSettings(**before)
+    )
     return StepOutcome(result={"changed": changes, "before": before}, undo=undo)
 
 
 def remove_replication(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     """Remove-VMReplication on the primary, then on the replica."""
     vm, host = vm_of(spec), host_of(spec)
-    replica = param(spec, "replica_host", str, "")
+    replica = input_of(spec, RemoveReplicationInput).replica_host
     removed = []
     for name in (host, replica):
         if not name:
@@ -262,6 +269,7 @@ def remove_replication(ctx: StepContext, spec: StepSpec) -> StepOutcome:
 def delete_replica(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     """Remove-VM -Force of the replica VM (its replication removed first)."""
     vm, host = vm_of(spec), host_of(spec)
+    input_of(spec, DeleteReplicaInput)
     target = _host(ctx, host)
     if not target.has_vm(vm):
         return StepOutcome(result={"deleted": False}, changed=False)

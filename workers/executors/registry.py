@@ -26,7 +26,7 @@ reverse_to (new prim.)     Set-VMReplication -Reverse -Replica...   mode Primary
 start_initial_replication  Start-VMInitialReplication               past ReadyForInitial...
 script (VMM/any host)      the plan's script; errors: ScriptFailed  (never skipped)
 health_check               Running and health not Critical          (read only)
-compensate                 runs params["undo"] (see compensation)   as the undo action
+compensate                 runs its input's undo record             as the undo action
 enable_replication ...     protection runs: see executors.protection
 =========================  =======================================  ===========================
 """
@@ -34,13 +34,13 @@ enable_replication ...     protection runs: see executors.protection
 from __future__ import annotations
 
 from workers.executors import dns, failover, machine, protection, reversal, script
-from workers.executors.base import Executor
+from workers.executors.base import StepFunction
 from workers.executors.compensation import compensate_step
 from workers.executors.context import StepContext
 from workers.executors.errors import StepParamsError
 from workflows.steps import StepKind, StepOutcome, StepSpec
 
-EXECUTORS: dict[StepKind, Executor] = {
+EXECUTORS: dict[StepKind, StepFunction] = {
     StepKind.SHUTDOWN_PRIMARY: failover.shutdown_primary,
     StepKind.PREPARE_FAILOVER: failover.prepare_failover,
     StepKind.FAILOVER: failover.failover,
@@ -59,13 +59,13 @@ EXECUTORS: dict[StepKind, Executor] = {
     StepKind.START_INITIAL_REPLICATION: reversal.start_initial_replication,
     StepKind.SCRIPT: script.script,
     StepKind.HEALTH_CHECK: machine.health_check,
+    # The engine's compensation runs carry an undo record in params["undo"].
+    StepKind.COMPENSATE: compensate_step,
     StepKind.ENABLE_REPLICATION: protection.enable_replication,
     StepKind.INITIAL_REPLICATION: protection.initial_replication,
     StepKind.SET_REPLICATION: protection.set_replication,
     StepKind.REMOVE_REPLICATION: protection.remove_replication,
     StepKind.DELETE_REPLICA: protection.delete_replica,
-    # The engine's compensation runs carry an undo record in params["undo"].
-    StepKind.COMPENSATE: compensate_step,
 }
 
 

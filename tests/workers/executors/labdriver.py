@@ -12,7 +12,7 @@ import yaml
 
 from lab.testing import LabHandle, running_lab
 from workers.executors import StepContext, context, run_step
-from workers.executors.context import endpoint_for
+from workers.hyperv.connection import PsrpEndpoint
 from workers.hyperv.pool import RunspacePoolCache
 from workers.hyperv.psrp import PsrpRunner
 from workflows.steps import HostRef, StepKind, StepOutcome, StepSpec
@@ -74,7 +74,7 @@ class Driver:
             self.hosts,
             self.prior.setdefault(vm, {}),
             attempt=attempt,
-            runner_factory=lambda ref: PsrpRunner(endpoint_for(ref), cache=self.pools),
+            runner_factory=lambda ref: PsrpRunner(PsrpEndpoint.from_ref(ref), cache=self.pools),
             poll_interval=0.05,
         )
 
