@@ -482,3 +482,17 @@ def html_document(report: dict[str, Any]) -> str:
         f"<style>{stylesheet()}</style></head><body class=\"report\">"
         f"{html_body(report)}</body></html>\n"
     )
+
+
+def write_html(report: dict[str, Any], path: str) -> None:
+    """Write :func:`html_document` to ``path`` (a ConfigurationError says why it cannot)."""
+    from pathlib import Path
+
+    from plans.errors import ConfigurationError
+
+    try:
+        Path(path).write_text(html_document(report), encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot write the report to {path}: {exc.strerror or exc}; choose a writable file"
+        ) from None
