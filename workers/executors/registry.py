@@ -27,6 +27,7 @@ start_initial_replication  Start-VMInitialReplication               past ReadyFo
 script (VMM/any host)      the plan's script; errors: ScriptFailed  (never skipped)
 health_check               Running and health not Critical          (read only)
 compensate                 runs its input's undo record             as the undo action
+enable_replication ...     protection runs: see executors.protection
 =========================  =======================================  ===========================
 
 A command whose answer was lost (:class:`~workers.errors.OutcomeUnknown`) is retried only by
@@ -37,7 +38,7 @@ script) fails instead and runs again only when an operator resumes it.
 from __future__ import annotations
 
 from workers.errors import OutcomeUnknown
-from workers.executors import dns, failover, machine, reversal, script
+from workers.executors import dns, failover, machine, protection, reversal, script
 from workers.executors.base import StepFunction
 from workers.executors.compensation import compensate_step
 from workers.executors.context import StepContext
@@ -66,6 +67,11 @@ EXECUTORS: dict[StepKind, StepFunction] = {
     StepKind.HEALTH_CHECK: machine.health_check,
     # The engine's compensation runs carry an undo record in params["undo"].
     StepKind.COMPENSATE: compensate_step,
+    StepKind.ENABLE_REPLICATION: protection.enable_replication,
+    StepKind.INITIAL_REPLICATION: protection.initial_replication,
+    StepKind.SET_REPLICATION: protection.set_replication,
+    StepKind.REMOVE_REPLICATION: protection.remove_replication,
+    StepKind.DELETE_REPLICA: protection.delete_replica,
 }
 
 
