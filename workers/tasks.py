@@ -23,12 +23,14 @@ from celery.exceptions import Retry
 from sqlmodel import Session
 
 from plans.errors import FerrymanError, PermanentError, TransientError
+from workers.errors import retryable
 from workers.heartbeat import Heartbeat
 from workflows import decide
 from workflows.compiler import CompiledRun
 from workflows.decide import StepVerdict, UnitMove
 from workflows.engine import Advance, Engine
 from workflows.events import EventKind
+from workflows.inputs import undo_json
 from workflows.statuses import StepStatus
 from workflows.steps import (
     TASK_ADVANCE,
@@ -134,6 +136,8 @@ def describe_failure(spec: StepSpec, exc: BaseException) -> str:
     error_id = getattr(exc, "fully_qualified_error_id", "")
     detail = f" [{cmdlet}{': ' + error_id if error_id else ''}]" if cmdlet else ""
     kind = "transient" if isinstance(exc, TransientError) else "permanent"
+    if isinstance(exc, TransientError) and not retryable(exc):
+        kind = "not retried"
     if not isinstance(exc, FerrymanError):
         kind = f"unexpected {type(exc).__name__}"
     return f"{spec.kind.value} of {subject} {where}{detail} failed ({kind}): {exc}".replace(
@@ -208,7 +212,7 @@ class UnitRunner:
                 status=StepStatus.SUCCEEDED,
                 owner=done.delivery,
                 result=done.outcome.result,
-                undo=done.outcome.undo,
+                undo=undo_json(done.outcome.undo),
                 changed=done.outcome.changed,
                 error="",
             )
@@ -245,6 +249,10 @@ class UnitRunner:
         except TransientError as exc:
             retries = task.request.retries
             policy = self.engine.settings.retry
+            if not retryable(exc):  # its outcome is unknown and running it again is not safe
+                return self._failed(
+                    run_id, spec, describe_failure(spec, exc), exc, owner=delivery
+                ), None
             if retries < policy.max_retries:
                 delay = policy.delay(retries, random.random())
                 if not self._retrying(run_id, spec, exc, retries + 1, delay, owner=delivery):
@@ -356,7 +364,7 @@ class UnitRunner:
                     status=StepStatus.FAILED,
                     owner=owner,
                     error=message,
-                    undo=undo if isinstance(undo, dict) else None,
+                    undo=undo_json(undo),
                 )
             except Conflict:
                 log.warning(TAKEN_OVER, spec.key, run_id)
