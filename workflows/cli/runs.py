@@ -24,6 +24,7 @@ from rich.tree import Tree
 from workflows.cli.output import Exit, console, notice, say, stop, styled
 from workflows.compiler import CompiledRun, StageKind
 from workflows.operations import FOLLOW_UP_COMMANDS, Operations, Outcome
+from workflows.options import validate_options
 from workflows.runtime import Runtime, for_command, open_store
 from workflows.settings import Settings
 from workflows.statuses import TERMINAL_RUN, RunStatus
@@ -190,7 +191,7 @@ def run(
     from workflows.compiler import compile_run
 
     bundle = load_bundle(list(files))
-    options = _options(option_pairs)
+    options = validate_options(failover_type, _options(option_pairs))  # typos exit 1
     if dry_run:
         loaded = settings(store=False)
         compiled = compile_run(
