@@ -23,6 +23,7 @@ from celery.exceptions import Retry
 from sqlmodel import Session
 
 from plans.errors import FerrymanError, PermanentError, TransientError
+from workers.errors import retryable
 from workers.heartbeat import Heartbeat
 from workflows import decide
 from workflows.compiler import CompiledRun
@@ -135,6 +136,8 @@ def describe_failure(spec: StepSpec, exc: BaseException) -> str:
     error_id = getattr(exc, "fully_qualified_error_id", "")
     detail = f" [{cmdlet}{': ' + error_id if error_id else ''}]" if cmdlet else ""
     kind = "transient" if isinstance(exc, TransientError) else "permanent"
+    if isinstance(exc, TransientError) and not retryable(exc):
+        kind = "not retried"
     if not isinstance(exc, FerrymanError):
         kind = f"unexpected {type(exc).__name__}"
     return f"{spec.kind.value} of {subject} {where}{detail} failed ({kind}): {exc}".replace(
@@ -246,6 +249,10 @@ class UnitRunner:
         except TransientError as exc:
             retries = task.request.retries
             policy = self.engine.settings.retry
+            if not retryable(exc):  # its outcome is unknown and running it again is not safe
+                return self._failed(
+                    run_id, spec, describe_failure(spec, exc), exc, owner=delivery
+                ), None
             if retries < policy.max_retries:
                 delay = policy.delay(retries, random.random())
                 if not self._retrying(run_id, spec, exc, retries + 1, delay, owner=delivery):

@@ -112,6 +112,8 @@ class RunOperation(enum.StrEnum):
     CANCEL_FAILOVER = "cancel_failover"  # after an unplanned failover: Stop-VMFailover
     REVERSE = "reverse"  # after a committed unplanned failover: replicate back
     COMPENSATE = "compensate"  # undo the completed steps of a run, newest first
+    PROTECT = "protect"  # bring protection to a fabric's desired state (workflows.protection)
+    UNPROTECT = "unprotect"  # disable protection of VMs (workflows.protection)
 
     @property
     def is_failover(self) -> bool:

@@ -228,6 +228,24 @@ class Engine:
         message = f"{compiled.operation.value} of run {parent.id}"
         return self._create(run, compiled, requested_by, message)
 
+    def start_compiled(
+        self, bundle: BundleLike, compiled: CompiledRun, *, requested_by: str, message: str = ""
+    ) -> Run:
+        """Create and dispatch a run compiled outside the plan compiler (a protection run)."""
+        run = Run(
+            id=new_run_id(),
+            plan=compiled.plan,
+            operation=compiled.operation.value,
+            direction=compiled.direction.value,
+            status=RunStatus.PENDING.value,
+            requested_by=requested_by,
+            content_hash=bundle.content_hash,
+            snapshot=bundle.snapshot(),
+            compiled=compiled.to_json(),
+            options=dict(compiled.options),
+        )
+        return self._create(run, compiled, requested_by, message)
+
     # -- moving through stages
 
     def enter(self, session: Session, after: AfterCommit, run: Run, index: int) -> None:

@@ -167,6 +167,44 @@ class UndoScript(_Undo):
     timeout: float = 600.0
 
 
+class ProtectionSettings(_Frozen):
+    """Hyper-V Replica settings of a protection profile (``workflows.protection``)."""
+
+    frequency: int = 300
+    recovery_history: int = 0
+    vss_hours: int = 0
+    compression: bool = True
+    authentication: Literal["Kerberos", "Certificate"] = "Kerberos"
+    port: int = 8083
+
+
+class PartialProtectionSettings(_Frozen):
+    """Some of the settings (the ones a Set-VMReplication changed, to put back)."""
+
+    frequency: int | None = None
+    recovery_history: int | None = None
+    vss_hours: int | None = None
+    compression: bool | None = None
+    authentication: Literal["Kerberos", "Certificate"] | None = None
+    port: int | None = None
+
+
+class RemoveReplication(_Undo):
+    """Remove-VMReplication on both ends of a relationship protection enabled."""
+
+    action: Literal["remove_replication"] = "remove_replication"
+    vm: str
+    replica_host: str
+
+
+class RestoreReplicationSettings(_Undo):
+    """Set-VMReplication back to the settings found before a reconcile."""
+
+    action: Literal["set_replication"] = "set_replication"
+    vm: str
+    settings: PartialProtectionSettings
+
+
 UndoRecord = Annotated[
     StopTestFailover
     | CancelFailover
@@ -175,7 +213,9 @@ UndoRecord = Annotated[
     | StopVm
     | RestoreNetwork
     | RestoreDns
-    | UndoScript,
+    | UndoScript
+    | RemoveReplication
+    | RestoreReplicationSettings,
     Field(discriminator="action"),
 ]
 _UNDO: TypeAdapter[UndoRecord] = TypeAdapter(UndoRecord)
@@ -364,6 +404,48 @@ class CompensateInput(_Frozen):
     of_kind: str = ""
 
 
+class EnableReplicationInput(_Frozen):
+    """Enable-VMReplication toward ``replica_host`` with ``settings``; the replica stored under
+    ``storage_classification`` (a folder of the Replica server's default location)."""
+
+    kind: Literal["enable_replication"] = "enable_replication"
+    replica_host: str = Field(min_length=1)
+    settings: ProtectionSettings
+    storage_classification: str | None = None
+
+
+class InitialReplicationInput(_Frozen):
+    """Initial replication by ``method``; waits up to ``timeout`` s for both ends to replicate."""
+
+    kind: Literal["initial_replication"] = "initial_replication"
+    replica_host: str = Field(min_length=1)
+    method: Literal["network", "scheduled", "offline"] = "network"
+    start_time: str | None = None
+    export_path: str | None = None
+    import_path: str | None = None
+    timeout: float = 6 * 3600.0
+
+
+class SetReplicationInput(_Frozen):
+    """Set-VMReplication to ``settings`` (only the ones that differ are sent)."""
+
+    kind: Literal["set_replication"] = "set_replication"
+    settings: PartialProtectionSettings
+
+
+class RemoveReplicationInput(_Frozen):
+    """Remove-VMReplication on the primary (the step's host) and on ``replica_host``."""
+
+    kind: Literal["remove_replication"] = "remove_replication"
+    replica_host: str = ""
+
+
+class DeleteReplicaInput(_Frozen):
+    """Remove-VM -Force of the replica (the step's VM on the step's host)."""
+
+    kind: Literal["delete_replica"] = "delete_replica"
+
+
 StepInput = Annotated[
     ShutdownPrimaryInput
     | PrepareFailoverInput
@@ -384,7 +466,12 @@ StepInput = Annotated[
     | ScriptInput
     | HealthCheckInput
     | ManualInput
-    | CompensateInput,
+    | CompensateInput
+    | EnableReplicationInput
+    | InitialReplicationInput
+    | SetReplicationInput
+    | RemoveReplicationInput
+    | DeleteReplicaInput,
     Field(discriminator="kind"),
 ]
 _INPUT: TypeAdapter[StepInput] = TypeAdapter(StepInput)

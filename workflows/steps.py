@@ -55,6 +55,12 @@ class StepKind(enum.StrEnum):
     HEALTH_CHECK = "health_check"  # the VM runs and replication health is not Critical
     MANUAL = "manual"  # an operator's approval: never executed by a worker
     COMPENSATE = "compensate"  # run the undo record (params.undo) of an earlier step
+    # protection runs (workflows.protection)
+    ENABLE_REPLICATION = "enable_replication"  # replica storage, Enable-VMReplication
+    INITIAL_REPLICATION = "initial_replication"  # start (network/scheduled/offline), wait
+    SET_REPLICATION = "set_replication"  # Set-VMReplication to the profile's settings
+    REMOVE_REPLICATION = "remove_replication"  # Remove-VMReplication on both ends
+    DELETE_REPLICA = "delete_replica"  # Remove-VM of the replica once replication is gone
 
 
 # Steps that change something outside Ferryman; the audit and compensation care about these.
@@ -76,6 +82,11 @@ MUTATING = frozenset(
         StepKind.REVERSE_TO,
         StepKind.START_INITIAL_REPLICATION,
         StepKind.SCRIPT,
+        StepKind.ENABLE_REPLICATION,
+        StepKind.INITIAL_REPLICATION,
+        StepKind.SET_REPLICATION,
+        StepKind.REMOVE_REPLICATION,
+        StepKind.DELETE_REPLICA,
     }
 )
 

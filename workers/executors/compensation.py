@@ -17,6 +17,8 @@ record (action)            what it does
 ``RestoreNetwork``         back to the previous switch (None: disconnected)
 ``RestoreDns``             put back the records UPDATE_DNS captured
 ``UndoScript``             the action's undo script (at most once, like any script)
+``RemoveReplication``      Remove-VMReplication on both ends (protection enabled)
+``RestoreReplication...``  Set-VMReplication back to the settings found before
 =========================  ========================================================
 """
 
@@ -25,16 +27,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from workers.executors import dns, failover, machine, script
+from workers.executors import dns, failover, machine, protection, script
 from workers.executors.base import input_of
 from workers.executors.context import StepContext
 from workflows.inputs import (
     CancelFailover,
     CancelPrepare,
     CompensateInput,
+    RemoveReplication,
+    RemoveReplicationInput,
     RestoreDns,
     RestoreNetwork,
+    RestoreReplicationSettings,
     ScriptInput,
+    SetReplicationInput,
     StartVm,
     StopTestFailover,
     StopVm,
@@ -83,6 +89,26 @@ def outcome_of(ctx: StepContext, undo: UndoRecord | Mapping[str, Any]) -> StepOu
                 name=record.name,
             )
             return script.script(ctx, _spec_script(record, params))
+        case RemoveReplication():
+            remove = RemoveReplicationInput(replica_host=record.replica_host)
+            step = StepSpec(
+                f"undo:{record.action}:{record.vm}",
+                StepKind.REMOVE_REPLICATION,
+                record.vm,
+                record.host,
+                remove,
+            )
+            return protection.remove_replication(ctx, step)
+        case RestoreReplicationSettings():
+            back = SetReplicationInput(settings=record.settings)
+            step = StepSpec(
+                f"undo:{record.action}:{record.vm}",
+                StepKind.SET_REPLICATION,
+                record.vm,
+                record.host,
+                back,
+            )
+            return protection.set_replication(ctx, step)
 
 
 def _spec_script(record: UndoScript, params: ScriptInput) -> StepSpec:

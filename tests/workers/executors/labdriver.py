@@ -84,9 +84,13 @@ class Driver:
         entries: list[dict[str, Any]] = body["entries"]
         return entries
 
-    def step(self, kind: StepKind, host: str, vm: str, **params: Any) -> StepOutcome:
-        """Run a step once in a new task (context); remember its result for later steps."""
-        outcome = run_step(self.ctx(vm), StepSpec(f"{vm}/{kind.value}", kind, vm, host, params))
+    def step(
+        self, kind: StepKind, host: str, vm: str, *, attempt: int = 1, **params: Any
+    ) -> StepOutcome:
+        """Run a step once in a new task (context), as its ``attempt``-th start; remember its
+        result for later steps."""
+        step = StepSpec(f"{vm}/{kind.value}", kind, vm, host, params)
+        outcome = run_step(self.ctx(vm, attempt=attempt), step)
         self.prior.setdefault(vm, {})[kind.value] = outcome.result
         return outcome
 
