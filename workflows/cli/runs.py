@@ -477,6 +477,16 @@ def resume(run_id: str, by: str, wait: bool, timeout: float) -> None:
     _act(run_id, lambda ops, r: ops.resume(r.id, by=by), wait, timeout)
 
 
+@runs.command("skip")
+@click.argument("run_id")
+@click.option("--by", default=None, callback=_as_local)
+@_wait
+@_timeout
+def skip(run_id: str, by: str, wait: bool, timeout: float) -> None:
+    """Skip a failed run's failed steps (you checked their effect) and continue."""
+    _act(run_id, lambda ops, r: ops.skip(r.id, by=by), wait, timeout)
+
+
 @runs.command("cancel")
 @click.argument("run_id")
 @click.option("--by", default=None, callback=_as_local)
