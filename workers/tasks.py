@@ -28,12 +28,14 @@ from celery.exceptions import Retry
 from sqlmodel import Session
 
 from plans.errors import FerrymanError, TransientError
+from workers.errors import retryable
 from workers.heartbeat import Heartbeat
 from workflows import decide
 from workflows.compiler import CompiledRun
 from workflows.decide import GiveUp, RetryLater, StepVerdict, UnitMove
 from workflows.engine import Advance, Engine
 from workflows.events import EventKind
+from workflows.inputs import undo_json
 from workflows.statuses import StepStatus
 from workflows.steps import (
     TASK_ADVANCE,
@@ -218,6 +220,8 @@ def describe_failure(spec: StepSpec, exc: BaseException) -> str:
     error_id = getattr(exc, "fully_qualified_error_id", "")
     detail = f" [{cmdlet}{': ' + error_id if error_id else ''}]" if cmdlet else ""
     kind = "transient" if isinstance(exc, TransientError) else "permanent"
+    if isinstance(exc, TransientError) and not retryable(exc):
+        kind = "not retried"
     if not isinstance(exc, FerrymanError):
         kind = f"unexpected {type(exc).__name__}"
     return f"{spec.kind.value} of {subject} {where}{detail} failed ({kind}): {exc}".replace(
@@ -294,7 +298,7 @@ class UnitRunner:
                 status=StepStatus.SUCCEEDED,
                 owner=done.delivery,
                 result=done.outcome.result,
-                undo=done.outcome.undo,
+                undo=undo_json(done.outcome.undo),
                 changed=done.outcome.changed,
                 error="",
             )
@@ -446,7 +450,7 @@ class UnitRunner:
                     status=StepStatus.FAILED,
                     owner=owner,
                     error=message,
-                    undo=undo if isinstance(undo, dict) else None,
+                    undo=undo_json(undo),
                 )
             except Conflict:
                 log.warning(TAKEN_OVER, spec.key, run_id)

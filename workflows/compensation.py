@@ -22,7 +22,8 @@ from workflows.compiler import (
     compile_followup,
 )
 from workflows.events import EventKind
-from workflows.statuses import RunStateError, RunStatus
+from workflows.inputs import undo_record
+from workflows.statuses import RunStateError, RunStatus, StepStatus
 from workflows.steps import StepKind
 from workflows.store import Database, Run, repository
 
@@ -47,11 +48,11 @@ def step_records(session: Session, run_id: str) -> list[StepRecord]:
             kind=StepKind(step.kind),
             stage=step.stage,
             seq=step.seq,
-            status=step.status,
+            status=StepStatus(step.status),
             vm=step.vm,
             host=step.host,
             result=step.result,
-            undo=step.undo,
+            undo=undo_record(step.undo) if step.undo else None,
         )
         for step in repository.steps_of(session, run_id=run_id)
     ]

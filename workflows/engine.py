@@ -228,6 +228,24 @@ class Engine:
         message = f"{compiled.operation.value} of run {parent.id}"
         return self._create(run, compiled, requested_by, message)
 
+    def start_compiled(
+        self, bundle: BundleLike, compiled: CompiledRun, *, requested_by: str, message: str = ""
+    ) -> Run:
+        """Create and dispatch a run compiled outside the plan compiler (a protection run)."""
+        run = Run(
+            id=new_run_id(),
+            plan=compiled.plan,
+            operation=compiled.operation.value,
+            direction=compiled.direction.value,
+            status=RunStatus.PENDING.value,
+            requested_by=requested_by,
+            content_hash=bundle.content_hash,
+            snapshot=bundle.snapshot(),
+            compiled=compiled.to_json(),
+            options=dict(compiled.options),
+        )
+        return self._create(run, compiled, requested_by, message)
+
     # -- moving through stages
 
     def enter(self, session: Session, after: AfterCommit, run: Run, index: int) -> None:
@@ -383,14 +401,28 @@ class Engine:
 
     # -- operator actions
 
-    def resume(self, run_id: str, *, by: str) -> Run:
-        """Re-run a failed run's failed steps and continue from where it stopped."""
+    def resume(self, run_id: str, *, by: str, skip_failed: bool = False) -> Run:
+        """Re-run a failed run's failed steps and continue from where it stopped.
+
+        ``skip_failed`` (``ferryman runs skip``): record the failed steps skipped instead of
+        running them again, as when an operator checked that a script whose outcome was
+        unknown did its work; the steps after them in their units still run.
+        """
         with self.transaction() as (session, after):
             run = repository.get_run(session, run_id=run_id)
             if run.status != RunStatus.FAILED:
                 raise RunStateError(f"run {run.id} is {run.status}; only a failed run resumes")
             steps = repository.steps_of(session, run_id=run.id)
             start = decide.resume_from(run.current_stage, steps)
+            skipped = 0
+            if skip_failed:
+                for step in steps:
+                    if step.status == StepStatus.FAILED:
+                        error = f"skipped by {by} after: {step.error}"
+                        repository.set_step_status(
+                            session, step=step, status=StepStatus.SKIPPED, error=error
+                        )
+                        skipped += 1
             rerun = repository.reset_steps(
                 session, run_id=run.id, statuses=[StepStatus.FAILED, StepStatus.CANCELLED]
             )
@@ -400,7 +432,8 @@ class Engine:
                 run_id=run.id,
                 event=EventKind.RESUMED,
                 actor=by,
-                message=f"resumed at stage {start}; {rerun} step(s) to re-run",
+                message=f"resumed at stage {start}; {rerun} step(s) to re-run"
+                + (f", {skipped} failed step(s) skipped" if skip_failed else ""),
             )
             self.enter(session, after, run, start)
         return run

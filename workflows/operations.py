@@ -247,6 +247,15 @@ class Operations:
             return Outcome("resume", self._fresh(exc.run_id), dispatched=False, detail=exc.reason)
         return Outcome("resume", self._fresh(target.id))
 
+    def skip(self, run_id: str, *, by: str) -> Outcome:
+        """Record a failed run's failed steps skipped (an operator checked them) and continue."""
+        target = self.get(run_id)
+        try:
+            self.engine.resume(target.id, by=by, skip_failed=True)
+        except BrokerUnavailable as exc:
+            return Outcome("skip", self._fresh(exc.run_id), dispatched=False, detail=exc.reason)
+        return Outcome("skip", self._fresh(target.id))
+
     def cancel(self, run_id: str, *, by: str, reason: str = "") -> Outcome:
         """Stop a run: nothing new starts; steps already running finish."""
         target = self.get(run_id)

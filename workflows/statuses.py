@@ -76,7 +76,7 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
     # RUNNING -> RUNNING: a redelivered task (its worker died) starts the step again;
     # RUNNING -> PENDING: a transient error, the task will be retried
     S.RUNNING: frozenset({S.RUNNING, S.PENDING, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
-    S.FAILED: frozenset({S.PENDING}),  # resume
+    S.FAILED: frozenset({S.PENDING, S.SKIPPED}),  # resume; skip (an operator checked it)
     S.SUCCEEDED: frozenset(),
     S.SKIPPED: frozenset(),
     S.CANCELLED: frozenset({S.PENDING}),

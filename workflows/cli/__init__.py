@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, str] = {
     "flower": "workflows.cli.services:flower",
     "demo": "workflows.cli.services:demo",
     "triggers": "workflows.cli.services:triggers",
+    "protect": "workflows.cli.protect:protect",
     "serve": "workflows.api.cli:serve",
     "tokens": "workflows.api.cli:tokens",
 }
