@@ -470,4 +470,3 @@ async def _events(
             if await request.is_disconnected():
                 return
             await asyncio.sleep(0.1)
-
