@@ -25,6 +25,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from lab.examples import topology_path
 from plans import Bundle, load_bundle
 from workflows import report as run_report
 from workflows.compiler import RunOperation
@@ -36,7 +37,7 @@ from workflows.statuses import TERMINAL_RUN, RunStatus
 from workflows.store import repository
 
 ROOT = Path(__file__).resolve().parent.parent
-TOPOLOGY = ROOT / "deploy" / "lab" / "topology.yaml"
+TOPOLOGY = topology_path()  # deploy/lab/topology.yaml, or the copy an installed wheel carries
 PLAN_FILE = ROOT / "plans" / "examples" / "three-tier.yaml"
 PLAN = "three-tier"
 PASSWORD_VARIABLE = "FERRYMAN_LAB_PASSWORD"  # what the example fabric's credential refers to

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from plans.errors import FerrymanError
-from workflows import gates
 from workflows.compensation import compensate as start_compensation
 from workflows.compiler import Direction, FailoverType, RunOperation
 from workflows.engine import BundleLike, Engine, RunStateError
@@ -174,9 +173,8 @@ class Operations:
             if earlier is not None:
                 return self._replay(action, run.id, key, earlier)
         try:
-            decided = gates.decide(
-                self.engine, run.id, approved=approved, by=by, comment=comment, key=key
-            )
+            decide = self.engine.approve if approved else self.engine.reject
+            decided = decide(run.id, by=by, comment=comment, key=key)
         except BrokerUnavailable as exc:
             return Outcome(action, self._fresh(exc.run_id), dispatched=False, detail=exc.reason)
         except (RunStateError, Conflict):
@@ -248,6 +246,15 @@ class Operations:
         except BrokerUnavailable as exc:
             return Outcome("resume", self._fresh(exc.run_id), dispatched=False, detail=exc.reason)
         return Outcome("resume", self._fresh(target.id))
+
+    def skip(self, run_id: str, *, by: str) -> Outcome:
+        """Record a failed run's failed steps skipped (an operator checked them) and continue."""
+        target = self.get(run_id)
+        try:
+            self.engine.resume(target.id, by=by, skip_failed=True)
+        except BrokerUnavailable as exc:
+            return Outcome("skip", self._fresh(exc.run_id), dispatched=False, detail=exc.reason)
+        return Outcome("skip", self._fresh(target.id))
 
     def cancel(self, run_id: str, *, by: str, reason: str = "") -> Outcome:
         """Stop a run: nothing new starts; steps already running finish."""

@@ -24,6 +24,7 @@ from rich.text import Text
 from sqlmodel import Session
 
 from workflows.compiler import CompiledRun
+from workflows.events import RECOVERIES
 from workflows.store import repository
 
 VM_UP = ("start_vm", "wait_ip")  # the steps after which a VM counts as up
@@ -202,7 +203,8 @@ def timeline(report: dict[str, Any]) -> dict[str, Any]:
     origin = _parse(report["run"]["started_at"]) or (min(known) if known else None)
     if origin is None:
         return {"origin": None, "span": 0.0, "bars": []}
-    end = max(known)
+    # a finished run ends where it finished: later events (a follow-up asked for) are not its
+    end = _parse(report["run"]["finished_at"]) or max(known)
     span = max((end - origin).total_seconds(), 0.001)
 
     def offset(moment: datetime | None) -> float | None:
@@ -313,6 +315,12 @@ def render(report: dict[str, Any]) -> RenderableType:
                 a["name"], a["status"], a["decided_by"], a["decided_at"] or "", a["comment"]
             )
         parts.append(gates)
+    recovered = [e for e in report["events"] if e["event"] in RECOVERIES]
+    if recovered:
+        table = Table("when", "event", "what", title="recovered after a crash")
+        for e in recovered:
+            table.add_row(e["at"] or "", e["event"], e["message"])
+        parts.append(table)
     if report["follow_ups"]:
         follow = Table("follow-up run", "operation", "status", "requested by", title="follow-ups")
         for column in follow.columns:
@@ -474,3 +482,17 @@ def html_document(report: dict[str, Any]) -> str:
         f'<style>{stylesheet()}</style></head><body class="report">'
         f"{html_body(report)}</body></html>\n"
     )
+
+
+def write_html(report: dict[str, Any], path: str) -> None:
+    """Write :func:`html_document` to ``path`` (a ConfigurationError says why it cannot)."""
+    from pathlib import Path
+
+    from plans.errors import ConfigurationError
+
+    try:
+        Path(path).write_text(html_document(report), encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot write the report to {path}: {exc.strerror or exc}; choose a writable file"
+        ) from None

@@ -101,8 +101,14 @@ class Runtime:
 
 
 def open_store(settings: Settings, *, pool_size: int | None = None) -> Database:
-    """The run store of ``settings`` (tables created when missing)."""
-    return Database(settings.database_url, pool_size=pool_size)
+    """The run store of ``settings``: embedded, tables are created when missing; otherwise
+    the schema must be the migrations' newest (``ferryman db upgrade``), or SchemaMismatch
+    says what to run."""
+    if settings.embedded:
+        return Database(settings.database_url, pool_size=pool_size)
+    from workflows.migrations import require_current
+
+    return require_current(Database(settings.database_url, create=False, pool_size=pool_size))
 
 
 def create_app(settings: Settings, *, client: bool = False) -> Celery:
@@ -228,7 +234,7 @@ def serve_worker(
     from celery.signals import worker_ready
 
     from workers.app import never_join_results, queues_for
-    from workflows.gates import GateWatch
+    from workflows.recovery import Watch
 
     if settings.embedded:
         raise FerrymanError(
@@ -241,7 +247,7 @@ def serve_worker(
     threads = concurrency or settings.worker_concurrency
     runtime = build_runtime(settings, concurrency=threads)
     worker_ready.connect(lambda **_: never_join_results(), weak=False)
-    watch = GateWatch(runtime.engine).start()
+    watch = Watch(runtime.engine).start()
     try:
         runtime.app.Worker(
             queues=queues_for(names, engine=engine_queue),

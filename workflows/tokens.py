@@ -88,6 +88,15 @@ def local_administrator() -> Principal:
     return Principal(f"{user}@{socket.gethostname()}", Role.ADMINISTRATOR, "local CLI")
 
 
+def local_actor(on_behalf_of: str | None = None) -> str:
+    """What the CLI records as the one who acted: the local administrator, followed by the
+    name given with ``--by`` (for whom it acts), which never replaces the principal."""
+    actor = local_administrator().actor
+    if on_behalf_of and on_behalf_of != "cli":
+        return f"{actor} for {on_behalf_of[:60]}"
+    return actor
+
+
 def digest(token: str) -> str:
     """The SHA-256 hex digest under which a token is stored."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
