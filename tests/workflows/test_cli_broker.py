@@ -49,13 +49,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 def broker_settings(tmp_path: Path, redis_server: RedisServer, **overrides: object) -> Settings:
-    return fast_settings(
+    """Settings on ``redis_server`` and a fresh store migrated as `ferryman db upgrade` does."""
+    from workflows.migrations import upgrade
+
+    settings = fast_settings(
         tmp_path,
         broker_url=redis_server.url(0),
         result_backend=redis_server.url(1),
         dispatch_grace=0.5,
         **overrides,
     )
+    upgrade(settings.database_url)
+    return settings
 
 
 @pytest.fixture(scope="module")
