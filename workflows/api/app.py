@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -26,10 +27,11 @@ from plans.errors import ConfigurationError, FerrymanError
 from plans.problems import PlanInvalid
 from workflows import report
 from workflows.api import actions
-from workflows.api.auth import Caller, Reader
+from workflows.api.auth import Administrator, Caller, Reader
 from workflows.api.services import Services
 from workflows.compiler import RunOperation
 from workflows.engine import RunStateError
+from workflows.notifications import WebhookNotFound
 from workflows.operations import Outcome
 from workflows.statuses import TERMINAL_RUN, RunStatus
 from workflows.store import Conflict, Run, RunNotFound, repository
@@ -77,6 +79,18 @@ class Cancel(BaseModel):
     reason: str = Field(default="", max_length=4000)
 
 
+class NewWebhook(BaseModel):
+    """``POST /api/v1/webhooks``: where to send which notifications, signed with which key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    url: str = Field(min_length=8, max_length=2000)
+    secret: str = Field(min_length=5, max_length=300, description="env:NAME or file:PATH")
+    events: list[str] = Field(min_length=1)
+    plan: str | None = Field(default=None, max_length=128)
+
+
 def outcome_json(outcome: Outcome) -> dict[str, Any]:
     """What an action did: the run it acted on or started, and how."""
     return {
@@ -110,7 +124,7 @@ def run_summary(run: Run) -> dict[str, Any]:
 def _status_for(exc: FerrymanError) -> int:
     if isinstance(exc, actions.Forbidden):
         return 403
-    if isinstance(exc, RunNotFound | UnknownPlan):
+    if isinstance(exc, RunNotFound | UnknownPlan | WebhookNotFound):
         return 404
     if isinstance(exc, RunStateError | Conflict):
         return 409
@@ -136,7 +150,26 @@ def create_app(services: Services) -> FastAPI:
     """The API and console over ``services``."""
     from workflows.api import console, metrics
 
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        notifier = None
+        if services.notify_interval is not None:
+            from workflows.notifications import Notifier
+
+            notifier = Notifier(
+                services.db,
+                interval=services.notify_interval,
+                readings=services.replication,
+                backoff=services.notify_backoff,
+            ).start()
+        try:
+            yield
+        finally:
+            if notifier is not None:
+                notifier.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Ferryman",
         version="1",
         description="Disaster-recovery orchestration for Hyper-V Replica sites.",
@@ -442,7 +475,92 @@ def api_router() -> APIRouter:
         the run undone; without a new run when there was nothing to undo)."""
         return outcome_json(services.actions.compensate(who, run_id))
 
+    # -- webhooks
+
+    @router.post("/webhooks", status_code=201, tags=["webhooks"])
+    def create_webhook(body: NewWebhook, services: Svc, who: Administrator) -> dict[str, Any]:
+        """Notify a URL (HMAC-signed JSON) of gate waits, failures, successes, RPO at risk."""
+        from workflows.notifications import create_webhook as create
+
+        with services.db.session() as session:
+            hook = create(
+                session,
+                name=body.name,
+                url=body.url,
+                secret=body.secret,
+                events=body.events,
+                plan=body.plan,
+                created_by=who.actor,
+            )
+            return _webhook_json(hook)
+
+    @router.get("/webhooks", tags=["webhooks"])
+    def list_webhooks(services: Svc, _who: Administrator) -> list[dict[str, Any]]:
+        """Every webhook, disabled ones included."""
+        from workflows.store.tables import Webhook
+
+        with services.db.session() as session:
+            return [_webhook_json(h) for h in session.exec(select(Webhook)).all()]
+
+    @router.delete("/webhooks/{name}", tags=["webhooks"])
+    def delete_webhook(name: str, services: Svc, _who: Administrator) -> dict[str, Any]:
+        """Stop notifying a webhook (its deliveries stay on record)."""
+        from workflows.notifications import disable_webhook
+
+        with services.db.session() as session:
+            return _webhook_json(disable_webhook(session, name=name))
+
+    @router.get("/webhooks/{name}/deliveries", tags=["webhooks"])
+    def deliveries(
+        name: str,
+        services: Svc,
+        _who: Administrator,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """Each notification sent to the webhook: attempts, last answer, when delivered."""
+        from workflows.notifications import WebhookNotFound
+        from workflows.store.tables import Webhook, WebhookDelivery
+
+        with services.db.session() as session:
+            hook = session.exec(select(Webhook).where(Webhook.name == name)).first()
+            if hook is None:
+                raise WebhookNotFound(f"no webhook named {name!r}")
+            rows = session.exec(
+                select(WebhookDelivery)
+                .where(WebhookDelivery.webhook_id == hook.id)
+                .order_by(col(WebhookDelivery.id))
+                .limit(limit)
+            ).all()
+            return [
+                {
+                    "id": d.id,
+                    "event": d.event,
+                    "subject": d.subject,
+                    "run": d.run_id,
+                    "status": d.status,
+                    "attempts": d.attempts,
+                    "last_status": d.last_status,
+                    "last_error": d.last_error,
+                    "created_at": d.created_at.isoformat(),
+                    "delivered_at": d.delivered_at.isoformat() if d.delivered_at else None,
+                }
+                for d in rows
+            ]
+
     return router
+
+
+def _webhook_json(hook: Any) -> dict[str, Any]:
+    return {
+        "name": hook.name,
+        "url": hook.url,
+        "secret": hook.secret_ref,
+        "events": hook.events,
+        "plan": hook.plan,
+        "enabled": hook.enabled,
+        "created_by": hook.created_by,
+        "created_at": hook.created_at.isoformat(),
+    }
 
 
 def _follow_state(services: Services, run_id: str) -> dict[str, Any]:

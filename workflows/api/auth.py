@@ -82,3 +82,4 @@ def needs(permission: Permission) -> Callable[[Principal], Principal]:
 
 
 Reader = Annotated[Principal, Depends(needs(Permission.READ))]
+Administrator = Annotated[Principal, Depends(needs(Permission.ADMINISTER))]

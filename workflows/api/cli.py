@@ -50,7 +50,7 @@ def serve(host: str, port: int, log_level: str) -> None:
     except FerrymanError as exc:
         _fail(str(exc))
         return
-    services = Services(runtime.engine, settings, app=runtime.app)
+    services = Services(runtime.engine, settings, app=runtime.app, notify_interval=2.0)
     with ExitStack() as stack:
         stack.callback(runtime.db.dispose)
         if settings.embedded:

@@ -19,6 +19,7 @@ from plans.errors import FerrymanError
 from workflows.api.actions import Actions
 from workflows.compiler import compile_run
 from workflows.engine import Engine
+from workflows.notifications import Backoff
 from workflows.operations import Operations
 from workflows.settings import Settings
 from workflows.store import Database
@@ -35,6 +36,9 @@ class Services:
     settings: Settings
     app: Any = None  # the Celery app (worker checks), when there is one
     executor_factory: Callable[[], Any] | None = None
+    # seconds between rounds of the webhook notifier (None: this process sends none)
+    notify_interval: float | None = None
+    notify_backoff: Backoff | None = None
     _health: tuple[float, list[dict[str, Any]]] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

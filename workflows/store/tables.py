@@ -82,7 +82,7 @@ class Step(SQLModel, table=True):
     error: str = Field(default="", sa_column=Column(Text))
     started_at: datetime | None = None
     # refreshed by the worker running the step; a running step whose heartbeat is older than
-    # the lease lost its worker and is taken over (``Engine.take_over_orphaned_steps``)
+    # the lease lost its worker and is taken over (``workflows.recovery``)
     heartbeat_at: datetime | None = None
     finished_at: datetime | None = None
 
@@ -139,3 +139,46 @@ class ApiToken(SQLModel, table=True):
     created_by: str = Field(default="", max_length=128)
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+
+
+class Webhook(SQLModel, table=True):
+    """Where to send notifications: a URL, the reference of its signing key, which events,
+    and for which plan (None: every plan). Deleting one only disables it: its deliveries stay."""
+
+    __tablename__ = "webhook"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=64)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    secret_ref: str = Field(max_length=300)  # env:NAME or file:PATH, never the key
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    plan: str | None = Field(default=None, max_length=128)
+    enabled: bool = True
+    # audit events up to this id were looked at for this webhook (it starts at its creation)
+    since_event_id: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = Field(default="", max_length=128)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One notification to one webhook: what was sent, each attempt's outcome, when next."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        UniqueConstraint("webhook_id", "subject"),
+        Index("ix_webhook_delivery_status_next", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    webhook_id: int = Field(foreign_key="webhook.id", index=True)
+    event: str = Field(max_length=32)
+    subject: str = Field(max_length=200)  # what it is about, once per webhook (audit:ID, rpo:...)
+    run_id: str | None = Field(default=None, max_length=32)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    status: str = Field(default="pending", max_length=16)  # pending, delivered, failed
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow)
+    last_status: int | None = None
+    last_error: str = Field(default="", sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+    delivered_at: datetime | None = None
