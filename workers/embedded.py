@@ -1,48 +1,26 @@
-"""Everything in one process: memory broker, cache backend, a worker thread, the gate watch.
+"""The embedded variant: a worker thread and the gate watch inside the calling process.
 
-For ``ferryman demo``, tests and small plans. The memory transport polls every 5 ms (its default
-second per poll would dominate a run) and the cache backend joins chords in O(M^2) and keeps at
-most 5,000 results: large plans belong on Redis (DESIGN.md, Celery conventions).
+For ``ferryman demo``, commands on the in-memory broker, tests and small plans. The wiring
+itself is :mod:`workflows.runtime` (the composition root); this module only starts a worker
+around a runtime it built. The memory transport polls every 5 ms (its default second per poll
+would dominate a run) and the cache backend joins chords in O(M^2) and keeps at most 5,000
+results: large plans belong on Redis.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
-from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
-from workers.app import create_app, never_join_results, queues_for
-from workers.tasks import Executor, register
-from workflows.dispatch import CeleryDispatcher
-from workflows.engine import Engine
+from workers.app import never_join_results, queues_for
+from workers.tasks import Executor
 from workflows.gates import GateWatch
+from workflows.runtime import Runtime, build_runtime
 from workflows.settings import Settings
-from workflows.store.database import Database, pool_size_for
 
-
-@dataclass
-class Runtime:
-    """A wired engine: the Celery app, the engine and its database."""
-
-    app: Celery
-    engine: Engine
-    db: Database
-
-
-def build_runtime(
-    settings: Settings, executor: Executor | None = None, *, concurrency: int | None = None
-) -> Runtime:
-    """Wire app, tasks, store and engine (no worker started); ``concurrency``: the threads of
-    the worker that will run in this process, which sizes the store's connection pool."""
-    app = create_app(settings)
-    pool_size = None if concurrency is None else pool_size_for(concurrency)
-    db = Database(settings.database_url, pool_size=pool_size)
-    engine = Engine(db, CeleryDispatcher(app), settings)
-    register(app, engine, executor)
-    return Runtime(app, engine, db)
+__all__ = ["Runtime", "build_runtime", "embedded", "worker"]
 
 
 @contextmanager

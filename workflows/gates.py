@@ -65,8 +65,11 @@ def open_gate(engine: Engine, session: Session, run: Run, stage: Stage) -> bool:
     return True
 
 
-def decide(engine: Engine, run_id: str, *, approved: bool, by: str, comment: str) -> Run:
-    """Approve or reject the run's open gate."""
+def decide(
+    engine: Engine, run_id: str, *, approved: bool, by: str, comment: str, key: str | None = None
+) -> Run:
+    """Approve or reject the run's open gate; ``key``: the request's idempotency key, kept
+    with the decision's event so a retried request finds it."""
     from workflows.engine import RunStateError
 
     if not by:
@@ -87,6 +90,7 @@ def decide(engine: Engine, run_id: str, *, approved: bool, by: str, comment: str
             event=EventKind.GATE_APPROVED if approved else EventKind.GATE_REJECTED,
             actor=by,
             message=f"{approval.name}: {comment}" if comment else approval.name,
+            data={"idempotency_key": key} if key else None,
         )
         if approved:
             _continue(engine, session, after, run)

@@ -228,8 +228,7 @@ def check(
     from rich.table import Table
 
     from plans import load_bundle
-    from workers.app import create_app
-    from workers.tasks import default_executor
+    from workflows.runtime import create_app, executor_for
     from workflows.settings import Settings
 
     console = Console()
@@ -241,7 +240,7 @@ def check(
     except FerrymanError as exc:
         console.print(f"[red]error:[/] {exc}")
         sys.exit(1)
-    executor = default_executor()
+    executor = executor_for(settings)
     checks = static_checks(bundle.fabric, plan)
     checks += replication_checks(
         compiled,

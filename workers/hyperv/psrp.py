@@ -45,6 +45,14 @@ SESSIONS_PER_HOST_VARIABLE = "FERRYMAN_PSRP_SESSIONS_PER_HOST"
 
 _shared_cache: RunspacePoolCache | None = None
 _shared_lock = threading.Lock()
+_configured_sessions: int | None = None  # from Settings, set by the composition root
+
+
+def configure_sessions_per_host(value: int) -> None:
+    """Size the shared cache from the settings (``Settings.psrp_sessions_per_host``); takes
+    effect when the cache is built, before the first call."""
+    global _configured_sessions
+    _configured_sessions = value
 
 
 def shared_cache() -> RunspacePoolCache:
@@ -53,7 +61,8 @@ def shared_cache() -> RunspacePoolCache:
     global _shared_cache
     with _shared_lock:
         if _shared_cache is None:
-            _shared_cache = RunspacePoolCache(pools_per_host=sessions_per_host(os.environ))
+            pools = _configured_sessions or sessions_per_host(os.environ)
+            _shared_cache = RunspacePoolCache(pools_per_host=pools)
         return _shared_cache
 
 

@@ -1,0 +1,247 @@
+"""The composition root: one place that builds the store, the Celery app, the executors and
+the adapters from one :class:`~workflows.settings.Settings`.
+
+Every entry point (``ferryman worker``, ``ferryman triggers``, the run commands, the HTTP API,
+the demo, the benchmarks) gets its parts here, so the commands and the engine never import an
+adapter's internals. This module is the only one in ``workflows`` that knows ``workers``: it
+imports it inside functions, so reading plans or settings never loads Celery or pypsrp.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from plans.errors import FerrymanError, TransientError
+from workflows.compiler import Stage
+from workflows.dispatch import CeleryDispatcher
+from workflows.engine import Engine
+from workflows.settings import Settings
+from workflows.store.database import Database, pool_size_for
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from workers.tasks import Executor
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(TransientError):
+    """The broker could not be reached to send a stage that is already committed.
+
+    The run (or the decision) is recorded; the workers' watch sends the stage once the broker
+    is back (after ``FERRYMAN_DISPATCH_GRACE``). ``run_id`` names the run.
+    """
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        super().__init__(
+            f"run {run_id} is recorded but the broker cannot be reached ({reason}); the "
+            "workers send it when the broker is back"
+        )
+        self.run_id = run_id
+        self.reason = reason
+
+
+class BoundedDispatcher(CeleryDispatcher):
+    """A dispatcher whose broker errors become :class:`BrokerUnavailable`.
+
+    The stage stays committed and unsent, which is exactly what the workers' sweep resends;
+    a command says so in one line instead of a kombu traceback.
+    """
+
+    def dispatch(self, run_id: str, stage: Stage) -> None:
+        """Send ``stage``; raise BrokerUnavailable when the broker cannot be reached."""
+        from kombu.exceptions import OperationalError as KombuOperationalError
+
+        try:
+            super().dispatch(run_id, stage)
+        except (KombuOperationalError, ConnectionError, OSError, TimeoutError) as exc:
+            raise BrokerUnavailable(run_id, first_line(exc)) from exc
+        except Exception as exc:  # redis-py's errors do not derive from OSError
+            if type(exc).__module__.startswith(("redis", "kombu", "amqp")):
+                raise BrokerUnavailable(run_id, first_line(exc)) from exc
+            raise
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type when the message is empty)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+@dataclass
+class Runtime:
+    """A wired engine: the Celery app, the engine, its database and the settings."""
+
+    app: Celery
+    engine: Engine
+    db: Database
+    settings: Settings
+
+
+def open_store(settings: Settings, *, pool_size: int | None = None) -> Database:
+    """The run store of ``settings`` (tables created when missing)."""
+    return Database(settings.database_url, pool_size=pool_size)
+
+
+def create_app(settings: Settings, *, client: bool = False) -> Celery:
+    """The Celery app; ``client``: a command that only sends, so broker waits are bounded."""
+    from workers.app import create_app as build_app
+
+    app = build_app(settings)
+    if client and not settings.embedded:
+        timeout = settings.broker_connect_timeout
+        # one quick retry, then give up: the run is committed and the sweep sends it later;
+        # Celery's defaults wait ~21 s (Redis backend) and kombu's up to 100 retries
+        policy = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+        app.conf.update(
+            broker_connection_timeout=timeout,
+            broker_connection_retry=False,
+            broker_connection_max_retries=1,
+            task_publish_retry_policy=policy,
+            redis_socket_connect_timeout=timeout,
+            redis_socket_timeout=max(timeout, 5.0),
+            result_backend_transport_options={
+                **(app.conf.result_backend_transport_options or {}),
+                "retry_policy": policy,
+            },
+        )
+    return app
+
+
+def executor_for(settings: Settings, **context_options: Any) -> Executor:
+    """The real executors (Hyper-V over pypsrp, DNS), sized by ``settings``."""
+    from workers.hyperv.psrp import configure_sessions_per_host
+    from workers.tasks import default_executor
+
+    configure_sessions_per_host(settings.psrp_sessions_per_host)
+    return default_executor(**context_options)
+
+
+def build_runtime(
+    settings: Settings,
+    executor: Executor | None = None,
+    *,
+    concurrency: int | None = None,
+    client: bool = False,
+) -> Runtime:
+    """Wire app, tasks, store and engine (no worker started).
+
+    ``concurrency``: the threads of the worker that will run in this process, which sizes the
+    store's connection pool; ``client``: a command that sends work but runs none (bounded
+    broker waits, broker errors as :class:`BrokerUnavailable`).
+    """
+    from workers.tasks import register
+
+    for notice in settings.notices:
+        log.warning("%s", notice)
+    app = create_app(settings, client=client)
+    pool_size = None if concurrency is None else pool_size_for(concurrency)
+    db = open_store(settings, pool_size=pool_size)
+    engine = Engine(db, BoundedDispatcher(app), settings)
+    if not client:  # a client only sends, by task name; it runs no task
+        register(app, engine, executor or executor_for(settings))
+    return Runtime(app, engine, db, settings)
+
+
+@contextmanager
+def for_command(settings: Settings, sites: Iterable[str]) -> Iterator[Runtime]:
+    """A runtime for a command that acts on runs.
+
+    With the in-memory broker no other process can run the work, so a worker thread runs here
+    (for ``sites``) while the command lasts; with a shared broker the command only sends.
+    """
+    if settings.embedded:
+        from workers.embedded import worker
+
+        runtime = build_runtime(settings, executor_for(settings))
+        try:
+            with worker(runtime, sites):
+                yield runtime
+        finally:
+            runtime.db.dispose()
+        return
+    runtime = build_runtime(settings, client=True)
+    try:
+        yield runtime
+    finally:
+        runtime.db.dispose()
+
+
+def serve_worker(
+    settings: Settings,
+    sites: Iterable[str],
+    *,
+    concurrency: int | None = None,
+    engine_queue: bool = True,
+    loglevel: str = "INFO",
+) -> None:
+    """Run a Celery worker (threads pool) for ``sites`` plus the gate watch, until stopped."""
+    from celery.signals import worker_ready
+
+    from workers.app import never_join_results, queues_for
+    from workflows.gates import GateWatch
+
+    if settings.embedded:
+        raise FerrymanError(
+            "the in-memory broker cannot reach a separate worker; set FERRYMAN_BROKER_URL "
+            "(e.g. redis://127.0.0.1:6379/0)"
+        )
+    names = list(sites)
+    threads = concurrency or settings.worker_concurrency
+    runtime = build_runtime(settings, concurrency=threads)
+    worker_ready.connect(lambda **_: never_join_results(), weak=False)
+    watch = GateWatch(runtime.engine).start()
+    try:
+        runtime.app.Worker(
+            queues=queues_for(names, engine=engine_queue),
+            pool="threads",
+            concurrency=threads,
+            loglevel=loglevel,
+            hostname=f"ferryman-{'-'.join(names)}@{socket.gethostname()}",
+        ).start()
+    finally:
+        watch.stop()
+        runtime.db.dispose()
+
+
+def serve_triggers(
+    settings: Settings, *, poll: float, announce: Callable[[str], None] = print
+) -> None:
+    """Consume ``ferryman.runs`` and start the runs it asks for, until interrupted."""
+    from kombu import Connection
+
+    from workers.app import transport_options
+    from workflows.triggers import TriggerConsumer, bundle_loader
+
+    if settings.embedded:
+        raise FerrymanError("triggers need a shared broker; set FERRYMAN_BROKER_URL")
+    runtime = build_runtime(settings, client=True)
+    try:
+        with Connection(settings.broker_url, transport_options=transport_options(settings)) as conn:
+            consumer = TriggerConsumer(runtime.engine, conn, bundle_loader(settings.plan_paths))
+            announce(f"consuming ferryman.runs on {conn.as_uri()}; Ctrl-C stops")
+            try:
+                consumer.run(poll=poll)
+            except KeyboardInterrupt:
+                consumer.stop()
+    finally:
+        runtime.db.dispose()
+
+
+def start_flower(settings: Settings, argv: list[str], environ: dict[str, str]) -> None:
+    """Run Flower on the configured broker with ``argv`` (its options) until stopped.
+
+    ``environ`` receives ``FLOWER_BASIC_AUTH`` when the settings hold credentials, so they
+    never appear in the process list.
+    """
+    from workers.app import create_app as build_app
+
+    if settings.flower_basic_auth is not None:
+        environ["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
+    build_app(settings).start(["flower", *argv])
