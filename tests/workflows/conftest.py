@@ -110,4 +110,4 @@ def _vms_free(request: pytest.FixtureRequest) -> None:
 
     runtime: Runtime = request.getfixturevalue("runtime")
     with runtime.db.session() as session:
-        session.exec(delete(VmLock))  # type: ignore[call-overload]
+        session.exec(delete(VmLock))

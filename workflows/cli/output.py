@@ -45,7 +45,8 @@ def say(*parts: Any) -> None:
 
 def error_line(message: str) -> None:
     """``error: message`` on standard error."""
-    errors.print(styled(("error:", "bold red"), " ", message))
+    # soft_wrap: one line however long (a refused start names every VM); scripts grep it
+    errors.print(styled(("error:", "bold red"), " ", message), soft_wrap=True)
 
 
 def notice(message: str) -> None:
