@@ -7,7 +7,13 @@ A topology is a YAML (or dict) document::
                               # time). `ferryman lab serve --time-scale` overrides it.
     admin_port: 15999         # optional; where the protocol layer serves the admin API
     seed: 7                   # optional; seeds the fault injector's random numbers
-    initial_replication_seconds: 60   # lab seconds an initial replication takes
+    initial_replication_seconds: 60   # lab seconds an initial replication takes, unless:
+    replication_bandwidth_mbps: 1000  # optional; then an initial replication (and a
+                              # resynchronisation, of a tenth of the disks) takes the VM's
+                              # disk_gb at this many megabits per lab second
+    resync_after_seconds: 3600        # optional (0: never); a primary that could not
+                              # replicate for this long needs resynchronisation
+                              # (WaitingForStartResynchronize, health Critical)
     credentials:
       username: ferryman
       domain: LAB
@@ -17,6 +23,13 @@ A topology is a YAML (or dict) document::
     hosts:
       - {name: vmm-sto, site: stockholm, role: vmm, port: 15985}     # port optional
       - {name: hv-sto-1, site: stockholm, role: hyperv}
+      - name: hv-got-1
+        site: gothenburg
+        role: hyperv
+        replica_server:       # optional; Get-VMReplicationServer (defaults shown)
+          enabled: true       # false: refuses Enable-VMReplication toward it
+          auth: [kerberos, certificate]   # the authentication types it accepts
+          storage: 'D:\\Hyper-V\\Replica'  # DefaultStorageLocation of replica VMs
     networks:                 # VM network name == Hyper-V virtual switch name
       - {name: corp-sto, site: stockholm, subnet: 10.10.0.0/16}
       - {name: test-got, site: gothenburg, subnet: 10.99.0.0/16, test: true}
@@ -28,6 +41,7 @@ A topology is a YAML (or dict) document::
         ips: {corp-sto: 10.10.1.11, corp-got: 10.20.1.11}   # the guest's IP per network;
                               # networks not listed get the subnet's prefix + the last two
                               # octets of the VM's first IP
+        disk_gb: 40           # size of its disks (initial replication time, progress)
         boot_seconds: 30      # lab seconds from Start-VM until the guest reports its IP
                               # (on a frozen clock: only once lab time is advanced that far)
         running: true         # primary running at start (default true)
@@ -100,6 +114,16 @@ class HostSpec:
     site: str
     role: str
     port: int | None = None
+    replica_server: ReplicaServerSpec | None = None
+
+
+@dataclass(frozen=True)
+class ReplicaServerSpec:
+    """A Hyper-V host's Replica server configuration (``Get-VMReplicationServer``)."""
+
+    enabled: bool = True
+    auth: tuple[str, ...] = ("kerberos", "certificate")
+    storage: str = "D:\\Hyper-V\\Replica"
 
 
 @dataclass(frozen=True)
@@ -137,6 +161,7 @@ class VMSpec:
     boot_seconds: float = 30.0
     running: bool = True
     replication: ReplicationSpec | None = None
+    disk_gb: float = 40.0
 
 
 @dataclass(frozen=True)
@@ -193,6 +218,8 @@ class Topology:
     admin_port: int | None = None
     seed: int | None = None
     initial_replication_seconds: float = 60.0
+    replication_bandwidth_mbps: float = 0.0
+    resync_after_seconds: float = 0.0
     clouds: dict[str, str] = field(default_factory=dict)
 
     def host(self, name: str) -> HostSpec:
@@ -254,6 +281,8 @@ class _Parser:
         credentials = self._credentials(d.get("credentials") or {})
         time_scale = self._number(d, "time_scale", 1.0, minimum=0.0)
         init_seconds = self._number(d, "initial_replication_seconds", 60.0, minimum=0.0)
+        bandwidth = self._number(d, "replication_bandwidth_mbps", 0.0, minimum=0.0)
+        resync_after = self._number(d, "resync_after_seconds", 0.0, minimum=0.0)
         admin_port = d.get("admin_port")
         if admin_port is not None and not _is_port(admin_port):
             self.fail("admin_port", f"{admin_port!r} is not a TCP port (1-65535)")
@@ -275,6 +304,8 @@ class _Parser:
             admin_port=admin_port,
             seed=seed,
             initial_replication_seconds=init_seconds,
+            replication_bandwidth_mbps=bandwidth,
+            resync_after_seconds=resync_after,
             clouds=clouds,
         )
 
@@ -326,10 +357,28 @@ class _Parser:
                     self.fail(path, f"port {port} is already used by another host")
                 else:
                     ports.add(port)
-            hosts.append(HostSpec(name, str(site), str(role), port))
+            replica_server = None
+            if role == "hyperv":
+                replica_server = self._replica_server(f"{path}.replica_server", item)
+            hosts.append(HostSpec(name, str(site), str(role), port, replica_server))
         if not hosts:
             self.fail("hosts", "list at least one host")
         return tuple(hosts)
+
+    def _replica_server(self, path: str, item: dict[str, Any]) -> ReplicaServerSpec:
+        raw = item.get("replica_server") or {}
+        if not isinstance(raw, dict):
+            self.fail(path, "must be a mapping (enabled, auth, storage)")
+            return ReplicaServerSpec()
+        auth = raw.get("auth", list(AUTH_PORTS))
+        if not isinstance(auth, list) or any(a not in AUTH_PORTS for a in auth):
+            self.fail(f"{path}.auth", f"must be a list of {list(AUTH_PORTS)}")
+            auth = list(AUTH_PORTS)
+        storage = raw.get("storage", ReplicaServerSpec.storage)
+        if not isinstance(storage, str) or not storage:
+            self.fail(f"{path}.storage", "must be a path")
+            storage = ReplicaServerSpec.storage
+        return ReplicaServerSpec(bool(raw.get("enabled", True)), tuple(auth), storage)
 
     def _networks(self, raw: list[Any], sites: tuple[str, ...]) -> tuple[NetworkSpec, ...]:
         networks = []
@@ -390,6 +439,10 @@ class _Parser:
             if isinstance(boot, bool) or not isinstance(boot, int | float) or boot < 0:
                 self.fail(f"{path}.boot_seconds", "must be a number of seconds >= 0")
                 boot = 30
+            disk = item.get("disk_gb", 40)
+            if isinstance(disk, bool) or not isinstance(disk, int | float) or disk <= 0:
+                self.fail(f"{path}.disk_gb", "must be a size in GB > 0")
+                disk = 40
             replication = None
             if replica is not None:
                 replication = self._replication(f"{path}.replication", item.get("replication"))
@@ -403,6 +456,7 @@ class _Parser:
                     boot_seconds=float(boot),
                     running=bool(item.get("running", True)),
                     replication=replication,
+                    disk_gb=float(disk),
                 )
             )
         return tuple(vms)

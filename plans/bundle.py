@@ -20,13 +20,25 @@ from typing import Any
 from pydantic import ValidationError
 
 from plans.errors import ConfigurationError
-from plans.loader import MAX_FILE_BYTES, LoadedFile, load_file
+from plans.files import (
+    MAX_TEXT_BYTES,
+    PLAN_ROOTS_VARIABLE,
+    FileRefused,
+    configured_roots,
+    read_bounded,
+    resolve_under,
+    within,
+)
+from plans.inputs import INPUT_RULES
+from plans.loader import LoadedFile, load_file
 from plans.model import Document, Fabric, RecoveryPlan, ScriptAction
 from plans.problems import DocPath, PlanInvalid, Problem, Severity, sort_problems
+from plans.protection import PROTECTION_RULES
 from plans.rules import Finding, RuleContext, check_bundle
 from plans.structure import structural_problems
 
 MAX_FILES = 100  # files in one bundle, includes counted
+PLAN_SUFFIXES = (".yaml", ".yml")  # what an include may name: plan and fabric files only
 
 
 class UnknownPlan(ConfigurationError):
@@ -112,22 +124,35 @@ class ValidationReport:
         return not self.errors
 
 
-def load_bundle(paths: Sequence[str | Path], *, now: datetime | None = None) -> Bundle:
+def load_bundle(
+    paths: Sequence[str | Path],
+    *,
+    now: datetime | None = None,
+    roots: Sequence[str | Path] = (),
+) -> Bundle:
     """Load and check plan and fabric files; raise :class:`PlanInvalid` on any error."""
-    report = validate(paths, now=now)
+    report = validate(paths, now=now, roots=roots)
     if report.bundle is None:
         raise PlanInvalid(report.problems)
     return report.bundle
 
 
-def validate(paths: Sequence[str | Path], *, now: datetime | None = None) -> ValidationReport:
+def validate(
+    paths: Sequence[str | Path],
+    *,
+    now: datetime | None = None,
+    roots: Sequence[str | Path] = (),
+) -> ValidationReport:
     """Check files and their includes; return all problems at once. Never raises for input.
 
     ``now`` is the moment scheduled replication times are judged against (default: now, UTC).
+    Files the plans name (includes, scripts) must lie under the folder of a file in ``paths``,
+    a folder in ``roots`` or one listed in ``FERRYMAN_PLAN_ROOTS``.
     """
     if isinstance(paths, str | Path):
         paths = [paths]
-    reader = _Reader()
+    allowed = allowed_roots(paths, roots)
+    reader = _Reader(allowed)
     for path in paths:
         reader.read(str(path), None)
     problems = list(reader.problems)
@@ -137,9 +162,14 @@ def validate(paths: Sequence[str | Path], *, now: datetime | None = None) -> Val
     if assembly is not None:
         fabric, fabric_file, plans, plan_files = assembly
         context = RuleContext(
-            now=now, plan_dirs={n: os.path.dirname(f.file) for n, f in plan_files.items()}
+            now=now,
+            plan_dirs={n: os.path.dirname(f.file) for n, f in plan_files.items()},
+            roots=tuple(allowed),
         )
-        for finding in check_bundle(fabric, plans, context):
+        findings = check_bundle(fabric, plans, context)
+        for rule in (*INPUT_RULES, *PROTECTION_RULES):
+            findings.extend(rule(fabric, plans, context))
+        for finding in findings:
             problems.append(_locate(finding, fabric_file, plan_files))
     problems = sort_problems(problems)
     if any(p.is_error for p in problems) or assembly is None:
@@ -147,7 +177,7 @@ def validate(paths: Sequence[str | Path], *, now: datetime | None = None) -> Val
     fabric, _, plans, plan_files = assembly
     inlined: dict[str, RecoveryPlan] = {}
     for name, plan in plans.items():
-        inlined[name], script_problems = _inline_scripts(name, plan, plan_files[name])
+        inlined[name], script_problems = _inline_scripts(name, plan, plan_files[name], allowed)
         problems.extend(script_problems)
     if any(p.is_error for p in problems):
         return ValidationReport(sort_problems(problems), None)
@@ -155,10 +185,29 @@ def validate(paths: Sequence[str | Path], *, now: datetime | None = None) -> Val
     return ValidationReport(problems, bundle)
 
 
-class _Reader:
-    """Loads files depth-first through their includes, each file once, refusing cycles."""
+def allowed_roots(paths: Sequence[str | Path], extra: Sequence[str | Path] = ()) -> list[str]:
+    """Folders named files may lie in: those of ``paths``, ``extra``, ``FERRYMAN_PLAN_ROOTS``."""
+    roots: list[str] = []
+    for path in [*paths]:
+        try:
+            roots.append(os.path.dirname(os.path.realpath(path)))
+        except (ValueError, OSError):
+            continue  # reported when the file is read
+    for root in [*extra]:
+        roots.append(os.path.realpath(root))
+    roots.extend(configured_roots(PLAN_ROOTS_VARIABLE))
+    return list(dict.fromkeys(roots))
 
-    def __init__(self) -> None:
+
+class _Reader:
+    """Loads files depth-first through their includes, each file once, refusing cycles.
+
+    Includes must name ``.yaml``/``.yml`` files under the allowed roots, so a plan cannot
+    make the loader read (and quote in its errors) any other file.
+    """
+
+    def __init__(self, roots: list[str]) -> None:
+        self.roots = roots
         self.loaded: list[LoadedFile] = []
         self.problems: list[Problem] = []
         self.seen: set[str] = set()
@@ -174,6 +223,11 @@ class _Reader:
             else:
                 self._at(origin, message)
             return
+        if origin is not None:
+            problem = self._include_problem(display, real)
+            if problem:
+                self._at(origin, problem)
+                return
         for stacked_real, _ in self.stack:
             if stacked_real == real and origin is not None:
                 chain = " -> ".join([*(name for _, name in self.stack), display])
@@ -207,6 +261,20 @@ class _Reader:
                 target = os.path.normpath(os.path.join(base, os.path.expanduser(item)))
                 self.read(target, (result, ("include", index)))
         self.stack.pop()
+
+    def _include_problem(self, display: str, real: str) -> str | None:
+        if not within(real, self.roots):
+            return (
+                f"included file {display!r} is outside the allowed folders "
+                f"({', '.join(self.roots) or 'none'}); move it there or add its folder to "
+                f"{PLAN_ROOTS_VARIABLE}"
+            )
+        if not display.lower().endswith(PLAN_SUFFIXES) and not os.path.isdir(real):
+            return (
+                f"included file {display!r} is not a .yaml or .yml file; include names plan "
+                "and fabric files only"
+            )
+        return None
 
     def _at(self, origin: tuple[LoadedFile, DocPath], message: str) -> None:
         loaded, path = origin
@@ -307,7 +375,7 @@ def _locate(
 
 
 def _inline_scripts(
-    name: str, plan: RecoveryPlan, source: LoadedFile
+    name: str, plan: RecoveryPlan, source: LoadedFile, roots: list[str]
 ) -> tuple[RecoveryPlan, list[Problem]]:
     """Carry script files' text in the plan, so the snapshot holds what will run.
 
@@ -324,7 +392,7 @@ def _inline_scripts(
                 if isinstance(action, ScriptAction) and action.file and action.script is None:
                     path = ("plans", name, "groups", g, phase, a, "file")
                     try:
-                        text = _read_script(base / action.file)
+                        text = _read_script(base / action.file, roots)
                     except ConfigurationError as exc:
                         line, col = source.marks.value(path)
                         problems.append(Problem(source.file, line, col, str(exc), path))
@@ -335,16 +403,14 @@ def _inline_scripts(
     return plan.model_copy(update={"groups": groups}), problems
 
 
-def _read_script(path: Path) -> str:
+def _read_script(path: Path, roots: list[str]) -> str:
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot read script file {str(path)!r} ({exc.strerror})"
-        ) from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigurationError(f"script file {str(path)!r} is larger than {MAX_FILE_BYTES} bytes")
+        real = resolve_under(
+            path, roots, what="script file", hint=f"add its folder to {PLAN_ROOTS_VARIABLE}"
+        )
+        raw = read_bounded(real, limit=MAX_TEXT_BYTES, what="script file")
+    except FileRefused as exc:
+        raise ConfigurationError(str(exc)) from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:

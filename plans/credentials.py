@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plans.errors import ConfigurationError
+from plans.files import MAX_SECRET_BYTES, FileRefused, read_bounded, resolve_secret
 
 SCHEMES = ("env", "file")
 
@@ -49,14 +50,24 @@ class SecretRef:
                     "in the environment of this process"
                 )
             return value
-        path = Path(self.target)
         try:
-            return path.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise ConfigurationError(
-                f"credential reference {self} cannot be read ({exc.strerror}); "
-                "check the path and its permissions"
-            ) from None
+            return read_secret_file(self.target)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"credential reference {self}: {exc}") from None
 
     def __str__(self) -> str:
         return f"{self.scheme}:{self.target}"
+
+
+def read_secret_file(path: str | Path, *, what: str = "secret file") -> str:
+    """A secret file's text without its final newline: under the secret roots, a regular file
+    of at most 64 KiB, read with a deadline. Errors name the file, never its content."""
+    try:
+        real = resolve_secret(path, what=what)
+        raw = read_bounded(real, limit=MAX_SECRET_BYTES, what=what)
+    except FileRefused as exc:
+        raise ConfigurationError(str(exc)) from None
+    try:
+        return raw.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{what} {str(path)!r} is not UTF-8 text") from None

@@ -23,9 +23,10 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from plans.files import MAX_TEXT_BYTES, FileRefused, FileTooLarge, read_bounded
 from plans.problems import DocPath, Problem
 
-MAX_FILE_BYTES = 1024 * 1024  # plan files are a few KB; anything near this is a mistake
+MAX_FILE_BYTES = MAX_TEXT_BYTES  # plan files are a few KB; anything near this is a mistake
 MAX_DEPTH = 64  # nesting levels of mappings and lists
 MAX_ALIASES = 100  # alias uses (*name) per file
 MAX_NODES = 100_000  # nodes after aliases are expanded
@@ -164,17 +165,18 @@ def _read_text(path: Path) -> str:
             raise _Refused("file not found")
         if not path.is_file():
             raise _Refused("is not a regular file")
-        with path.open("rb") as handle:
-            # Read one byte past the limit rather than trusting stat(), which lies for pipes
-            # and files that grow while being read.
-            raw = handle.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise _Refused(f"cannot read the file ({exc.strerror or exc})") from None
-    if len(raw) > MAX_FILE_BYTES:
+        # Bounded, non-blocking and regular files only: a file swapped for a FIFO or a
+        # device after the checks above still cannot hang or flood the loader.
+        raw = read_bounded(path, limit=MAX_FILE_BYTES, what="plan file")
+    except FileTooLarge:
         raise _Refused(
             f"the file is larger than {MAX_FILE_BYTES // 1024} KiB, the limit for plan files; "
             "split it and use include"
-        )
+        ) from None
+    except FileRefused as exc:
+        raise _Refused(str(exc)) from None
+    except OSError as exc:
+        raise _Refused(f"cannot read the file ({exc.strerror or exc})") from None
     if b"\x00" in raw:
         line, col = _offset_position(raw, raw.index(b"\x00"))
         raise _Refused("this is a binary file (it contains NUL bytes), not YAML text", (line, col))

@@ -13,15 +13,26 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import math
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+)
+
+from plans.names import check_name, url_problem
 
 # --- shared pieces -------------------------------------------------------------------------
 
-Name = Annotated[str, Field(min_length=1, max_length=128)]
+Name = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(check_name)]
+"""Names of sites, hosts, VMs, networks, zones, groups, actions, plans: see plans.names."""
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -43,20 +54,90 @@ def _parse_duration(value: Any) -> Any:
 
 DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"
 
-Seconds = Annotated[
-    float,
-    BeforeValidator(_parse_duration),
-    Field(ge=0, allow_inf_nan=False),
-    # The file format accepts "90s"/"10m"/"1h" as well as plain seconds; say so in the schema.
-    WithJsonSchema(
+MINUTE = 60.0
+HOUR = 3600.0
+DAY = 86400.0
+MAX_SECONDS = 30 * DAY  # the longest duration the format accepts anywhere
+
+
+def _duration_schema(maximum: float) -> WithJsonSchema:
+    # The file format accepts "90s"/"10m"/"1h" as well as plain seconds; say so.
+    return WithJsonSchema(
         {
             "anyOf": [
-                {"type": "number", "minimum": 0},
+                {"type": "number", "minimum": 0, "maximum": maximum},
                 {"type": "string", "pattern": DURATION_PATTERN},
             ]
         }
-    ),
+    )
+
+
+# Every duration has an upper bound, so nothing that validates can overflow later (a
+# timedelta, a Celery countdown, a PowerShell timeout). The bounds are in plans/FORMAT.md.
+Seconds = Annotated[
+    float,
+    BeforeValidator(_parse_duration),
+    Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False),
+    _duration_schema(MAX_SECONDS),
 ]
+"""A duration: 0 to 30 days, as seconds or text such as ``"90s"``."""
+SecondsUpTo5Minutes = Annotated[
+    float,
+    BeforeValidator(_parse_duration),
+    Field(ge=0, le=5 * MINUTE, allow_inf_nan=False),
+    _duration_schema(5 * MINUTE),
+]
+SecondsUpToHour = Annotated[
+    float,
+    BeforeValidator(_parse_duration),
+    Field(ge=0, le=HOUR, allow_inf_nan=False),
+    _duration_schema(HOUR),
+]
+SecondsUpToDay = Annotated[
+    float,
+    BeforeValidator(_parse_duration),
+    Field(ge=0, le=DAY, allow_inf_nan=False),
+    _duration_schema(DAY),
+]
+SecondsUpToWeek = Annotated[
+    float,
+    BeforeValidator(_parse_duration),
+    Field(ge=0, le=7 * DAY, allow_inf_nan=False),
+    _duration_schema(7 * DAY),
+]
+
+MAX_TTL = 2**31 - 1  # RFC 2181: a TTL is an unsigned 31-bit number
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+def _script_parameter(value: Any) -> Any:
+    """Refuse numbers PowerShell cannot hold: integers outside Int64, non-finite doubles."""
+    outside = not INT64_MIN <= value <= INT64_MAX if isinstance(value, int) else False
+    if outside and not isinstance(value, bool):
+        raise ValueError(
+            "a whole-number parameter must fit PowerShell's Int64 "
+            f"({INT64_MIN} to {INT64_MAX}); quote it to pass it as text"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("a number parameter must be finite (a PowerShell double)")
+    return value
+
+
+ParameterName = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+]
+ParameterValue = Annotated[
+    str | int | Annotated[float, Field(allow_inf_nan=False)] | bool,
+    BeforeValidator(_script_parameter),
+]
+
+
+def _check_url(value: str) -> str:
+    problem = url_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 class Model(BaseModel):
@@ -108,7 +189,7 @@ class Credential(Model):
 class Endpoint(Model):
     """How to reach one Windows host over WinRM/PSRP."""
 
-    url: Annotated[str, Field(pattern=r"^https?://[^/\s]+(/\S*)?$")]
+    url: Annotated[str, Field(pattern=r"^https?://[^/\s]+(/\S*)?$"), AfterValidator(_check_url)]
     """WinRM URL, e.g. ``https://hv-1.example:5986/wsman``."""
     auth: Literal["negotiate", "ntlm", "kerberos", "credssp", "basic"] = "negotiate"
     """WinRM authentication; ``basic`` only over https (or loopback)."""
@@ -118,9 +199,9 @@ class Endpoint(Model):
     """Verify the server's TLS certificate (https URLs)."""
     ca_bundle: str | None = None
     """Path to a CA bundle for TLS verification; default: the system's."""
-    operation_timeout: Seconds = 20
-    """WS-Management operation timeout (seconds or '20s')."""
-    connect_timeout: Seconds = 30
+    operation_timeout: SecondsUpToHour = 20
+    """WS-Management operation timeout (seconds or '20s'), at most 1 h."""
+    connect_timeout: SecondsUpToHour = 30
     """TCP connect timeout (seconds or '30s')."""
 
 
@@ -290,9 +371,9 @@ class DnsZone(Model):
     """windows: the site whose DNS server holds the zone (required)."""
     test_zone: Name | None = None
     """Zone (defined under dns_zones) that test failovers write to instead."""
-    timeout: Seconds = 5
-    """Timeout of one DNS query or update."""
-    verify_timeout: Seconds = 60
+    timeout: SecondsUpTo5Minutes = 5
+    """Timeout of one DNS query or update, at most 5 min."""
+    verify_timeout: SecondsUpToDay = 60
     """How long to wait for every server to serve the new records."""
 
 
@@ -358,14 +439,14 @@ class ScriptAction(_ActionBase):
     """Inline PowerShell (exactly one of script and file)."""
     file: str | None = None
     """PowerShell file, relative to the plan file (exactly one of script and file)."""
-    parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    """Named parameters passed to the script."""
+    parameters: dict[ParameterName, ParameterValue] = Field(default_factory=dict)
+    """Named parameters passed to the script (numbers within PowerShell's Int64 and double)."""
     site: Literal["primary", "recovery"] = "recovery"
     """Which site of the pairing runs it (relative to the run's direction)."""
     host: Name | None = None
     """Host of that site to run on; default: the site's VMM server."""
-    timeout: Seconds = 600
-    """How long the script may run."""
+    timeout: SecondsUpToWeek = 600
+    """How long the script may run, at most 7 days."""
     on_error: OnError | None = None
     """``stop`` or ``continue``; default: stop, except continue in unplanned failovers."""
     undo: str | None = None
@@ -398,8 +479,8 @@ class WaitForIpAction(_ActionBase):
 
     kind: Literal["wait_for_ip"]
     """``wait_for_ip``."""
-    timeout: Seconds = 600
-    """How long to wait for every VM's address."""
+    timeout: SecondsUpToDay = 600
+    """How long to wait for every VM's address, at most 1 day."""
 
 
 class UpdateDnsAction(_ActionBase):
@@ -414,8 +495,8 @@ class HealthCheckAction(_ActionBase):
 
     kind: Literal["health_check"]
     """``health_check``."""
-    timeout: Seconds = 300
-    """How long the VMs have to become healthy."""
+    timeout: SecondsUpToDay = 300
+    """How long the VMs have to become healthy, at most 1 day."""
 
 
 Action = Annotated[
@@ -431,7 +512,7 @@ class DnsRecord(Model):
     """A zone under ``fabric.dns_zones``."""
     name: Name
     """Record name relative to the zone, e.g. ``sql-01`` or ``www``."""
-    ttl: int | None = None
+    ttl: Annotated[int, Field(ge=0, le=MAX_TTL)] | None = None
     """TTL of the new records in seconds; default: keep the current TTL."""
     ptr: bool = False
     """Also update the reverse (PTR) record; RFC 2136 only: refused if a zone is Windows DNS."""
@@ -450,8 +531,8 @@ class PlanVM(Model):
     """DNS records that follow the VM's address."""
     ip_source: Literal["hyperv", "vmm"] = "hyperv"
     """Where the new address is read: Hyper-V's adapter or VMM's IP pool."""
-    start_delay: Seconds = 0
-    """Wait this long before starting the VM."""
+    start_delay: SecondsUpToDay = 0
+    """Wait this long before starting the VM, at most 1 day."""
     wait_for_ip: bool = True
     """Wait for the VM's address before the group counts as up."""
 

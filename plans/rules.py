@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from plans.credentials import SecretRef
+from plans.files import script_file_problem
 from plans.model import (
     Endpoint,
     Fabric,
@@ -27,6 +28,7 @@ from plans.model import (
     RecoveryPlan,
     ScriptAction,
 )
+from plans.names import host_port_problem
 from plans.problems import DocPath, Severity
 
 REPLICATION_FREQUENCIES = (30, 300, 900)  # seconds; Hyper-V Replica offers only these
@@ -54,6 +56,7 @@ class RuleContext:
 
     now: datetime | None = None
     plan_dirs: dict[str, str] = field(default_factory=dict)
+    roots: tuple[str, ...] = ()  # folders named files may lie in (resolved); () = plan_dirs
 
     def current_time(self) -> datetime:
         """``now`` (naive values are UTC), or the current time."""
@@ -483,14 +486,7 @@ def dns_zones_are_reachable(
 
 
 def _host_port_problem(address: str) -> str | None:
-    host, sep, port = address.rpartition(":")
-    if not sep or ("]" not in address and address.count(":") > 1):
-        host, port = address, ""
-    if not host.strip("[]").strip():
-        return f"{address!r} is not host[:port]"
-    if port and (not port.isdigit() or not 1 <= int(port) <= 65535):
-        return f"{address!r} has an invalid port; write host[:port] with a port 1-65535"
-    return None
+    return host_port_problem(address)
 
 
 # --- plans ----------------------------------------------------------------------------------
@@ -664,12 +660,16 @@ def _script(
     elif action.file is not None:
         directory = context.plan_dirs.get(plan_name, ".")
         path = os.path.join(directory, action.file)
-        if not os.path.isfile(path):
+        if not os.path.lexists(path):
             yield Finding(
                 (*base, "file"),
                 f"script file {action.file!r} not found (looked for {os.path.normpath(path)!r}); "
                 "paths are relative to the plan file",
             )
+        else:
+            problem = script_file_problem(path, context.roots or (directory,))
+            if problem:
+                yield Finding((*base, "file"), problem)
     if action.timeout == 0:
         yield Finding((*base, "timeout"), "timeout must be greater than 0")
     if action.host is not None and pairing is not None:

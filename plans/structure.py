@@ -9,6 +9,7 @@ path, and unknown keys get a did-you-mean from the model's own field names.
 from __future__ import annotations
 
 import difflib
+import math
 import types
 import typing
 from typing import Any
@@ -248,6 +249,8 @@ def _message(error: Any, loc: Loc) -> str:
     ctx: dict[str, Any] = error.get("ctx") or {}
     value = error.get("input")
     field = next((str(p) for p in reversed(loc) if isinstance(p, str)), "")
+    if kind in _BOUND_KINDS and isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
     if kind in _TYPE_WORDS:
         return f"expected {_TYPE_WORDS[kind]}, got {describe(value)}"
     if kind in ("literal_error", "enum"):
@@ -262,18 +265,20 @@ def _message(error: Any, loc: Loc) -> str:
     if kind == "too_long":
         return f"has more than {ctx.get('max_length')} entries"
     if kind == "greater_than_equal":
-        return f"must be at least {ctx.get('ge')}, got {_show(value)}"
+        return f"must be at least {_bound(ctx.get('ge'))}, got {_show(value)}"
     if kind == "greater_than":
-        return f"must be greater than {ctx.get('gt')}, got {_show(value)}"
+        return f"must be greater than {_bound(ctx.get('gt'))}, got {_show(value)}"
     if kind == "less_than_equal":
-        return f"must be at most {ctx.get('le')}, got {_show(value)}"
+        return f"must be at most {_bound(ctx.get('le'))}, got {_show(value)}"
     if kind == "less_than":
-        return f"must be less than {ctx.get('lt')}, got {_show(value)}"
+        return f"must be less than {_bound(ctx.get('lt'))}, got {_show(value)}"
     if kind == "finite_number":
         return "must be a finite number"
     if kind == "string_pattern_mismatch":
         if field == "url":
-            return f"{_show(value)} is not a WinRM URL; write it like 'https://host:5986/wsman'"
+            # A URL with user information may hold a password: never repeat it.
+            shown = "the URL" if isinstance(value, str) and "@" in value else _show(value)
+            return f"{shown} is not a WinRM URL; write it like 'https://host:5986/wsman'"
         return f"{_show(value)} does not have the expected form ({ctx.get('pattern')})"
     if kind == "union_tag_invalid":
         return f"unknown action kind {_show(ctx.get('tag'))}; use one of {_KIND_TAGS}"
@@ -282,6 +287,16 @@ def _message(error: Any, loc: Loc) -> str:
     if kind in ("value_error", "assertion_error") and "error" in ctx:
         return str(ctx["error"])
     return str(error.get("msg", "invalid value"))
+
+
+_BOUND_KINDS = ("greater_than_equal", "greater_than", "less_than_equal", "less_than")
+
+
+def _bound(limit: Any) -> str:
+    """A bound as written in the format: 2592000, not 2592000.0."""
+    if isinstance(limit, float) and limit.is_integer():
+        return str(int(limit))
+    return str(limit)
 
 
 def _show(value: Any) -> str:

@@ -16,7 +16,7 @@ from celery.contrib.testing.worker import start_worker
 
 from workers.app import never_join_results, queues_for
 from workers.tasks import Executor
-from workflows.gates import GateWatch
+from workflows.recovery import Watch
 from workflows.runtime import Runtime, build_runtime
 from workflows.settings import Settings
 
@@ -43,7 +43,7 @@ def worker(
         shutdown_timeout=60,
     ):
         never_join_results()  # after start_worker, which sets the opposite for tests
-        watch = GateWatch(runtime.engine, interval=gate_interval).start()
+        watch = Watch(runtime.engine, interval=gate_interval).start()
         try:
             yield runtime
         finally:

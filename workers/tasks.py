@@ -23,11 +23,15 @@ from celery.exceptions import Retry
 from sqlmodel import Session
 
 from plans.errors import FerrymanError, PermanentError, TransientError
+from workers.errors import retryable
 from workers.heartbeat import Heartbeat
+from workflows import decide
 from workflows.compiler import CompiledRun
-from workflows.engine import Engine
+from workflows.decide import StepVerdict, UnitMove
+from workflows.engine import Advance, Engine
 from workflows.events import EventKind
-from workflows.statuses import RunStatus, StepStatus
+from workflows.inputs import undo_json
+from workflows.statuses import StepStatus
 from workflows.steps import (
     TASK_ADVANCE,
     TASK_SCRIPT,
@@ -132,6 +136,8 @@ def describe_failure(spec: StepSpec, exc: BaseException) -> str:
     error_id = getattr(exc, "fully_qualified_error_id", "")
     detail = f" [{cmdlet}{': ' + error_id if error_id else ''}]" if cmdlet else ""
     kind = "transient" if isinstance(exc, TransientError) else "permanent"
+    if isinstance(exc, TransientError) and not retryable(exc):
+        kind = "not retried"
     if not isinstance(exc, FerrymanError):
         kind = f"unexpected {type(exc).__name__}"
     return f"{spec.kind.value} of {subject} {where}{detail} failed ({kind}): {exc}".replace(
@@ -174,15 +180,15 @@ class UnitRunner:
         done: Done | None = None
         for spec in parsed.steps:
             verdict, done = self._step(task, run_id, spec, compiled, failover_type, done)
-            if verdict == "duplicate":
-                summary["status"] = verdict  # the unit's other delivery carries on
-                break
-            if verdict in ("cancelled", "stale"):
-                summary["status"] = verdict
+            move = decide.after_step(verdict, spec.on_error)
+            if move is UnitMove.CANCEL_REST:
+                summary["status"] = verdict.value
                 self._cancel_rest(run_id, parsed)
                 break
-            if verdict == "failed" and spec.on_error != "continue":
-                summary.update(status="failed", step=spec.key)
+            if move is UnitMove.STOP:
+                summary["status"] = verdict.value
+                if verdict is not StepVerdict.DUPLICATE:  # the other delivery carries on
+                    summary["step"] = spec.key
                 break
         if done is not None:
             with self.engine.db.session() as session:
@@ -206,7 +212,7 @@ class UnitRunner:
                 status=StepStatus.SUCCEEDED,
                 owner=done.delivery,
                 result=done.outcome.result,
-                undo=done.outcome.undo,
+                undo=undo_json(done.outcome.undo),
                 changed=done.outcome.changed,
                 error="",
             )
@@ -223,10 +229,10 @@ class UnitRunner:
         compiled: CompiledRun,
         failover_type: str,
         done: Done | None,
-    ) -> tuple[str, Done | None]:
+    ) -> tuple[StepVerdict, Done | None]:
         """Run one step; returns the verdict and, on success, the outcome still to record."""
         verdict, done = self._start(task, run_id, spec, done)
-        if verdict != "started" or done is None:
+        if verdict is not StepVerdict.START or done is None:
             return verdict, None
         step, delivery, prior = done.step, done.delivery, done.prior
         try:
@@ -243,10 +249,14 @@ class UnitRunner:
         except TransientError as exc:
             retries = task.request.retries
             policy = self.engine.settings.retry
+            if not retryable(exc):  # its outcome is unknown and running it again is not safe
+                return self._failed(
+                    run_id, spec, describe_failure(spec, exc), exc, owner=delivery
+                ), None
             if retries < policy.max_retries:
                 delay = policy.delay(retries, random.random())
                 if not self._retrying(run_id, spec, exc, retries + 1, delay, owner=delivery):
-                    return "duplicate", None
+                    return StepVerdict.DUPLICATE, None
                 raise task.retry(countdown=delay, exc=exc, max_retries=policy.max_retries) from exc
             message = f"{describe_failure(spec, exc)}; gave up after {retries + 1} attempts"
             return self._failed(run_id, spec, message, exc, owner=delivery), None
@@ -256,58 +266,55 @@ class UnitRunner:
             message = describe_failure(spec, exc)
             return self._failed(run_id, spec, message, exc, owner=delivery), None
         done.outcome = outcome
-        return "succeeded", done
+        return StepVerdict.SUCCEEDED, done
 
     def _start(
         self, task: Task, run_id: str, spec: StepSpec, done: Done | None
-    ) -> tuple[str, Done | None]:
+    ) -> tuple[StepVerdict, Done | None]:
         """In one transaction: record the previous step's success, read the step, start it.
 
-        Returns ``started`` with the step as this delivery set it running, or the verdict
-        that stops it (``succeeded`` for a step done before, ``duplicate``, ``cancelled``...).
+        Returns :attr:`StepVerdict.START` with the step as this delivery set it running, or
+        the verdict of :func:`decide.start_step` that stops it (``SUCCEEDED`` for a step done
+        before, ``DUPLICATE``, ``CANCELLED``...; a script interrupted by its worker's death is
+        recorded ``FAILED``).
         """
-        interrupted = ""
         delivery = task_id(task)
         with self.engine.db.session() as session:
             if done is not None:
                 if not self._record(session, done):
-                    return "duplicate", None
+                    return StepVerdict.DUPLICATE, None
                 # the unit's next step, pending when the unit's first step read it: start it
                 # in one UPDATE that also checks the run still runs (else read all again)
                 row = done.rows.get(spec.key)
                 if row is not None and repository.start_step(session, step=row, task_id=delivery):
                     prior = {**done.prior, done.step.kind: done.outcome.result}
-                    return "started", Done(row, delivery, prior, done.rows)
+                    return StepVerdict.START, Done(row, delivery, prior, done.rows)
             # one narrow query: the run's status (not its large row), the step, the VM's results
             read = repository.read_to_run(session, run_id=run_id, key=spec.key, vm=spec.vm)
-            run_status, step, vm_results = read.run_status, read.step, read.prior
-            if run_status is RunStatus.CANCELLED:
-                return "cancelled", None
-            if run_status is not RunStatus.RUNNING:
-                return "stale", None
-            status = StepStatus(step.status)
-            if status in (StepStatus.SUCCEEDED, StepStatus.SKIPPED):
-                return "succeeded", None  # redelivered: done before, never do it twice
-            if status in (StepStatus.FAILED, StepStatus.CANCELLED):
-                return status.value, None
-            if status is StepStatus.RUNNING and step.task_id and step.task_id != delivery:
-                # the stage was sent twice (a resend after a crash): the other delivery owns
-                # the step, and its message comes back if its worker dies
-                return "duplicate", None
-            if status is StepStatus.RUNNING and not reruns_after_a_crash(spec):
-                # an earlier delivery of this message started it and its worker died
-                interrupted = interrupted_script(run_id, spec, step.attempts)
-            else:
+            step = read.step
+            verdict = decide.start_step(
+                read.run_status,
+                StepStatus(step.status),
+                holder=step.task_id,
+                delivery=delivery,
+                reruns=reruns_after_a_crash(spec),
+            )
+            if verdict is StepVerdict.START:
                 try:
                     # committed before the executor runs: attempts counts every start
                     repository.set_step_status(
                         session, step=step, status=StepStatus.RUNNING, task_id=delivery
                     )
                 except Conflict:
-                    return "duplicate", None  # another delivery of a duplicate stage took it
-        if interrupted:
+                    # another delivery of a duplicate stage took it
+                    return StepVerdict.DUPLICATE, None
+        if verdict is StepVerdict.INTERRUPTED:
+            # an earlier delivery of this message started the script and its worker died
+            interrupted = interrupted_script(run_id, spec, step.attempts)
             return self._failed(run_id, spec, interrupted, None, owner=step.task_id), None
-        return "started", Done(step, delivery, vm_results, read.rows)
+        if verdict is not StepVerdict.START:
+            return verdict, None
+        return StepVerdict.START, Done(step, delivery, read.prior, read.rows)
 
     def _retrying(
         self,
@@ -343,8 +350,8 @@ class UnitRunner:
         exc: BaseException | None,
         *,
         owner: str | None,
-    ) -> str:
-        """Record the step failed; ``duplicate`` instead if another delivery holds it now."""
+    ) -> StepVerdict:
+        """Record the step failed; ``DUPLICATE`` instead if another delivery holds it now."""
         if exc is not None and not isinstance(exc, FerrymanError):
             log.exception("step %s of run %s raised unexpectedly", spec.key, run_id)
         undo = getattr(exc, "undo", None)
@@ -357,11 +364,11 @@ class UnitRunner:
                     status=StepStatus.FAILED,
                     owner=owner,
                     error=message,
-                    undo=undo if isinstance(undo, dict) else None,
+                    undo=undo_json(undo),
                 )
             except Conflict:
                 log.warning(TAKEN_OVER, spec.key, run_id)
-                return "duplicate"
+                return StepVerdict.DUPLICATE
             repository.add_event(
                 session,
                 run_id=run_id,
@@ -369,7 +376,7 @@ class UnitRunner:
                 message=f"{spec.key}: {message}",
                 data={"on_error": spec.on_error},
             )
-        return "failed"
+        return StepVerdict.FAILED
 
     def _cancel_rest(self, run_id: str, unit: TaskUnit) -> None:
         with self.engine.db.session() as session:
@@ -529,7 +536,7 @@ def register(app: Celery, engine: Engine, executor: Executor | None = None) -> N
                 raise
             # the store is briefly unavailable: ask again, or the run would never move on
             log.warning("advancing run %s past stage %d: database error (%s)", run_id, stage, exc)
-            outcome = "not_ready"
-        if outcome == "not_ready":
+            outcome = Advance.NOT_READY
+        if outcome is Advance.NOT_READY:
             raise self.retry(countdown=engine.settings.advance_poll, max_retries=advance_retries)
-        return outcome
+        return outcome.value

@@ -10,7 +10,7 @@ failover only when an operator asks.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlmodel import Session
 
@@ -22,12 +22,22 @@ from workflows.compiler import (
     compile_followup,
 )
 from workflows.events import EventKind
-from workflows.statuses import RunStatus
+from workflows.inputs import undo_record
+from workflows.statuses import RunStateError, RunStatus, StepStatus
 from workflows.steps import StepKind
-from workflows.store import Run, repository
+from workflows.store import Database, Run, repository
 
-if TYPE_CHECKING:
-    from workflows.engine import Engine
+
+class RunStarter(Protocol):
+    """What follow-up runs need of the engine: its store and a way to start a linked run."""
+
+    @property
+    def db(self) -> Database: ...
+
+    def start_child(
+        self, parent: Run, compiled: CompiledRun, *, requested_by: str, notes: str = ""
+    ) -> Run:
+        """Create a follow-up run of ``parent`` and dispatch it."""
 
 
 def step_records(session: Session, run_id: str) -> list[StepRecord]:
@@ -38,20 +48,18 @@ def step_records(session: Session, run_id: str) -> list[StepRecord]:
             kind=StepKind(step.kind),
             stage=step.stage,
             seq=step.seq,
-            status=step.status,
+            status=StepStatus(step.status),
             vm=step.vm,
             host=step.host,
             result=step.result,
-            undo=step.undo,
+            undo=undo_record(step.undo) if step.undo else None,
         )
         for step in repository.steps_of(session, run_id=run_id)
     ]
 
 
-def compensate(engine: Engine, run_id: str, *, by: str) -> Run | None:
+def compensate(engine: RunStarter, run_id: str, *, by: str) -> Run | None:
     """Start undoing ``run_id``; returns the compensation run (None if nothing to undo)."""
-    from workflows.engine import RunStateError
-
     with engine.db.session() as session:
         run = repository.get_run(session, run_id=run_id)
         allowed = (RunStatus.FAILED, RunStatus.SUCCEEDED, RunStatus.CANCELLED)

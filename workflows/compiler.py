@@ -28,9 +28,11 @@ steps with :func:`compile_followup`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from plans.errors import ConfigurationError
 from plans.model import (
@@ -40,12 +42,36 @@ from plans.model import (
     FailoverType,
     Group,
     ManualAction,
+    OnError,
     PlanVM,
     RecoveryPlan,
     ScriptAction,
     UpdateDnsAction,
     WaitForIpAction,
 )
+from workflows.inputs import (
+    CompensateInput,
+    ConnectNetworkInput,
+    DnsRecordInput,
+    FailoverInput,
+    HealthCheckInput,
+    InvalidStepInput,
+    RestoreDns,
+    RestoreDnsInput,
+    ReverseInput,
+    ReverseToInput,
+    ScriptInput,
+    ShutdownPrimaryInput,
+    StartVmInput,
+    StepInput,
+    UndoRecord,
+    UpdateDnsInput,
+    WaitIpInput,
+    ZoneTarget,
+    step_input,
+    undo_record,
+)
+from workflows.statuses import StepStatus
 from workflows.steps import (
     TASK_SCRIPT,
     TASK_VM,
@@ -61,6 +87,20 @@ class CompileError(ConfigurationError):
     """The plan cannot be compiled for that type and direction; the message says why."""
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def _build(model: type[M], step: str, **fields: Any) -> M:
+    """A step's input, or a :class:`CompileError` naming the step and the field that is wrong
+    (a run option of the wrong type, e.g. ``wait_ip_timeout: soon``)."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise CompileError(f"step {step}: {where}: {error['msg']}") from None
+
+
 class RunOperation(enum.StrEnum):
     """What a run does: a failover type, or a follow-up of an earlier run."""
 
@@ -72,6 +112,8 @@ class RunOperation(enum.StrEnum):
     CANCEL_FAILOVER = "cancel_failover"  # after an unplanned failover: Stop-VMFailover
     REVERSE = "reverse"  # after a committed unplanned failover: replicate back
     COMPENSATE = "compensate"  # undo the completed steps of a run, newest first
+    PROTECT = "protect"  # bring protection to a fabric's desired state (workflows.protection)
+    UNPROTECT = "unprotect"  # disable protection of VMs (workflows.protection)
 
     @property
     def is_failover(self) -> bool:
@@ -95,6 +137,13 @@ class StageKind(enum.StrEnum):
     GATE = "gate"
 
 
+class OnTimeout(enum.StrEnum):
+    """What a gate's timeout does to the run: fail it, or go on as if approved."""
+
+    FAIL = "fail"
+    CONTINUE = "continue"
+
+
 @dataclass(frozen=True)
 class Gate:
     """A manual action: the run waits in ``waiting`` until approved, rejected or timed out."""
@@ -102,7 +151,10 @@ class Gate:
     name: str
     instructions: str
     timeout: float | None = None
-    on_timeout: str = "fail"
+    on_timeout: OnTimeout = OnTimeout.FAIL
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "on_timeout", OnTimeout(self.on_timeout))
 
 
 @dataclass(frozen=True)
@@ -115,7 +167,22 @@ class Stage:
     group: str | None = None
     units: tuple[TaskUnit, ...] = ()
     gate: Gate | None = None
-    on_failure: str = "stop"  # "continue": a failed unit does not stop later stages
+    on_failure: OnError = OnError.STOP  # continue: a failed unit does not stop later stages
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "on_failure", OnError(self.on_failure))
+
+    def to_json(self) -> dict[str, Any]:
+        """The stage as plain data."""
+        return {
+            "index": self.index,
+            "name": self.name,
+            "kind": self.kind.value,
+            "group": self.group,
+            "units": [unit.to_json() for unit in self.units],
+            "gate": None if self.gate is None else asdict(self.gate),
+            "on_failure": self.on_failure.value,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Stage:
@@ -144,10 +211,14 @@ class CompiledRun:
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON: what the run row stores and ``ferryman run --dry-run`` prints."""
-        data = asdict(self)
-        data["operation"] = self.operation.value
-        data["direction"] = self.direction.value
-        return data
+        return {
+            "plan": self.plan,
+            "operation": self.operation.value,
+            "direction": self.direction.value,
+            "hosts": {name: asdict(ref) for name, ref in self.hosts.items()},
+            "stages": [stage.to_json() for stage in self.stages],
+            "options": dict(self.options),
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CompiledRun:
@@ -334,30 +405,37 @@ class _Compiler:
         prefix = f"{stage}/{vm.name}"
         steps: list[StepSpec] = []
 
+        def key(kind: StepKind) -> str:
+            return f"{prefix}/{kind.value}"
+
         def add(
-            kind: StepKind, host: str, params: dict[str, Any] | None = None, on_error: str = "stop"
+            kind: StepKind,
+            host: str,
+            params: StepInput | None = None,
+            on_error: OnError = OnError.STOP,
         ) -> None:
-            steps.append(
-                StepSpec(f"{prefix}/{kind.value}", kind, vm.name, host, params or {}, on_error)
-            )
+            params = params or step_input(kind.value)
+            steps.append(StepSpec(key(kind), kind, vm.name, host, params, on_error))
 
         if self.type is FailoverType.TEST:
             add(StepKind.TEST_FAILOVER, target)
         elif self.type is FailoverType.PLANNED:
             add(StepKind.FAILOVER, target)
             # the executor checks the reversed relationship points back at the old primary
-            add(StepKind.REVERSE, target, {"replica_server": source})
+            add(StepKind.REVERSE, target, ReverseInput(replica_server=source))
         else:
             if self.options.get("try_shutdown", True):
-                add(StepKind.SHUTDOWN_PRIMARY, source, {"best_effort": True}, on_error="continue")
+                shutdown = ShutdownPrimaryInput(best_effort=True)
+                add(StepKind.SHUTDOWN_PRIMARY, source, shutdown, on_error=OnError.CONTINUE)
             point = self._recovery_point(vm.name)
-            add(StepKind.FAILOVER, target, {"recovery_point": point} if point else {})
+            add(StepKind.FAILOVER, target, FailoverInput(recovery_point=point))
         switch, subnets = self._target_network(vm.name)
-        add(StepKind.CONNECT_NETWORK, target, {"switch": switch})
-        add(StepKind.START_VM, target, {"start_delay": vm.start_delay})
+        add(StepKind.CONNECT_NETWORK, target, ConnectNetworkInput(switch=switch))
+        add(StepKind.START_VM, target, StartVmInput(start_delay=vm.start_delay))
         if vm.wait_for_ip and switch is not None:
-            add(StepKind.WAIT_IP, target, self._wait_ip_params(vm, subnets))
-            dns = self._dns_params(vm)
+            wait = self._wait_ip_input(key(StepKind.WAIT_IP), vm, subnets)
+            add(StepKind.WAIT_IP, target, wait)
+            dns = self._dns_input(vm)
             if dns is not None:
                 add(StepKind.UPDATE_DNS, target, dns)
         return tuple(steps)
@@ -370,13 +448,16 @@ class _Compiler:
             return None
         return str(point)
 
-    def _wait_ip_params(self, vm: PlanVM, subnets: list[str]) -> dict[str, Any]:
-        timeout = self.options.get("wait_ip_timeout", 600)
-        params: dict[str, Any] = {"subnets": subnets, "source": vm.ip_source, "timeout": timeout}
-        if vm.ip_source == "vmm":
-            # VMM of the site the VM comes up in; the executor must not guess it
-            params["vmm"] = self.fabric.sites[self.roles.target_site].vmm.name
-        return params
+    def _wait_ip_input(
+        self, step: str, vm: PlanVM, subnets: list[str], timeout: float | None = None
+    ) -> WaitIpInput:
+        if timeout is None:
+            timeout = self.options.get("wait_ip_timeout", 600)
+        # VMM of the site the VM comes up in; the executor must not guess it
+        vmm = self.fabric.sites[self.roles.target_site].vmm.name if vm.ip_source == "vmm" else None
+        return _build(
+            WaitIpInput, step, subnets=subnets, source=vm.ip_source, timeout=timeout, vmm=vmm
+        )
 
     def _target_network(self, vm: str) -> tuple[str | None, list[str]]:
         """The switch a failed-over VM connects to and its subnets; (None, []) = disconnected.
@@ -411,9 +492,9 @@ class _Compiler:
             return []
         return list(found.networks[network].subnets)
 
-    def _dns_params(self, vm: PlanVM) -> dict[str, Any] | None:
-        records: list[dict[str, Any]] = []
-        zones: dict[str, dict[str, Any]] = {}
+    def _dns_input(self, vm: PlanVM) -> UpdateDnsInput | None:
+        records: list[DnsRecordInput] = []
+        zones: dict[str, ZoneTarget] = {}
         for record in vm.dns:
             zone_name = record.zone
             if self.type is FailoverType.TEST:
@@ -421,27 +502,25 @@ class _Compiler:
                 if zone is None or zone.test_zone is None:
                     continue  # a test run never touches a production zone
                 zone_name = zone.test_zone
-            zone_target = self._zone_target(zone_name)
-            zones[zone_name] = zone_target
+            zones[zone_name] = self._zone_target(zone_name)
             records.append(
-                {"zone": zone_name, "name": record.name, "ttl": record.ttl, "ptr": record.ptr}
+                DnsRecordInput(zone=zone_name, name=record.name, ttl=record.ttl, ptr=record.ptr)
             )
         if not records:
             return None
-        return {"records": records, "zones": zones}
+        return UpdateDnsInput(records=tuple(records), zones=zones)
 
-    def _zone_target(self, zone_name: str) -> dict[str, Any]:
+    def _zone_target(self, zone_name: str) -> ZoneTarget:
         zone = self.fabric.dns_zones.get(zone_name)
         if zone is None:
             raise CompileError(f"DNS zone {zone_name} is not in the fabric's dns_zones")
-        target = zone.model_dump(mode="json")
-        target["name"] = zone_name
+        vmm = None
         if zone.site is not None:
             site = self.fabric.sites.get(zone.site)
             if site is None:
                 raise CompileError(f"DNS zone {zone_name} names unknown site {zone.site!r}")
-            target["vmm"] = site.vmm.name
-        return target
+            vmm = site.vmm.name
+        return ZoneTarget(**zone.model_dump(mode="json"), zone=zone_name, vmm=vmm)
 
     # -- actions
 
@@ -451,7 +530,7 @@ class _Compiler:
         name = f"g{number}.{group.name}.{action.name}"
         if isinstance(action, ManualAction):
             timeout = action.timeout if action.timeout is not None else self.gate_timeout
-            gate = Gate(action.name, action.instructions, timeout, action.on_timeout)
+            gate = Gate(action.name, action.instructions, timeout, OnTimeout(action.on_timeout))
             self._add(name=name, kind=StageKind.GATE, group=group.name, gate=gate)
         elif isinstance(action, ScriptAction):
             self._script(name, group, action)
@@ -467,22 +546,17 @@ class _Compiler:
         on_source = action.site == "primary"
         site = self.roles.source_site if on_source else self.roles.target_site
         host = action.host or self.fabric.sites[site].vmm.name
-        params: dict[str, Any] = {
-            "script": action.script,
-            "file": action.file,
-            "parameters": dict(action.parameters),
-            "timeout": action.timeout,
-            "undo": action.undo,
-            "name": action.name,
-            "rerun_on_redelivery": action.rerun_on_redelivery,
-        }
+        params = ScriptInput(
+            script=action.script or "",
+            file=action.file,
+            parameters=dict(action.parameters),
+            timeout=action.timeout,
+            undo=action.undo,
+            name=action.name,
+            rerun_on_redelivery=action.rerun_on_redelivery,
+        )
         step = StepSpec(
-            f"{name}/script",
-            StepKind.SCRIPT,
-            None,
-            host,
-            params,
-            action.error_policy(self.type).value,
+            f"{name}/script", StepKind.SCRIPT, None, host, params, action.error_policy(self.type)
         )
         unit = TaskUnit(
             key=name, task=TASK_SCRIPT, queue=site_queue(site), steps=(step,), group=group.name
@@ -493,17 +567,18 @@ class _Compiler:
         units = []
         for vm in group.vms:
             _source, target = self.roles.hosts(self.fabric, self.plan.pairing, vm.name)
-            params: dict[str, Any] = {}
+            key = f"{name}/{vm.name}/{kind.value}"
+            params: StepInput | None = None
             if kind is StepKind.WAIT_IP:
                 _switch, subnets = self._target_network(vm.name)
-                params = {**self._wait_ip_params(vm, subnets), "timeout": action.timeout}
+                params = self._wait_ip_input(key, vm, subnets, action.timeout)
             elif kind is StepKind.UPDATE_DNS:
-                params = self._dns_params(vm) or {}
-                if not params:
+                params = self._dns_input(vm)
+                if params is None:
                     continue
             elif kind is StepKind.HEALTH_CHECK:
-                params = {"timeout": action.timeout}
-            step = StepSpec(f"{name}/{vm.name}/{kind.value}", kind, vm.name, target, params)
+                params = _build(HealthCheckInput, key, timeout=action.timeout)
+            step = StepSpec(key, kind, vm.name, target, params or step_input(kind.value))
             units.append(self._unit(name, vm.name, group.name, self.roles.target_site, (step,)))
         self._add(
             name=name,
@@ -558,17 +633,31 @@ def compile_run(
 
 @dataclass(frozen=True)
 class StepRecord:
-    """What a follow-up needs to know about a step of the original run (from the store)."""
+    """What a follow-up needs to know about a step of the original run (from the store).
+
+    ``status`` and ``undo`` may be given as stored (text, JSON); they are read into a
+    :class:`StepStatus` and an undo record here.
+    """
 
     key: str
     kind: StepKind
     stage: int
     seq: int
-    status: str
+    status: StepStatus
     vm: str | None = None
     host: str | None = None
     result: dict[str, Any] | None = None
-    undo: dict[str, Any] | None = None
+    undo: UndoRecord | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", StepKind(self.kind))
+        object.__setattr__(self, "status", StepStatus(self.status))
+        undo: UndoRecord | Mapping[str, Any] | None = self.undo
+        if undo is not None:
+            try:
+                object.__setattr__(self, "undo", undo_record(undo))
+            except InvalidStepInput as exc:
+                raise CompileError(f"step {self.key}: {exc}") from None
 
 
 def compile_followup(
@@ -607,12 +696,15 @@ def _queue_of(parent: CompiledRun, host: str | None) -> str:
     return site_queue(parent.hosts[host].site)
 
 
+_STARTED = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.RUNNING})
+
+
 def _done(
     steps: Sequence[StepRecord], kind: StepKind, *, started: bool = False
 ) -> list[StepRecord]:
     # "started" also takes steps that failed part-way: their effect may exist, and the
     # follow-up's executors are idempotent (they do nothing where there is nothing to undo)
-    wanted = {"succeeded", "failed", "running"} if started else {"succeeded"}
+    wanted = _STARTED if started else {StepStatus.SUCCEEDED}
     return [step for step in steps if step.kind is kind and step.status in wanted]
 
 
@@ -631,27 +723,32 @@ def _per_vm_stage(
             )
         )
     return Stage(
-        index=index, name=name, kind=StageKind.UNITS, units=tuple(units), on_failure="continue"
+        index=index,
+        name=name,
+        kind=StageKind.UNITS,
+        units=tuple(units),
+        on_failure=OnError.CONTINUE,
     )
 
 
 def _cleanup(parent: CompiledRun, steps: Sequence[StepRecord]) -> list[Stage]:
     if parent.operation is not RunOperation.TEST:
         raise CompileError("only a test failover is cleaned up; use commit or cancel instead")
-    dns = {s.vm: s for s in _done(steps, StepKind.UPDATE_DNS) if s.undo is not None}
+    dns = {s.vm: s for s in _done(steps, StepKind.UPDATE_DNS) if isinstance(s.undo, RestoreDns)}
     per_vm: dict[str, list[StepSpec]] = {}
     for step in _done(steps, StepKind.TEST_FAILOVER, started=True):
         assert step.vm is not None
         specs = per_vm.setdefault(step.vm, [])
         if step.vm in dns:
             update = dns[step.vm]
+            assert isinstance(update.undo, RestoreDns)
             specs.append(
                 StepSpec(
                     f"cleanup/{step.vm}/restore_dns",
                     StepKind.RESTORE_DNS,
                     step.vm,
                     update.host,
-                    dict(update.undo or {}),
+                    RestoreDnsInput(snapshots=update.undo.snapshots),
                 )
             )
         specs.append(
@@ -701,7 +798,7 @@ def _reverse(parent: CompiledRun, steps: Sequence[StepRecord]) -> list[Stage]:
                 StepKind.REVERSE_TO,
                 step.vm,
                 step.host,
-                {"replica_server": source},
+                ReverseToInput(replica_server=source),
             ),
             StepSpec(
                 f"reverse/{step.vm}/start_initial_replication",
@@ -726,10 +823,13 @@ def _source_host(parent: CompiledRun, vm: str) -> str:
     )
 
 
+_UNDOABLE = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED})
+
+
 def _compensate(parent: CompiledRun, steps: Sequence[StepRecord]) -> list[Stage]:
     # a failed step may have changed something before failing (DNS records switched before a
     # verification timed out); executors attach an undo record for that part
-    undoable = [s for s in steps if s.status in ("succeeded", "failed") and s.undo is not None]
+    undoable = [s for s in steps if s.status in _UNDOABLE and s.undo is not None]
     by_stage: dict[int, list[StepRecord]] = {}
     for step in undoable:
         by_stage.setdefault(step.stage, []).append(step)
@@ -737,6 +837,7 @@ def _compensate(parent: CompiledRun, steps: Sequence[StepRecord]) -> list[Stage]
     for stage_index in sorted(by_stage, reverse=True):
         per_unit: dict[str, list[StepSpec]] = {}
         for step in sorted(by_stage[stage_index], key=lambda s: s.seq, reverse=True):
+            assert step.undo is not None
             owner = step.vm or step.key
             per_unit.setdefault(owner, []).append(
                 StepSpec(
@@ -744,7 +845,7 @@ def _compensate(parent: CompiledRun, steps: Sequence[StepRecord]) -> list[Stage]
                     StepKind.COMPENSATE,
                     step.vm,
                     step.host,
-                    {"undo": step.undo, "of": step.key, "kind": step.kind.value},
+                    CompensateInput(undo=step.undo, of=step.key, of_kind=step.kind.value),
                 )
             )
         name = f"compensate.{parent.stages[stage_index].name}"

@@ -1,6 +1,6 @@
 """``ferryman demo``: the example plan's test failover and cleanup against the lab, in one process.
 
-Composition root for the embedded mode: the lab (``lab.testing.running_lab`` with
+Wired by :func:`workflows.runtime.embedded`: the lab (``lab.testing.running_lab`` with
 ``deploy/lab/topology.yaml`` on ephemeral loopback ports, NTLM like the example fabric), the
 example fabric with its endpoint URLs pointed at the lab, SQLite in a temporary directory, the
 memory broker and an in-process worker running the real executors over pypsrp. The plan's
@@ -23,18 +23,21 @@ import yaml
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
+from lab.examples import topology_path
 from plans import Bundle, load_bundle
 from workflows import report as run_report
 from workflows.compiler import RunOperation
 from workflows.followups import start_followup
 from workflows.progress import watch
+from workflows.runtime import close_sessions, embedded
 from workflows.settings import RetryPolicy, Settings
 from workflows.statuses import TERMINAL_RUN, RunStatus
 from workflows.store import repository
 
 ROOT = Path(__file__).resolve().parent.parent
-TOPOLOGY = ROOT / "deploy" / "lab" / "topology.yaml"
+TOPOLOGY = topology_path()  # deploy/lab/topology.yaml, or the copy an installed wheel carries
 PLAN_FILE = ROOT / "plans" / "examples" / "three-tier.yaml"
 PLAN = "three-tier"
 PASSWORD_VARIABLE = "FERRYMAN_LAB_PASSWORD"  # what the example fabric's credential refers to
@@ -111,18 +114,18 @@ def run_demo(
 ) -> DemoResult:
     """Run the demo end to end and print its summary; returns what happened."""
     from lab.testing import running_lab
-    from workers.embedded import embedded
-    from workers.hyperv.psrp import shared_cache
-    from workers.tasks import default_executor
 
     console = console or Console()
     started = time.monotonic()
     console.print(
         Panel.fit(
-            f"Ferryman demo: test failover of plan [bold]{plan}[/] and its cleanup\n"
-            "lab: two Hyper-V Replica sites (stockholm -> gothenburg) over real WinRM/PSRP on "
-            "loopback\nstore: SQLite in a temporary directory; broker: in-memory; worker: "
-            "in this process"
+            Text.assemble(
+                "Ferryman demo: test failover of plan ",
+                (plan, "bold"),
+                " and its cleanup\nlab: two Hyper-V Replica sites (stockholm -> gothenburg) "
+                "over real WinRM/PSRP on loopback\nstore: SQLite in a temporary directory; "
+                "broker: in-memory; worker: in this process",
+            )
         )
     )
     with (
@@ -137,11 +140,10 @@ def run_demo(
             retry=RetryPolicy(max_retries=4, base_delay=0.2, max_delay=2.0),
         )
         sites = list(bundle.fabric.sites)
-        executor = default_executor(poll_interval=0.1)
-        with embedded(settings, sites, executor=executor, concurrency=12) as runtime:
+        with embedded(settings, sites, concurrency=12, poll_interval=0.1) as runtime:
             engine, db = runtime.engine, runtime.db
             run = engine.start(bundle, plan, "test", requested_by=DEMO_ACTOR)
-            console.print(f"started test failover run [bold]{run.id}[/]")
+            console.print(Text.assemble("started test failover run ", (run.id, "bold")))
             t0 = time.monotonic()
             current = watch(db, run.id, SETTLED, timeout=timeout, console=console, live=live)
             while current.status == RunStatus.WAITING:
@@ -151,10 +153,13 @@ def run_demo(
                     )
                 name = gate.name if gate else "manual action"
                 console.print(
-                    f"[yellow]gate '{name}'[/]: {gate.instructions if gate else ''}\n"
-                    f"[yellow]the demo approves it automatically[/] as '{DEMO_ACTOR}' "
-                    f"(an operator would run: ferryman runs approve {run.id} --by NAME "
-                    "--comment WHY)"
+                    Text.assemble(
+                        (f"gate '{name}'", "yellow"),
+                        f": {gate.instructions if gate else ''}\n",
+                        ("the demo approves it automatically", "yellow"),
+                        f" as '{DEMO_ACTOR}' (an operator would run: ferryman runs approve "
+                        f"{run.id} --by NAME --comment WHY)",
+                    )
                 )
                 engine.approve(run.id, by=DEMO_ACTOR, comment="approved automatically by the demo")
                 current = watch(db, run.id, SETTLED, timeout=timeout, console=console, live=live)
@@ -172,7 +177,11 @@ def run_demo(
                     by=DEMO_ACTOR,
                     notes="demo: test VMs checked, removing them",
                 )
-                console.print(f"started cleanup run [bold]{cleanup.id}[/] (linked to {run.id})")
+                console.print(
+                    Text.assemble(
+                        "started cleanup run ", (cleanup.id, "bold"), f" (linked to {run.id})"
+                    )
+                )
                 done = watch(
                     db, cleanup.id, TERMINAL_RUN, timeout=timeout, console=console, live=live
                 )
@@ -180,7 +189,7 @@ def run_demo(
                 cleanup_seconds = time.monotonic() - t1
         _status, audit = lab.admin("GET", "/audit")
         _status, state = lab.admin("GET", "/state")
-        shared_cache().close()  # the PowerShell sessions to this lab end with it
+        close_sessions()  # the PowerShell sessions to this lab end with it
     result = DemoResult(
         test_run=run.id,
         cleanup_run=cleanup_id,
@@ -207,32 +216,44 @@ def run_demo(
 def summary(result: DemoResult, test_report: dict[str, Any]) -> Table:
     """The closing table of the demo."""
     table = Table(title="Ferryman demo: summary", show_header=False, title_justify="left")
-    table.add_row("test failover", f"run {result.test_run}: {result.test_status}")
-    table.add_row(
-        "VMs failed over (test)", f"{len(result.failed_over)}: " + ", ".join(result.failed_over)
+    # names and errors come from the plan and the hosts: cells are Text, never markup
+    _add(table, "test failover", f"run {result.test_run}: {result.test_status}")
+    _add(
+        table,
+        "VMs failed over (test)",
+        f"{len(result.failed_over)}: " + ", ".join(result.failed_over),
     )
-    table.add_row(
+    _add(
+        table,
         "test VMs' addresses",
         "\n".join(f"{vm} - Test: {', '.join(ips)}" for vm, ips in sorted(result.addresses.items())),
     )
     gates = [a for a in test_report["approvals"]]
-    table.add_row(
+    _add(
+        table,
         "gates",
         "\n".join(
             f"{a['name']}: {a['status']} by {a['decided_by']} ({a['comment']})" for a in gates
         )
         or "none",
     )
-    table.add_row(
+    _add(
+        table,
         "lab audit log",
         "\n".join(f"{cmdlet}: {count}" for cmdlet, count in sorted(result.audit.items())),
     )
-    table.add_row(
+    _add(
+        table,
         "cleanup",
         f"run {result.cleanup_run}: {result.cleanup_status}; test VMs "
         f"left in the lab: {len(result.test_vms_left)}",
     )
-    table.add_row("durations", ", ".join(f"{k} {v:.1f} s" for k, v in result.durations.items()))
+    _add(table, "durations", ", ".join(f"{k} {v:.1f} s" for k, v in result.durations.items()))
     if test_report["run"]["error"]:
-        table.add_row("error", test_report["run"]["error"])
+        _add(table, "error", test_report["run"]["error"])
     return table
+
+
+def _add(table: Table, *cells: str) -> None:
+    """A row whose cells print as written (names and errors are never markup)."""
+    table.add_row(*(Text(cell) for cell in cells))

@@ -1,8 +1,10 @@
 """The run lifecycle: create a run, enter its stages one by one, finish it.
 
-The engine holds no state of its own: the store is the truth, and every decision is a
-compare-and-set on the run's row, so the callback of a stage (``ferryman.engine.advance``) may
-be delivered twice, or race an operator's approval, without dispatching a stage twice.
+The engine holds no state of its own and decides nothing by itself: it reads the store, asks
+:mod:`workflows.decide` what comes next, and writes the answer. The store is the truth, and
+every write that moves a run is a compare-and-set on the run's row, so the callback of a stage
+(``ferryman.engine.advance``) may be delivered twice, or race an operator's approval or the
+recovery watch, without dispatching a stage twice.
 
 Dispatching is a collaborator (:class:`Dispatcher`): the Celery one sends a stage as a chord
 whose callback calls :meth:`Engine.advance`; tests may pass one that records. Dispatches happen
@@ -12,39 +14,37 @@ is not there yet.
 
 from __future__ import annotations
 
+import enum
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from plans.errors import FerrymanError
 from plans.model import Direction, Fabric, FailoverType, RecoveryPlan
-from workflows import gates
+from workflows import compensation, decide, gates
 from workflows.cache import CompiledRuns
-from workflows.compiler import (
-    CompiledRun,
-    RunOperation,
-    Stage,
-    StageKind,
-    compile_run,
-)
+from workflows.compiler import CompiledRun, Stage, StageKind, compile_run
 from workflows.events import EventKind
 from workflows.settings import Settings
 from workflows.statuses import (
-    DONE_STEP,
-    SETTLED_STEP,
     TERMINAL_RUN,
+    ApprovalStatus,
+    RunStateError,
     RunStatus,
     StepStatus,
 )
-from workflows.steps import interrupted_script, reruns_after_a_crash
-from workflows.store import Database, Run, Step, repository, utcnow
+from workflows.store import Approval, Database, Run, repository, utcnow
+from workflows.store.repository import Conflict
+
+__all__ = ["Advance", "BundleLike", "Dispatcher", "Engine", "RunStateError", "new_run_id"]
+
+log = logging.getLogger(__name__)
 
 
 class BundleLike(Protocol):
@@ -68,14 +68,16 @@ class Dispatcher(Protocol):
         """Send the stage (a chord in the Celery dispatcher)."""
 
 
-class RunStateError(FerrymanError):
-    """The operation does not fit the run's current status; the message says what does."""
+class Advance(enum.StrEnum):
+    """What :meth:`Engine.advance` did with a stage's callback."""
+
+    ADVANCED = "advanced"  # the run moved on (to the next stage, a gate, or its end)
+    FAILED = "failed"  # a failed step stopped the run
+    NOT_READY = "not_ready"  # steps of the stage still run: call again later
+    STALE = "stale"  # the run moved on or stopped: nothing to do
 
 
 AfterCommit = list[Callable[[], None]]
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def new_run_id() -> str:
@@ -226,37 +228,62 @@ class Engine:
         message = f"{compiled.operation.value} of run {parent.id}"
         return self._create(run, compiled, requested_by, message)
 
+    def start_compiled(
+        self, bundle: BundleLike, compiled: CompiledRun, *, requested_by: str, message: str = ""
+    ) -> Run:
+        """Create and dispatch a run compiled outside the plan compiler (a protection run)."""
+        run = Run(
+            id=new_run_id(),
+            plan=compiled.plan,
+            operation=compiled.operation.value,
+            direction=compiled.direction.value,
+            status=RunStatus.PENDING.value,
+            requested_by=requested_by,
+            content_hash=bundle.content_hash,
+            snapshot=bundle.snapshot(),
+            compiled=compiled.to_json(),
+            options=dict(compiled.options),
+        )
+        return self._create(run, compiled, requested_by, message)
+
     # -- moving through stages
 
     def enter(self, session: Session, after: AfterCommit, run: Run, index: int) -> None:
         """Enter stage ``index`` (or the first one after it with work left) of a running run.
 
-        Gates already approved and stages whose steps all succeeded are passed over, which is
-        what makes resume continue exactly where the run stopped.
+        Each stage's records go to :func:`decide.enter_stage`, which passes over gates already
+        approved and stages whose steps all succeeded (what makes resume continue exactly
+        where the run stopped), sends a stage, or opens its gate.
         """
         compiled = self.compiled_runs.get(session, run.id)
-        while index < len(compiled.stages):
-            stage = compiled.stages[index]
-            repository.set_current_stage(session, run_id=run.id, stage=index)
+        for stage in compiled.stages[index:]:
+            repository.set_current_stage(session, run_id=run.id, stage=stage.index)
             if stage.kind is StageKind.GATE:
-                if gates.open_gate(self, session, run, stage):
-                    return
+                gate = repository.approval_for(session, run_id=run.id, stage=stage.index)
+                entry = decide.enter_stage(stage, gate=gate)
             else:
-                steps = repository.steps_of(session, run_id=run.id, stage=index)
-                if any(StepStatus(step.status) not in DONE_STEP for step in steps):
-                    repository.add_event(
-                        session,
-                        run_id=run.id,
-                        event=EventKind.STAGE_STARTED,
-                        message=f"stage {index} {stage.name}: {len(stage.units)} task(s)",
-                    )
-                    after.append(partial(self._send, run.id, stage))
-                    return
-            index += 1
+                steps = repository.steps_of(session, run_id=run.id, stage=stage.index)
+                entry = decide.enter_stage(stage, steps)
+            if isinstance(entry, decide.PassStage):
+                continue
+            if isinstance(entry, decide.OpenGate):
+                assert stage.gate is not None
+                gates.open_gate(
+                    session, run, stage, entry.record, self.deadline(stage.gate.timeout)
+                )
+            else:
+                repository.add_event(
+                    session,
+                    run_id=run.id,
+                    event=EventKind.STAGE_STARTED,
+                    message=f"stage {stage.index} {stage.name}: {len(stage.units)} task(s)",
+                )
+                after.append(partial(self._send, run.id, stage))
+            return
         self.finish(session, after, run)
 
     def _send(self, run_id: str, stage: Stage) -> None:
-        """Send a stage, then record it as sent (a crash in between is found by the sweep)."""
+        """Send a stage, then record it as sent (a crash in between is found by the watch)."""
         self.dispatcher.dispatch(run_id, stage)
         with self.db.session() as session:
             repository.mark_dispatched(session, run_id=run_id, stage=stage.index)
@@ -264,20 +291,20 @@ class Engine:
     def resend(self, run_id: str, *, entered_before: datetime | None = None) -> bool:
         """Send the current stage of a running run again if it was never recorded as sent.
 
-        ``entered_before``: only if the stage was entered before then (the sweep's grace, so
-        a stage whose sender is still about to send it is left alone). Stage dispatch is
-        idempotent -- units skip succeeded steps and leave steps another delivery runs -- so a
-        stage sent twice does each step once. Returns whether it was sent.
+        ``entered_before``: only if the stage was entered before then (the watch's wait, so
+        a stage whose sender is still about to send it is left alone; None: at once). Stage
+        dispatch is idempotent -- units skip succeeded steps and leave steps another delivery
+        runs -- so a stage sent twice does each step once. Returns whether it was sent.
         """
+        now = utcnow()
+        wait = 0.0 if entered_before is None else max(0.0, (now - entered_before).total_seconds())
         with self.transaction() as (session, after):
-            run = repository.get_run(session, run_id=run_id)
-            compiled = CompiledRun.from_json(run.compiled)
-            index = run.current_stage
-            behind = run.dispatched_stage is None or run.dispatched_stage != index
-            if run.status != RunStatus.RUNNING or not behind or index >= len(compiled.stages):
+            run = repository.get_run(session, run_id=run_id, with_inputs=False)
+            compiled = self.compiled_runs.get(session, run.id)
+            moves = decide.recover(run, compiled.stages, (), now, decide.Timing(wait, wait))
+            if not any(isinstance(move, decide.ResendStage) for move in moves):
                 return False
-            if compiled.stages[index].kind is not StageKind.UNITS:
-                return False  # a gate is opened in the transaction that enters it
+            index = run.current_stage
             # claim the resend (compare-and-set on the entry time): of several watches, one sends
             if not repository.claim_resend(
                 session, run_id=run.id, stage=index, entered_before=entered_before
@@ -289,184 +316,63 @@ class Engine:
                 event=EventKind.STAGE_RESENT,
                 message=f"stage {index} {compiled.stages[index].name} was committed but never "
                 "sent (its sender stopped); sent again",
+                data={"stage": index},
             )
             after.append(partial(self._send, run.id, compiled.stages[index]))
         return True
 
-    def resend_lost_stages(self) -> list[str]:
-        """Send again every stage left unsent longer than ``settings.dispatch_grace``."""
-        cutoff = utcnow() - timedelta(seconds=self.settings.dispatch_grace)
-        with self.db.session() as session:
-            candidates = [
-                r.id for r in repository.undispatched_runs(session, entered_before=cutoff)
-            ]
-        return [run_id for run_id in candidates if self.resend(run_id, entered_before=cutoff)]
+    def advance(self, run_id: str, stage: int, *, recovered: bool = False) -> Advance:
+        """A stage's units have all reported: move the run as :func:`decide.after_stage` says.
 
-    def advance_settled_stages(self) -> list[str]:
-        """Advance running runs whose sent stage has settled but whose callback never came.
-
-        A chord's callback can be lost when a worker dies around its header's last task; the
-        store still shows every unit finished. Only stages entered longer than
-        ``settings.dispatch_grace`` ago are looked at; :meth:`advance` is a compare-and-set,
-        so a late real callback finds the run moved on and does nothing.
-        """
-        cutoff = utcnow() - timedelta(seconds=self.settings.dispatch_grace)
-        with self.db.session() as session:
-            candidates = [
-                (run_id, stage)
-                for run_id, stage in repository.sent_runs(session, entered_before=cutoff)
-                if stage_settled(repository.steps_of(session, run_id=run_id, stage=stage))
-            ]
-        return [
-            run_id
-            for run_id, stage in candidates
-            if self.advance(run_id, stage) in ("advanced", "failed")
-        ]
-
-    def take_over_orphaned_steps(self) -> list[str]:
-        """Hand every running step whose worker stopped beating to a fresh delivery.
-
-        A worker refreshes the heartbeat of the steps it runs every ``settings.step_heartbeat``
-        seconds. A step whose heartbeat is older than ``settings.step_lease`` lost its worker
-        and, with it, possibly its message (a delivery that never comes back). Such a step is
-        set back to pending and its unit is sent again on its own, linked to ``advance``: the
-        unit skips its succeeded steps and the executors are idempotent, so the step is done
-        once. A script is not run again blindly: it fails for an operator to check, as when
-        its own message comes back (unless the plan says ``rerun_on_redelivery: true``). If
-        the old delivery does come back later, it finds the step held by the new one and
-        leaves it. Returns the runs touched.
-        """
-        cutoff = utcnow() - timedelta(seconds=self.settings.step_lease)
-        with self.db.session() as session:
-            orphans = repository.orphaned_steps(session, beat_before=cutoff)
-        return sorted({step.run_id for step in orphans if self._take_over(step, cutoff)})
-
-    def _take_over(self, orphan: Step, cutoff: datetime) -> bool:
-        with self.transaction() as (session, after):
-            compiled = self.compiled_runs.get(session, orphan.run_id)
-            stage = compiled.stages[orphan.stage]
-            unit = next((u for u in stage.units if u.key == orphan.unit), None)
-            spec = unit and next((s for s in unit.steps if s.key == orphan.key), None)
-            if unit is None or spec is None:
-                return False  # not a step of this compiled run: nothing to send
-            since = orphan.heartbeat_at or orphan.started_at
-            silent = (
-                f"its worker has not been heard from since {since:%H:%M:%S} UTC"
-                if since
-                else "its worker was never heard from"
-            )
-            then: Callable[[], Any]
-            if reruns_after_a_crash(spec):
-                status, message = (
-                    StepStatus.PENDING,
-                    f"{orphan.key}: {silent}; its unit was sent again",
-                )
-                fields: dict[str, Any] = {"task_id": None, "error": ""}
-                then = partial(
-                    self.dispatcher.dispatch, orphan.run_id, replace(stage, units=(unit,))
-                )
-            else:
-                interrupted = interrupted_script(orphan.run_id, spec, orphan.attempts)
-                status, message = StepStatus.FAILED, f"{orphan.key}: {silent}; {interrupted}"
-                fields = {"error": message}
-                then = partial(self.advance, orphan.run_id, orphan.stage)
-            if not repository.take_over_step(
-                session, step=orphan, beat_before=cutoff, status=status, **fields
-            ):
-                return False  # its worker beat meanwhile, or another watch took it
-            after.append(then)
-            repository.add_event(
-                session,
-                run_id=orphan.run_id,
-                event=EventKind.STEP_TAKEN_OVER,
-                message=message,
-                data={"step": orphan.key, "task_id": orphan.task_id},
-            )
-        return True
-
-    def resend_idle_units(self) -> list[str]:
-        """Send again the units of a sent stage that wait with nothing happening.
-
-        A unit's message can vanish before any of its steps starts (with the worker that
-        had taken it, or held as a retry by a worker that died: the broker gives such
-        messages back only after the visibility timeout, hours by default). When no step of
-        the stage has started, finished or beaten for ``settings.step_lease`` and some units
-        still have a pending step and none running, those units are sent again, at most once
-        per lease (the stage's entry time is moved on, compare-and-set). A unit whose message
-        was only slow finds its steps taken by the first delivery and leaves them.
-        """
-        idle_before = utcnow() - timedelta(seconds=self.settings.step_lease)
-        found: list[tuple[str, int, datetime, list[str]]] = []
-        with self.db.session() as session:
-            for run_id, index, entered in repository.sent_stages(
-                session, entered_before=idle_before
-            ):
-                steps = repository.steps_of(session, run_id=run_id, stage=index)
-                if any(last_sign_of_life(step) >= idle_before for step in steps):
-                    continue  # something of the stage is alive: its units are not lost
-                waiting = waiting_units(steps)
-                if waiting:
-                    found.append((run_id, index, entered, waiting))
-        return [run_id for run_id, *rest in found if self._resend_units(run_id, *rest)]
-
-    def _resend_units(self, run_id: str, index: int, entered: datetime, keys: list[str]) -> bool:
-        with self.transaction() as (session, after):
-            if not repository.claim_stage(session, run_id=run_id, stage=index, entered=entered):
-                return False  # the run moved on, or another watch sent them
-            stage = self.compiled_runs.get(session, run_id).stages[index]
-            units = tuple(unit for unit in stage.units if unit.key in keys)
-            repository.add_event(
-                session,
-                run_id=run_id,
-                event=EventKind.UNITS_RESENT,
-                message=f"stage {index} {stage.name}: nothing happened for "
-                f"{self.settings.step_lease:g} s while {', '.join(keys)} waited to start "
-                "(their messages may have been lost with a worker); sent again",
-                data={"units": keys},
-            )
-            after.append(partial(self.dispatcher.dispatch, run_id, replace(stage, units=units)))
-        return True
-
-    def advance(self, run_id: str, stage: int) -> str:
-        """A stage's units have all reported: decide what comes next.
-
-        Returns what happened: ``stale`` (the run moved on or stopped; nothing to do),
-        ``not_ready`` (steps of the stage still run; call again later), ``failed`` or
-        ``advanced``.
+        ``recovered``: the watch found the stage settled without its chord callback (recorded
+        as an event). Returns what happened; the call is a compare-and-set, so a callback
+        delivered twice, or late after the watch advanced the run, is :attr:`Advance.STALE`.
         """
         self.check_timeouts()
         with self.transaction() as (session, after):
             # the small columns only: the snapshot and compiled JSON are large and unchanging
             run = repository.get_run(session, run_id=run_id, with_inputs=False)
-            if run.status != RunStatus.RUNNING or run.current_stage != stage:
-                return "stale"
-            steps = repository.steps_of(session, run_id=run_id, stage=stage)
-            if not stage_settled(steps):
-                return "not_ready"
             compiled = self.compiled_runs.get(session, run.id)
-            failed = [s for s in steps if blocking(s)]
+            if stage >= len(compiled.stages):
+                return Advance.STALE
+            current = compiled.stages[stage]
+            steps = repository.steps_of(session, run_id=run_id, stage=stage)
+            move = decide.after_stage(run, current, steps)
+            if isinstance(move, decide.Stale):
+                return Advance.STALE
+            if isinstance(move, decide.Wait):
+                return Advance.NOT_READY
+            if recovered:
+                repository.add_event(
+                    session,
+                    run_id=run_id,
+                    event=EventKind.CALLBACK_RECOVERED,
+                    message=f"stage {stage} {current.name}: every unit finished but the "
+                    "stage's callback never came (its worker stopped); the run was moved on",
+                    data={"stage": stage},
+                )
+            failed = [s for s in steps if decide.blocking(s)]
             repository.add_event(
                 session,
                 run_id=run_id,
                 event=EventKind.STAGE_FINISHED,
-                message=f"stage {stage} {compiled.stages[stage].name}: "
-                f"{len(failed)} failed step(s)",
+                message=f"stage {stage} {current.name}: {len(failed)} failed step(s)",
             )
-            if failed and compiled.stages[stage].on_failure != "continue":
-                self.fail(session, after, run, failure_summary(failed))
-                return "failed"
+            if isinstance(move, decide.Fail):
+                self.fail(session, after, run, move.error)
+                return Advance.FAILED
             if not repository.move_stage(
                 session, run_id=run_id, from_stage=stage, to_stage=stage + 1
             ):
-                return "stale"
+                return Advance.STALE
             self.enter(session, after, run, stage + 1)
-            return "advanced"
+            return Advance.ADVANCED
 
     def finish(self, session: Session, after: AfterCommit, run: Run) -> None:
         """All stages done: succeeded, or failed if a group allowed to continue had failures."""
-        failed = [s for s in repository.steps_of(session, run_id=run.id) if blocking(s)]
-        if failed:
-            self.fail(session, after, run, failure_summary(failed))
+        ending = decide.finish(repository.steps_of(session, run_id=run.id))
+        if isinstance(ending, decide.Fail):
+            self.fail(session, after, run, ending.error)
             return
         repository.set_run_status(session, run=run, status=RunStatus.SUCCEEDED)
         repository.add_event(session, run_id=run.id, event=EventKind.FINISHED, message="succeeded")
@@ -479,48 +385,55 @@ class Engine:
         self._on_finished(session, after, run)
 
     def _on_finished(self, session: Session, after: AfterCommit, run: Run) -> None:
-        from workflows import compensation  # the modules refer to each other by design
-
-        if run.operation == RunOperation.COMPENSATE and run.parent_id:
+        follow = decide.after_finish(
+            run.operation,
+            RunStatus(run.status),
+            has_parent=bool(run.parent_id),
+            auto_compensate_test=self.settings.auto_compensate_test,
+        )
+        if follow is decide.FollowUp.CLOSE_PARENT:
             compensation.close_parent(session, run)
-        elif (
-            run.operation == RunOperation.TEST
-            and run.status == RunStatus.FAILED
-            and self.settings.auto_compensate_test
-        ):
-            # a failed test must not leave test VMs behind; real failovers are never rolled
-            # back automatically (that can make a disaster worse)
+        elif follow is decide.FollowUp.COMPENSATE:
             after.append(partial(self._auto_compensate, run.id))
 
     def _auto_compensate(self, run_id: str) -> None:
-        from workflows import compensation
-
         compensation.compensate(self, run_id, by="ferryman (automatic)")
 
     # -- operator actions
 
-    def resume(self, run_id: str, *, by: str) -> Run:
-        """Re-run a failed run's failed steps and continue from where it stopped."""
+    def resume(self, run_id: str, *, by: str, skip_failed: bool = False) -> Run:
+        """Re-run a failed run's failed steps and continue from where it stopped.
+
+        ``skip_failed`` (``ferryman runs skip``): record the failed steps skipped instead of
+        running them again, as when an operator checked that a script whose outcome was
+        unknown did its work; the steps after them in their units still run.
+        """
         with self.transaction() as (session, after):
             run = repository.get_run(session, run_id=run_id)
             if run.status != RunStatus.FAILED:
                 raise RunStateError(f"run {run.id} is {run.status}; only a failed run resumes")
-            failed_stages = [
-                step.stage
-                for step in repository.steps_of(session, run_id=run.id)
-                if step.status in (StepStatus.FAILED, StepStatus.CANCELLED)
-            ]
-            repository.reset_steps(
+            steps = repository.steps_of(session, run_id=run.id)
+            start = decide.resume_from(run.current_stage, steps)
+            skipped = 0
+            if skip_failed:
+                for step in steps:
+                    if step.status == StepStatus.FAILED:
+                        error = f"skipped by {by} after: {step.error}"
+                        repository.set_step_status(
+                            session, step=step, status=StepStatus.SKIPPED, error=error
+                        )
+                        skipped += 1
+            rerun = repository.reset_steps(
                 session, run_id=run.id, statuses=[StepStatus.FAILED, StepStatus.CANCELLED]
             )
-            start = min([run.current_stage, *failed_stages])
             repository.set_run_status(session, run=run, status=RunStatus.RUNNING, error="")
             repository.add_event(
                 session,
                 run_id=run.id,
                 event=EventKind.RESUMED,
                 actor=by,
-                message=f"resumed at stage {start}; {len(failed_stages)} step(s) to re-run",
+                message=f"resumed at stage {start}; {rerun} step(s) to re-run"
+                + (f", {skipped} failed step(s) skipped" if skip_failed else ""),
             )
             self.enter(session, after, run, start)
         return run
@@ -543,75 +456,85 @@ class Engine:
             )
         return run
 
-    def approve(self, run_id: str, *, by: str, comment: str = "") -> Run:
-        """An operator approves the open gate: the run continues."""
-        return gates.decide(self, run_id, approved=True, by=by, comment=comment)
+    def approve(self, run_id: str, *, by: str, comment: str = "", key: str | None = None) -> Run:
+        """An operator approves the open gate: the run continues. ``key``: the request's
+        idempotency key, kept with the decision's event so a retried request finds it."""
+        return self._decide_gate(run_id, approved=True, by=by, comment=comment, key=key)
 
-    def reject(self, run_id: str, *, by: str, comment: str = "") -> Run:
+    def reject(self, run_id: str, *, by: str, comment: str = "", key: str | None = None) -> Run:
         """An operator rejects the open gate: the run fails (resume asks again)."""
-        return gates.decide(self, run_id, approved=False, by=by, comment=comment)
+        return self._decide_gate(run_id, approved=False, by=by, comment=comment, key=key)
+
+    def _decide_gate(
+        self, run_id: str, *, approved: bool, by: str, comment: str, key: str | None
+    ) -> Run:
+        if not by:
+            raise RunStateError("say who decides: an approval records the operator's name (--by)")
+        self.check_timeouts()
+        with self.transaction() as (session, after):
+            run = repository.get_run(session, run_id=run_id)
+            approval = repository.approval_for(session, run_id=run.id, stage=run.current_stage)
+            if run.status != RunStatus.WAITING or approval is None:
+                raise RunStateError(f"run {run.id} is {run.status}, not waiting at a gate")
+            status = gates.record_decision(
+                session, approval, approved=approved, by=by, comment=comment, key=key
+            )
+            reason = f"gate {approval.name} rejected by {by}: {comment}"
+            self._after_gate(
+                session,
+                after,
+                run,
+                decide.after_gate(approval.stage, status, approval.on_timeout, reason),
+            )
+        return run
+
+    def _after_gate(
+        self, session: Session, after: AfterCommit, run: Run, move: decide.NextStage | decide.Fail
+    ) -> None:
+        if isinstance(move, decide.Fail):
+            self.fail(session, after, run, move.error)
+            return
+        repository.set_run_status(session, run=run, status=RunStatus.RUNNING)
+        repository.move_stage(
+            session, run_id=run.id, from_stage=move.stage, to_stage=move.stage + 1
+        )
+        self.enter(session, after, run, move.stage + 1)
 
     def check_timeouts(self) -> list[str]:
-        """Apply the timeout policy of every overdue gate; returns the runs affected."""
-        return gates.check_timeouts(self)
+        """Apply the ``on_timeout`` policy of every overdue open gate; returns the runs affected."""
+        affected: list[str] = []
+        with self.db.session() as session:
+            overdue = gates.overdue(session)
+        for approval in overdue:
+            try:
+                if self._time_out(approval):
+                    affected.append(approval.run_id)
+            except Conflict:
+                # Every worker's watch and every stage callback apply timeouts: another one
+                # decided this gate (or moved its run) between the read and the write, and its
+                # transaction applied the policy. Nothing of this one was written; the other
+                # overdue gates, of other runs, still get theirs.
+                log.info("the gate of run %s was timed out by another process", approval.run_id)
+        return affected
+
+    def _time_out(self, approval: Approval) -> bool:
+        """Apply one overdue gate's policy in one transaction; False if decided meanwhile."""
+        with self.transaction() as (session, after):
+            run = repository.get_run(session, run_id=approval.run_id)
+            fresh = repository.approval_for(session, run_id=run.id, stage=approval.stage)
+            if fresh is None or fresh.status != ApprovalStatus.PENDING:
+                return False  # decided meanwhile
+            gates.record_timeout(session, fresh)
+            if run.status == RunStatus.WAITING and run.current_stage == fresh.stage:
+                move = decide.after_gate(
+                    fresh.stage,
+                    ApprovalStatus.TIMED_OUT,
+                    fresh.on_timeout,
+                    f"gate {fresh.name} timed out",
+                )
+                self._after_gate(session, after, run, move)
+        return True
 
     def deadline(self, timeout: float | None) -> Any:
         """When a gate opened now with ``timeout`` seconds expires (None: never)."""
         return None if timeout is None else utcnow() + timedelta(seconds=timeout)
-
-
-def stage_settled(steps: list[Step]) -> bool:
-    """Every unit of the stage has finished: all its steps settled, or it stopped at a failure.
-
-    Steps after a unit's failed step stay pending (resume runs them), so pending alone does
-    not mean "still running".
-    """
-    for unit_steps in by_unit(steps).values():
-        for step in unit_steps:
-            status = StepStatus(step.status)
-            if blocking(step) or status is StepStatus.CANCELLED:
-                break  # the unit stopped here
-            if status not in SETTLED_STEP:
-                return False
-    return True
-
-
-def by_unit(steps: list[Step]) -> dict[str, list[Step]]:
-    """A stage's steps grouped by unit, each unit's in compiled order."""
-    units: dict[str, list[Step]] = {}
-    for step in sorted(steps, key=lambda s: s.seq):
-        units.setdefault(step.unit, []).append(step)
-    return units
-
-
-def last_sign_of_life(step: Step) -> datetime:
-    """When the step last showed activity: started, beat or finished (the epoch if never)."""
-    moments = [m for m in (step.heartbeat_at, step.started_at, step.finished_at) if m]
-    return max(moments, default=EPOCH)
-
-
-def waiting_units(steps: list[Step]) -> list[str]:
-    """Units whose next step is pending, with none of theirs running (see ``stage_settled``)."""
-    waiting = []
-    for key, unit_steps in by_unit(steps).items():
-        for step in unit_steps:
-            status = StepStatus(step.status)
-            if blocking(step) or status in (StepStatus.CANCELLED, StepStatus.RUNNING):
-                break  # stopped, or in a delivery's hands (see take_over_orphaned_steps)
-            if status is StepStatus.PENDING:
-                waiting.append(key)
-                break
-    return waiting
-
-
-def blocking(step: Step) -> bool:
-    """A failed step that fails its stage (not one allowed to fail)."""
-    return step.status == StepStatus.FAILED and step.on_error != "continue"
-
-
-def failure_summary(steps: list[Step]) -> str:
-    """One line per failed step (at most five), for the run's error."""
-    lines = [f"{step.key}: {step.error or 'failed'}" for step in steps[:5]]
-    if len(steps) > 5:
-        lines.append(f"... and {len(steps) - 5} more failed step(s)")
-    return "\n".join(lines)

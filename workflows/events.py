@@ -12,6 +12,7 @@ class EventKind(enum.StrEnum):
     STAGE_STARTED = "stage_started"
     STAGE_RESENT = "stage_resent"  # a stage committed but never sent (a crash) is sent again
     UNITS_RESENT = "units_resent"  # a sent stage's waiting units went quiet: sent again
+    CALLBACK_RECOVERED = "callback_recovered"  # a settled stage's lost callback: moved on
     STAGE_FINISHED = "stage_finished"
     STEP_RETRY = "step_retry"
     STEP_FAILED = "step_failed"
@@ -25,3 +26,14 @@ class EventKind(enum.StrEnum):
     COMPENSATION_STARTED = "compensation_started"
     FOLLOW_UP = "follow_up"
     FINISHED = "finished"
+
+
+# What the recovery watch records (crash recovery a report lists on its own).
+RECOVERIES = frozenset(
+    {
+        EventKind.STAGE_RESENT,
+        EventKind.UNITS_RESENT,
+        EventKind.CALLBACK_RECOVERED,
+        EventKind.STEP_TAKEN_OVER,
+    }
+)

@@ -6,24 +6,17 @@ files), so it acts on exactly the VMs and hosts that run touched.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from workflows.compensation import step_records
+from workflows.compensation import RunStarter, step_records
 from workflows.compiler import FOLLOW_UPS, CompiledRun, RunOperation, compile_followup
 from workflows.events import EventKind
-from workflows.statuses import RunStatus
+from workflows.statuses import RunStateError, RunStatus
 from workflows.store import Run, repository
-
-if TYPE_CHECKING:
-    from workflows.engine import Engine
 
 
 def start_followup(
-    engine: Engine, run_id: str, operation: RunOperation, *, by: str, notes: str = ""
+    engine: RunStarter, run_id: str, operation: RunOperation, *, by: str, notes: str = ""
 ) -> Run:
     """Start ``operation`` after ``run_id``; raises RunStateError when it does not fit."""
-    from workflows.engine import RunStateError
-
     with engine.db.session() as session:
         run = repository.get_run(session, run_id=run_id)
         op = RunOperation(run.operation)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from plans.errors import FerrymanError
-from workflows import gates
 from workflows.compensation import compensate as start_compensation
 from workflows.compiler import Direction, FailoverType, RunOperation
 from workflows.engine import BundleLike, Engine, RunStateError
@@ -98,8 +97,13 @@ class Operations:
         options: dict[str, Any] | None = None,
         by: str,
         idempotency_key: str | None = None,
+        on_recorded: Callable[[str], None] | None = None,
     ) -> Outcome:
-        """Start a run of ``plan``; with a used ``idempotency_key``, return that run instead."""
+        """Start a run of ``plan``; with a used ``idempotency_key``, return that run instead.
+
+        ``on_recorded`` is told the run's id as soon as the run is committed, before its first
+        stage is sent (a command prints it at once, whatever the broker does next).
+        """
         if idempotency_key:
             with self.engine.db.session() as session:
                 existing = repository.find_run_by_key(session, idempotency_key=idempotency_key)
@@ -116,6 +120,17 @@ class Operations:
                         f"for {asked[1]} {asked[2]} of {plan}: use a new key for a new request"
                     )
                 return Outcome("start", existing, replayed=True, detail=_same_request(existing))
+        announced: set[str] = set()
+
+        def recorded(run_id: str) -> None:
+            if on_recorded is not None and run_id not in announced:
+                announced.add(run_id)
+                on_recorded(run_id)
+
+        dispatcher = self.engine.dispatcher
+        hooked = hasattr(dispatcher, "on_recorded")
+        if hooked:
+            dispatcher.on_recorded = recorded  # type: ignore[attr-defined]
         try:
             run = self.engine.start(
                 bundle,
@@ -128,6 +143,10 @@ class Operations:
             )
         except BrokerUnavailable as exc:
             return Outcome("start", self._fresh(exc.run_id), dispatched=False, detail=exc.reason)
+        finally:
+            if hooked:
+                dispatcher.on_recorded = None  # type: ignore[attr-defined]
+        recorded(run.id)  # a run that opened a gate first sends nothing
         return Outcome("start", run)
 
     # -- gates
@@ -154,9 +173,8 @@ class Operations:
             if earlier is not None:
                 return self._replay(action, run.id, key, earlier)
         try:
-            decided = gates.decide(
-                self.engine, run.id, approved=approved, by=by, comment=comment, key=key
-            )
+            decide = self.engine.approve if approved else self.engine.reject
+            decided = decide(run.id, by=by, comment=comment, key=key)
         except BrokerUnavailable as exc:
             return Outcome(action, self._fresh(exc.run_id), dispatched=False, detail=exc.reason)
         except (RunStateError, Conflict):
@@ -228,6 +246,15 @@ class Operations:
         except BrokerUnavailable as exc:
             return Outcome("resume", self._fresh(exc.run_id), dispatched=False, detail=exc.reason)
         return Outcome("resume", self._fresh(target.id))
+
+    def skip(self, run_id: str, *, by: str) -> Outcome:
+        """Record a failed run's failed steps skipped (an operator checked them) and continue."""
+        target = self.get(run_id)
+        try:
+            self.engine.resume(target.id, by=by, skip_failed=True)
+        except BrokerUnavailable as exc:
+            return Outcome("skip", self._fresh(exc.run_id), dispatched=False, detail=exc.reason)
+        return Outcome("skip", self._fresh(target.id))
 
     def cancel(self, run_id: str, *, by: str, reason: str = "") -> Outcome:
         """Stop a run: nothing new starts; steps already running finish."""

@@ -6,7 +6,6 @@ worker, remote workers on Redis, or a run started by someone else.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 
 from rich.console import Console, RenderableType
@@ -18,6 +17,7 @@ from plans.errors import FerrymanError
 from workflows.compiler import CompiledRun, StageKind
 from workflows.statuses import RunStatus
 from workflows.store import Database, Run, repository
+from workflows.waiting import wait_until
 
 STYLE = {
     "pending": "dim",
@@ -75,11 +75,11 @@ def snapshot(db: Database, run_id: str) -> RenderableType:
             else Text("")
             for k in kinds
         ]
-        table.add_row(owner, *cells)
+        table.add_row(Text(owner), *cells)  # a name prints as written, never as markup
     if stage.kind is StageKind.GATE and run.status == RunStatus.WAITING:
         gate = next((a for a in approvals if a.stage == stage.index), None)
         if gate is not None:
-            table.caption = f"waiting at gate '{gate.name}': {gate.instructions}"
+            table.caption = Text(f"waiting at gate '{gate.name}': {gate.instructions}")
     return table
 
 
@@ -99,20 +99,22 @@ def wait_for(
 ) -> Run:
     """Poll the store until the run is in one of ``statuses``; raise WaitTimeout otherwise."""
     wanted = {RunStatus(s) for s in statuses}
-    deadline = time.monotonic() + timeout
-    while True:
+    latest: list[Run] = []
+
+    def reached() -> Run | None:
         with db.session() as session:
-            run = repository.get_run(session, run_id=run_id)
+            latest[:] = [repository.get_run(session, run_id=run_id)]
         if on_tick is not None:
             on_tick()
-        if RunStatus(run.status) in wanted:
-            return run
-        if time.monotonic() >= deadline:
-            raise WaitTimeout(
-                f"run {run_id} is still {run.status} after {timeout:.0f} s; "
-                f"'ferryman runs show {run_id}' follows it"
-            )
-        time.sleep(interval)
+        return latest[0] if RunStatus(latest[0].status) in wanted else None
+
+    run = wait_until(reached, timeout=timeout, interval=interval)
+    if run is None:
+        raise WaitTimeout(
+            f"run {run_id} is still {latest[0].status} after {timeout:.0f} s; "
+            f"'ferryman runs show {run_id}' follows it"
+        )
+    return run
 
 
 def watch(

@@ -128,10 +128,11 @@ def replication_checks(
 def leftover_test_vm(hv: Any, vm: str, host: str) -> Check:
     """A test failover cannot start while an earlier test's VM is still on the replica host
     (Ferryman refuses to adopt it: it would test an old copy)."""
-    from workers.executors.base import leftover_cleanup, test_vm_name
+    from workers.executors.base import leftover_cleanup
     from workers.executors.lookup import find_vm
+    from workers.hyperv.hyperv import name_of_test_vm
 
-    name = test_vm_name(vm)
+    name = name_of_test_vm(vm)
     what = f"no test VM left on {host}"
     try:
         found = find_vm(hv, name)

@@ -54,18 +54,34 @@ class BoundedDispatcher(CeleryDispatcher):
     a command says so in one line instead of a kombu traceback.
     """
 
+    def __init__(self, app: Celery) -> None:
+        super().__init__(app)
+        # told a run's id once it is committed, before its first stage is sent (a command
+        # prints the id at once, whatever the broker does next)
+        self.on_recorded: Callable[[str], None] | None = None
+
     def dispatch(self, run_id: str, stage: Stage) -> None:
         """Send ``stage``; raise BrokerUnavailable when the broker cannot be reached."""
         from kombu.exceptions import OperationalError as KombuOperationalError
 
+        if self.on_recorded is not None:
+            self.on_recorded(run_id)
         try:
             super().dispatch(run_id, stage)
         except (KombuOperationalError, ConnectionError, OSError, TimeoutError) as exc:
             raise BrokerUnavailable(run_id, first_line(exc)) from exc
-        except Exception as exc:  # redis-py's errors do not derive from OSError
-            if type(exc).__module__.startswith(("redis", "kombu", "amqp")):
-                raise BrokerUnavailable(run_id, first_line(exc)) from exc
-            raise
+        except Exception as exc:
+            if not broker_failure(exc):
+                raise
+            raise BrokerUnavailable(run_id, first_line(exc)) from exc
+
+
+def broker_failure(error: BaseException) -> bool:
+    """Whether ``error`` says the broker or the result backend could not be reached."""
+    if type(error).__module__.split(".")[0] in ("redis", "kombu", "amqp"):
+        return True  # redis-py's errors do not derive from OSError
+    # Celery's Redis result backend gives up reconnecting with a bare RuntimeError
+    return isinstance(error, RuntimeError) and "reconnect" in str(error)
 
 
 def first_line(error: BaseException) -> str:
@@ -85,8 +101,14 @@ class Runtime:
 
 
 def open_store(settings: Settings, *, pool_size: int | None = None) -> Database:
-    """The run store of ``settings`` (tables created when missing)."""
-    return Database(settings.database_url, pool_size=pool_size)
+    """The run store of ``settings``: embedded, tables are created when missing; otherwise
+    the schema must be the migrations' newest (``ferryman db upgrade``), or SchemaMismatch
+    says what to run."""
+    if settings.embedded:
+        return Database(settings.database_url, pool_size=pool_size)
+    from workflows.migrations import require_current
+
+    return require_current(Database(settings.database_url, create=False, pool_size=pool_size))
 
 
 def create_app(settings: Settings, *, client: bool = False) -> Celery:
@@ -138,8 +160,6 @@ def build_runtime(
     """
     from workers.tasks import register
 
-    for notice in settings.notices:
-        log.warning("%s", notice)
     app = create_app(settings, client=client)
     pool_size = None if concurrency is None else pool_size_for(concurrency)
     db = open_store(settings, pool_size=pool_size)
@@ -173,6 +193,31 @@ def for_command(settings: Settings, sites: Iterable[str]) -> Iterator[Runtime]:
         runtime.db.dispose()
 
 
+@contextmanager
+def embedded(
+    settings: Settings,
+    sites: Iterable[str],
+    *,
+    concurrency: int = 8,
+    executor: Executor | None = None,
+    **context_options: Any,
+) -> Iterator[Runtime]:
+    """The engine with a worker thread in this process (the demo, tests, small plans);
+    ``context_options`` go to the real executors when no ``executor`` is given."""
+    from workers.embedded import embedded as in_process
+
+    chosen = executor or executor_for(settings, **context_options)
+    with in_process(settings, sites, executor=chosen, concurrency=concurrency) as runtime:
+        yield runtime
+
+
+def close_sessions() -> None:
+    """Close this process's PowerShell sessions (a lab that goes away takes them along)."""
+    from workers.hyperv.psrp import shared_cache
+
+    shared_cache().close()
+
+
 def serve_worker(
     settings: Settings,
     sites: Iterable[str],
@@ -185,18 +230,20 @@ def serve_worker(
     from celery.signals import worker_ready
 
     from workers.app import never_join_results, queues_for
-    from workflows.gates import GateWatch
+    from workflows.recovery import Watch
 
     if settings.embedded:
         raise FerrymanError(
             "the in-memory broker cannot reach a separate worker; set FERRYMAN_BROKER_URL "
             "(e.g. redis://127.0.0.1:6379/0)"
         )
+    for notice in settings.notices:
+        log.warning("%s", notice)
     names = list(sites)
     threads = concurrency or settings.worker_concurrency
     runtime = build_runtime(settings, concurrency=threads)
     worker_ready.connect(lambda **_: never_join_results(), weak=False)
-    watch = GateWatch(runtime.engine).start()
+    watch = Watch(runtime.engine).start()
     try:
         runtime.app.Worker(
             queues=queues_for(names, engine=engine_queue),
@@ -221,6 +268,8 @@ def serve_triggers(
 
     if settings.embedded:
         raise FerrymanError("triggers need a shared broker; set FERRYMAN_BROKER_URL")
+    for notice in settings.notices:
+        log.warning("%s", notice)
     runtime = build_runtime(settings, client=True)
     try:
         with Connection(settings.broker_url, transport_options=transport_options(settings)) as conn:

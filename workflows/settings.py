@@ -364,7 +364,7 @@ def describe(exc: ValidationError) -> str:
         secret = _is_secret(str(loc[0]))
         given = "" if secret or "input" not in error else f"={error['input']!r}"
         form = _form(loc[:2] if loc[0] == "retry" else loc[:1])
-        if form and not message.startswith("expected"):
+        if form and "expected" not in message:
             message += f" (expected {form})"
         lines.append(f"{name}{given}: {message}")
     return "; ".join(lines)
@@ -471,3 +471,28 @@ def _plain(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+README_START = "<!-- settings-table:start -->\n"
+README_END = "<!-- settings-table:end -->"
+
+
+def rewrite_readme(path: Path) -> bool:
+    """Put :func:`settings_table` between the README's markers; True when it changed."""
+    text = path.read_text(encoding="utf-8")
+    start = text.index(README_START) + len(README_START)
+    end = text.index(README_END, start)
+    updated = text[:start] + settings_table() + text[end:]
+    if updated != text:
+        path.write_text(updated, encoding="utf-8")
+    return updated != text
+
+
+if __name__ == "__main__":  # python -m workflows.settings [--readme]: print or rewrite the table
+    import sys
+
+    if sys.argv[1:] == ["--readme"]:
+        readme = Path(__file__).resolve().parent.parent / "README.md"
+        print("README.md updated" if rewrite_readme(readme) else "README.md is up to date")
+    else:
+        print(settings_table(), end="")

@@ -19,6 +19,10 @@ class IllegalTransition(FerrymanError):
     """A status change the state machine does not allow; the message says what is allowed."""
 
 
+class RunStateError(FerrymanError):
+    """The operation does not fit the run's current status; the message says what does."""
+
+
 class RunStatus(enum.StrEnum):
     """Where a run is in its life."""
 
@@ -72,7 +76,7 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
     # RUNNING -> RUNNING: a redelivered task (its worker died) starts the step again;
     # RUNNING -> PENDING: a transient error, the task will be retried
     S.RUNNING: frozenset({S.RUNNING, S.PENDING, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
-    S.FAILED: frozenset({S.PENDING}),  # resume
+    S.FAILED: frozenset({S.PENDING, S.SKIPPED}),  # resume; skip (an operator checked it)
     S.SUCCEEDED: frozenset(),
     S.SKIPPED: frozenset(),
     S.CANCELLED: frozenset({S.PENDING}),

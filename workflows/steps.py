@@ -5,16 +5,31 @@ per VM in a VM stage, one per action otherwise) carrying an ordered list of :cla
 each recorded as a row of its own so the timeline shows every cmdlet-level step. Everything in
 a unit is JSON and holds no secret: endpoints travel as URLs with credential *references*.
 
-Workers execute a step through an executor registered for its :class:`StepKind`; executors
-are idempotent (they read the replication state first and do nothing when the step's effect is
-already there) and return a :class:`StepOutcome` whose ``undo`` says how to compensate.
+A step's input is one frozen model per kind (:mod:`workflows.inputs`), validated when the
+step is built. Workers execute a step through the executor registered for its
+:class:`StepKind`; executors are idempotent (they read the replication state first and do
+nothing when the step's effect is already there) and return a :class:`StepOutcome` whose
+``undo`` (an undo record, :data:`~workflows.inputs.UndoRecord`) says how to compensate.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import BaseModel
+
+from plans.model import OnError
+from workflows.inputs import (
+    InvalidStepInput,
+    ScriptInput,
+    StepInput,
+    UndoRecord,
+    input_json,
+    step_input,
+)
 
 
 class StepKind(enum.StrEnum):
@@ -39,7 +54,13 @@ class StepKind(enum.StrEnum):
     SCRIPT = "script"  # a plan's PowerShell action on a site's VMM/management host
     HEALTH_CHECK = "health_check"  # the VM runs and replication health is not Critical
     MANUAL = "manual"  # an operator's approval: never executed by a worker
-    COMPENSATE = "compensate"  # run the undo record params["undo"] of an earlier step
+    COMPENSATE = "compensate"  # run the undo record (params.undo) of an earlier step
+    # protection runs (workflows.protection)
+    ENABLE_REPLICATION = "enable_replication"  # replica storage, Enable-VMReplication
+    INITIAL_REPLICATION = "initial_replication"  # start (network/scheduled/offline), wait
+    SET_REPLICATION = "set_replication"  # Set-VMReplication to the profile's settings
+    REMOVE_REPLICATION = "remove_replication"  # Remove-VMReplication on both ends
+    DELETE_REPLICA = "delete_replica"  # Remove-VM of the replica once replication is gone
 
 
 # Steps that change something outside Ferryman; the audit and compensation care about these.
@@ -61,6 +82,11 @@ MUTATING = frozenset(
         StepKind.REVERSE_TO,
         StepKind.START_INITIAL_REPLICATION,
         StepKind.SCRIPT,
+        StepKind.ENABLE_REPLICATION,
+        StepKind.INITIAL_REPLICATION,
+        StepKind.SET_REPLICATION,
+        StepKind.REMOVE_REPLICATION,
+        StepKind.DELETE_REPLICA,
     }
 )
 
@@ -83,26 +109,56 @@ class HostRef:
 
 @dataclass(frozen=True)
 class StepSpec:
-    """One recorded step: a stable key (unique in the run), its kind, VM, host and params.
+    """One recorded step: a stable key (unique in the run), its kind, VM, host and input.
 
-    ``params`` is JSON: e.g. ``{"switch": "test-got"}`` for CONNECT_NETWORK,
-    ``{"subnets": [...], "source": "hyperv", "timeout": 600}`` for WAIT_IP, the DNS target
-    (zone, primary, servers, key reference, algorithm) and records for UPDATE_DNS.
+    ``params`` is the input model of the step's kind (:mod:`workflows.inputs`), e.g.
+    ``ConnectNetworkInput(switch="test-got")``. Given as a mapping (stored JSON), or left out
+    (every field's default), it is validated into that model here, once; an input of another
+    kind is refused. ``on_error`` ``continue``: a failure of this step is recorded but does not
+    fail its unit or the run (an unplanned failover's shutdown attempt, a script with
+    ``on_error: continue``).
     """
 
     key: str
     kind: StepKind
     vm: str | None = None
     host: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    # "continue": a failure of this step is recorded but does not fail its unit or the run
-    # (an unplanned failover's shutdown attempt, a script with on_error: continue)
-    on_error: str = "stop"
+    params: StepInput = None  # type: ignore[assignment]  # filled in by __post_init__
+    on_error: OnError = OnError.STOP
+
+    def __post_init__(self) -> None:
+        params: Any = self.params
+        if not isinstance(params, BaseModel):
+            params = _input_of(self.key, self.kind, params)
+        elif (given := getattr(params, "kind", None)) != self.kind:
+            raise InvalidStepInput(
+                f"step {self.key}: a {given} input cannot drive a {self.kind} step"
+            )
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "on_error", OnError(self.on_error))
+
+    def to_json(self) -> dict[str, Any]:
+        """The step as plain data (its input without the kind it repeats)."""
+        return {
+            "key": self.key,
+            "kind": self.kind.value,
+            "vm": self.vm,
+            "host": self.host,
+            "params": input_json(self.params),
+            "on_error": self.on_error.value,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StepSpec:
-        """The inverse of ``dataclasses.asdict``."""
+        """The inverse of :meth:`to_json`."""
         return cls(**{**data, "kind": StepKind(data["kind"])})
+
+
+def _input_of(key: str, kind: StepKind, params: Mapping[str, Any] | None) -> StepInput:
+    try:
+        return step_input(kind.value, params)
+    except InvalidStepInput as exc:
+        raise InvalidStepInput(f"step {key}: {exc}; recompile the run") from None
 
 
 @dataclass(frozen=True)
@@ -118,7 +174,14 @@ class TaskUnit:
 
     def to_json(self) -> dict[str, Any]:
         """The unit as plain data (what a task message carries)."""
-        return asdict(self)
+        return {
+            "key": self.key,
+            "task": self.task,
+            "queue": self.queue,
+            "steps": [step.to_json() for step in self.steps],
+            "vm": self.vm,
+            "group": self.group,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TaskUnit:
@@ -132,7 +195,7 @@ class StepOutcome:
     """What an executor did: a result for the timeline and how to undo it (or None)."""
 
     result: dict[str, Any] = field(default_factory=dict)
-    undo: dict[str, Any] | None = None
+    undo: UndoRecord | None = None
     changed: bool = True  # False when the step found its effect already there
 
 
@@ -142,12 +205,13 @@ def reruns_after_a_crash(spec: StepSpec) -> bool:
     Hyper-V and DNS steps read the state first and do nothing when their effect is there;
     an operator's script cannot be known to be safe twice unless the plan says so.
     """
-    return spec.kind is not StepKind.SCRIPT or bool(spec.params.get("rerun_on_redelivery"))
+    params = spec.params
+    return not isinstance(params, ScriptInput) or params.rerun_on_redelivery
 
 
 def interrupted_script(run_id: str, spec: StepSpec, attempts: int) -> str:
     """The failure of a script whose worker died while it ran: what to check, what to run."""
-    name = spec.params.get("name") or spec.key
+    name = (spec.params.name if isinstance(spec.params, ScriptInput) else None) or spec.key
     host = spec.host or "its host"
     return (
         f"the worker died while script {name!r} ran on {host} (attempt {attempts}); it may or "

@@ -6,7 +6,9 @@
   ``errors``: error records with real FullyQualifiedErrorIds; ``shapes``: output objects;
 - ``cmdlets`` (VMs, adapters, recovery points), ``replication`` (Get/Measure/Enable,
   initial replication), ``failover`` (Start/Stop/Complete-VMFailover), ``relationship``
-  (Set/Remove/Suspend/Resume-VMReplication), ``vmm``, ``dns``, ``scripts``;
+  (Set/Remove/Suspend/Resume-VMReplication, resynchronisation), ``replicaserver`` (the
+  Replica server's configuration and authorization entries, Remove-VM), ``vmm``, ``dns``,
+  ``scripts``;
 - ``registry``: every command by name.
 
 Nothing here touches the network.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lab.hyperv import cmdlets, dns, failover, relationship, replication, vmm
+from lab.hyperv import cmdlets, dns, failover, relationship, replicaserver, replication, vmm
 from lab.hyperv.context import Cmdlet
 
 REGISTRY: dict[str, Cmdlet] = {
@@ -12,6 +12,7 @@ REGISTRY: dict[str, Cmdlet] = {
         *replication.CMDLETS,
         *failover.CMDLETS,
         *relationship.CMDLETS,
+        *replicaserver.CMDLETS,
         *vmm.CMDLETS,
         *dns.CMDLETS,
     )

@@ -282,8 +282,12 @@ def suspend_replication(ctx: Context) -> list[Any]:
 
 
 def resume_replication(ctx: Context) -> list[Any]:
-    """Resume-VMReplication: a Suspended relationship goes back to Replicating."""
+    """Resume-VMReplication: a Suspended relationship goes back to Replicating; with
+    -Resynchronize, a primary waiting for resynchronisation starts it."""
     for vm, rep in with_replication(ctx):
+        if ctx.bound.switch("Resynchronize"):
+            _resynchronize(ctx, vm, rep)
+            continue
         if rep.primary_state is not RS.Suspended or rep.replica_state is not RS.Suspended:
             state_error(
                 ctx,
@@ -295,6 +299,26 @@ def resume_replication(ctx: Context) -> list[Any]:
         rep.anchor = ctx.world.clock.now()
         ctx.done(vm.name)
     return []
+
+
+def _resynchronize(ctx: Context, vm: VM, rep: Replication) -> None:
+    if vm.mode is not ReplicationMode.Primary or rep.primary_state not in (
+        RS.WaitingForStartResynchronize,
+        RS.ResynchronizeSuspended,
+    ):
+        state_error(
+            ctx,
+            vm,
+            "failed to resynchronize: it runs on the primary once replication needs "
+            f"resynchronisation; here it is {vm.mode.label} in {vm.replication_state.name}.",
+        )
+        return
+    if rep.replica_host in ctx.world.down:
+        ctx.fail(unreachable(ctx, vm, rep.replica_host), vm.name)
+        return
+    rep.primary_state = RS.Resynchronizing
+    rep.resync_done_at = ctx.world.clock.now() + ctx.world.resync_seconds(rep)
+    ctx.done(vm.name)
 
 
 SUSPEND_REPLICATION = Cmdlet(

@@ -188,6 +188,19 @@ def apply_settings(ctx: Context, vm: VM, rep: Replication) -> bool:
         name, message = problems[0]
         ctx.fail(errors.bad_argument(ctx.cmdlet, name, message), vm.name)
         return False
+    server = ctx.world.replica_server(rep.replica_host)
+    if auth.name.lower() not in server.auth:
+        ctx.fail(
+            errors.operation_failed(
+                ctx.cmdlet,
+                f"Hyper-V failed to enable replication for virtual machine '{vm.name}': the "
+                f"Replica server '{rep.replica_host}' does not accept {auth.name} "
+                f"authentication (it accepts {', '.join(server.auth)}).",
+                vm.name,
+            ),
+            vm.name,
+        )
+        return False
     listening = listener_ports(ctx, rep.replica_host, auth)
     if port not in listening:
         ctx.fail(
@@ -244,6 +257,18 @@ def enable_replication(ctx: Context) -> list[Any]:
         if target_host in world.down:
             ctx.fail(unreachable(ctx, vm, target_host), vm.name)
             continue
+        if not world.replica_server(target_host).enabled:
+            ctx.fail(
+                errors.operation_failed(
+                    ctx.cmdlet,
+                    f"Hyper-V failed to enable replication for virtual machine '{vm.name}': "
+                    f"the server '{target_host}' is not enabled as a Replica server. Enable "
+                    "it with Set-VMReplicationServer -ReplicationEnabled $true first.",
+                    vm.name,
+                ),
+                vm.name,
+            )
+            continue
         if world.find(target_host, vm.name) is not None:
             state_error(
                 ctx,
@@ -259,6 +284,7 @@ def enable_replication(ctx: Context) -> list[Any]:
             RS.ReadyForInitialReplication,
             RS.WaitingForInitialReplication,
             anchor=world.clock.now(),
+            storage_location=world.replica_storage(target_host, vm.host),
         )
         if not apply_settings(ctx, vm, rep):
             continue
@@ -369,9 +395,11 @@ def start_initial(ctx: Context) -> list[Any]:
         elif ctx.bound.has("DestinationPath"):
             rep.primary_state = RS.InitialReplicationInProgress
             rep.offline_export = True
+            rep.export_path = str(ctx.bound.get("DestinationPath"))
         else:
             rep.primary_state = RS.InitialReplicationInProgress
-            rep.initial_done_at = now + world.topology.initial_replication_seconds
+            rep.initial_started_at = now
+            rep.initial_done_at = now + world.initial_seconds(rep)
         ctx.done(vm.name)
         if ctx.bound.switch("Passthru"):
             out.append(replication_object(world, vm))

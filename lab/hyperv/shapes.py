@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from lab.clock import Clock
-from lab.hyperv.enums import RelationshipType, SnapshotType, VMState, lab_enum
+from lab.hyperv.enums import RelationshipType, ReplicationMode, SnapshotType, VMState, lab_enum
 from lab.hyperv.state import VM, Adapter, RecoveryPoint, World
 from lab.objects import LabObject
 
@@ -47,11 +47,19 @@ def vm_object(world: World, vm: VM) -> LabObject:
             "ReplicationHealth": lab_enum(world.health(vm)),
             "ReplicationMode": lab_enum(vm.mode),
             "Notes": "",
-            "Path": f"C:\\ProgramData\\Microsoft\\Windows\\Hyper-V\\{vm.name}",
+            "Path": _vm_path(vm),
             "NetworkAdapters": [adapter_object(world, vm, a) for a in vm.adapters],
         },
         to_string=vm_to_string(vm),
     )
+
+
+def _vm_path(vm: VM) -> str:
+    """Where the VM's files are: a replica's in its Replica server's storage location."""
+    rep = vm.replication
+    if vm.mode is ReplicationMode.Replica and rep is not None and rep.storage_location:
+        return f"{rep.storage_location}\\{vm.name}"
+    return f"C:\\ProgramData\\Microsoft\\Windows\\Hyper-V\\{vm.name}"
 
 
 def adapter_object(world: World, vm: VM, adapter: Adapter) -> LabObject:
@@ -144,7 +152,7 @@ def measure_object(world: World, vm: VM) -> LabObject:
             "ReplicationMode": lab_enum(vm.mode),
             "LastReplicationTime": last,
             "LReplTime": last,
-            "PendingReplicationSize": 0,
+            "PendingReplicationSize": world.pending_bytes(rep),
             "AverageReplicationLatency": timedelta(seconds=1) if rep.count else None,
             "AverageReplicationSize": 4194304 if rep.count else 0,
             "SuccessfulReplicationCount": rep.count,

@@ -36,7 +36,7 @@ from lab.hyperv.enums import (
     SnapshotType,
     VMState,
 )
-from lab.topology import HostSpec, Topology, VMSpec
+from lab.topology import HostSpec, ReplicaServerSpec, Topology, VMSpec
 
 HOUR = 3600.0
 # Replication keeps working through these; anything else stops the cycles.
@@ -53,8 +53,13 @@ _SCHEDULE_FIELDS = frozenset(
         "initial_start_at",
         "initial_done_at",
         "offline_export",
+        "resync_done_at",
     }
 )
+GIGABYTE = 1024**3
+# A resynchronisation compares both ends and sends what differs: the lab charges a tenth of
+# the disks at the replication bandwidth.
+RESYNC_SHARE = 0.1
 _NEVER = math.inf
 # Past this many relationships due (or rescheduled) at once, the heap is split (or rebuilt) in
 # one pass instead of popped (or pushed) entry by entry.
@@ -91,6 +96,15 @@ class RecoveryPoint:
 
 
 @dataclass
+class Authorization:
+    """A Replica server's authorization entry (``Get-VMReplicationAuthorizationEntry``)."""
+
+    primary_server: str
+    storage_location: str
+    trust_group: str = "DEFAULT"
+
+
+@dataclass
 class Replication:
     """One replication relationship, shared by its primary and replica VM records.
 
@@ -119,6 +133,12 @@ class Replication:
     initial_start_at: float | None = None
     initial_done_at: float | None = None
     offline_export: bool = False
+    # When the running initial replication started (its progress), where an offline one was
+    # exported, where the Replica server keeps the replica's files.
+    initial_started_at: float | None = None
+    export_path: str | None = None
+    storage_location: str = ""
+    resync_done_at: float | None = None
     # Set when the other end failed over for good or dropped the relationship: cycles stop.
     broken: bool = False
 
@@ -239,6 +259,9 @@ class World:
             h.name: {} for h in topology.hosts if h.role == "hyperv"
         }
         self.health_override: dict[str, ReplicationHealth] = {}
+        # Replica servers' authorization entries by host: which primary servers may replicate
+        # to it and where their replicas are stored (New-VMReplicationAuthorizationEntry).
+        self.authorizations: dict[str, list[Authorization]] = {h: [] for h in self.vms}
         self.no_ip: set[str] = set()
         # DNS zones by lower-case name (lab.hyperv.dns.Zone), filled in by the lab facade.
         self.zones: dict[str, Any] = {}
@@ -297,6 +320,7 @@ class World:
                 port=r.port,
                 compression=r.compression,
                 anchor=now,
+                storage_location=self.replica_storage(spec.replica, spec.primary),
             )
             if not ready:
                 # "At least one completed replication" at start, as the example world says.
@@ -371,6 +395,18 @@ class World:
         site = self.hosts[host].site
         return [n.name for n in self.topology.networks if n.site == site]
 
+    def replica_server(self, host: str) -> ReplicaServerSpec:
+        """``host``'s Replica server configuration."""
+        return self.hosts[host].replica_server or ReplicaServerSpec()
+
+    def replica_storage(self, host: str, primary: str) -> str:
+        """Where the Replica server ``host`` stores replicas from ``primary``: its
+        authorization entry for that server, else its default storage location."""
+        for entry in self.authorizations.get(host, []):
+            if entry.primary_server.lower() in (primary.lower(), "*"):
+                return entry.storage_location
+        return self.replica_server(host).storage
+
     # ----------------------------------------------------------------- derived facts
     def guest_ips(self, vm: VM, adapter: Adapter | None = None) -> list[str]:
         """The IPs the guest reports (empty until it has booted on a connected adapter)."""
@@ -424,8 +460,13 @@ class World:
             return ReplicationHealth.NotApplicable
         if state is ReplicationState.FailedOver:
             return ReplicationHealth.Warning
-        if rep.broken:
+        if rep.broken or state in (
+            ReplicationState.WaitingForStartResynchronize,
+            ReplicationState.Error,
+        ):
             return ReplicationHealth.Critical
+        if state in (ReplicationState.Resynchronizing, ReplicationState.Suspended):
+            return ReplicationHealth.Warning
         if rep.missed_streak > 0:
             return ReplicationHealth.Warning
         return ReplicationHealth.Normal
@@ -528,7 +569,8 @@ class World:
             and now >= rep.initial_start_at
         ):
             rep.primary_state = ReplicationState.InitialReplicationInProgress
-            rep.initial_done_at = rep.initial_start_at + self.topology.initial_replication_seconds
+            rep.initial_started_at = rep.initial_start_at
+            rep.initial_done_at = rep.initial_start_at + self.initial_seconds(rep)
             rep.initial_start_at = None
         if (
             rep.primary_state is ReplicationState.InitialReplicationInProgress
@@ -537,6 +579,17 @@ class World:
             and now >= rep.initial_done_at
         ):
             self.finish_initial(rep, rep.initial_done_at)
+        if (
+            rep.primary_state is ReplicationState.Resynchronizing
+            and rep.resync_done_at is not None
+            and now >= rep.resync_done_at
+        ):
+            done = rep.resync_done_at
+            rep.primary_state = rep.replica_state = ReplicationState.Replicating
+            rep.resync_done_at = None
+            rep.last_replication = done
+            rep.missed_streak = 0
+            rep.anchor = done
         if rep.primary_state is not _CYCLING or rep.frequency <= 0:
             return
         cycles = int((now - rep.anchor) // rep.frequency)
@@ -554,6 +607,12 @@ class World:
         ):
             _write(rep, "missed", rep.missed + cycles)
             _write(rep, "missed_streak", rep.missed_streak + cycles)
+            since = rep.last_replication if rep.last_replication is not None else last
+            limit = self.topology.resync_after_seconds
+            if limit > 0 and not rep.broken and last - since >= limit:
+                # The change log outgrew what Hyper-V keeps: only a resynchronisation
+                # (Resume-VMReplication -Resynchronize) brings the ends together again.
+                rep.primary_state = ReplicationState.WaitingForStartResynchronize
             return
         previous = rep.last_replication if rep.last_replication is not None else last
         _write(rep, "last_replication", last)
@@ -561,11 +620,54 @@ class World:
         _write(rep, "missed_streak", 0)
         self._keep_points(rep, previous, last)
 
+    def disk_bytes(self, rep: Replication) -> int:
+        """The size of the replicated VM's disks, in bytes."""
+        spec = next((s for s in self.topology.vms if s.name == rep.vm_name), None)
+        return int((spec.disk_gb if spec else 40.0) * GIGABYTE)
+
+    def transfer_seconds(self, size: float) -> float:
+        """Lab seconds to send ``size`` bytes at the topology's replication bandwidth."""
+        return size * 8 / (self.topology.replication_bandwidth_mbps * 1_000_000)
+
+    def initial_seconds(self, rep: Replication) -> float:
+        """Lab seconds an initial replication of ``rep`` takes: its disks at the bandwidth,
+        or the topology's fixed ``initial_replication_seconds`` without one."""
+        if self.topology.replication_bandwidth_mbps > 0:
+            return self.transfer_seconds(self.disk_bytes(rep))
+        return self.topology.initial_replication_seconds
+
+    def resync_seconds(self, rep: Replication) -> float:
+        """Lab seconds a resynchronisation of ``rep`` takes."""
+        if self.topology.replication_bandwidth_mbps > 0:
+            return self.transfer_seconds(self.disk_bytes(rep) * RESYNC_SHARE)
+        return self.topology.initial_replication_seconds * RESYNC_SHARE
+
+    def pending_bytes(self, rep: Replication) -> int:
+        """Bytes an initial replication (or resynchronisation) in progress has yet to send."""
+        now = self.clock.now()
+        state = rep.primary_state
+        if state is ReplicationState.ReadyForInitialReplication:
+            return self.disk_bytes(rep) if rep.initial_start_at is not None else 0
+        if state is ReplicationState.InitialReplicationInProgress:
+            total = self.disk_bytes(rep)
+            if rep.offline_export or rep.initial_done_at is None:
+                return total if rep.offline_export and rep.export_path is None else 0
+            start = rep.initial_started_at if rep.initial_started_at is not None else now
+            span = max(rep.initial_done_at - start, 1e-9)
+            left = min(1.0, max(0.0, (rep.initial_done_at - now) / span))
+            return int(total * left)
+        if state is ReplicationState.Resynchronizing and rep.resync_done_at is not None:
+            total = int(self.disk_bytes(rep) * RESYNC_SHARE)
+            seconds = max(self.resync_seconds(rep), 1e-9)
+            return int(total * min(1.0, max(0.0, (rep.resync_done_at - now) / seconds)))
+        return 0
+
     def finish_initial(self, rep: Replication, at: float) -> None:
         """Initial replication done at ``at``: both ends Replicating, first point kept."""
         rep.primary_state = ReplicationState.Replicating
         rep.replica_state = ReplicationState.Replicating
         rep.initial_done_at = None
+        rep.initial_started_at = None
         rep.offline_export = False
         rep.last_replication = at
         rep.count += 1
@@ -624,6 +726,8 @@ def _due(rep: Replication) -> float:
         if rep.offline_export or rep.initial_done_at is None:
             return _NEVER
         return rep.initial_done_at
+    if state is ReplicationState.Resynchronizing:
+        return _NEVER if rep.resync_done_at is None else rep.resync_done_at
     if state is _CYCLING and rep.frequency > 0:
         due = rep.anchor + rep.frequency
         return due - 4 * math.ulp(due)

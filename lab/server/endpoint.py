@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 PSRP_RESOURCE_PREFIX = "http://schemas.microsoft.com/powershell/"
 IDLE_TIMEOUT = 7200.0  # seconds, WinRM's default shell IdleTimeOut
+MAX_ENVELOPE_SIZE = 500 * 1024  # bytes; WinRM's default MaxEnvelopeSizekb is 500
+# NTLM message encryption wraps an envelope in a multipart body with a signature and headers;
+# the HTTP body may exceed the envelope inside it by this much.
+ENCRYPTION_OVERHEAD = 4096
 
 
 @dataclass
@@ -53,9 +57,33 @@ class HostService:
         self._lock = threading.Lock()
         self.stats = EndpointStats()
         self.idle_timeout = IDLE_TIMEOUT
+        self.max_envelope_size = MAX_ENVELOPE_SIZE
         self.pipeline_threads = PipelineThreads(f"lab-pipeline-{spec.host}")
 
     # -- HTTP entry point --------------------------------------------------------------------
+
+    def before_body(
+        self, method: str, path: str, headers: Any, length: int, state: dict[str, Any]
+    ) -> HttpReply | None:
+        """Answer what the headers already settle, without reading the body.
+
+        A request on a connection that has not authenticated and carries no credentials gets
+        its 401 at once (WinRM answers before reading, so an anonymous client cannot make it
+        buffer megabytes); a body larger than MaxEnvelopeSize (plus encryption framing) gets
+        WinRM's 413 fault.
+        """
+        if method != "POST" or path.rstrip("/").lower() != "/wsman":
+            return None
+        conn = state.setdefault("auth", ConnectionAuth())
+        if not conn.authenticated and not headers.get("Authorization"):
+            return HttpReply(401, b"", self.auth.challenge_headers())
+        if length > self.max_envelope_size + ENCRYPTION_OVERHEAD:
+            return self._too_large()
+        return None
+
+    def _too_large(self) -> HttpReply:
+        fault = wsman.envelope_too_large(self.max_envelope_size)
+        return HttpReply(413, wsman.fault_envelope(fault, "", self.spec.host))
 
     def __call__(
         self,
@@ -76,6 +104,8 @@ class HostService:
         final_headers = conn.extra.pop("final_headers", [])
         if accepted.handshake_only:
             return HttpReply(200, b"", final_headers)
+        if len(accepted.body) > self.max_envelope_size:
+            return self._too_large()
         try:
             status, soap = self.handle_soap(accepted.body, client_ip, conn.user)
         except TransportFault as fault:
@@ -297,7 +327,12 @@ class HostEndpoint:
         with self._lock:
             if self._server is not None:
                 return
-            server = LabHTTPServer(self.port, self.service, self.ssl_context)
+            server = LabHTTPServer(
+                self.port,
+                self.service,
+                self.ssl_context,
+                max_body=self.service.max_envelope_size + ENCRYPTION_OVERHEAD,
+            )
             self.port = server.port
             self.service.address = self.url
             server.start()

@@ -3,6 +3,12 @@
 WinRM clients keep one TCP connection per session and NTLM binds to it, so every reply —
 401s included — carries Content-Length and the connection stays open. An application can
 ask for the connection to be dropped without an answer (an injected "reset").
+
+A request's body is read only once it is known to be wanted: a missing, negative or garbled
+Content-Length is answered 400, a chunked body 411, a body over the server's limit 413, and an
+application may answer from the headers alone (:class:`BeforeBody`, e.g. a 401 to a request
+without credentials). A reply sent without reading the body closes the connection, so the
+unread bytes can never be taken for the next request.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import struct
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from lab.server.http_types import HttpReply
 
@@ -28,6 +34,33 @@ class DropConnection(Exception):
 
 App = Callable[[str, str, Any, bytes, dict[str, Any], str], HttpReply]
 """``app(method, path, headers, body, connection_state, client_ip) -> HttpReply``."""
+
+MAX_BODY = 1024 * 1024  # bytes; the default for servers whose app sets no limit of its own
+
+
+class BeforeBody(Protocol):
+    """An application that may answer from the headers, before the body is read."""
+
+    def before_body(
+        self, method: str, path: str, headers: Any, length: int, state: dict[str, Any]
+    ) -> HttpReply | None:
+        """A reply to send without reading the ``length``-byte body, or None to read it."""
+
+
+def content_length(headers: Any) -> int | None:
+    """The request's Content-Length (0 when absent), or None when it is not one number >= 0."""
+    values = headers.get_all("Content-Length") if hasattr(headers, "get_all") else None
+    if values is None:
+        single = headers.get("Content-Length")
+        values = [] if single is None else [single]
+    if not values:
+        return 0
+    if len({v.strip() for v in values}) != 1:
+        return None  # two different lengths: request smuggling territory
+    text = values[0].strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        return None
+    return int(text)
 
 
 class LabHTTPServer(ThreadingHTTPServer):
@@ -46,8 +79,10 @@ class LabHTTPServer(ThreadingHTTPServer):
         app: App,
         ssl_context: ssl.SSLContext | None = None,
         host: str = "127.0.0.1",
+        max_body: int = MAX_BODY,
     ) -> None:
         self.app = app
+        self.max_body = max_body
         self.ssl_context = ssl_context
         self._connections: set[socket.socket] = set()
         self._conn_lock = threading.Lock()
@@ -142,7 +177,25 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
     def _dispatch(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self._refuse(HttpReply(411, b"send the body with a Content-Length", [], "text/plain"))
+            return
+        length = content_length(self.headers)
+        if length is None:
+            self._refuse(HttpReply(400, b"invalid Content-Length", [], "text/plain"))
+            return
+        early = getattr(self.server.app, "before_body", None)
+        if early is not None:
+            reply = early(method, self.path, self.headers, length, self.state)
+            if reply is not None:
+                if length:
+                    self._refuse(reply)
+                else:
+                    self._send(reply)
+                return
+        if length > self.server.max_body:
+            self._refuse(HttpReply(413, b"request body too large", [], "text/plain"))
+            return
         body = self.rfile.read(length) if length else b""
         try:
             reply = self.server.app(
@@ -155,6 +208,15 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:
             log.exception("lab HTTP handler failed")
             reply = HttpReply(500, b"", [], "text/plain")
+        self._send(reply)
+
+    def _refuse(self, reply: HttpReply) -> None:
+        """Answer without reading the body, then close: its bytes are still on the wire."""
+        self.close_connection = True
+        reply.headers = [*reply.headers, ("Connection", "close")]
+        self._send(reply)
+
+    def _send(self, reply: HttpReply) -> None:
         self.send_response(reply.status)
         for name, value in reply.headers:
             self.send_header(name, value)

@@ -61,6 +61,9 @@ class FaultCode(int, Enum):
     ACTION_NOT_SUPPORTED = 2150858774
     INVALID_PARAMETER = 87
     INTERNAL = 2150858752
+    # ERROR_WSMAN_HTTP_REQUEST_TOO_LARGE_STATUS: what a WinRM client reports for HTTP 413,
+    # "the request size exceeded the configured MaxEnvelopeSize quota"
+    REQUEST_TOO_LARGE = 2150859025
 
 
 @dataclass
@@ -82,6 +85,16 @@ def timed_out() -> WSManFault:
         "w:TimedOut",
         "The WS-Management service cannot complete the operation within the time specified "
         "in OperationTimeout.",
+    )
+
+
+def envelope_too_large(limit: int) -> WSManFault:
+    """The fault for a request larger than the service's MaxEnvelopeSizekb (sent with 413)."""
+    return WSManFault(
+        FaultCode.REQUEST_TOO_LARGE,
+        "w:EncodingLimit",
+        "The WS-Management service cannot process the request because the request size "
+        f"exceeded the configured MaxEnvelopeSize quota ({limit // 1024} KB).",
     )
 
 

@@ -35,7 +35,7 @@ def test_get_vm_has_real_type_names_and_named_enums() -> None:
 def test_get_vm_without_name_lists_the_host_and_wildcards_match() -> None:
     lab = make_lab()
     names = sorted(o.properties["Name"] for o in ok(lab, STO, "Get-VM"))
-    assert names == ["app-01", "app-03", "file-01", "sql-01", "web-01", "web-03"]
+    assert names == ["app-01", "app-03", "crm-01", "file-01", "sql-01", "web-01", "web-03"]
     assert len(ok(lab, STO, "Get-VM", Name="web-*")) == 2
 
 

@@ -202,7 +202,7 @@ def test_admin_state_lists_every_vm_on_every_host() -> None:
     lab = make_lab()
     status, body = lab.admin("GET", "/state", None)
     assert status == 200
-    assert len(body["vms"]) == 24 and len(body["hosts"]) == 6
+    assert len(body["vms"]) == 26 and len(body["hosts"]) == 6
     sql = {(v["host"], v["mode"]): v for v in body["vms"] if v["name"] == "sql-01"}
     primary, replica = sql[(STO, "Primary")], sql[(GOT, "Replica")]
     assert (primary["running"], primary["ips"], primary["health"]) == (

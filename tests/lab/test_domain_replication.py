@@ -329,6 +329,8 @@ def test_primary_keeps_no_recovery_points() -> None:
 # ----------------------------------------------------------------------------- enable, IR
 def _unprotected_lab():
     data = example_dict()
+    # Fixed initial replication times (initial_replication_seconds: 60), not the bandwidth's.
+    data["replication_bandwidth_mbps"] = 0
     data["vms"].append(
         {
             "name": "new-01",
@@ -590,7 +592,9 @@ def test_whole_site_test_failover_and_cleanup_touch_each_vm_once() -> None:
         assert changed == sorted(name for _, name in replicas)
     _, state = lab.admin("GET", "/state", None)
     assert not any(v["mode"] == "TestReplica" for v in state["vms"])
-    assert all(v["replication_state"] == "Replicating" for v in state["vms"])
+    protected = [v for v in state["vms"] if v["mode"] != "None"]
+    assert len(protected) == 24
+    assert all(v["replication_state"] == "Replicating" for v in protected)
 
 
 def test_unplanned_failover_with_the_primary_site_down() -> None:

@@ -22,7 +22,11 @@ def test_example_topology_has_the_shared_world() -> None:
         "hv-got-2": 15990,
     }
     assert topo.admin_port == 15999
-    assert len(topo.vms) == 12 and all(v.replication for v in topo.vms)
+    protected = [v.name for v in topo.vms if v.replication]
+    assert len(protected) == 12
+    # Two VMs wait for `ferryman protect apply` to enable their replication.
+    assert sorted(v.name for v in topo.vms if v.replication is None) == ["crm-01", "hr-01"]
+    assert topo.replication_bandwidth_mbps == 10000 and topo.resync_after_seconds == 3600
     assert {z.name for z in topo.zones} == {"corp.example", "test.corp.example"}
     www = next(r for r in topo.zones[0].records if r.name == "www")
     assert len(www.data) == 4

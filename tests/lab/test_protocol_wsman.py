@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import re
+import secrets
+import socket
+from urllib.parse import urlsplit
+
 import pytest
 import requests
 from pypsrp.exceptions import WSManFaultError
@@ -10,8 +16,10 @@ from pypsrp.shell import WinRS
 from pypsrp.wsman import SelectorSet, WSMan
 
 from lab.server import wsman
+from lab.server.auth import Account
 from lab.server.service import LabServer
 from tests.lab.clients import run, wsman_for
+from tests.lab.fake_backend import FakeBackend
 
 
 @pytest.mark.parametrize(
@@ -136,3 +144,92 @@ def test_templated_replies_are_the_bytes_elementtree_writes(
         found = ET.fromstring(fast).find(".//rsp:CommandId", wsman.NS)
         assert found is not None
         assert (found.text or "") == command_id.replace("\r\n", "\n")
+
+
+# --- limits WinRM enforces: MaxEnvelopeSize, credentials before the body, Content-Length ----
+
+
+def raw_request(url: str, headers: dict[str, str], body: bytes = b"") -> tuple[bytes, bool]:
+    """Send a request by hand; return the response and whether the server then closed.
+
+    The body is sent only if given: a server that waited for a body it announced but never got
+    would never answer, and the socket's timeout fails the test.
+    """
+    parts = urlsplit(url)
+    head = [f"POST {parts.path} HTTP/1.1", f"Host: {parts.hostname}:{parts.port}"]
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as conn:
+        conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        response = b""
+        while b"\r\n\r\n" not in response:
+            response += conn.recv(65536)
+        head_text, _, rest = response.partition(b"\r\n\r\n")
+        length = int(re.search(rb"Content-Length: (\d+)", head_text).group(1))  # type: ignore[union-attr]
+        while len(rest) < length:
+            rest += conn.recv(65536)
+        try:
+            closed = conn.recv(1) == b""
+        except TimeoutError:
+            closed = False
+    return head_text + b"\r\n\r\n" + rest, closed
+
+
+BASIC = "Basic " + base64.b64encode(b"ferryman:wrong").decode()
+
+
+def test_an_unauthenticated_request_gets_401_before_its_body(fake_server: LabServer) -> None:
+    url = fake_server.endpoints["hv-sto-1"].url
+    # 200 MB announced, none sent: the 401 must come from the headers alone
+    response, closed = raw_request(url, {"Content-Length": str(200 * 1024 * 1024)})
+    assert response.startswith(b"HTTP/1.1 401")
+    assert b"WWW-Authenticate" in response
+    assert closed, "the unread body must not be taken for the next request"
+
+
+@pytest.mark.parametrize("length", ["-1", "abc", "1e9", "99999999999999999999999"])
+def test_an_invalid_content_length_is_refused_unread(fake_server: LabServer, length: str) -> None:
+    url = fake_server.endpoints["hv-sto-1"].url
+    response, closed = raw_request(url, {"Content-Length": length, "Authorization": BASIC})
+    assert response.startswith(b"HTTP/1.1 400") and closed
+
+
+def test_two_different_content_lengths_are_refused(fake_server: LabServer) -> None:
+    url = fake_server.endpoints["hv-sto-1"].url
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as conn:
+        conn.sendall(
+            b"POST /wsman HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 50\r\n"
+            b"Authorization: " + BASIC.encode() + b"\r\n\r\n"
+        )
+        assert conn.recv(65536).startswith(b"HTTP/1.1 400")
+
+
+def test_an_envelope_over_max_envelope_size_gets_winrms_fault_unread(
+    fake_server: LabServer,
+) -> None:
+    url = fake_server.endpoints["hv-sto-1"].url
+    response, closed = raw_request(
+        url, {"Content-Length": str(20 * 1024 * 1024), "Authorization": BASIC}
+    )
+    assert response.startswith(b"HTTP/1.1 413") and closed
+    fault = WSMan._parse_wsman_fault(response.partition(b"\r\n\r\n")[2].decode())
+    assert fault.code == int(wsman.FaultCode.REQUEST_TOO_LARGE) == 0x80338111
+    assert "MaxEnvelopeSize" in (fault.reason or "")
+
+
+def test_the_envelope_limit_is_500_kb_after_authentication() -> None:
+    account = Account("ferryman", secrets.token_urlsafe(12))
+    with LabServer(FakeBackend(), account, auth="basic") as server:
+        url = server.endpoints["hv-sto-1"].url
+        auth = (account.username, account.password)
+        session = requests.Session()
+        session.trust_env = False
+        headers = {"Content-Type": "application/soap+xml;charset=UTF-8"}
+        over = session.post(url, data=b"<" + b"x" * 520 * 1024, auth=auth, headers=headers)
+        assert over.status_code == 413
+        fault = WSMan._parse_wsman_fault(over.text)
+        assert fault.code == int(wsman.FaultCode.REQUEST_TOO_LARGE)
+        # under the limit the body is read and judged as SOAP (here: not XML at all)
+        under = session.post(url, data=b"<" + b"x" * 400 * 1024, auth=auth, headers=headers)
+        assert under.status_code == 500
+        assert "InvalidXml" in under.text

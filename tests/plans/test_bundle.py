@@ -34,7 +34,7 @@ def test_three_tier_bundle() -> None:
     assert plan.rto == 1800
     quiesce = plan.groups[0].pre[0]
     assert isinstance(quiesce, plans.ScriptAction) and quiesce.timeout == 300
-    assert len(bundle.fabric.pairings["gold"].vms) == 12
+    assert len(bundle.fabric.pairings["gold"].vms) == 14
     assert bundle.fabric.credentials["lab-admin"].password == "env:FERRYMAN_LAB_PASSWORD"
 
 

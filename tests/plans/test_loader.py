@@ -97,14 +97,27 @@ def test_recursive_alias_is_refused(write_file: Write) -> None:
 
 @pytest.mark.parametrize("opener", ["[", "{a: ", "- "])
 def test_deep_nesting_is_refused(write_file: Write, opener: str) -> None:
-    depth = MAX_DEPTH * 20
+    # twice the limit: deeper than the loader allows, well within what any YAML parser accepts
+    depth = MAX_DEPTH * 2
     if opener == "- ":
-        text = "".join("  " * i + "-\n" for i in range(MAX_DEPTH * 2))
+        text = "".join("  " * i + "-\n" for i in range(depth))
     else:
         closer = "]" if opener == "[" else "}"
         text = "x: " + opener * depth + "1" + closer * depth + "\n"
     problem = only_problem(write_file("deep.yaml", text))
     assert f"deeper than {MAX_DEPTH} levels" in problem.message
+
+
+@pytest.mark.parametrize("opener", ["[", "{a: "])
+def test_nesting_past_the_parsers_own_limit_is_one_error(write_file: Write, opener: str) -> None:
+    # Some parser releases stop such a file first with a message of their own; either way the
+    # file is refused with one error at its first line, never a crash.
+    depth = MAX_DEPTH * 20
+    closer = "]" if opener == "[" else "}"
+    text = "x: " + opener * depth + "1" + closer * depth + "\n"
+    problem = only_problem(write_file("deep.yaml", text))
+    assert problem.severity is plans.Severity.ERROR
+    assert problem.line == 1
 
 
 def test_large_file_is_refused_before_parsing(write_file: Write) -> None:

@@ -15,7 +15,7 @@ import sys
 from workers.app import queues_for
 from workers.embedded import build_runtime
 from workers.tasks import default_executor
-from workflows.gates import GateWatch
+from workflows.recovery import Watch
 from workflows.settings import Settings
 
 SITES = ("stockholm", "gothenburg")
@@ -29,7 +29,7 @@ def main() -> None:
     )
     settings = Settings.from_env()
     runtime = build_runtime(settings, default_executor(poll_interval=0.1))
-    watch = GateWatch(runtime.engine, interval=1.0).start()
+    watch = Watch(runtime.engine, interval=1.0).start()
     try:
         runtime.app.Worker(
             queues=queues_for(SITES),

@@ -9,13 +9,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workers.errors import RemotePermanentError, RemoteTransientError
+from workflows.inputs import (
+    CancelFailover,
+    CompensateInput,
+    DnsSnapshot,
+    RestoreDns,
+    StopTestFailover,
+    UndoRecord,
+    ZoneTarget,
+    undo_json,
+)
 from workflows.steps import HostRef, StepKind, StepOutcome, StepSpec
 
-UNDO = {
-    StepKind.TEST_FAILOVER: "stop_test_failover",
-    StepKind.FAILOVER: "cancel_failover",
-    StepKind.UPDATE_DNS: "restore_dns",
-}
+
+def _undo(spec: StepSpec) -> UndoRecord | None:
+    """The undo record the real executor of ``spec`` would return (its shape, not its data)."""
+    host, vm = spec.host or "", spec.vm or ""
+    if spec.kind is StepKind.TEST_FAILOVER:
+        return StopTestFailover(host=host, vm=vm)
+    if spec.kind is StepKind.FAILOVER:
+        return CancelFailover(host=host, vm=vm)
+    if spec.kind is StepKind.UPDATE_DNS:
+        target = ZoneTarget(zone="corp.example")
+        return RestoreDns(snapshots=(DnsSnapshot(target=target, snapshot={"vm": vm}),))
+    return None
 
 
 @dataclass
@@ -70,17 +87,14 @@ class FakeExecutor:
                     f"VM {spec.vm} on {spec.host}: Start-VMFailover refused, replication "
                     "state Error"
                 )
-        if spec.kind is StepKind.COMPENSATE:
+        if isinstance(spec.params, CompensateInput):
             with self.lock:
-                self.compensated.append(spec.params["undo"])
-            return StepOutcome(result={"undone": spec.params["of"]})
+                self.compensated.append(undo_json(spec.params.undo) or {})
+            return StepOutcome(result={"undone": spec.params.of})
         if spec.kind is StepKind.WAIT_IP:
             return StepOutcome(result={"addresses": [f"10.99.0.{len(spec.vm or '')}"]}, undo=None)
-        action = UNDO.get(spec.kind)
-        undo = {"action": action, "vm": spec.vm, "host": spec.host} if action else None
-        if spec.kind is StepKind.UPDATE_DNS:
-            undo = {"action": "restore_dns", "snapshots": [{"vm": spec.vm}]}
-        return StepOutcome(result={"kind": spec.kind.value, "prior": sorted(ctx.prior)}, undo=undo)
+        result = {"kind": spec.kind.value, "prior": sorted(ctx.prior)}
+        return StepOutcome(result=result, undo=_undo(spec))
 
     def reset(self) -> None:
         """Forget calls and injected faults."""

@@ -16,7 +16,22 @@ from workflows.compiler import (
     compile_followup,
     compile_run,
 )
-from workflows.steps import StepKind
+from workflows.inputs import (
+    CompensateInput,
+    ConnectNetworkInput,
+    FailoverInput,
+    InvalidStepInput,
+    RestoreDns,
+    RestoreDnsInput,
+    ReverseInput,
+    ScriptInput,
+    ShutdownPrimaryInput,
+    StopTestFailover,
+    UpdateDnsInput,
+    WaitIpInput,
+)
+from workflows.statuses import StepStatus
+from workflows.steps import StepKind, StepSpec, TaskUnit
 
 
 def compiled(
@@ -65,13 +80,15 @@ def test_test_failover_stages(bundle: Bundle) -> None:
     ]
     steps = {spec.kind: spec for _s, _u, spec in run.steps() if spec.vm == "sql-01"}
     assert steps[StepKind.TEST_FAILOVER].host == "hv-got-1"
-    assert steps[StepKind.CONNECT_NETWORK].params == {"switch": "test-got"}
-    assert steps[StepKind.WAIT_IP].params["subnets"] == ["10.99.0.0/16"]
+    assert steps[StepKind.CONNECT_NETWORK].params == ConnectNetworkInput(switch="test-got")
+    wait = steps[StepKind.WAIT_IP].params
+    assert isinstance(wait, WaitIpInput) and wait.subnets == ("10.99.0.0/16",)
     # a test run writes only to the test zone, never to corp.example
     dns = steps[StepKind.UPDATE_DNS].params
-    assert [r["zone"] for r in dns["records"]] == ["test.corp.example"]
-    assert dns["zones"]["test.corp.example"]["kind"] == "windows"
-    assert dns["zones"]["test.corp.example"]["vmm"] == "vmm-got"
+    assert isinstance(dns, UpdateDnsInput)
+    assert [r.zone for r in dns.records] == ["test.corp.example"]
+    assert dns.zones["test.corp.example"].kind == "windows"
+    assert dns.zones["test.corp.example"].vmm == "vmm-got"
     assert all(u.queue == "ferryman.site.gothenburg" for s in run.stages for u in s.units)
 
 
@@ -85,7 +102,7 @@ def test_test_network_mapped_and_none(bundle: Bundle) -> None:
             for _a, _b, s in run.steps()
             if s.kind is StepKind.CONNECT_NETWORK and s.vm == "sql-01"
         ]
-        assert connect[0].params == {"switch": switch}
+        assert connect[0].params == ConnectNetworkInput(switch=switch)
         if switch is None:  # disconnected: no address will come, so no wait and no DNS
             assert "wait_ip" not in kinds(run, "sql-01")
 
@@ -124,8 +141,10 @@ def test_planned_failover_shuts_down_in_reverse_group_order(bundle: Bundle) -> N
     assert script.kind is StepKind.SCRIPT and script.host == "vmm-sto"
     assert script.on_error == "stop"  # ASR: a planned failover stops on a script error
     dns = [s for _a, _b, s in run.steps() if s.kind is StepKind.UPDATE_DNS and s.vm == "web-01"]
-    assert [r["name"] for r in dns[0].params["records"]] == ["web-01", "www"]
-    assert dns[0].params["zones"]["corp.example"]["tsig_key"].startswith("file:")
+    params = dns[0].params
+    assert isinstance(params, UpdateDnsInput)
+    assert [r.name for r in params.records] == ["web-01", "www"]
+    assert (params.zones["corp.example"].tsig_key or "").startswith("file:")
 
 
 def test_unplanned_failover_tries_shutdown_from_the_recovery_site(bundle: Bundle) -> None:
@@ -142,8 +161,8 @@ def test_unplanned_failover_tries_shutdown_from_the_recovery_site(bundle: Bundle
     shutdown, failover = unit.steps[0], unit.steps[1]
     assert unit.queue == "ferryman.site.gothenburg"  # the primary site's workers may be gone
     assert shutdown.host == "hv-sto-1" and shutdown.on_error == "continue"
-    assert shutdown.params == {"best_effort": True}
-    assert failover.params == {"recovery_point": "Hourly 3"}
+    assert shutdown.params == ShutdownPrimaryInput(best_effort=True)
+    assert failover.params == FailoverInput(recovery_point="Hourly 3")
     warm = run.stages[-1].units[0].steps[0]
     assert warm.kind is StepKind.SCRIPT and warm.on_error == "continue"  # ASR default
     assert "shutdown_primary" not in kinds(
@@ -156,8 +175,9 @@ def test_failback_swaps_roles(bundle: Bundle) -> None:
     sql = {s.kind: s for _a, _b, s in run.steps() if s.vm == "sql-01"}
     assert sql[StepKind.SHUTDOWN_PRIMARY].host == "hv-got-1"
     assert sql[StepKind.FAILOVER].host == "hv-sto-1"
-    assert sql[StepKind.CONNECT_NETWORK].params == {"switch": "corp-sto"}
-    assert sql[StepKind.WAIT_IP].params["subnets"] == ["10.10.0.0/16"]
+    assert sql[StepKind.CONNECT_NETWORK].params == ConnectNetworkInput(switch="corp-sto")
+    wait = sql[StepKind.WAIT_IP].params
+    assert isinstance(wait, WaitIpInput) and wait.subnets == ("10.10.0.0/16",)
     assert run.stages[1].units[0].queue == "ferryman.site.gothenburg"
 
 
@@ -189,7 +209,10 @@ def record(
 
 def test_cleanup_restores_dns_then_deletes_test_vms(bundle: Bundle) -> None:
     parent = compiled(bundle, "test")
-    snapshots = {"action": "restore_dns", "snapshots": [{"target": {}, "snapshot": {}}]}
+    snapshots = {
+        "action": "restore_dns",
+        "snapshots": [{"target": {"zone": "test.corp.example"}, "snapshot": {"records": []}}],
+    }
     steps = [
         record("a", StepKind.TEST_FAILOVER, "sql-01", "hv-got-1"),
         record("b", StepKind.UPDATE_DNS, "sql-01", "hv-got-1", undo=snapshots),
@@ -203,7 +226,9 @@ def test_cleanup_restores_dns_then_deletes_test_vms(bundle: Bundle) -> None:
         "sql-02": [("test_cleanup", "hv-got-2")],  # failed part-way: the test VM may exist
     }
     restore = run.stages[0].units[0].steps[0]
-    assert restore.params["snapshots"] == snapshots["snapshots"]
+    assert restore.params == RestoreDnsInput(
+        snapshots=RestoreDns.model_validate(snapshots).snapshots
+    )
     assert run.options == {"failover_type": "test"}
 
 
@@ -215,10 +240,13 @@ def test_reverse_after_unplanned(bundle: Bundle) -> None:
     ]
     run = compile_followup(parent, RunOperation.REVERSE, steps)
     assert [
-        (s.name, [[(x.kind.value, x.host, x.params) for x in u.steps] for u in s.units])
+        (
+            s.name,
+            [[(x.kind.value, x.host, x.to_json()["params"]) for x in u.steps] for u in s.units],
+        )
         for s in run.stages
     ] == [
-        ("reverse.old-primary", [[("set_as_replica", "hv-sto-1", {})]]),
+        ("reverse.old-primary", [[("set_as_replica", "hv-sto-1", {"timeout": 600.0})]]),
         (
             "reverse.new-primary",
             [
@@ -244,7 +272,7 @@ def test_commit_and_cancel_need_an_unplanned_parent(bundle: Bundle) -> None:
 
 def test_compensation_undoes_newest_first(bundle: Bundle) -> None:
     parent = compiled(bundle, "test")
-    undo = {"action": "stop_test_failover"}
+    undo = {"action": "stop_test_failover", "host": "hv-got-1", "vm": "sql-01"}
     steps = [
         record("g1/sql-01/tf", StepKind.TEST_FAILOVER, "sql-01", "hv-got-1", undo=undo, seq=0),
         record(
@@ -252,7 +280,7 @@ def test_compensation_undoes_newest_first(bundle: Bundle) -> None:
             StepKind.CONNECT_NETWORK,
             "sql-01",
             "hv-got-1",
-            undo={"action": "connect_network"},
+            undo={"action": "connect_network", "host": "hv-got-1", "vm": "sql-01"},
             seq=1,
         ),
         record(
@@ -271,11 +299,16 @@ def test_compensation_undoes_newest_first(bundle: Bundle) -> None:
     ]
     run = compile_followup(parent, RunOperation.COMPENSATE, steps)
     assert [s.name for s in run.stages] == ["compensate.g3.web", "compensate.g1.databases"]
-    assert [s.params["of"] for s in run.stages[1].units[0].steps] == [
-        "g1/sql-01/cn",
-        "g1/sql-01/tf",
+    compensations = [s.params for s in run.stages[1].units[0].steps]
+    assert all(isinstance(p, CompensateInput) for p in compensations)
+    assert [(p.of, p.of_kind) for p in compensations if isinstance(p, CompensateInput)] == [
+        ("g1/sql-01/cn", "connect_network"),
+        ("g1/sql-01/tf", "test_failover"),
     ]
     assert all(s.kind is StepKind.COMPENSATE for _a, _b, s in run.steps())
+    assert StopTestFailover(host="hv-got-1", vm="sql-01") in [
+        p.undo for p in compensations if isinstance(p, CompensateInput)
+    ]
 
 
 def _with_vmm_ip_source(bundle: Bundle) -> RecoveryPlan:
@@ -297,9 +330,10 @@ def test_wait_ip_from_vmm_names_the_target_sites_vmm(
     run = compile_run(bundle.fabric, "three-tier", plan, "planned", direction)
     waits = [s for _a, _b, s in run.steps() if s.kind is StepKind.WAIT_IP]
     assert waits, "the example plan waits for addresses"
-    assert {(s.params["source"], s.params["vmm"]) for s in waits} == {("vmm", vmm)}
+    inputs = [s.params for s in waits if isinstance(s.params, WaitIpInput)]
+    assert {(p.source, p.vmm) for p in inputs} == {("vmm", vmm)} and len(inputs) == len(waits)
     hyperv = [s for _a, _b, s in compiled(bundle, "planned").steps() if s.kind is StepKind.WAIT_IP]
-    assert all("vmm" not in s.params for s in hyperv)
+    assert all(isinstance(s.params, WaitIpInput) and s.params.vmm is None for s in hyperv)
 
 
 @pytest.mark.parametrize("direction", ["failover", "failback"])
@@ -313,9 +347,92 @@ def test_reverse_names_the_old_primary_as_replica_server(bundle: Bundle, directi
         old_primary, new_primary = protected.primary_host, protected.replica_host
         if direction == "failback":
             old_primary, new_primary = new_primary, old_primary
-        assert (step.host, step.params) == (new_primary, {"replica_server": old_primary})
+        assert (step.host, step.params) == (new_primary, ReverseInput(replica_server=old_primary))
 
 
 def test_scripts_carry_their_rerun_on_redelivery_choice(bundle: Bundle) -> None:
     scripts = [s for _a, _b, s in compiled(bundle, "planned").steps() if s.kind is StepKind.SCRIPT]
-    assert scripts and all(s.params["rerun_on_redelivery"] is False for s in scripts)
+    assert scripts and all(
+        isinstance(s.params, ScriptInput) and s.params.rerun_on_redelivery is False for s in scripts
+    )
+
+
+def test_a_step_input_is_validated_once_when_the_step_is_built() -> None:
+    with pytest.raises(InvalidStepInput, match=r"step g1/web-01/wait_ip: .*timeout"):
+        StepSpec("g1/web-01/wait_ip", StepKind.WAIT_IP, "web-01", "hv-got-1", {"timeout": "soon"})
+    with pytest.raises(InvalidStepInput, match="misspelt"):
+        StepSpec("k", StepKind.START_VM, "web-01", "hv-got-1", {"misspelt": 1})
+    with pytest.raises(InvalidStepInput, match="cannot drive a start_vm step"):
+        StepSpec("k", StepKind.START_VM, "web-01", "hv-got-1", ReverseInput())
+
+
+def test_a_wrongly_typed_run_option_is_a_compile_error_naming_the_step(bundle: Bundle) -> None:
+    with pytest.raises(CompileError, match=r"wait_ip: timeout: .*number"):
+        compiled(bundle, "test", wait_ip_timeout="soon")
+
+
+def test_steps_stored_before_inputs_were_typed_still_decode() -> None:
+    """JSON as earlier versions stored it: a compensation's undone kind under ``kind``, a stop_vm
+    record's VM under ``vm_name``, a zone target named by ``name``."""
+    stored = {
+        "key": "compensate/g1/web-01/start_vm",
+        "task": "ferryman.vm.steps",
+        "queue": "ferryman.site.gothenburg",
+        "vm": "web-01",
+        "group": None,
+        "steps": [
+            {
+                "key": "compensate/g1/web-01/start_vm",
+                "kind": "compensate",
+                "vm": "web-01",
+                "host": "hv-got-1",
+                "params": {
+                    "undo": {"action": "stop_vm", "host": "hv-got-1", "vm_name": "web-01"},
+                    "of": "g1/web-01/start_vm",
+                    "kind": "start_vm",
+                },
+                "on_error": "stop",
+            },
+            {
+                "key": "cleanup/web-01/restore_dns",
+                "kind": "restore_dns",
+                "vm": "web-01",
+                "host": "hv-got-1",
+                "params": {
+                    "snapshots": [
+                        {
+                            "target": {"name": "corp.example", "kind": "rfc2136", "site": None},
+                            "snapshot": {"records": []},
+                        }
+                    ]
+                },
+                "on_error": "stop",
+            },
+        ],
+    }
+    unit = TaskUnit.from_json(stored)
+    compensate, restore = unit.steps
+    assert isinstance(compensate.params, CompensateInput)
+    assert compensate.params.of_kind == "start_vm"
+    assert compensate.params.undo.model_dump() == {
+        "host": "hv-got-1",
+        "action": "stop_vm",
+        "vm": "web-01",
+    }
+    assert isinstance(restore.params, RestoreDnsInput)
+    assert restore.params.snapshots[0].target.zone == "corp.example"
+    assert TaskUnit.from_json(json.loads(json.dumps(unit.to_json()))) == unit
+
+
+def test_step_records_read_their_stored_status_and_undo() -> None:
+    step = record(
+        "a",
+        StepKind.START_VM,
+        "web-01",
+        "hv-got-1",
+        undo={"action": "stop_vm", "host": "h", "vm": "x"},
+    )
+    assert step.status is StepStatus.SUCCEEDED
+    assert step.undo is not None and step.undo.action == "stop_vm"
+    with pytest.raises(CompileError, match="undo record"):
+        record("a", StepKind.START_VM, "web-01", "hv-got-1", undo={"action": "reboot"})

@@ -16,7 +16,6 @@ import pytest
 
 from tests.workflows.test_orphaned_steps import Recording
 from tests.workflows.test_store import make_run
-from workflows import gates
 from workflows.engine import Engine
 from workflows.events import EventKind
 from workflows.settings import Settings
@@ -68,7 +67,7 @@ def test_a_gate_decided_by_another_process_meanwhile_does_not_stop_the_others(
         return decide(session, approval=approval, **kwargs)
 
     monkeypatch.setattr(repository, "decide_approval", another_process_first)
-    affected = gates.check_timeouts(engine)  # raised Conflict before
+    affected = engine.check_timeouts()  # raised Conflict before
     other_run = ({"aaaaaaaaaaaa", "bbbbbbbbbbbb"} - set(raced)).pop()
     assert affected == [other_run]
     with engine.db.session() as session:

@@ -21,6 +21,7 @@ from workflows.compiler import Stage
 from workflows.engine import Engine
 from workflows.events import EventKind
 from workflows.progress import wait_for
+from workflows.recovery import Recovery
 from workflows.settings import Settings
 from workflows.statuses import RunStatus, StepStatus
 from workflows.store import Database, Run, repository
@@ -84,11 +85,11 @@ def test_the_sweep_waits_for_the_grace_then_sends(settings: Settings, bundle: Bu
     run = crashed_run(db, settings, bundle, None)
     recorder = Recording()
     patient = Engine(db, recorder, settings)  # default grace: 30 s
-    assert patient.resend_lost_stages() == []
+    assert Recovery(patient).resend_lost_stages() == []
     assert recorder.sent == []
     eager = Engine(db, recorder, settings.model_copy(update={"dispatch_grace": 0.0}))
-    assert eager.resend_lost_stages() == [run.id]
-    assert eager.resend_lost_stages() == []  # sent and recorded: nothing left
+    assert Recovery(eager).resend_lost_stages() == [run.id]
+    assert Recovery(eager).resend_lost_stages() == []  # sent and recorded: nothing left
     assert recorder.sent == [(run.id, 0)]
     db.dispose()
 
@@ -100,7 +101,7 @@ def test_a_normal_start_records_its_dispatch(settings: Settings, bundle: Bundle)
     run = engine.start(bundle, "three-tier", "test")
     with db.session() as session:
         assert repository.get_run(session, run_id=run.id).dispatched_stage == 0
-    assert engine.resend_lost_stages() == []
+    assert Recovery(engine).resend_lost_stages() == []
     assert recorder.sent == [(run.id, 0)]
     db.dispose()
 
@@ -110,7 +111,7 @@ def test_the_workers_watch_finishes_a_run_whose_stages_were_sent_twice(
 ) -> None:
     # steps take a moment, so each stage outlasts a few rounds of the watch and its resend
     executor = FakeExecutor(delay=0.05)
-    settings = fast_settings(tmp_path, dispatch_grace=0.0)
+    settings = fast_settings(tmp_path, dispatch_grace=0.01)
     runtime = build_runtime(settings, executor)
     plan = without_gate(bundle)
     try:
@@ -163,15 +164,16 @@ def test_a_settled_stage_whose_callback_was_lost_is_advanced(
     patient = Engine(db, recorder, settings)
     eager = Engine(db, recorder, settings.model_copy(update={"dispatch_grace": 0.0}))
     run = patient.start(bundle, "three-tier", "test")
-    assert eager.advance_settled_stages() == []  # stage 0's steps have not run yet
+    assert Recovery(eager).advance_settled_stages() == []  # stage 0's steps have not run yet
     with db.session() as session:
         for step in repository.steps_of(session, run_id=run.id, stage=0):
             repository.set_step_status(session, step=step, status=StepStatus.RUNNING)
             repository.set_step_status(session, step=step, status=StepStatus.SUCCEEDED)
     # every unit reported, but no ferryman.engine.advance came
-    assert patient.advance_settled_stages() == []  # within the grace: the callback may come
-    assert eager.advance_settled_stages() == [run.id]
-    assert eager.advance_settled_stages() == []
+    # within the grace: the callback may come
+    assert Recovery(patient).advance_settled_stages() == []
+    assert Recovery(eager).advance_settled_stages() == [run.id]
+    assert Recovery(eager).advance_settled_stages() == []
     with db.session() as session:
         moved = repository.get_run(session, run_id=run.id)
     # stage 1 of the example is the databases gate: the run now waits for an operator there

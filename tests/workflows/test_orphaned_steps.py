@@ -28,6 +28,7 @@ from workflows.compiler import Stage
 from workflows.engine import Engine
 from workflows.events import EventKind
 from workflows.progress import wait_for
+from workflows.recovery import Recovery
 from workflows.settings import Settings
 from workflows.statuses import RunStatus, StepStatus
 from workflows.steps import StepKind
@@ -104,9 +105,9 @@ def test_a_silent_step_is_sent_again_once_its_lease_has_passed(
     recorder.sent.clear()
     step = silent_since(db, run.id, first_vm_step(db, run.id).key, seconds_ago=60)
 
-    assert patient.take_over_orphaned_steps() == []  # 60 s of silence is within 120 s
-    assert eager.take_over_orphaned_steps() == [run.id]
-    assert eager.take_over_orphaned_steps() == []  # taken once
+    assert Recovery(patient).take_over_orphaned_steps() == []  # 60 s of silence is within 120 s
+    assert Recovery(eager).take_over_orphaned_steps() == [run.id]
+    assert Recovery(eager).take_over_orphaned_steps() == []  # taken once
 
     # only the silent step's unit is sent again, as a stage of its own (it advances the run)
     assert recorder.sent == [(run.id, 0, [step.unit])]
@@ -129,7 +130,7 @@ def test_a_step_whose_worker_beats_is_left_alone(
         assert repository.beat(session, owners={step.id or 0: LOST}) == 1
         # a beat from another delivery does not refresh it
         assert repository.beat(session, owners={step.id or 0: "someone-else"}) == 0
-    assert engine.take_over_orphaned_steps() == []
+    assert Recovery(engine).take_over_orphaned_steps() == []
     assert recorder.sent == []
 
 
@@ -144,7 +145,7 @@ def test_a_silent_script_fails_for_an_operator_instead_of_running_again(
     assert script.kind == StepKind.SCRIPT
     silent_since(db, run.id, script.key, seconds_ago=60)
 
-    assert engine.take_over_orphaned_steps() == [run.id]
+    assert Recovery(engine).take_over_orphaned_steps() == [run.id]
     assert recorder.sent == []  # not run again
     with db.session() as session:
         failed = repository.get_step(session, run_id=run.id, key=script.key)
@@ -270,12 +271,12 @@ def test_units_of_a_quiet_stage_that_never_started_are_sent_again(
     run = patient.start(bundle, "three-tier", "test")
     [(_, _, units)] = recorder.sent  # stage 0 was sent, and its messages were lost
     recorder.sent.clear()
-    assert eager.resend_idle_units() == []  # entered just now
+    assert Recovery(eager).resend_idle_units() == []  # entered just now
 
     entered_ago(db, run.id, 60)
-    assert patient.resend_idle_units() == []  # 60 s of quiet is within 120 s
-    assert eager.resend_idle_units() == [run.id]
-    assert eager.resend_idle_units() == []  # once per lease: the stage's entry moved on
+    assert Recovery(patient).resend_idle_units() == []  # 60 s of quiet is within 120 s
+    assert Recovery(eager).resend_idle_units() == [run.id]
+    assert Recovery(eager).resend_idle_units() == []  # once per lease: the stage's entry moved on
     assert recorder.sent == [(run.id, 0, units)]
     [message] = events(db, run.id, EventKind.UNITS_RESENT)
     assert "sent again" in message and units[0] in message
@@ -294,7 +295,7 @@ def test_a_stage_with_a_sign_of_life_keeps_its_waiting_units(
         # one unit's first step just finished: the stage is alive, its other units queued
         repository.set_step_status(session, step=steps[0], status=StepStatus.RUNNING)
         repository.set_step_status(session, step=steps[0], status=StepStatus.SUCCEEDED)
-    assert engine.resend_idle_units() == []
+    assert Recovery(engine).resend_idle_units() == []
     # later, everything quiet for longer than the lease: only units still waiting are sent
     with db.session() as session:
         session.execute(
@@ -317,5 +318,5 @@ def test_a_stage_with_a_sign_of_life_keeps_its_waiting_units(
                 heartbeat_at=utcnow() - timedelta(seconds=60),
             )
         )
-    assert engine.resend_idle_units() == [run.id]
+    assert Recovery(engine).resend_idle_units() == [run.id]
     assert recorder.sent == [(run.id, 0, [u for u in units if u != steps[0].unit])]

@@ -125,3 +125,25 @@ def test_deeply_nested_json_is_refused_with_a_clear_reason(engine: Engine) -> No
     with pytest.raises(FerrymanError, match="not JSON Ferryman reads: it is nested too deeply"):
         consumer.handle("[" * 100_000 + "]" * 100_000)
     assert engine.dispatcher.sent == []  # type: ignore[attr-defined]
+
+
+def test_plan_paths_load_only_plan_and_fabric_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from workflows.triggers import plan_files
+
+    folder = tmp_path / "plans"
+    folder.mkdir()
+    for name in ("fabric.yaml", "three-tier.yaml"):
+        (folder / name).write_text((EXAMPLE.parent / name).read_text())
+    topology = Path(__file__).resolve().parents[2] / "deploy" / "lab" / "topology.yaml"
+    (folder / "topology.yaml").write_text(topology.read_text())
+    (folder / "compose.yml").write_text("services: {redis: {image: redis}}\n")
+    skipped: list[Path] = []
+    with caplog.at_level("WARNING", logger="workflows.triggers"):
+        files = plan_files([str(folder)], skipped=skipped)
+    assert [f.name for f in files] == ["fabric.yaml", "three-tier.yaml"]
+    assert sorted(f.name for f in skipped) == ["compose.yml", "topology.yaml"]
+    assert "skipped" in caplog.text and "topology.yaml" in caplog.text
+    bundle = bundle_loader([str(folder)])()
+    assert "three-tier" in bundle.plans  # type: ignore[attr-defined]

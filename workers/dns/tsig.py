@@ -23,7 +23,8 @@ from typing import Any
 import dns.name
 import dns.tsig
 
-from plans.credentials import SecretRef
+from plans.credentials import SecretRef, read_secret_file
+from plans.errors import ConfigurationError
 from workers.dns.errors import DnsKeyFileError
 
 DEFAULT_ALGORITHM = "hmac-sha256"
@@ -129,13 +130,9 @@ def load_key_file(
         text = SecretRef.parse(source).resolve()
     else:
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise DnsKeyFileError(
-                f"cannot read TSIG key file {source} ({exc.strerror}); check the path and "
-                "that this process may read it",
-                key_ref=source,
-            ) from None
+            text = read_secret_file(path, what="TSIG key file")
+        except ConfigurationError as exc:
+            raise DnsKeyFileError(str(exc), key_ref=source) from None
     keys = parse_keys(text, source=source, default_algorithm=default_algorithm)
     if name is not None:
         keys = [k for k in keys if k.name.rstrip(".") == name.rstrip(".")]

@@ -20,6 +20,7 @@ from workers.dns.errors import DnsError, DnsVerificationTimeout
 from workers.dns.records import ADDRESS_TYPES, absolute_name, parse_addresses
 from workers.dns.rfc2136 import authoritative_servers, query
 from workers.dns.target import DnsTarget, Server
+from workflows.waiting import wait_until
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,8 @@ def verify(
     deadline = start + timeout
     answers: dict[Server, ServerAnswer] = {}
     result = VerifyResult(name=fqdn, expected=expected)
-    while True:
+
+    def every_server_answers() -> VerifyResult | None:
         for server in servers:
             previous = answers.get(server)
             if previous is not None and previous.ok:
@@ -133,11 +135,10 @@ def verify(
         result.elapsed = time.monotonic() - start
         if on_attempt is not None:
             on_attempt(result)
-        if result.ok:
-            return result
-        if time.monotonic() + interval > deadline:
-            break
-        time.sleep(interval)
+        return result if result.ok else None
+
+    if wait_until(every_server_answers, timeout=timeout, interval=interval) is not None:
+        return result
     stale = {a.server: a.addresses or [a.error or "(no records)"] for a in result.stale}
     described = "; ".join(f"{server} answered {', '.join(got)}" for server, got in stale.items())
     raise DnsVerificationTimeout(

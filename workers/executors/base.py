@@ -1,34 +1,46 @@
-"""What every executor shares: its signature, param access, messages and polling.
+"""What every executor shares: its signature, its input, messages and the test VM's name.
 
-An executor is ``(StepContext, StepSpec) -> StepOutcome``. Errors it raises name the VM, the
-host, the cmdlet and the replication state it found, and say what to do next.
+A step function is ``(StepContext, StepSpec) -> StepOutcome``; it reads the step's input
+through :func:`input_of`, as the model of its kind. Errors it raises name the VM, the host,
+the cmdlet and the replication state it found, and say what to do next.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
+
+from pydantic import BaseModel
 
 from workers.errors import CmdletFailed
 from workers.executors.context import StepContext
 from workers.executors.errors import StepFailed, StepParamsError
+from workers.hyperv.hyperv import TEST_SUFFIX, name_of_test_vm
 from workflows.steps import StepKind, StepOutcome, StepSpec
 
-Executor = Callable[[StepContext, StepSpec], StepOutcome]
-T = TypeVar("T")
+StepFunction = Callable[[StepContext, StepSpec], StepOutcome]
+M = TypeVar("M", bound=BaseModel)
 
-TEST_SUFFIX = " - Test"
 # Steps that act on the test VM (not the replica) in a test run.
 _TEST_VM_KINDS = frozenset(
     {StepKind.CONNECT_NETWORK, StepKind.START_VM, StepKind.WAIT_IP, StepKind.HEALTH_CHECK}
 )
 
 
-def test_vm_name(vm: str) -> str:
-    """The name Hyper-V gives the VM that ``Start-VMFailover -AsTest`` creates."""
-    return f"{vm}{TEST_SUFFIX}"
+def is_test_vm(name: str) -> bool:
+    """Whether ``name`` is a test failover's VM (``name_of_test_vm`` of some VM)."""
+    return name.endswith(TEST_SUFFIX)
+
+
+def input_of(spec: StepSpec, model: type[M]) -> M:
+    """The step's input as ``model``; another model means a step handed to the wrong executor."""
+    if not isinstance(spec.params, model):
+        raise StepParamsError(
+            f"step {spec.key} ({spec.kind}) carries a {type(spec.params).__name__}, not the "
+            f"{model.__name__} its executor reads; recompile the run"
+        )
+    return spec.params
 
 
 def leftover_cleanup(vm: str, host: str) -> str:
@@ -54,13 +66,10 @@ def host_of(spec: StepSpec) -> str:
 
 
 def target_vm(ctx: StepContext, spec: StepSpec) -> str:
-    """The VM the step acts on: ``params["vm_name"]``, the test VM in a test run, or the VM."""
-    explicit = spec.params.get("vm_name")
-    if explicit:
-        return str(explicit)
+    """The VM the step acts on: the test VM in a test run, or the VM."""
     vm = vm_of(spec)
     if ctx.failover_type == "test" and spec.kind in _TEST_VM_KINDS:
-        return test_vm_name(vm)
+        return name_of_test_vm(vm)
     return vm
 
 
@@ -82,31 +91,3 @@ def refused_as_step_error(
             host=host,
             fully_qualified_error_id=exc.fully_qualified_error_id,
         ) from exc
-
-
-def param(spec: StepSpec, name: str, kind: type[T], default: T) -> T:
-    """``spec.params[name]`` checked against ``kind`` (None or missing gives ``default``)."""
-    value: Any = spec.params.get(name)
-    if value is None:
-        return default
-    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)  # type: ignore[return-value]
-    if not isinstance(value, kind):
-        raise StepParamsError(
-            f"step {spec.key}: param {name!r} must be {kind.__name__}, got {value!r}; "
-            "recompile the run"
-        )
-    return value
-
-
-def wait_until(check: Callable[[], T | None], *, timeout: float, interval: float) -> T | None:
-    """Call ``check`` until it returns something not None or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found is not None:
-            return found
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return None
-        time.sleep(min(interval, remaining))

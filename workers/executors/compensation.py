@@ -1,88 +1,132 @@
 """Compensation: executing the undo records the executors return.
 
-An undo record is JSON: ``{"action": ..., "host": ..., "vm": ..., ...}``. Each action runs
-through the same idempotent executor a forward step would use, so compensating twice, or
-compensating something already undone by hand, changes nothing the second time.
+An undo record is one model per action (:data:`~workflows.inputs.UndoRecord`). Each runs
+through the same idempotent code a forward step uses, so compensating twice, or compensating
+something already undone by hand, changes nothing the second time.
 
 =========================  ========================================================
-action                     what it does
+record (action)            what it does
 =========================  ========================================================
-``stop_test_failover``     Stop-VMFailover on the replica: deletes "<VM> - Test"
-``cancel_failover``        turn the failed-over VM off, Stop-VMFailover; then
-                           Start-VM on ``restart_source`` (if Ferryman shut it down)
-``cancel_prepare``         Stop-VMFailover on a primary left PreparedForFailover
-``start_vm``               Start-VM (the source VM Ferryman shut down)
-``stop_vm``                turn a started VM off
-``connect_network``        back to the previous switch (None: disconnected)
-``restore_dns``            put back the records UPDATE_DNS captured
-``script``                 the action's undo script
+``StopTestFailover``       Stop-VMFailover on the replica: deletes "<VM> - Test"
+``CancelFailover``         turn the failed-over VM off, Stop-VMFailover; then
+                           Stop-VMFailover and Start-VM on ``restart_source``
+                           (the source VM, if Ferryman shut it down)
+``CancelPrepare``          Stop-VMFailover on a primary left PreparedForFailover
+``StartVm``                Start-VM (the source VM Ferryman shut down)
+``StopVm``                 turn a started VM off
+``RestoreNetwork``         back to the previous switch (None: disconnected)
+``RestoreDns``             put back the records UPDATE_DNS captured
+``UndoScript``             the action's undo script (at most once, like any script)
+``RemoveReplication``      Remove-VMReplication on both ends (protection enabled)
+``RestoreReplication...``  Set-VMReplication back to the settings found before
 =========================  ========================================================
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from workers.executors import dns, failover, machine, script
+from workers.executors import dns, failover, machine, protection, script
+from workers.executors.base import input_of
 from workers.executors.context import StepContext
-from workers.executors.errors import StepParamsError
+from workflows.inputs import (
+    CancelFailover,
+    CancelPrepare,
+    CompensateInput,
+    RemoveReplication,
+    RemoveReplicationInput,
+    RestoreDns,
+    RestoreNetwork,
+    RestoreReplicationSettings,
+    ScriptInput,
+    SetReplicationInput,
+    StartVm,
+    StopTestFailover,
+    StopVm,
+    UndoRecord,
+    UndoScript,
+    undo_record,
+)
 from workflows.steps import StepKind, StepOutcome, StepSpec
 
-_ACTIONS: dict[str, tuple[StepKind, Callable[[StepContext, StepSpec], StepOutcome]]] = {
-    "stop_test_failover": (StepKind.TEST_CLEANUP, failover.test_cleanup),
-    "cancel_failover": (StepKind.CANCEL_FAILOVER, failover.cancel_failover),
-    "cancel_prepare": (StepKind.CANCEL_FAILOVER, failover.cancel_prepare),
-    "start_vm": (StepKind.START_VM, machine.start_vm),
-    "stop_vm": (StepKind.START_VM, machine.stop_vm),
-    "connect_network": (StepKind.CONNECT_NETWORK, machine.restore_network),
-    "restore_dns": (StepKind.RESTORE_DNS, dns.restore_dns),
-    "script": (StepKind.SCRIPT, script.script),
-}
+
+def _spec(undo: UndoRecord, kind: StepKind, vm: str) -> StepSpec:
+    """The step an undo record runs as: its key, the forward kind its messages name, its VM."""
+    return StepSpec(f"undo:{undo.action}:{vm}", kind, vm, getattr(undo, "host", None))
 
 
-def _spec(action: str, kind: StepKind, undo: Mapping[str, Any]) -> StepSpec:
-    params = {k: v for k, v in undo.items() if k not in ("action", "host", "vm")}
-    vm = undo.get("vm") or undo.get("vm_name")
-    if kind in (StepKind.START_VM, StepKind.CONNECT_NETWORK):
-        # Compensation names its VM exactly; never re-derive the test VM's name.
-        params.setdefault("vm_name", vm)
-    return StepSpec(
-        key=f"undo:{action}:{vm or undo.get('name', '')}",
-        kind=kind,
-        vm=str(vm) if vm else None,
-        host=str(undo["host"]) if undo.get("host") else None,
-        params=params,
-    )
-
-
-def compensate(ctx: StepContext, undo: dict[str, Any]) -> None:
+def compensate(ctx: StepContext, undo: UndoRecord | Mapping[str, Any]) -> None:
     """Execute one undo record (idempotent); raises like a step would."""
     outcome_of(ctx, undo)
 
 
-def outcome_of(ctx: StepContext, undo: Mapping[str, Any]) -> StepOutcome:
+def outcome_of(ctx: StepContext, undo: UndoRecord | Mapping[str, Any]) -> StepOutcome:
     """Execute one undo record and return what it did (``changed=False``: nothing to undo)."""
-    action = str(undo.get("action", ""))
-    entry = _ACTIONS.get(action)
-    if entry is None:
-        known = ", ".join(sorted(_ACTIONS))
-        raise StepParamsError(f"unknown undo action {action!r} (known: {known})")
-    kind, executor = entry
-    outcome = executor(ctx, _spec(action, kind, undo))
-    restart = undo.get("restart_source") if action == "cancel_failover" else None
-    if isinstance(restart, Mapping):
+    record = undo_record(undo)
+    match record:
+        case StopTestFailover():
+            return failover.test_cleanup(ctx, _spec(record, StepKind.TEST_CLEANUP, record.vm))
+        case CancelFailover():
+            return _cancel_failover(ctx, record)
+        case CancelPrepare():
+            return failover.cancel_prepare(ctx, _spec(record, StepKind.CANCEL_FAILOVER, record.vm))
+        case StartVm():
+            step = _spec(record, StepKind.START_VM, record.vm)
+            return machine.power_on(ctx, step, record.host, record.vm)
+        case StopVm():
+            return machine.stop_vm(ctx, record)
+        case RestoreNetwork():
+            step = _spec(record, StepKind.CONNECT_NETWORK, record.vm)
+            return machine.restore_network(ctx, step, record)
+        case RestoreDns():
+            return dns.restore_snapshots(ctx, record.snapshots)
+        case UndoScript():
+            params = ScriptInput(
+                script=record.script,
+                parameters=record.parameters,
+                timeout=record.timeout,
+                name=record.name,
+            )
+            return script.script(ctx, _spec_script(record, params))
+        case RemoveReplication():
+            remove = RemoveReplicationInput(replica_host=record.replica_host)
+            step = StepSpec(
+                f"undo:{record.action}:{record.vm}",
+                StepKind.REMOVE_REPLICATION,
+                record.vm,
+                record.host,
+                remove,
+            )
+            return protection.remove_replication(ctx, step)
+        case RestoreReplicationSettings():
+            back = SetReplicationInput(settings=record.settings)
+            step = StepSpec(
+                f"undo:{record.action}:{record.vm}",
+                StepKind.SET_REPLICATION,
+                record.vm,
+                record.host,
+                back,
+            )
+            return protection.set_replication(ctx, step)
+
+
+def _spec_script(record: UndoScript, params: ScriptInput) -> StepSpec:
+    return StepSpec(f"undo:script:{record.name}", StepKind.SCRIPT, None, record.host, params)
+
+
+def _cancel_failover(ctx: StepContext, record: CancelFailover) -> StepOutcome:
+    outcome = failover.cancel_failover(ctx, _spec(record, StepKind.CANCEL_FAILOVER, record.vm))
+    restart = record.restart_source
+    if restart is not None:
         # A planned failover left the source PreparedForFailover; undo that before starting it.
-        outcome_of(ctx, {"action": "cancel_prepare", **restart})
-        started = outcome_of(ctx, {"action": "start_vm", **restart})
+        outcome_of(ctx, CancelPrepare(host=restart.host, vm=restart.vm))
+        started = outcome_of(ctx, StartVm(host=restart.host, vm=restart.vm))
         outcome.result["restarted_source"] = started.changed
         outcome.changed = outcome.changed or started.changed
     return outcome
 
 
 def compensate_step(ctx: StepContext, spec: StepSpec) -> StepOutcome:
-    """A COMPENSATE step: run the undo record in ``params["undo"]``."""
-    undo = spec.params.get("undo")
-    if not isinstance(undo, Mapping):
-        raise StepParamsError(f"step {spec.key}: compensate needs params.undo (an undo record)")
-    return outcome_of(ctx, undo)
+    """A COMPENSATE step: run the undo record its input carries."""
+    return outcome_of(ctx, input_of(spec, CompensateInput).undo)

@@ -10,55 +10,30 @@ never opened once per call. Tests pass their own factories instead of monkeypatc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from plans.credentials import SecretRef
 from plans.errors import ConfigurationError
 from workers.executors.dnsops import DnsOps, default_dns_ops
-from workers.hyperv.connection import AuthMethod, PsrpEndpoint
+from workers.hyperv.connection import PsrpEndpoint
 from workers.hyperv.hyperv import HyperVHost
 from workers.hyperv.psrp import PsrpRunner
 from workers.hyperv.vmm import VmmServer
 from workers.powershell import PowerShellRunner
+from workflows.inputs import ZoneTarget
 from workflows.steps import HostRef
 
 POLL_INTERVAL = 0.2  # seconds; see StepContext.poll_interval
 
 RunnerFactory = Callable[[HostRef], PowerShellRunner]
-DnsFactory = Callable[[Mapping[str, Any]], DnsOps]
-
-
-def endpoint_for(ref: HostRef) -> PsrpEndpoint:
-    """The adapter's endpoint for a HostRef; the password stays a reference."""
-    try:
-        auth = AuthMethod(ref.auth.lower())
-    except ValueError:
-        known = ", ".join(m.value for m in AuthMethod)
-        raise ConfigurationError(
-            f"host {ref.name}: auth {ref.auth!r} is not supported; use one of {known}"
-        ) from None
-    operation_timeout = max(1, int(ref.operation_timeout))
-    return PsrpEndpoint(
-        host=ref.name,
-        url=ref.url,
-        auth=auth,
-        username=ref.username,
-        password_ref=SecretRef.parse(ref.password_ref),
-        verify_tls=ref.verify_tls,
-        ca_bundle=ref.ca_bundle,
-        connect_timeout=ref.connect_timeout,
-        operation_timeout=operation_timeout,
-        # The HTTP read must outlast a long-poll Receive held for the operation timeout.
-        read_timeout=float(operation_timeout + 10),
-    )
+DnsFactory = Callable[[ZoneTarget], DnsOps]
 
 
 def psrp_runner(ref: HostRef) -> PowerShellRunner:
     """The default runner: pypsrp over the process-wide session cache (a bounded set of
     sessions per host, ``FERRYMAN_PSRP_SESSIONS_PER_HOST``)."""
-    return PsrpRunner(endpoint_for(ref))
+    return PsrpRunner(PsrpEndpoint.from_ref(ref))
 
 
 @dataclass
@@ -113,11 +88,11 @@ class StepContext:
         """Typed VMM cmdlets on the VMM server ``host_name``."""
         return VmmServer(self.runner(host_name), host_name)
 
-    def dns(self, params: Mapping[str, Any]) -> DnsOps:
-        """DNS operations on one zone target (``params`` as the compiler writes them)."""
+    def dns(self, target: ZoneTarget) -> DnsOps:
+        """DNS operations on one zone target (as the compiler resolved it)."""
         if self.dns_factory is not None:
-            return self.dns_factory(params)
-        return default_dns_ops(params, self.runner)
+            return self.dns_factory(target)
+        return default_dns_ops(target, self.runner)
 
 
 def context(

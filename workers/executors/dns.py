@@ -7,19 +7,20 @@ already points at the address is left alone (a redelivered task sends no update)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from plans.errors import FerrymanError
-from workers.executors.base import param
+from workers.executors.base import input_of
 from workers.executors.context import StepContext
 from workers.executors.errors import StepParamsError
+from workflows.inputs import DnsSnapshot, RestoreDns, RestoreDnsInput, UpdateDnsInput, ZoneTarget
 from workflows.steps import StepOutcome, StepSpec
 
 
-def _addresses(ctx: StepContext, spec: StepSpec) -> list[str]:
-    explicit = spec.params.get("addresses")
+def _addresses(ctx: StepContext, spec: StepSpec, explicit: Sequence[str] | None) -> list[str]:
     if explicit:
-        return [str(a) for a in explicit]
+        return list(explicit)
     found = ctx.prior.get("wait_ip", {}).get("addresses")
     if not found:
         raise StepParamsError(
@@ -29,34 +30,30 @@ def _addresses(ctx: StepContext, spec: StepSpec) -> list[str]:
     return [str(a) for a in found]
 
 
-def _target(zones: dict[str, Any], zone: str, spec: StepSpec) -> dict[str, Any]:
+def _target(zones: dict[str, ZoneTarget], zone: str, spec: StepSpec) -> ZoneTarget:
     target = zones.get(zone)
-    if not isinstance(target, dict):
+    if target is None:
         raise StepParamsError(
-            f"step {spec.key}: record zone {zone!r} has no target in params.zones; add the "
+            f"step {spec.key}: record zone {zone!r} has no target in the step's zones; add the "
             "zone to the fabric's dns_zones and recompile the run"
         )
-    return {**target, "zone": zone}
+    return target
 
 
 def update_dns(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     """Switch, verify, and record the previous records for RESTORE_DNS / compensation."""
-    records = param(spec, "records", list, [])
-    zones = param(spec, "zones", dict, {})
-    addresses = _addresses(ctx, spec)
-    snapshots: list[dict[str, Any]] = []
+    params = input_of(spec, UpdateDnsInput)
+    addresses = _addresses(ctx, spec, params.addresses)
+    snapshots: list[DnsSnapshot] = []
     done: list[dict[str, Any]] = []
     try:
-        for record in records:
-            zone = str(record["zone"])
-            name = str(record["name"])
-            target = _target(zones, zone, spec)
+        for record in params.records:
+            zone, name = record.zone, record.name
+            target = _target(params.zones, zone, spec)
             ops = ctx.dns(target)
-            old, changed = ops.switch(
-                name, addresses, ttl=record.get("ttl"), ptr=bool(record.get("ptr", False))
-            )
+            old, changed = ops.switch(name, addresses, ttl=record.ttl, ptr=record.ptr)
             if changed:
-                snapshots.append({"target": target, "snapshot": old})
+                snapshots.append(DnsSnapshot(target=target, snapshot=old))
             verified = ops.verify(name, addresses)
             done.append(
                 {
@@ -74,22 +71,19 @@ def update_dns(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     return StepOutcome(result={"records": done}, undo=_undo(snapshots), changed=bool(snapshots))
 
 
-def _undo(snapshots: list[dict[str, Any]]) -> dict[str, Any] | None:
-    return {"action": "restore_dns", "snapshots": snapshots} if snapshots else None
+def _undo(snapshots: list[DnsSnapshot]) -> RestoreDns | None:
+    return RestoreDns(snapshots=tuple(snapshots)) if snapshots else None
 
 
 def restore_dns(ctx: StepContext, spec: StepSpec) -> StepOutcome:
-    """Put back the snapshots UPDATE_DNS captured (``params["snapshots"]``); idempotent."""
-    snapshots = param(spec, "snapshots", list, [])
+    """Put back the snapshots UPDATE_DNS captured (the input's ``snapshots``); idempotent."""
+    return restore_snapshots(ctx, input_of(spec, RestoreDnsInput).snapshots)
+
+
+def restore_snapshots(ctx: StepContext, snapshots: Sequence[DnsSnapshot]) -> StepOutcome:
+    """Put ``snapshots`` back, newest first; ``changed`` False when every zone matched."""
     restored: list[str] = []
     for entry in reversed(snapshots):
-        target = entry.get("target")
-        snapshot = entry.get("snapshot")
-        if not isinstance(target, dict) or not isinstance(snapshot, dict):
-            raise StepParamsError(
-                f"step {spec.key}: restore_dns needs snapshots of {{target, snapshot}} as "
-                "update_dns records them"
-            )
-        if ctx.dns(target).restore(snapshot):
-            restored.extend(str(r.get("name")) for r in snapshot.get("records", []))
+        if ctx.dns(entry.target).restore(entry.snapshot):
+            restored.extend(str(r.get("name")) for r in entry.snapshot.get("records", []))
     return StepOutcome(result={"restored": restored}, changed=bool(restored))

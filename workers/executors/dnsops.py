@@ -1,14 +1,13 @@
 """What the DNS executors need from a zone target, and the RFC 2136 implementation of it.
 
 UPDATE_DNS and RESTORE_DNS work on one zone target at a time through :class:`DnsOps`. The
-default factory binds a target (the JSON the compiler writes from the fabric's ``dns_zones``:
-``zone, kind, primary, servers, tsig_key, algorithm, timeout, verify_timeout``) to the DNS
-adapter, ``workers.dns``. Snapshots travel as the adapter's JSON so they fit in an undo record.
+default factory binds a target (:class:`~workflows.inputs.ZoneTarget`, the fabric's
+``dns_zones`` entry as the compiler resolved it) to the DNS adapter, ``workers.dns``.
+Snapshots travel as the adapter's JSON so they fit in an undo record.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -21,6 +20,13 @@ from workers.dns.target import DnsTarget
 from workers.dns.verify import verify
 from workers.dns.windows import WindowsDns
 from workers.powershell import PowerShellRunner
+from workflows.inputs import ZoneTarget
+from workflows.waiting import wait_until
+
+# Windows DNS: seconds between reads of a switched record (AD-integrated zones replicate
+# between DNS servers, but the server Ferryman asks has the record at once: the first read
+# normally matches)
+WINDOWS_VERIFY_INTERVAL = 0.2
 
 
 class DnsOps(Protocol):
@@ -88,13 +94,24 @@ def _forward_names(snapshot: Snapshot) -> list[str]:
     return sorted(names)
 
 
-def target_from_params(params: Mapping[str, Any]) -> DnsTarget:
-    """The adapter's DnsTarget for a zone target written by the compiler."""
-    zone = str(params.get("zone") or "")
-    if not zone:
+def zone_target(target: ZoneTarget | Mapping[str, Any]) -> ZoneTarget:
+    """A zone target (one given as JSON is validated)."""
+    if isinstance(target, ZoneTarget):
+        return target
+    if not target.get("zone") and not target.get("name"):
         raise ConfigurationError("a DNS target without a zone name; recompile the run")
+    try:
+        return ZoneTarget.model_validate(dict(target))
+    except ValueError as exc:
+        raise ConfigurationError(f"DNS target {dict(target)!r}: {exc}; recompile the run") from None
+
+
+def target_from_params(target: ZoneTarget | Mapping[str, Any]) -> DnsTarget:
+    """The adapter's DnsTarget for a zone target written by the compiler."""
+    params = zone_target(target)
+    zone = params.zone
     key_file: str | None = None
-    key_ref = params.get("tsig_key")
+    key_ref = params.tsig_key
     if key_ref:
         ref = SecretRef.parse(str(key_ref))
         if ref.scheme != "file":
@@ -103,14 +120,13 @@ def target_from_params(params: Mapping[str, Any]) -> DnsTarget:
                 f"not {ref}"
             )
         key_file = ref.target
-    servers = params.get("servers")
     return DnsTarget(
         zone=zone,
-        primary=str(params["primary"]) if params.get("primary") else None,
-        servers=[str(s) for s in servers] if servers else None,
+        primary=params.primary or None,
+        servers=list(params.servers) if params.servers else None,
         key_file=key_file,
-        algorithm=str(params.get("algorithm") or "hmac-sha256"),
-        timeout=float(params.get("timeout") or 5.0),
+        algorithm=params.algorithm or "hmac-sha256",
+        timeout=params.timeout or 5.0,
     )
 
 
@@ -141,20 +157,21 @@ class WindowsZone:
         """Read the records back from the DNS Server until they match (AD replicates them)."""
         split = parse_addresses(addresses)
         expected = sorted(a for values in split.values() for a in values)
-        deadline = time.monotonic() + self.verify_timeout
-        while True:
-            found = self.dns.capture([name]).addresses(name)
-            if found == expected:
-                return {"name": name, "ok": True, "answers": [{"server": self.host}]}
-            if time.monotonic() >= deadline:
-                raise DnsVerificationTimeout(
-                    f"{name} in {self.zone} on {self.host} answers {', '.join(found) or 'nothing'}"
-                    f", not {', '.join(expected)}; check the DNS Server, then resume",
-                    zone=self.zone,
-                    server=self.host,
-                    stale={self.host: found},
-                )
-            time.sleep(0.5)
+        found: list[str] = []
+
+        def matches() -> bool | None:
+            found[:] = self.dns.capture([name]).addresses(name)
+            return True if found == expected else None
+
+        if wait_until(matches, timeout=self.verify_timeout, interval=WINDOWS_VERIFY_INTERVAL):
+            return {"name": name, "ok": True, "answers": [{"server": self.host}]}
+        raise DnsVerificationTimeout(
+            f"{name} in {self.zone} on {self.host} answers {', '.join(found) or 'nothing'}"
+            f", not {', '.join(expected)}; check the DNS Server, then resume",
+            zone=self.zone,
+            server=self.host,
+            stale={self.host: list(found)},
+        )
 
     def restore(self, snapshot: Mapping[str, Any]) -> bool:
         """See :meth:`DnsOps.restore`."""
@@ -172,15 +189,20 @@ class WindowsZone:
 RunnerFor = Callable[[str], PowerShellRunner]
 
 
-def default_dns_ops(params: Mapping[str, Any], runner_for: RunnerFor) -> DnsOps:
-    """DnsOps for a zone target: ``kind`` rfc2136 (default) or windows (via ``params.vmm``)."""
-    kind = str(params.get("kind") or "rfc2136")
-    verify_timeout = float(params.get("verify_timeout") or 60.0)
-    zone = str(params.get("zone") or "")
+def default_dns_ops(target: ZoneTarget | Mapping[str, Any], runner_for: RunnerFor) -> DnsOps:
+    """DnsOps for a zone target: ``kind`` rfc2136 (default) or windows (via its ``vmm``)."""
+    if isinstance(target, Mapping) and target.get("kind", "rfc2136") not in ("rfc2136", "windows"):
+        zone = target.get("zone") or target.get("name")
+        raise ConfigurationError(
+            f"zone {zone}: DNS kind {target['kind']!r} is unknown; use rfc2136 or windows"
+        )
+    params = zone_target(target)
+    kind, zone = params.kind, params.zone
+    verify_timeout = params.verify_timeout or 60.0
     if kind == "rfc2136":
         return Rfc2136Zone(target_from_params(params), verify_timeout=verify_timeout)
     if kind == "windows":
-        host = params.get("vmm") or params.get("host")
+        host = params.vmm
         if not host:
             raise ConfigurationError(
                 f"zone {zone}: a windows zone needs the site whose VMM server runs the DNS "

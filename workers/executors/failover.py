@@ -8,18 +8,14 @@ allows neither the step nor a skip raises :class:`InvalidReplicationState` sayin
 
 from __future__ import annotations
 
-from typing import Any
-
 from plans.errors import TransientError
 from workers.errors import RemotePermanentError
 from workers.executors.base import (
     host_of,
+    input_of,
     leftover_cleanup,
-    param,
     refused_as_step_error,
-    test_vm_name,
     vm_of,
-    wait_until,
 )
 from workers.executors.context import StepContext
 from workers.executors.errors import InvalidReplicationState, LeftoverTestFailover, StepError
@@ -31,10 +27,20 @@ from workers.executors.lookup import (
     require_vm,
     state_text,
 )
-from workers.hyperv.hyperv import HyperVHost
+from workers.hyperv.hyperv import HyperVHost, name_of_test_vm
 from workers.hyperv.states import ReplicationMode as Mode
 from workers.hyperv.states import ReplicationState as RS
+from workflows.inputs import (
+    CancelFailover,
+    CancelPrepare,
+    FailoverInput,
+    ShutdownPrimaryInput,
+    SourceToRestart,
+    StartVm,
+    StopTestFailover,
+)
 from workflows.steps import StepOutcome, StepSpec
+from workflows.waiting import wait_until
 
 # Replica states Start-VMFailover accepts (DESIGN.md, the state table).
 _FAILOVER_FROM = frozenset({RS.REPLICATING, RS.RESYNCHRONIZING, RS.SUSPENDED})
@@ -43,8 +49,8 @@ _FAILOVER_FROM = frozenset({RS.REPLICATING, RS.RESYNCHRONIZING, RS.SUSPENDED})
 def shutdown_primary(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     """Stop-VM on the primary; with ``best_effort`` an unreachable primary is only a warning."""
     vm, host = vm_of(spec), host_of(spec)
-    best_effort = param(spec, "best_effort", bool, False)
-    timeout = param(spec, "timeout", float, 600.0)
+    params = input_of(spec, ShutdownPrimaryInput)
+    best_effort, timeout = params.best_effort, params.timeout
     hv = ctx.hyperv(host)
     try:
         info = require_vm(hv, spec, vm)
@@ -72,7 +78,7 @@ def shutdown_primary(ctx: StepContext, spec: StepSpec) -> StepOutcome:
         return StepOutcome(result={"warning": warning}, changed=False)
     return StepOutcome(
         result={"state": "Off", "shut_down": True, "host": host},
-        undo={"action": "start_vm", "host": host, "vm": vm},
+        undo=StartVm(host=host, vm=vm),
     )
 
 
@@ -121,7 +127,7 @@ def prepare_failover(ctx: StepContext, spec: StepSpec) -> StepOutcome:
         hv.start_failover(vm, prepare=True)
     return StepOutcome(
         result={"state": RS.PREPARED_FOR_FAILOVER.value},
-        undo={"action": "cancel_prepare", "host": host, "vm": vm},
+        undo=CancelPrepare(host=host, vm=vm),
     )
 
 
@@ -129,7 +135,7 @@ def failover(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     """Start-VMFailover on the replica (the latest recovery point)."""
     vm, host = vm_of(spec), host_of(spec)
     hv = ctx.hyperv(host)
-    point = param(spec, "recovery_point", str, "") or None
+    point = input_of(spec, FailoverInput).recovery_point or None
     if point == "latest":
         point = None
     repl = require_replication(hv, spec, vm)
@@ -176,20 +182,20 @@ def failover(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     )
 
 
-def _failover_undo(ctx: StepContext, host: str, vm: str) -> dict[str, Any]:
-    undo: dict[str, Any] = {"action": "cancel_failover", "host": host, "vm": vm}
+def _failover_undo(ctx: StepContext, host: str, vm: str) -> CancelFailover:
     shutdown = ctx.prior.get("shutdown_primary", {})
+    restart = None
     if shutdown.get("shut_down") and shutdown.get("host"):
-        undo["restart_source"] = {"host": shutdown["host"], "vm": vm}
-    return undo
+        restart = SourceToRestart(host=str(shutdown["host"]), vm=vm)
+    return CancelFailover(host=host, vm=vm, restart_source=restart)
 
 
 def test_failover(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     """Start-VMFailover -AsTest on the replica: creates "<VM> - Test"."""
     vm, host = vm_of(spec), host_of(spec)
     hv = ctx.hyperv(host)
-    test_vm = test_vm_name(vm)
-    undo = {"action": "stop_test_failover", "host": host, "vm": vm}
+    test_vm = name_of_test_vm(vm)
+    undo = StopTestFailover(host=host, vm=vm)
     if find_vm(hv, test_vm) is not None:
         if ctx.attempt > 1:
             # An earlier start of this step made it (a retry, a redelivery after a crash, a
@@ -232,7 +238,7 @@ def test_cleanup(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     """Stop-VMFailover on the replica: deletes "<VM> - Test"; nothing to do without it."""
     vm, host = vm_of(spec), host_of(spec)
     hv = ctx.hyperv(host)
-    test_vm = test_vm_name(vm)
+    test_vm = name_of_test_vm(vm)
     if find_vm(hv, test_vm) is None:
         return StepOutcome(result={"test_vm": None}, changed=False)
     with refused_as_step_error(

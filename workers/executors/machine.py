@@ -6,16 +6,14 @@ In a test run these act on the test VM ("<VM> - Test"); see :func:`base.target_v
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from workers.executors.base import (
-    TEST_SUFFIX,
     host_of,
-    param,
+    input_of,
+    is_test_vm,
     refused_as_step_error,
     target_vm,
     vm_of,
-    wait_until,
 )
 from workers.executors.context import StepContext
 from workers.executors.errors import HealthCheckFailed, StepParamsError
@@ -29,20 +27,29 @@ from workers.executors.lookup import (
 from workers.hyperv.hyperv import HyperVHost
 from workers.hyperv.ip import HyperVIpSource, IpSource, VmmIpSource, wait_for_ip
 from workers.hyperv.states import ReplicationHealth, VMState
+from workflows.inputs import (
+    ConnectNetworkInput,
+    HealthCheckInput,
+    RestoreNetwork,
+    StartVmInput,
+    StopVm,
+    WaitIpInput,
+)
 from workflows.steps import StepOutcome, StepSpec
+from workflows.waiting import wait_until
 
 _RUN_IT_FIRST = "run the failover (or test failover) step first, or check the plan's replica host"
 
 
-def _is_test(name: str) -> bool:
-    return name.endswith(TEST_SUFFIX)
-
-
 def connect_network(ctx: StepContext, spec: StepSpec) -> StepOutcome:
-    """Connect every adapter to ``params["switch"]``; None leaves the adapters as they are."""
-    host = host_of(spec)
-    name = target_vm(ctx, spec)
-    switch = spec.params.get("switch")
+    """Connect every adapter to the input's ``switch``; None leaves the adapters as they are."""
+    switch = input_of(spec, ConnectNetworkInput).switch
+    return _connect(ctx, spec, host_of(spec), target_vm(ctx, spec), switch, undoable=True)
+
+
+def _connect(
+    ctx: StepContext, spec: StepSpec, host: str, name: str, switch: str | None, *, undoable: bool
+) -> StepOutcome:
     hv = ctx.hyperv(host)
     # The adapters' read also says whether the VM exists (no Get-VM before it).
     adapters = require_adapters(hv, spec, name, _RUN_IT_FIRST)
@@ -62,27 +69,19 @@ def connect_network(ctx: StepContext, spec: StepSpec) -> StepOutcome:
         lambda: describe(find_vm(hv, name), None),
         f"Check that the virtual switch {switch!r} exists on {host}, then resume the run",
     ):
-        hv.connect_network(name, str(switch))
-    undo: dict[str, Any] | None = None
-    if not _is_test(name) and len(current) == 1:
+        hv.connect_network(name, switch)
+    undo = None
+    if undoable and not is_test_vm(name) and len(current) == 1:
         # The test VM is deleted by its cleanup; a real replica gets its old switch back.
-        undo = {
-            "action": "connect_network",
-            "host": host,
-            "vm": vm_of(spec),
-            "vm_name": name,
-            "switch": current[0] or None,
-        }
+        undo = RestoreNetwork(host=host, vm=name, switch=current[0] or None)
     return StepOutcome(result={"switch": switch, "previous": current}, undo=undo)
 
 
-def restore_network(ctx: StepContext, spec: StepSpec) -> StepOutcome:
+def restore_network(ctx: StepContext, spec: StepSpec, undo: RestoreNetwork) -> StepOutcome:
     """Compensation of CONNECT_NETWORK: back to the previous switch (None: disconnected)."""
-    switch = spec.params.get("switch")
-    if switch is not None:
-        return connect_network(ctx, spec)
-    host = host_of(spec)
-    name = target_vm(ctx, spec)
+    host, name = undo.host, undo.vm
+    if undo.switch is not None:
+        return _connect(ctx, spec, host, name, undo.switch, undoable=False)
     hv = ctx.hyperv(host)
     if find_vm(hv, name) is None:
         return StepOutcome(result={"vm": None}, changed=False)
@@ -94,10 +93,22 @@ def restore_network(ctx: StepContext, spec: StepSpec) -> StepOutcome:
 
 def start_vm(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     """Start-VM after ``start_delay`` seconds and wait until it runs; skip if Running."""
-    host = host_of(spec)
-    name = target_vm(ctx, spec)
-    delay = param(spec, "start_delay", float, 0.0)
-    timeout = param(spec, "timeout", float, 300.0)
+    params = input_of(spec, StartVmInput)
+    return power_on(
+        ctx, spec, host_of(spec), target_vm(ctx, spec), params.start_delay, params.timeout
+    )
+
+
+def power_on(
+    ctx: StepContext,
+    spec: StepSpec,
+    host: str,
+    name: str,
+    delay: float = 0.0,
+    timeout: float = StartVmInput().timeout,
+) -> StepOutcome:
+    """Start-VM ``name`` on ``host`` after ``delay`` seconds and wait until it runs (up to
+    ``timeout``); nothing to do when it runs. Compensation starts a source VM with it."""
     hv = ctx.hyperv(host)
     info = require_vm(hv, spec, name, _RUN_IT_FIRST)
     if info.state is VMState.RUNNING:
@@ -127,14 +138,13 @@ def start_vm(ctx: StepContext, spec: StepSpec) -> StepOutcome:
             f"VM {name!r} on {host} is {_state_text(hv, name)} {timeout:g}s after Start-VM; "
             "check its console in Hyper-V Manager, then resume the run"
         )
-    undo = None if _is_test(name) else {"action": "stop_vm", "host": host, "vm_name": name}
+    undo = None if is_test_vm(name) else StopVm(host=host, vm=name)
     return StepOutcome(result={"state": "Running"}, undo=undo)
 
 
-def stop_vm(ctx: StepContext, spec: StepSpec) -> StepOutcome:
+def stop_vm(ctx: StepContext, undo: StopVm) -> StepOutcome:
     """Compensation of START_VM: turn the VM off (it is about to be discarded)."""
-    host = host_of(spec)
-    name = target_vm(ctx, spec)
+    host, name = undo.host, undo.vm
     hv = ctx.hyperv(host)
     info = find_vm(hv, name)
     if info is None or info.state in (VMState.OFF, VMState.OFF_CRITICAL):
@@ -154,29 +164,27 @@ def _state_text(hv: HyperVHost, name: str) -> str:
 
 
 def wait_ip(ctx: StepContext, spec: StepSpec) -> StepOutcome:
-    """Poll Hyper-V or VMM until the VM reports an address in ``params["subnets"]``."""
+    """Poll Hyper-V or VMM until the VM reports an address in the input's ``subnets``."""
     host = host_of(spec)
     name = target_vm(ctx, spec)
-    subnets = param(spec, "subnets", list, [])
+    params = input_of(spec, WaitIpInput)
+    subnets = params.subnets
     if not subnets:
         raise StepParamsError(
             f"step {spec.key}: wait_ip for {name!r} needs the target network's subnets; "
             "add subnets to the network in the fabric"
         )
-    source_name = param(spec, "source", str, "hyperv")
-    timeout = param(spec, "timeout", float, 600.0)
+    source_name, timeout = params.source, params.timeout
     source: IpSource
     if source_name == "vmm":
-        vmm_host = param(spec, "vmm", str, "") or _site_vmm(ctx, host)
+        vmm_host = params.vmm or _site_vmm(ctx, host)
         source = VmmIpSource(ctx.vmm(vmm_host), prefer_host=host)
-    elif source_name == "hyperv":
-        source = HyperVIpSource(ctx.hyperv(host))
     else:
-        raise StepParamsError(f"step {spec.key}: ip source {source_name!r} is not hyperv or vmm")
+        source = HyperVIpSource(ctx.hyperv(host))
     address = wait_for_ip(
         source,
         name,
-        [str(s) for s in subnets],
+        subnets,
         timeout=timeout,
         initial_interval=ctx.poll_interval,
         max_interval=max(ctx.poll_interval * 15, ctx.poll_interval),
@@ -194,7 +202,7 @@ def _site_vmm(ctx: StepContext, host: str) -> str:
     for name, ref in ctx.hosts.items():
         if ref.site == site:
             return name
-    raise StepParamsError(f"no VMM server known for site {site}; add params.vmm")
+    raise StepParamsError(f"no VMM server known for site {site}; recompile the run")
 
 
 def health_check(ctx: StepContext, spec: StepSpec) -> StepOutcome:
@@ -202,7 +210,7 @@ def health_check(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     host = host_of(spec)
     name = target_vm(ctx, spec)
     vm = vm_of(spec)
-    timeout = param(spec, "timeout", float, 0.0)
+    timeout = input_of(spec, HealthCheckInput).timeout
     hv = ctx.hyperv(host)
     last: dict[str, str] = {}
 

@@ -26,20 +26,27 @@ reverse_to (new prim.)     Set-VMReplication -Reverse -Replica...   mode Primary
 start_initial_replication  Start-VMInitialReplication               past ReadyForInitial...
 script (VMM/any host)      the plan's script; errors: ScriptFailed  (never skipped)
 health_check               Running and health not Critical          (read only)
-compensate                 runs params["undo"] (see compensation)   as the undo action
+compensate                 runs its input's undo record             as the undo action
+enable_replication ...     protection runs: see executors.protection
 =========================  =======================================  ===========================
+
+A command whose answer was lost (:class:`~workers.errors.OutcomeUnknown`) is retried only by
+a step that reads its effect back first; a script (or a compensation running an undo
+script) fails instead and runs again only when an operator resumes it.
 """
 
 from __future__ import annotations
 
-from workers.executors import dns, failover, machine, reversal, script
-from workers.executors.base import Executor
+from workers.errors import OutcomeUnknown
+from workers.executors import dns, failover, machine, protection, reversal, script
+from workers.executors.base import StepFunction
 from workers.executors.compensation import compensate_step
 from workers.executors.context import StepContext
 from workers.executors.errors import StepParamsError
+from workflows.inputs import CompensateInput, UndoScript
 from workflows.steps import StepKind, StepOutcome, StepSpec
 
-EXECUTORS: dict[StepKind, Executor] = {
+EXECUTORS: dict[StepKind, StepFunction] = {
     StepKind.SHUTDOWN_PRIMARY: failover.shutdown_primary,
     StepKind.PREPARE_FAILOVER: failover.prepare_failover,
     StepKind.FAILOVER: failover.failover,
@@ -60,6 +67,11 @@ EXECUTORS: dict[StepKind, Executor] = {
     StepKind.HEALTH_CHECK: machine.health_check,
     # The engine's compensation runs carry an undo record in params["undo"].
     StepKind.COMPENSATE: compensate_step,
+    StepKind.ENABLE_REPLICATION: protection.enable_replication,
+    StepKind.INITIAL_REPLICATION: protection.initial_replication,
+    StepKind.SET_REPLICATION: protection.set_replication,
+    StepKind.REMOVE_REPLICATION: protection.remove_replication,
+    StepKind.DELETE_REPLICA: protection.delete_replica,
 }
 
 
@@ -71,4 +83,29 @@ def run_step(ctx: StepContext, spec: StepSpec) -> StepOutcome:
             f"step {spec.key}: {spec.kind} steps are not executed by workers "
             "(a manual step is a gate the engine holds); recompile the run"
         )
-    return executor(ctx, spec)
+    try:
+        return executor(ctx, spec)
+    except OutcomeUnknown as exc:
+        if reads_back(spec):
+            exc.retryable = True  # running again reads the effect and does nothing twice
+            raise
+        host = exc.host or spec.host or "its host"
+        raise OutcomeUnknown(
+            f"outcome unknown on {host}: check, then `ferryman runs resume {ctx.run_id}` or "
+            f"`ferryman runs skip {ctx.run_id}` ({exc}; a {spec.kind} step cannot read back "
+            "whether it took effect, so it was not run again)",
+            host=host,
+            doing=exc.doing,
+        ) from exc
+
+
+def reads_back(spec: StepSpec) -> bool:
+    """Whether the step reads its effect back before acting, so running it again is harmless.
+
+    Every Hyper-V and DNS step does; an operator's script (and the compensation that runs a
+    script's undo) does not.
+    """
+    if spec.kind is StepKind.SCRIPT:
+        return False
+    params = spec.params
+    return not (isinstance(params, CompensateInput) and isinstance(params.undo, UndoScript))

@@ -7,9 +7,9 @@ points somewhere else is refused rather than silently "fixed".
 
 from __future__ import annotations
 
-from workers.executors.base import host_of, param, refused_as_step_error, vm_of, wait_until
+from workers.executors.base import host_of, input_of, refused_as_step_error, vm_of
 from workers.executors.context import StepContext
-from workers.executors.errors import InvalidReplicationState, StepParamsError
+from workers.executors.errors import InvalidReplicationState
 from workers.executors.lookup import (
     OFF,
     find_replication,
@@ -23,7 +23,9 @@ from workers.executors.lookup import (
 from workers.hyperv.hyperv import HyperVHost
 from workers.hyperv.states import ReplicationMode as Mode
 from workers.hyperv.states import ReplicationState as RS
+from workflows.inputs import ReverseInput, ReverseToInput, SetAsReplicaInput
 from workflows.steps import StepOutcome, StepSpec
+from workflows.waiting import wait_until
 
 
 def reverse(ctx: StepContext, spec: StepSpec) -> StepOutcome:
@@ -31,7 +33,7 @@ def reverse(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     vm, host = vm_of(spec), host_of(spec)
     hv = ctx.hyperv(host)
     repl = require_replication(hv, spec, vm)
-    expected = spec.params.get("replica_server")
+    expected = input_of(spec, ReverseInput).replica_server
     if repl.mode is Mode.PRIMARY:
         if expected and not same_host(repl.replica_server, str(expected)):
             raise invalid_state(
@@ -78,7 +80,7 @@ def set_as_replica(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     replaced by the initial replication from the new primary, and -AsReplica needs it off.
     """
     vm, host = vm_of(spec), host_of(spec)
-    timeout = param(spec, "timeout", float, 600.0)
+    timeout = input_of(spec, SetAsReplicaInput).timeout
     hv = ctx.hyperv(host)
     repl = find_replication(hv, vm)
     if repl is not None and repl.mode is Mode.REPLICA:
@@ -119,9 +121,7 @@ def _off(hv: HyperVHost, vm: str) -> bool | None:
 def reverse_to(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     """Set-VMReplication -Reverse -ReplicaServerName on the committed new primary."""
     vm, host = vm_of(spec), host_of(spec)
-    replica_server = param(spec, "replica_server", str, "")
-    if not replica_server:
-        raise StepParamsError(f"step {spec.key} ({spec.kind}) needs param 'replica_server'")
+    replica_server = input_of(spec, ReverseToInput).replica_server
     hv = ctx.hyperv(host)
     repl = require_replication(hv, spec, vm)
     if repl.mode is Mode.PRIMARY:

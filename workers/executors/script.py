@@ -14,9 +14,10 @@ from typing import Any
 
 from plans.errors import TransientError
 from workers.errors import CmdletFailed
-from workers.executors.base import host_of, param
+from workers.executors.base import host_of, input_of
 from workers.executors.context import StepContext
 from workers.executors.errors import ScriptFailed, StepParamsError
+from workflows.inputs import ScriptInput, UndoScript
 from workflows.steps import StepOutcome, StepSpec
 
 
@@ -32,14 +33,14 @@ def output_lines(output: list[dict[str, Any]]) -> list[str]:
 
 
 def script(ctx: StepContext, spec: StepSpec) -> StepOutcome:
-    """Run ``params["script"]`` with ``params["parameters"]`` within ``params["timeout"]``."""
+    """Run the input's ``script`` with its ``parameters`` within its ``timeout``."""
     host = host_of(spec)
-    text = param(spec, "script", str, "")
+    params = input_of(spec, ScriptInput)
+    text = params.script
     if not text.strip():
         raise StepParamsError(f"step {spec.key}: script action has no script text; fix the plan")
-    parameters = param(spec, "parameters", dict, {})
-    timeout = param(spec, "timeout", float, 600.0)
-    name = param(spec, "name", str, spec.key)
+    parameters, timeout = params.parameters, params.timeout
+    name = params.name or spec.key
     runner = ctx.runner(host)
     started = time.monotonic()
     try:
@@ -66,15 +67,13 @@ def script(ctx: StepContext, spec: StepSpec) -> StepOutcome:
             f"[{first.fully_qualified_error_id or 'no error id'}]; fix the script, then resume",
             output=lines,
         )
-    undo_text = param(spec, "undo", str, "")
     undo = None
-    if undo_text.strip():
-        undo = {
-            "action": "script",
-            "host": host,
-            "name": f"{name} (undo)",
-            "script": undo_text,
-            "parameters": parameters,
-            "timeout": timeout,
-        }
+    if params.undo and params.undo.strip():
+        undo = UndoScript(
+            host=host,
+            name=f"{name} (undo)",
+            script=params.undo,
+            parameters=parameters,
+            timeout=timeout,
+        )
     return StepOutcome(result={"output": lines}, undo=undo)

@@ -104,7 +104,7 @@ class PsrpEndpoint:
             username=self.username,
             password=self.password_ref.resolve(),
             # pypsrp hands this to requests' ``verify``, which also takes a CA bundle path.
-            cert_validation=cert_validation,  # type: ignore[arg-type]
+            cert_validation=cert_validation,
             encryption=encryption,
             connection_timeout=int(max(1, self.connect_timeout)),
             read_timeout=int(max(1, self.read_timeout)),
@@ -116,19 +116,32 @@ class PsrpEndpoint:
         )
 
     @classmethod
-    def from_ref(cls, ref: HostRef, *, read_timeout: float | None = None) -> PsrpEndpoint:
-        """The endpoint a step's :class:`~workflows.steps.HostRef` describes (no secret in it)."""
+    def from_ref(cls, ref: HostRef) -> PsrpEndpoint:
+        """The endpoint a :class:`~workflows.steps.HostRef` describes: the one way a host
+        reference becomes an endpoint (the password stays a reference).
+
+        The HTTP read limit is the operation timeout plus 10 s, so a long-poll Receive the
+        server holds for the operation timeout is never cut short.
+        """
+        try:
+            auth = AuthMethod(ref.auth.lower())
+        except ValueError:
+            known = ", ".join(m.value for m in AuthMethod)
+            raise ConfigurationError(
+                f"host {ref.name}: auth {ref.auth!r} is not supported; use one of {known}"
+            ) from None
+        operation_timeout = max(1, int(ref.operation_timeout))
         return cls(
             host=ref.name,
             url=ref.url,
-            auth=AuthMethod(ref.auth),
+            auth=auth,
             username=ref.username,
             password_ref=SecretRef.parse(ref.password_ref),
             verify_tls=ref.verify_tls,
             ca_bundle=ref.ca_bundle,
             connect_timeout=ref.connect_timeout,
-            operation_timeout=int(ref.operation_timeout),
-            read_timeout=read_timeout or ref.operation_timeout + 10,
+            operation_timeout=operation_timeout,
+            read_timeout=float(operation_timeout + 10),
         )
 
     def __str__(self) -> str:

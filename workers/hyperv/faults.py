@@ -64,6 +64,20 @@ def classify(exc: BaseException, endpoint: PsrpEndpoint, doing: str) -> Ferryman
     return RemotePermanentError(f"{where}: unexpected {type(exc).__name__}: {exc}")
 
 
+def answer_lost(exc: BaseException) -> bool:
+    """Whether ``exc``, raised while a request was being sent or answered, leaves it unknown
+    whether the host acted on it: an HTTP 5xx, a reset or a read timeout. A refused or timed
+    out connection, an authentication failure or a WS-Man fault mean the host never took it.
+    """
+    if isinstance(exc, ps_exc.WinRMTransportError):
+        return exc.code >= 500
+    if isinstance(exc, requests.exceptions.ConnectTimeout | ConnectionRefusedError):
+        return False
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return "refused" not in _reason(exc)
+    return isinstance(exc, requests.exceptions.Timeout | TimeoutError | ConnectionError)
+
+
 def _auth_error(endpoint: PsrpEndpoint, where: str) -> AuthenticationError:
     return AuthenticationError(
         f"{where}: {endpoint.auth.value} login as {endpoint.username!r} was rejected; fix the "

@@ -19,6 +19,7 @@ from plans.errors import TransientError
 from workers.errors import RemoteTransientError
 from workers.hyperv.hyperv import HyperVHost
 from workers.hyperv.vmm import VmmServer
+from workflows.waiting import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +133,9 @@ def wait_for_ip(
     networks = parse_subnets(subnets)
     if not networks:
         raise ValueError(f"wait_for_ip for {vm}: no subnets given")
-    started = clock()
-    deadline = started + timeout
     seen: list[str] = []
-    while True:
+
+    def address_in_subnets() -> str | None:
         try:
             current = source.addresses(vm)
         except TransientError as exc:
@@ -143,17 +143,25 @@ def wait_for_ip(
                 "polling %s's addresses on %s failed (%s); will poll again", vm, source.host, exc
             )
             _remember(seen, f"error: {exc}")
-            current = []
+            return None
         for address in current:
             _remember(seen, address)
             if in_subnets(address, networks):
                 return address.split("%", 1)[0].strip()
-        remaining = deadline - clock()
-        if remaining <= 0:
-            raise IpTimeout(vm, source.host, networks, seen)
-        waited = clock() - started
-        interval = min(max(waited * LATENESS, initial_interval), max_interval)
-        sleep(min(interval, remaining))
+        return None
+
+    found = wait_until(
+        address_in_subnets,
+        timeout=timeout,
+        interval=initial_interval,
+        lateness=LATENESS,
+        max_interval=max_interval,
+        clock=clock,
+        sleep=sleep,
+    )
+    if found is None:
+        raise IpTimeout(vm, source.host, networks, seen)
+    return found
 
 
 def _remember(seen: list[str], item: str) -> None:

@@ -24,9 +24,9 @@ from pypsrp.exceptions import WinRMTransportError, WSManFaultError
 from pypsrp.powershell import PowerShell
 
 from plans.errors import ConfigurationError, FerrymanError
-from workers.errors import CmdletFailed, RemoteTransientError
+from workers.errors import CmdletFailed, OutcomeUnknown, RemoteTransientError
 from workers.hyperv.connection import PsrpEndpoint
-from workers.hyperv.faults import WSMAN_TIMED_OUT, classify
+from workers.hyperv.faults import WSMAN_TIMED_OUT, answer_lost, classify
 from workers.hyperv.objects import error_from_record, output_object
 from workers.hyperv.pool import (
     DEFAULT_POOLS_PER_HOST,
@@ -202,7 +202,11 @@ class PsrpRunner:
                             dropped,
                         )
                         continue
-                    raise classify(exc, self.endpoint, label) from exc
+                    error = classify(exc, self.endpoint, label)
+                    if isinstance(error, RemoteTransientError) and answer_lost(exc):
+                        # the Command went out and its answer did not come back
+                        error = self._unknown(label, error)
+                    raise error from exc
                 return self._finish(entry, ps, label, deadline, limit)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -214,9 +218,10 @@ class PsrpRunner:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self._stop(entry, ps)
-                    raise RemoteTransientError(
-                        f"{label} on {self.host} did not finish within {limit:g}s and was "
-                        "stopped; will retry (raise the action's timeout if it needs longer)"
+                    raise self._unknown(
+                        label,
+                        f"did not finish within {limit:g}s and was stopped (raise the action's "
+                        "timeout if it needs longer)",
                     )
                 wait = max(0.2, min(self.poll_interval, remaining))
                 try:
@@ -230,7 +235,11 @@ class PsrpRunner:
             raise
         except Exception as exc:
             self.cache.discard(entry)
-            raise classify(exc, self.endpoint, label) from exc
+            error = classify(exc, self.endpoint, label)
+            if isinstance(error, RemoteTransientError):
+                # the host took the Command: whatever broke since, it may have run
+                error = self._unknown(label, error)
+            raise error from exc
         self._close_pipeline(ps)
         return self._result(ps, label)
 
@@ -250,11 +259,18 @@ class PsrpRunner:
                 target=last.target if last else "",
             )
         if ps.state == PSInvocationState.STOPPED:
-            raise RemoteTransientError(
-                f"{label} on {self.host} was stopped by the server; will retry"
-            )
+            raise self._unknown(label, "was stopped by the server")
         output = [output_object(item) for item in ps.output]
         return PSResult(output=output, errors=errors, had_errors=bool(errors))
+
+    def _unknown(self, label: str, cause: object) -> OutcomeUnknown:
+        """The error for a command the host took and whose outcome Ferryman cannot know."""
+        text = str(cause).removesuffix("; will retry").removesuffix(", will retry")
+        return OutcomeUnknown(
+            f"outcome unknown on {self.host}: {label} was sent, then {text}",
+            host=self.host,
+            doing=label,
+        )
 
     def _stop(self, entry: PooledRunspace, ps: PowerShell) -> None:
         try:

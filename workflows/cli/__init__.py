@@ -29,6 +29,10 @@ SUBCOMMANDS: dict[str, str] = {
     "flower": "workflows.cli.services:flower",
     "demo": "workflows.cli.services:demo",
     "triggers": "workflows.cli.services:triggers",
+    "protect": "workflows.cli.protect:protect",
+    "serve": "workflows.api.cli:serve",
+    "tokens": "workflows.api.cli:tokens",
+    "db": "workflows.cli.db:db",
 }
 
 # commands added to another package's group when it is loaded: group -> ["module:attribute"]

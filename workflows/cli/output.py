@@ -40,18 +40,17 @@ def styled(*parts: Any) -> Text:
 
 def say(*parts: Any) -> None:
     """Print one line built with :func:`styled`."""
-    console.print(styled(*parts))
+    console.print(styled(*parts), soft_wrap=True)  # one line; the terminal wraps it
 
 
 def error_line(message: str) -> None:
     """``error: message`` on standard error."""
-    # soft_wrap: one line however long (a refused start names every VM); scripts grep it
     errors.print(styled(("error:", "bold red"), " ", message), soft_wrap=True)
 
 
 def notice(message: str) -> None:
     """A notice on standard error (something derived or worth knowing, not an error)."""
-    errors.print(styled(("note:", "yellow"), " ", message))
+    errors.print(styled(("note:", "yellow"), " ", message), soft_wrap=True)
 
 
 def stop(status: Exit) -> None:

@@ -24,10 +24,12 @@ from rich.tree import Tree
 from workflows.cli.output import Exit, console, notice, say, stop, styled
 from workflows.compiler import CompiledRun, StageKind
 from workflows.operations import FOLLOW_UP_COMMANDS, Operations, Outcome
+from workflows.options import validate_options
 from workflows.runtime import Runtime, for_command, open_store
 from workflows.settings import Settings
 from workflows.statuses import TERMINAL_RUN, RunStatus
 from workflows.store import Run, repository
+from workflows.tokens import local_actor
 
 SETTLED = [*TERMINAL_RUN, RunStatus.WAITING, RunStatus.COMPENSATING]
 UNSUCCESSFUL = {
@@ -59,6 +61,11 @@ def sites_of(run: Run) -> list[str]:
     """The sites whose queues a run's steps go to."""
     compiled = CompiledRun.from_json(run.compiled)
     return sorted({ref.site for ref in compiled.hosts.values()})
+
+
+def _as_local(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str:
+    # used locally, the CLI acts as the named local administrator; --by only says for whom
+    return local_actor(value)
 
 
 def _options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -149,7 +156,9 @@ def _report(outcome: Outcome, runtime: Runtime, wait: bool, timeout: float) -> N
     metavar="KEY=VALUE",
     help="recovery_point=NAME, try_shutdown=false, wait_ip_timeout=300",
 )
-@click.option("--by", "requested_by", default="cli", help="Who asks (recorded).")
+@click.option(
+    "--by", "requested_by", default=None, callback=_as_local, help="For whom (recorded)."
+)
 @click.option(
     "--idempotency-key",
     default=None,
@@ -182,7 +191,7 @@ def run(
     from workflows.compiler import compile_run
 
     bundle = load_bundle(list(files))
-    options = _options(option_pairs)
+    options = validate_options(failover_type, _options(option_pairs))  # typos exit 1
     if dry_run:
         loaded = settings(store=False)
         compiled = compile_run(
@@ -208,14 +217,13 @@ def run(
             options=options,
             by=requested_by,
             idempotency_key=idempotency_key,
+            on_recorded=lambda run_id: say(f"run {run_id} started ({failover_type}, {direction})"),
         )
         if outcome.replayed:
             say(
                 f"run {outcome.run.id} was already started with this idempotency key "
-                f"({outcome.run.status})"
+                f"({outcome.run.status}); nothing new was started"
             )
-        else:
-            say(f"run {outcome.run.id} started ({failover_type}, {direction})")
         _report(outcome, runtime, wait, timeout)
 
 
@@ -313,12 +321,21 @@ def show(run_id: str, as_json: bool) -> None:
 @runs.command("report")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True)
-def report_cmd(run_id: str, as_json: bool) -> None:
-    """Everything about a run: snapshot hash, steps, gates, timeline."""
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the report as a self-contained HTML page (prints to PDF).",
+)
+def report_cmd(run_id: str, as_json: bool, html_file: str | None) -> None:
+    """Everything about a run: snapshot hash, steps, gates, timeline, RTO against the plan."""
     from workflows import report
 
     with _store() as (_loaded, db), db.session() as session:
         data = report.build(session, run_id)
+    if html_file:
+        report.write_html(data, html_file)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
     else:
@@ -408,7 +425,7 @@ def _act(
 
 _wait = click.option("--wait/--no-wait", default=False, help="Follow until the run settles.")
 _timeout = click.option("--timeout", default=3600.0, help="Seconds to follow.")
-_by = click.option("--by", required=True, help="Operator name (recorded).")
+_by = click.option("--by", default=None, callback=_as_local, help="For whom (recorded).")
 _key = click.option(
     "--idempotency-key",
     default=None,
@@ -452,7 +469,7 @@ def reject(run_id: str, by: str, comment: str, idempotency_key: str | None) -> N
 
 @runs.command("resume")
 @click.argument("run_id")
-@click.option("--by", default="cli")
+@click.option("--by", default=None, callback=_as_local)
 @_wait
 @_timeout
 def resume(run_id: str, by: str, wait: bool, timeout: float) -> None:
@@ -460,9 +477,19 @@ def resume(run_id: str, by: str, wait: bool, timeout: float) -> None:
     _act(run_id, lambda ops, r: ops.resume(r.id, by=by), wait, timeout)
 
 
+@runs.command("skip")
+@click.argument("run_id")
+@click.option("--by", default=None, callback=_as_local)
+@_wait
+@_timeout
+def skip(run_id: str, by: str, wait: bool, timeout: float) -> None:
+    """Skip a failed run's failed steps (you checked their effect) and continue."""
+    _act(run_id, lambda ops, r: ops.skip(r.id, by=by), wait, timeout)
+
+
 @runs.command("cancel")
 @click.argument("run_id")
-@click.option("--by", default="cli")
+@click.option("--by", default=None, callback=_as_local)
 @click.option("--reason", default="")
 def cancel(run_id: str, by: str, reason: str) -> None:
     """Stop a run (running steps finish; nothing new starts)."""
@@ -471,7 +498,7 @@ def cancel(run_id: str, by: str, reason: str) -> None:
 
 @runs.command("compensate")
 @click.argument("run_id")
-@click.option("--by", default="cli")
+@click.option("--by", default=None, callback=_as_local)
 @_wait
 @_timeout
 def compensate(run_id: str, by: str, wait: bool, timeout: float) -> None:
@@ -483,7 +510,7 @@ def _followup(name: str, doc: str) -> click.Command:
     operation = FOLLOW_UP_COMMANDS[name]
 
     @click.argument("run_id")
-    @click.option("--by", default="cli")
+    @click.option("--by", default=None, callback=_as_local)
     @click.option("--notes", default="", help="Recorded with the follow-up run.")
     @_wait
     @_timeout

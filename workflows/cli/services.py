@@ -60,7 +60,7 @@ def flower_arguments(args: list[str], *, authenticated: bool) -> list[str]:
         result.insert(0, f"--address={FLOWER_DEFAULT_ADDRESS}")
         address = FLOWER_DEFAULT_ADDRESS
     if _option_value(result, "port") is None:
-        result.insert(1, f"--port={FLOWER_DEFAULT_PORT}")
+        result.insert(0, f"--port={FLOWER_DEFAULT_PORT}")  # first: never inside a "--x V" pair
     if _option_value(result, "basic-auth") is not None or _option_value(result, "basic_auth"):
         raise ConfigurationError(
             "pass Flower's credentials as FERRYMAN_FLOWER_BASIC_AUTH or "

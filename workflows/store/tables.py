@@ -121,6 +121,69 @@ class AuditEvent(SQLModel, table=True):
     data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 
+class ApiToken(SQLModel, table=True):
+    """A bearer token of the HTTP API: its principal's name and role, never the token itself.
+
+    Only a SHA-256 digest of the token is kept (tokens are 256 random bits, so a slow hash
+    adds nothing); ``prefix`` is the token's first characters, enough to tell tokens apart.
+    """
+
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=64)
+    role: str = Field(max_length=16)  # Role value
+    digest: str = Field(unique=True, max_length=64)
+    prefix: str = Field(max_length=16)
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = Field(default="", max_length=128)
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class Webhook(SQLModel, table=True):
+    """Where to send notifications: a URL, the reference of its signing key, which events,
+    and for which plan (None: every plan). Deleting one only disables it: its deliveries stay."""
+
+    __tablename__ = "webhook"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=64)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    secret_ref: str = Field(max_length=300)  # env:NAME or file:PATH, never the key
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    plan: str | None = Field(default=None, max_length=128)
+    enabled: bool = True
+    # audit events up to this id were looked at for this webhook (it starts at its creation)
+    since_event_id: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = Field(default="", max_length=128)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One notification to one webhook: what was sent, each attempt's outcome, when next."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        UniqueConstraint("webhook_id", "subject"),
+        Index("ix_webhook_delivery_status_next", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    webhook_id: int = Field(foreign_key="webhook.id", index=True)
+    event: str = Field(max_length=32)
+    subject: str = Field(max_length=200)  # what it is about, once per webhook (audit:ID, rpo:...)
+    run_id: str | None = Field(default=None, max_length=32)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    status: str = Field(default="pending", max_length=16)  # pending, delivered, failed
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow)
+    last_status: int | None = None
+    last_error: str = Field(default="", sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+    delivered_at: datetime | None = None
+
+
 class VmLock(SQLModel, table=True):
     """A VM held by a run and its follow-ups: the key is the VM, so it has one holder at most.
 

@@ -12,7 +12,7 @@ import yaml
 
 from lab.testing import LabHandle, running_lab
 from workers.executors import StepContext, context, run_step
-from workers.executors.context import endpoint_for
+from workers.hyperv.connection import PsrpEndpoint
 from workers.hyperv.pool import RunspacePoolCache
 from workers.hyperv.psrp import PsrpRunner
 from workflows.steps import HostRef, StepKind, StepOutcome, StepSpec
@@ -74,7 +74,7 @@ class Driver:
             self.hosts,
             self.prior.setdefault(vm, {}),
             attempt=attempt,
-            runner_factory=lambda ref: PsrpRunner(endpoint_for(ref), cache=self.pools),
+            runner_factory=lambda ref: PsrpRunner(PsrpEndpoint.from_ref(ref), cache=self.pools),
             poll_interval=0.05,
         )
 
@@ -84,9 +84,13 @@ class Driver:
         entries: list[dict[str, Any]] = body["entries"]
         return entries
 
-    def step(self, kind: StepKind, host: str, vm: str, **params: Any) -> StepOutcome:
-        """Run a step once in a new task (context); remember its result for later steps."""
-        outcome = run_step(self.ctx(vm), StepSpec(f"{vm}/{kind.value}", kind, vm, host, params))
+    def step(
+        self, kind: StepKind, host: str, vm: str, *, attempt: int = 1, **params: Any
+    ) -> StepOutcome:
+        """Run a step once in a new task (context), as its ``attempt``-th start; remember its
+        result for later steps."""
+        step = StepSpec(f"{vm}/{kind.value}", kind, vm, host, params)
+        outcome = run_step(self.ctx(vm, attempt=attempt), step)
         self.prior.setdefault(vm, {})[kind.value] = outcome.result
         return outcome
 

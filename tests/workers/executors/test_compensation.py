@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from workers.executors import StepParamsError, compensate, run_step
+from workers.executors import compensate, run_step
 from workers.executors.compensation import outcome_of
 from workers.powershell import PSResult
+from workflows.inputs import CancelFailover, InvalidStepInput, SourceToRestart, UndoRecord
 from workflows.steps import StepKind, StepSpec
 
 from .conftest import MakeContext
@@ -19,7 +20,7 @@ from .world import World
 K = StepKind
 
 
-def _compensate_twice(world: World, ctx: Any, undo: dict[str, Any]) -> None:
+def _compensate_twice(world: World, ctx: Any, undo: UndoRecord) -> None:
     compensate(ctx, undo)
     before = len(world.mutations())
     compensate(ctx, undo)
@@ -67,7 +68,8 @@ def test_cancel_failover_restarts_the_source_it_shut_down(
     shutdown = run_step(ctx, spec(K.SHUTDOWN_PRIMARY, "hv-sto-1", best_effort=True))
     ctx.prior["shutdown_primary"] = shutdown.result
     undo = run_step(ctx, spec(K.FAILOVER, "hv-got-1")).undo
-    assert undo is not None and "restart_source" in undo
+    assert isinstance(undo, CancelFailover)
+    assert undo.restart_source == SourceToRestart(host="hv-sto-1", vm="sql-01")
     out = outcome_of(ctx, undo)
     assert out.result["restarted_source"] is True
     assert world.vm("hv-sto-1", "sql-01").state == "Running"
@@ -102,5 +104,5 @@ def test_compensate_step_runs_the_undo_in_its_params(world: World, make_ctx: Mak
 
 
 def test_an_unknown_undo_action_is_refused(make_ctx: MakeContext) -> None:
-    with pytest.raises(StepParamsError, match="teleport"):
+    with pytest.raises(InvalidStepInput, match="teleport"):
         compensate(make_ctx(), {"action": "teleport"})

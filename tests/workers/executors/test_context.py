@@ -6,9 +6,10 @@ import pytest
 
 from plans.errors import ConfigurationError
 from workers.executors import EXECUTORS, StepParamsError, context, run_step
-from workers.executors.context import endpoint_for, psrp_runner
-from workers.hyperv.connection import AuthMethod
+from workers.executors.context import psrp_runner
+from workers.hyperv.connection import AuthMethod, PsrpEndpoint
 from workers.hyperv.psrp import PsrpRunner, shared_cache
+from workflows.inputs import InvalidStepInput
 from workflows.steps import HostRef, StepKind, StepSpec
 
 from .conftest import MakeContext
@@ -31,7 +32,7 @@ def test_endpoint_keeps_the_reference_and_never_reads_the_secret(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("FERRYMAN_TEST_UNSET_PASSWORD", raising=False)
-    endpoint = endpoint_for(REF)  # the variable is unset: building must not resolve it
+    endpoint = PsrpEndpoint.from_ref(REF)  # the variable is unset: building must not resolve it
     assert endpoint.auth is AuthMethod.NTLM
     assert str(endpoint.password_ref) == "env:FERRYMAN_TEST_UNSET_PASSWORD"
     assert (endpoint.ca_bundle, endpoint.connect_timeout) == ("/etc/ferryman/ca.pem", 7)
@@ -42,9 +43,9 @@ def test_endpoint_keeps_the_reference_and_never_reads_the_secret(
 
 def test_endpoint_refuses_an_unknown_auth_and_a_literal_password() -> None:
     with pytest.raises(ConfigurationError, match="kerberos"):
-        endpoint_for(HostRef("h", "s", "https://h:5986/wsman", "digest", "u", "env:X"))
+        PsrpEndpoint.from_ref(HostRef("h", "s", "https://h:5986/wsman", "digest", "u", "env:X"))
     with pytest.raises(ConfigurationError, match="reference"):
-        endpoint_for(HostRef("h", "s", "https://h:5986/wsman", "ntlm", "u", "hunter2"))
+        PsrpEndpoint.from_ref(HostRef("h", "s", "https://h:5986/wsman", "ntlm", "u", "hunter2"))
 
 
 def test_a_context_builds_one_runner_per_host(world: World) -> None:
@@ -76,6 +77,9 @@ def test_a_vm_step_without_a_vm_or_host_is_a_params_error(make_ctx: MakeContext)
         run_step(make_ctx(), StepSpec("x", StepKind.FAILOVER, host="hv-got-1"))
     with pytest.raises(StepParamsError, match="names no host"):
         run_step(make_ctx(), StepSpec("x", StepKind.FAILOVER, vm="sql-01"))
-    with pytest.raises(StepParamsError, match="must be bool"):
-        step = StepSpec("x", StepKind.SHUTDOWN_PRIMARY, "sql-01", "hv-sto-1", {"best_effort": 1})
-        run_step(make_ctx(), step)
+    with pytest.raises(InvalidStepInput, match=r"best_effort.*boolean"):
+        StepSpec("x", StepKind.SHUTDOWN_PRIMARY, "sql-01", "hv-sto-1", {"best_effort": "perhaps"})
+    with pytest.raises(StepParamsError, match="carries a ReverseInput"):
+        # an input of another kind reaches an executor only through a defect: it says so
+        step = StepSpec("x", StepKind.REVERSE, "sql-01", "hv-got-1")
+        EXECUTORS[StepKind.SHUTDOWN_PRIMARY](make_ctx(), step)

@@ -12,6 +12,7 @@ from plans.errors import ConfigurationError
 from workers.dns.errors import DnsRefused
 from workers.executors import StepParamsError, compensate, run_step
 from workers.executors.dnsops import WindowsZone, default_dns_ops
+from workflows.inputs import RestoreDns
 from workflows.steps import StepKind
 
 from .conftest import MakeContext
@@ -65,10 +66,10 @@ def test_update_dns_switches_verifies_and_keeps_the_old_records(make_ctx: MakeCo
     assert zone.records["sql-01"] == ["10.20.1.11"]
     assert zone.log == [("switch", "sql-01"), ("verify", "sql-01")]
     assert out.result["records"][0]["servers"] == ["ns1", "ns2"]
-    assert out.undo is not None
-    [saved] = out.undo["snapshots"]
-    assert saved["snapshot"] == {"name": "sql-01", "values": ["10.10.1.11"]}
-    assert saved["target"]["zone"] == "corp.example"
+    assert isinstance(out.undo, RestoreDns)
+    [saved] = out.undo.snapshots
+    assert saved.snapshot == {"name": "sql-01", "values": ["10.10.1.11"]}
+    assert saved.target.zone == "corp.example"
 
     again = run_step(ctx, step)
     assert again.changed is False and again.undo is None
@@ -99,12 +100,13 @@ def test_a_failure_after_a_switch_carries_the_partial_undo(make_ctx: MakeContext
     good = FakeZone("corp.example", {"sql-01": ["10.10.1.11"]})
     bad = FakeZone("test.corp.example", {}, refuse=True)
     zones = {**ZONES, "test.corp.example": {"kind": "rfc2136"}}
-    ctx = make_ctx(prior=PRIOR, dns=lambda p: good if p["zone"] == "corp.example" else bad)
+    ctx = make_ctx(prior=PRIOR, dns=lambda p: good if p.zone == "corp.example" else bad)
     records = [*RECORDS, {"zone": "test.corp.example", "name": "sql-01"}]
     with pytest.raises(DnsRefused) as err:
         run_step(ctx, spec(K.UPDATE_DNS, "hv-got-1", records=records, zones=zones))
     undo = err.value.undo  # type: ignore[attr-defined]
-    assert [s["target"]["zone"] for s in undo["snapshots"]] == ["corp.example"]
+    assert isinstance(undo, RestoreDns)
+    assert [s.target.zone for s in undo.snapshots] == ["corp.example"]
 
 
 def test_default_ops_want_a_file_key_reference_and_a_vmm_for_windows() -> None:
@@ -159,8 +161,8 @@ def test_update_and_restore_against_bind(bind_servers: Any, make_ctx: MakeContex
     assert again.changed is False
     assert bind_servers.primary.serial() == serial  # nothing was sent
 
-    assert out.undo is not None
-    restore = spec(K.RESTORE_DNS, "hv-got-1", vm="web-01", **out.undo)
+    assert isinstance(out.undo, RestoreDns)
+    restore = spec(K.RESTORE_DNS, "hv-got-1", vm="web-01", snapshots=out.undo.snapshots)
     back = run_step(ctx, restore)
     assert back.changed is True
     www = {"10.10.3.31", "10.10.3.32", "10.10.3.33", "10.10.3.34"}
@@ -192,8 +194,8 @@ def test_update_with_ptr_and_restore_against_bind(bind_servers: Any, make_ctx: M
 
     assert ptr("10.20.1.11") == {"sql-01.corp.example."}
     assert ptr("10.10.1.11") == set()  # the old address no longer points at the name
-    assert out.undo is not None
-    run_step(ctx, spec(K.RESTORE_DNS, "hv-got-1", **out.undo))
+    assert isinstance(out.undo, RestoreDns)
+    run_step(ctx, spec(K.RESTORE_DNS, "hv-got-1", snapshots=out.undo.snapshots))
     assert ptr("10.10.1.11") == {"sql-01.corp.example."}
     assert ptr("10.20.1.11") == set()
     assert primary.addresses("sql-01") == {"10.10.1.11"}

@@ -15,6 +15,7 @@ from lab.testing import LabHandle, running_lab
 from workers.executors import compensate
 from workers.executors.dnsops import WindowsZone
 from workers.hyperv.pool import RunspacePoolCache
+from workflows.inputs import RestoreDns, StopTestFailover, ZoneTarget
 from workflows.steps import StepKind
 
 from .labdriver import PASSWORD_ENV, Driver, lab_topology, once_each
@@ -50,15 +51,11 @@ def test_test_failover_and_cleanup(lab: LabHandle, pools: RunspacePoolCache) -> 
         )
         assert run.vm_state(vm, host)["replication_state"] == "Replicating"  # replication goes on
 
-        assert dns.undo is not None and undo == {
-            "action": "stop_test_failover",
-            "host": host,
-            "vm": vm,
-        }
-        test_zone = run.ctx(vm).dns({**zone, "zone": "test.corp.example"})
+        assert isinstance(dns.undo, RestoreDns) and undo == StopTestFailover(host=host, vm=vm)
+        test_zone = run.ctx(vm).dns(ZoneTarget(**zone, zone="test.corp.example"))
         assert isinstance(test_zone, WindowsZone)
         assert test_zone.dns.capture([vm]).addresses(vm) == [address]
-        run.twice(K.RESTORE_DNS, host, vm, **dns.undo)
+        run.twice(K.RESTORE_DNS, host, vm, snapshots=dns.undo.snapshots)
         assert test_zone.dns.capture([vm]).addresses(vm) == []  # the test zone was empty
         run.twice(K.TEST_CLEANUP, host, vm)
         assert run.vm_state(vm, host)["test_vm"] is None

@@ -9,6 +9,7 @@ from workers.executors import HealthCheckFailed, StepParamsError, VmNotFound, ru
 from workers.executors.lookup import require_vm
 from workers.executors.machine import _RUN_IT_FIRST
 from workers.hyperv.ip import IpTimeout
+from workflows.inputs import RestoreNetwork, StopVm
 from workflows.steps import StepKind
 
 from .conftest import MakeContext
@@ -46,13 +47,7 @@ def test_connect_network_on_a_replica_records_the_previous_switch(
     world: World, make_ctx: MakeContext
 ) -> None:
     out = twice(world, make_ctx(), spec(K.CONNECT_NETWORK, "hv-got-1", switch="corp-got"))
-    assert out.undo == {
-        "action": "connect_network",
-        "host": "hv-got-1",
-        "vm": "sql-01",
-        "vm_name": "sql-01",
-        "switch": None,
-    }
+    assert out.undo == RestoreNetwork(host="hv-got-1", vm="sql-01", switch=None)
 
 
 def test_connect_network_of_a_missing_test_vm_says_to_run_the_test_failover(
@@ -150,7 +145,7 @@ def test_start_vm_of_a_failed_over_replica_can_be_undone(
     ctx = make_ctx("unplanned")
     run_step(ctx, spec(K.FAILOVER, "hv-got-1"))
     out = twice(world, ctx, spec(K.START_VM, "hv-got-1"))
-    assert out.undo == {"action": "stop_vm", "host": "hv-got-1", "vm_name": "sql-01"}
+    assert out.undo == StopVm(host="hv-got-1", vm="sql-01")
 
 
 def test_wait_ip_through_vmm_picks_the_vm_on_the_step_host(

@@ -14,6 +14,7 @@ from workers.executors import (
     VmNotFound,
     run_step,
 )
+from workflows.inputs import StopTestFailover, undo_json
 from workflows.steps import StepKind
 
 from .conftest import MakeContext
@@ -35,7 +36,7 @@ def test_shutdown_stops_the_primary_once_and_records_a_restart(
     out = twice(world, make_ctx(), spec(K.SHUTDOWN_PRIMARY, "hv-sto-1"))
     assert world.vm("hv-sto-1", "sql-01").state == "Off"
     assert out.changed is True
-    assert out.undo == {"action": "start_vm", "host": "hv-sto-1", "vm": "sql-01"}
+    assert undo_json(out.undo) == {"action": "start_vm", "host": "hv-sto-1", "vm": "sql-01"}
     assert [c.cmdlet for c in world.mutations()] == ["Stop-VM"]
 
 
@@ -69,13 +70,17 @@ def test_prepare_then_failover_each_happen_once(world: World, make_ctx: MakeCont
     ctx = make_ctx()
     shutdown = run_step(ctx, spec(K.SHUTDOWN_PRIMARY, "hv-sto-1"))
     prepared = twice(world, ctx, spec(K.PREPARE_FAILOVER, "hv-sto-1"))
-    assert prepared.undo == {"action": "cancel_prepare", "host": "hv-sto-1", "vm": "sql-01"}
+    assert undo_json(prepared.undo) == {
+        "action": "cancel_prepare",
+        "host": "hv-sto-1",
+        "vm": "sql-01",
+    }
     assert world.vm("hv-sto-1", "sql-01").repl.state == "PreparedForFailover"  # type: ignore[union-attr]
 
     ctx.prior["shutdown_primary"] = shutdown.result
     failed_over = twice(world, ctx, spec(K.FAILOVER, "hv-got-1"))
     assert world.vm("hv-got-1", "sql-01").repl.state == "FailedOverWaitingCompletion"  # type: ignore[union-attr]
-    assert failed_over.undo == {
+    assert undo_json(failed_over.undo) == {
         "action": "cancel_failover",
         "host": "hv-got-1",
         "vm": "sql-01",
@@ -154,11 +159,13 @@ def test_test_failover_creates_the_test_vm_once_and_keeps_its_cleanup(
     assert (
         again.undo
         == out.undo
-        == {
-            "action": "stop_test_failover",
-            "host": "hv-got-1",
-            "vm": "sql-01",
-        }
+        == StopTestFailover(
+            **{
+                "action": "stop_test_failover",
+                "host": "hv-got-1",
+                "vm": "sql-01",
+            }
+        )
     )
     assert len(world.mutations()) == 1
 

@@ -11,6 +11,7 @@ import pytest
 from workers.errors import CmdletFailed, RemoteTransientError
 from workers.executors import ScriptFailed, StepParamsError, run_step
 from workers.powershell import PSError, PSResult
+from workflows.inputs import UndoScript
 from workflows.steps import StepKind
 
 from .conftest import MakeContext
@@ -39,8 +40,13 @@ def test_script_runs_on_the_named_host_with_its_parameters(
     out = run_step(make_ctx(), step)
     assert out.result == {"output": ["order intake set to drain", '{"A": 1}']}
     assert world.calls[-1].host == "vmm-sto"
-    assert out.undo is not None and out.undo["script"] == "Write-Output undo"
-    assert out.undo["parameters"] == {"Mode": "drain"}
+    assert out.undo == UndoScript(
+        host="vmm-sto",
+        name=f"{step.key} (undo)",
+        script="Write-Output undo",
+        parameters={"Mode": "drain"},
+        timeout=600.0,
+    )
 
 
 def test_a_script_error_record_is_script_failed_with_the_output(

@@ -1,0 +1,214 @@
+"""Reading the files a plan or a command names: under an allowed root, bounded, never blocking.
+
+Plan files name other files (includes, script files, credential and TSIG key files), and a
+plan may come from someone less trusted than the process that reads it. Every such file is
+therefore:
+
+- resolved (symbolic links followed) and required to lie under an allowed root: the folder of
+  the plan file by default, other folders only when configured (``FERRYMAN_PLAN_ROOTS`` for
+  plan files and scripts, ``FERRYMAN_SECRET_ROOTS`` for secrets);
+- opened without blocking (a FIFO cannot hang the reader) and required to be a regular file
+  (``/dev/zero``, FIFOs, sockets and devices are refused);
+- read with a size limit and a deadline, never into unbounded memory.
+
+Errors name the file and what to fix, never its content.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from plans.errors import ConfigurationError
+
+MAX_TEXT_BYTES = 1024 * 1024  # plan files, includes and scripts
+MAX_SECRET_BYTES = 64 * 1024  # passwords and TSIG key files
+READ_TIMEOUT = 5.0  # seconds to read one file; a regular file on a healthy disk takes ms
+
+PLAN_ROOTS_VARIABLE = "FERRYMAN_PLAN_ROOTS"
+SECRET_ROOTS_VARIABLE = "FERRYMAN_SECRET_ROOTS"
+
+# Kernel pseudo-filesystems: their "regular" files are views of process memory, environment
+# and devices, never secrets an operator stored.
+PSEUDO_ROOTS = ("/proc", "/sys", "/dev")
+
+_CHUNK = 64 * 1024
+
+
+class FileRefused(ConfigurationError):
+    """A named file is outside the allowed roots, not a regular file, too large or unreadable."""
+
+
+class FileTooLarge(FileRefused):
+    """A named file is larger than the limit for its kind."""
+
+
+def configured_roots(variable: str) -> list[str]:
+    """The folders listed in ``variable`` (separated by ``os.pathsep``), resolved."""
+    raw = os.environ.get(variable, "")
+    return [os.path.realpath(part) for part in raw.split(os.pathsep) if part.strip()]
+
+
+def secret_roots() -> list[str] | None:
+    """Folders secrets may be read from, or None when none are configured.
+
+    ``FERRYMAN_SECRET_ROOTS`` lists them; systemd's ``$CREDENTIALS_DIRECTORY`` is always one
+    when it is set. None means no folder was configured: any regular file outside the kernel's
+    pseudo-filesystems may then be read.
+    """
+    roots = configured_roots(SECRET_ROOTS_VARIABLE)
+    if not roots:
+        return None
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY", "").strip()
+    if credentials:
+        roots.append(os.path.realpath(credentials))
+    return roots
+
+
+def within(path: str, roots: Iterable[str]) -> bool:
+    """Whether ``path`` (already resolved) lies inside one of ``roots`` (resolved)."""
+    return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def resolve_under(path: str | Path, roots: Sequence[str], *, what: str, hint: str) -> str:
+    """``path`` resolved, refused unless it lies under one of ``roots``.
+
+    ``hint`` says how to allow another folder; ``what`` names the file in the message.
+    """
+    try:
+        real = os.path.realpath(path)
+    except (ValueError, OSError):
+        raise FileRefused(f"{what} {str(path)!r} is not a usable file name") from None
+    if not within(real, roots):
+        shown = ", ".join(roots) or "none"
+        raise FileRefused(
+            f"{what} {str(path)!r} is outside the allowed folders ({shown}); move it there "
+            f"or {hint}"
+        )
+    return real
+
+
+def resolve_secret(path: str | Path, *, what: str = "secret file") -> str:
+    """A secret file's resolved path, refused outside the configured secret roots."""
+    try:
+        real = os.path.realpath(path)
+    except (ValueError, OSError):
+        raise FileRefused(f"{what} {str(path)!r} is not a usable file name") from None
+    roots = secret_roots()
+    if roots is None:
+        if within(real, PSEUDO_ROOTS):
+            raise FileRefused(
+                f"{what} {str(path)!r} is in a kernel pseudo-filesystem "
+                f"({', '.join(PSEUDO_ROOTS)}), not a stored secret; point at a regular file"
+            )
+        return real
+    if not within(real, roots):
+        raise FileRefused(
+            f"{what} {str(path)!r} is outside the allowed secret folders "
+            f"({', '.join(roots) or 'none'}); move it there or add its folder to "
+            f"{SECRET_ROOTS_VARIABLE}"
+        )
+    return real
+
+
+def read_bounded(
+    path: str | Path, *, limit: int, what: str = "file", timeout: float = READ_TIMEOUT
+) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them, within ``timeout``.
+
+    Opened with ``O_NONBLOCK`` so that opening a FIFO returns at once (it is then refused as
+    not a regular file); the size is checked from the open file, and the read stops one byte
+    past the limit whatever ``stat`` said (files grow, and ``/proc`` reports 0).
+    """
+    name = str(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    flags |= getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(name, flags)
+    except (ValueError, OSError) as exc:
+        reason = getattr(exc, "strerror", None) or "not a usable file name"
+        raise FileRefused(f"cannot read {what} {name!r} ({reason})") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise FileRefused(f"{what} {name!r} is a directory, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise FileRefused(
+                f"{what} {name!r} is not a regular file (a device, FIFO or socket); "
+                "name a regular file"
+            )
+        if info.st_size > limit:
+            raise FileTooLarge(f"{what} {name!r} is larger than {_size(limit)}, its limit")
+        deadline = time.monotonic() + timeout
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            try:
+                chunk = os.read(fd, min(_CHUNK, limit + 1 - total))
+            except BlockingIOError:
+                chunk = None
+            except OSError as exc:
+                raise FileRefused(f"cannot read {what} {name!r} ({exc.strerror})") from None
+            if chunk == b"":
+                break
+            if chunk:
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > limit:
+                    raise FileTooLarge(f"{what} {name!r} is larger than {_size(limit)}, its limit")
+            if time.monotonic() > deadline:
+                raise FileRefused(
+                    f"reading {what} {name!r} took longer than {timeout:g} s; check the disk "
+                    "or network share it is on"
+                )
+            if chunk is None:
+                time.sleep(0.01)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def check_regular(path: str | Path, *, limit: int, what: str = "file") -> None:
+    """Refuse ``path`` unless it is an existing regular file within ``limit`` (no read)."""
+    name = str(path)
+    try:
+        info = os.stat(name)
+    except FileNotFoundError:
+        raise FileRefused(f"{what} {name!r} not found") from None
+    except (ValueError, OSError) as exc:
+        reason = getattr(exc, "strerror", None) or "not a usable file name"
+        raise FileRefused(f"cannot read {what} {name!r} ({reason})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise FileRefused(f"{what} {name!r} is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise FileRefused(
+            f"{what} {name!r} is not a regular file (a device, FIFO or socket); name a regular file"
+        )
+    if info.st_size > limit:
+        raise FileTooLarge(f"{what} {name!r} is larger than {_size(limit)}, its limit")
+
+
+def _size(limit: int) -> str:
+    if limit % (1024 * 1024) == 0:
+        return f"{limit // (1024 * 1024)} MiB"
+    if limit % 1024 == 0:
+        return f"{limit // 1024} KiB"
+    return f"{limit} bytes"
+
+
+def script_file_problem(path: str, roots: Sequence[str]) -> str | None:
+    """Why the script file ``path`` cannot be used (outside ``roots``, not regular, too large)."""
+    try:
+        resolve_under(
+            path,
+            [os.path.realpath(root) for root in roots],
+            what="script file",
+            hint=f"add its folder to {PLAN_ROOTS_VARIABLE}",
+        )
+        check_regular(path, limit=MAX_TEXT_BYTES, what="script file")
+    except FileRefused as exc:
+        return str(exc)
+    return None
