@@ -17,7 +17,7 @@ SITES = ("stockholm", "gothenburg")
 
 
 def documents() -> list[dict[str, Any]]:
-    found = []
+    found: list[dict[str, Any]] = []
     for path in sorted(MANIFESTS.glob("*.yaml")):
         found.extend(doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc)
     return found
