@@ -114,9 +114,13 @@ def open_store(settings: Settings, *, pool_size: int | None = None) -> Database:
 def create_app(settings: Settings, *, client: bool = False) -> Celery:
     """The Celery app; ``client``: a command that only sends, so broker waits are bounded."""
     from workers.app import create_app as build_app
+    from workers.app import never_join_results
 
     app = build_app(settings)
     if client and not settings.embedded:
+        # a command reads the store, never task results: subscribing to them would leave
+        # subscriptions that reconnect to a gone Redis when collected at exit
+        never_join_results()
         timeout = settings.broker_connect_timeout
         # one quick retry, then give up: the run is committed and the sweep sends it later;
         # Celery's defaults wait ~21 s (Redis backend) and kombu's up to 100 retries

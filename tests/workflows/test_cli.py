@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from plans import Bundle
 from tests.workflows.conftest import EXAMPLE
+from tests.workflows.fakes import on_other_vms
 from workflows.cli import main
 from workflows.engine import Engine
 from workflows.settings import Settings
@@ -134,7 +135,10 @@ def test_run_ids_are_never_cut(
     from workflows.cli import output
 
     engine = Engine(Database(database_url), Recording(), Settings(database_url=database_url))
-    ids = [engine.start(bundle, "three-tier", "test", requested_by="ops").id for _ in range(3)]
+    ids = [  # each on VMs of its own: a VM is held by one run at a time
+        engine.start(on_other_vms(bundle, str(i)), "three-tier", "test", requested_by="ops").id
+        for i in range(3)
+    ]
     monkeypatch.setattr(output.console, "width", 40)
     listed = CliRunner().invoke(main, ["runs", "list"])
     assert listed.exit_code == 0, listed.output

@@ -89,8 +89,7 @@ def create(name: str, role: str) -> None:
         db.dispose()
     click.echo(token)
     click.echo(
-        f"token {row.name!r} ({row.role}) created; it is shown only now: keep it in a secret "
-        "store",
+        f"token {row.name!r} ({row.role}) created; it is shown only now: keep it in a secret store",
         err=True,
     )
 

@@ -38,6 +38,7 @@ ACTION_STYLE = {
     Action.WAIT: "cyan",
     Action.MISSING: "red",
     Action.MISPLACED: "red",
+    Action.REVERSED: "cyan",
 }
 
 
