@@ -180,8 +180,8 @@ def ferryman(
     ready_timeout: float = 60.0,
 ) -> Iterator[Harness]:
     """Ferryman's workers (``workers`` processes of ``concurrency`` threads) and the engine."""
-    from workers.embedded import build_runtime
     from workflows.migrations import upgrade
+    from workflows.runtime import build_runtime
     from workflows.settings import Settings
 
     settings = Settings.from_env(dict(env))

@@ -181,11 +181,9 @@ def for_command(settings: Settings, sites: Iterable[str]) -> Iterator[Runtime]:
     (for ``sites``) while the command lasts; with a shared broker the command only sends.
     """
     if settings.embedded:
-        from workers.embedded import worker
-
         runtime = build_runtime(settings, executor_for(settings))
         try:
-            with worker(runtime, sites):
+            with in_process_worker(runtime, sites):
                 yield runtime
         finally:
             runtime.db.dispose()
@@ -212,6 +210,16 @@ def embedded(
 
     chosen = executor or executor_for(settings, **context_options)
     with in_process(settings, sites, executor=chosen, concurrency=concurrency) as runtime:
+        yield runtime
+
+
+@contextmanager
+def in_process_worker(runtime: Runtime, sites: Iterable[str]) -> Iterator[Runtime]:
+    """A worker thread (and the workers' watch) for ``sites`` around an existing runtime:
+    the in-memory broker's only worker."""
+    from workers.embedded import worker
+
+    with worker(runtime, sites):
         yield runtime
 
 
