@@ -88,10 +88,12 @@ def served(directory: Path) -> Iterator[Served]:
     """Redis, the lab, a worker here and ``ferryman serve`` in a process of its own."""
     from lab.testing import running_lab
     from workers.hyperv.psrp import shared_cache
+    from workflows.migrations import upgrade
 
     redis = RedisServer(directory / "redis")
     redis.start()
     database_url = f"sqlite:///{directory}/ferryman.db"
+    upgrade(database_url)  # as a deployment does before its services start
     settings = settings_for(
         database_url,
         broker_url=redis.url(),
