@@ -368,14 +368,16 @@ def _ferryman_harness(
     """Ferryman's worker and engine on ``store`` (sqlite | postgres), on its own Redis
     database so the stores' workers never take each other's tasks."""
     with contextlib.ExitStack() as stack:
-        postgres = stack.enter_context(postgres_server()) if store == "postgres" else None
+        postgres = (
+            stack.enter_context(postgres_server(fsync=False)) if store == "postgres" else None
+        )
         (workdir / store).mkdir(exist_ok=True)
         env = ferryman_env(
             server,
             workdir / store,
             db=FERRYMAN_DB + index,
             password=password,
-            database_url=postgres.url if postgres else None,
+            database_url=postgres.url() if postgres else None,
         )
         harness = stack.enter_context(ferryman(env, concurrency=concurrency, log_dir=workdir))
         harness.services = {"redis": server.process.pid}
