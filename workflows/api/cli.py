@@ -64,6 +64,47 @@ def serve(host: str, port: int, log_level: str) -> None:
         uvicorn.run(create_app(services), host=host, port=port, log_level=log_level)
 
 
+@click.command("commands")
+@click.option(
+    "--key",
+    "key_ref",
+    required=True,
+    help="Reference to the shared signing key: env:NAME or file:PATH (never the key).",
+)
+@click.option("--poll", default=1.0, help="Seconds between checks for a stop request.")
+def commands(key_ref: str, poll: float) -> None:
+    """Carry out signed operator commands (approve, reject, cleanup, commit, cancel) from the
+    ferryman.commands queue until interrupted; refused ones go to ferryman.commands.dead."""
+    from kombu import Connection
+
+    from plans.credentials import SecretRef
+    from workers.app import transport_options
+    from workflows.commands import CommandConsumer
+    from workflows.runtime import build_runtime
+
+    try:
+        settings = Settings.from_env()
+        if settings.embedded:
+            raise FerrymanError("commands need a shared broker; set FERRYMAN_BROKER_URL")
+        key = SecretRef.parse(key_ref).resolve().encode("utf-8")
+        runtime = build_runtime(settings, client=True)
+    except FerrymanError as exc:
+        _fail(str(exc))
+        return
+    try:
+        with Connection(
+            settings.broker_url, transport_options=transport_options(settings)
+        ) as conn:
+            consumer = CommandConsumer(runtime.engine, conn, key)
+            console.print(f"consuming ferryman.commands on {conn.as_uri()}; Ctrl-C stops")
+            try:
+                consumer.run(poll=poll)
+            except KeyboardInterrupt:
+                consumer.stop()
+    finally:
+        runtime.db.dispose()
+
+
 @click.group("tokens")
 def tokens() -> None:
     """Bearer tokens of the HTTP API: create (shown once), list, revoke."""

@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, str] = {
     "protect": "workflows.cli.protect:protect",
     "serve": "workflows.api.cli:serve",
     "tokens": "workflows.api.cli:tokens",
+    "commands": "workflows.api.cli:commands",
 }
 
 # commands added to another package's group when it is loaded: group -> ["module:attribute"]

@@ -182,3 +182,18 @@ class WebhookDelivery(SQLModel, table=True):
     last_error: str = Field(default="", sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow)
     delivered_at: datetime | None = None
+
+
+class CommandReceipt(SQLModel, table=True):
+    """An operator command taken from the queue, by its idempotency key: a redelivered or
+    repeated message finds its receipt and does nothing again."""
+
+    __tablename__ = "command_receipt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, max_length=200)
+    command: str = Field(max_length=32)
+    run_id: str = Field(max_length=32)
+    actor: str = Field(default="", max_length=128)
+    outcome: str = Field(default="", sa_column=Column(Text))
+    at: datetime = Field(default_factory=utcnow)
