@@ -172,9 +172,11 @@ def ferryman(
 ) -> Iterator[Harness]:
     """Ferryman's workers (``workers`` processes of ``concurrency`` threads) and the engine."""
     from workers.embedded import build_runtime
+    from workflows.migrations import upgrade
     from workflows.settings import Settings
 
     settings = Settings.from_env(dict(env))
+    upgrade(settings.database_url)  # as a deployment does before its workers start
     runtime = build_runtime(settings)
     argv = ["-m", "workflows.cli", "worker", "--concurrency", str(concurrency)]
     argv += [arg for site in sites for arg in ("--site", site)]

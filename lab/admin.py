@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 from lab.audit import AuditLog
 from lab.faults import FaultInjector, FaultSpecError, is_world_fault
 from lab.hyperv.enums import ReplicationHealth, VMState, parse_member
-from lab.hyperv.state import VM, World
+from lab.hyperv.state import VM, HyperVWorld
 
 Reply = tuple[int, dict[str, Any]]
 
@@ -31,7 +31,7 @@ class AdminError(Exception):
         self.status = status
 
 
-def set_host_down(world: World, host: str, down: bool) -> None:
+def set_host_down(world: HyperVWorld, host: str, down: bool) -> None:
     """Take ``host`` down (its endpoint refuses connections) or bring it up."""
     if host not in world.hosts:
         raise AdminError(404, f"no host {host!r}; hosts are {sorted(world.hosts)}")
@@ -43,7 +43,7 @@ def set_host_down(world: World, host: str, down: bool) -> None:
             world.down.discard(host)
 
 
-def set_health(world: World, vm: str, health: Any) -> ReplicationHealth:
+def set_health(world: HyperVWorld, vm: str, health: Any) -> ReplicationHealth:
     """Force a VM's replication health (both ends); Normal removes the override."""
     _known_vm(world, vm)
     try:
@@ -59,7 +59,7 @@ def set_health(world: World, vm: str, health: Any) -> ReplicationHealth:
     return value
 
 
-def set_no_ip(world: World, vm: str, no_ip: bool = True) -> None:
+def set_no_ip(world: HyperVWorld, vm: str, no_ip: bool = True) -> None:
     """Make a VM's guest never report an IP (or undo it)."""
     _known_vm(world, vm)
     with world.lock:
@@ -69,7 +69,7 @@ def set_no_ip(world: World, vm: str, no_ip: bool = True) -> None:
             world.no_ip.discard(vm.lower())
 
 
-def apply_fault(world: World, faults: FaultInjector, spec: dict[str, Any]) -> dict[str, Any]:
+def apply_fault(world: HyperVWorld, faults: FaultInjector, spec: dict[str, Any]) -> dict[str, Any]:
     """Add a rule, or apply a world fault; returns what was done as JSON."""
     if not isinstance(spec, dict):
         raise AdminError(400, "the body must be a JSON object (see lab.faults)")
@@ -90,12 +90,12 @@ def apply_fault(world: World, faults: FaultInjector, spec: dict[str, Any]) -> di
         raise AdminError(400, str(exc)) from None
 
 
-def _known_vm(world: World, name: str) -> None:
+def _known_vm(world: HyperVWorld, name: str) -> None:
     if not any(vm.name.lower() == name.lower() for vm in world.all_vms()):
         raise AdminError(404, f"no VM {name!r} on any host; GET /state lists them")
 
 
-def vm_state(world: World, vm: VM) -> dict[str, Any]:
+def vm_state(world: HyperVWorld, vm: VM) -> dict[str, Any]:
     """One VM record as ``GET /state`` shows it."""
     rep = vm.replication
     last = None if rep is None or rep.last_replication is None else rep.last_replication
@@ -120,10 +120,10 @@ def vm_state(world: World, vm: VM) -> dict[str, Any]:
     }
 
 
-class AdminAPI:
+class AdminRoutes:
     """Routes admin calls to the world, the audit log and the fault injector."""
 
-    def __init__(self, world: World, audit: AuditLog, faults: FaultInjector) -> None:
+    def __init__(self, world: HyperVWorld, audit: AuditLog, faults: FaultInjector) -> None:
         self.world = world
         self.audit = audit
         self.faults = faults

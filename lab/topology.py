@@ -107,7 +107,7 @@ class TopologyError(ValueError):
 
 
 @dataclass(frozen=True)
-class HostSpec:
+class TopologyHost:
     """A simulated Windows host: a VMM server or a Hyper-V host."""
 
     name: str
@@ -207,7 +207,7 @@ class Topology:
     """A validated lab topology (build it with :func:`load_topology`)."""
 
     sites: tuple[str, ...]
-    hosts: tuple[HostSpec, ...]
+    hosts: tuple[TopologyHost, ...]
     networks: tuple[NetworkSpec, ...]
     vms: tuple[VMSpec, ...]
     zones: tuple[ZoneSpec, ...]
@@ -222,7 +222,7 @@ class Topology:
     resync_after_seconds: float = 0.0
     clouds: dict[str, str] = field(default_factory=dict)
 
-    def host(self, name: str) -> HostSpec:
+    def host(self, name: str) -> TopologyHost:
         """The host called ``name`` (KeyError if there is none)."""
         for host in self.hosts:
             if host.name == name:
@@ -328,8 +328,8 @@ class _Parser:
             self.fail("sites", "list at least one site")
         return tuple(names)
 
-    def _hosts(self, raw: list[Any], sites: tuple[str, ...]) -> tuple[HostSpec, ...]:
-        hosts: list[HostSpec] = []
+    def _hosts(self, raw: list[Any], sites: tuple[str, ...]) -> tuple[TopologyHost, ...]:
+        hosts: list[TopologyHost] = []
         seen: set[str] = set()
         ports: set[int] = set()
         for i, item in enumerate(raw):
@@ -360,7 +360,7 @@ class _Parser:
             replica_server = None
             if role == "hyperv":
                 replica_server = self._replica_server(f"{path}.replica_server", item)
-            hosts.append(HostSpec(name, str(site), str(role), port, replica_server))
+            hosts.append(TopologyHost(name, str(site), str(role), port, replica_server))
         if not hosts:
             self.fail("hosts", "list at least one host")
         return tuple(hosts)
@@ -401,7 +401,7 @@ class _Parser:
         return tuple(networks)
 
     def _vms(
-        self, raw: list[Any], hosts: dict[str, HostSpec], networks: set[str]
+        self, raw: list[Any], hosts: dict[str, TopologyHost], networks: set[str]
     ) -> tuple[VMSpec, ...]:
         vms = []
         seen: set[str] = set()
@@ -500,7 +500,7 @@ class _Parser:
             compression=bool(raw.get("compression", True)),
         )
 
-    def _zones(self, raw: list[Any], hosts: dict[str, HostSpec]) -> tuple[ZoneSpec, ...]:
+    def _zones(self, raw: list[Any], hosts: dict[str, TopologyHost]) -> tuple[ZoneSpec, ...]:
         zones = []
         for i, item in enumerate(raw):
             path = f"dns.zones[{i}]"
@@ -574,7 +574,7 @@ class _Parser:
         return tuple(behaviours)
 
     def _faults(
-        self, raw: list[Any], hosts: dict[str, HostSpec], vms: set[str]
+        self, raw: list[Any], hosts: dict[str, TopologyHost], vms: set[str]
     ) -> tuple[dict[str, Any], ...]:
         faults = []
         for i, item in enumerate(raw):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from lab.admin import AdminAPI, apply_fault
+from lab.admin import AdminRoutes, apply_fault
 from lab.audit import AuditLog
 from lab.clock import Clock
 from lab.faults import FaultInjector
@@ -32,7 +32,7 @@ from lab.hyperv.dns import build_zones
 from lab.hyperv.params import Bound, bind
 from lab.hyperv.registry import lookup
 from lab.hyperv.scripts import outcome
-from lab.hyperv.state import World
+from lab.hyperv.state import HyperVWorld
 from lab.objects import CmdletError, Command, InvokeResult, LabObject, TransportFault
 from lab.topology import Topology, load_topology
 
@@ -62,11 +62,11 @@ class Lab:
         self.topology = topology
         scale = topology.time_scale if time_scale is None else time_scale
         self.clock = clock or Clock(scale)
-        self.world = World(topology, self.clock)
+        self.world = HyperVWorld(topology, self.clock)
         self.world.zones = build_zones(topology)
         self.audit = AuditLog()
         self.faults = FaultInjector(topology.seed)
-        self._admin = AdminAPI(self.world, self.audit, self.faults)
+        self._admin = AdminRoutes(self.world, self.audit, self.faults)
         for spec in topology.faults:
             apply_fault(self.world, self.faults, spec)
         self._ticker: threading.Thread | None = None

@@ -33,6 +33,7 @@ from plans.inputs import INPUT_RULES
 from plans.loader import LoadedFile, load_file
 from plans.model import Document, Fabric, RecoveryPlan, ScriptAction
 from plans.problems import DocPath, PlanInvalid, Problem, Severity, sort_problems
+from plans.protection import PROTECTION_RULES
 from plans.rules import Finding, RuleContext, check_bundle
 from plans.structure import structural_problems
 
@@ -166,7 +167,7 @@ def validate(
             roots=tuple(allowed),
         )
         findings = check_bundle(fabric, plans, context)
-        for rule in INPUT_RULES:
+        for rule in (*INPUT_RULES, *PROTECTION_RULES):
             findings.extend(rule(fabric, plans, context))
         for finding in findings:
             problems.append(_locate(finding, fabric_file, plan_files))

@@ -91,3 +91,24 @@ def queues_for(sites: Iterable[str], *, engine: bool = True) -> list[str]:
     """The queues a worker for ``sites`` consumes (plus the engine's, by default)."""
     queues = [site_queue(site) for site in sites]
     return [*queues, ENGINE_QUEUE] if engine else queues
+
+
+_tools_app: Celery | None = None
+
+
+def tools_app() -> Celery:
+    """The app Celery's own command-line tools load (``celery -A workers inspect ping``,
+    ``celery -A workers events``): configured from the ``FERRYMAN_*`` environment, with no
+    tasks registered; it inspects and monitors workers, it runs none."""
+    global _tools_app
+    if _tools_app is None:
+        _tools_app = create_app(Settings.from_env())
+    return _tools_app
+
+
+def __getattr__(name: str) -> Any:
+    # ``celery -A workers.app`` looks for an attribute named ``celery`` (or ``app``) here
+    if name == "celery":
+        return tools_app()
+    raise AttributeError(f"module 'workers.app' has no attribute {name!r}")
+

@@ -23,6 +23,8 @@ class OutcomeUnknown(RemoteTransientError):
     runs at most once per start: an operator checks the host, then resumes or skips the step.
     """
 
+    outcome_unknown = True  # the retry policy never retries it for a script
+
     def __init__(self, message: str, *, host: str = "", doing: str = "") -> None:
         super().__init__(message)
         self.host = host

@@ -5,7 +5,7 @@ message normally comes back (acks_late) and the same delivery runs it again; but
 be lost with its worker (popped from the broker and not yet recorded as unacknowledged, or a
 broker that lost its state). The heartbeat tells the two apart: one thread per worker process
 refreshes ``heartbeat_at`` of every step the process holds, in one UPDATE, and the workers'
-watch (:meth:`workflows.engine.Engine.take_over_orphaned_steps`) hands a step whose heartbeat
+watch (:meth:`workflows.recovery.Recovery.take_over_orphaned_steps`) hands a step whose heartbeat
 is older than the lease to a fresh delivery.
 """
 

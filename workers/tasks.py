@@ -5,16 +5,21 @@ already succeeded (a redelivered message), mark the step running, call the execu
 outcome and its undo record. A step found running by another delivery (the stage was sent
 twice) is left to it; one found running by an earlier delivery of the same message (its worker
 died) runs again, except a script, which fails for an operator to check (``ferryman.script.run``).
-Transient errors are retried with exponential backoff and jitter
-through Celery's retry, up to the configured bound; permanent errors and exhausted retries are
-recorded as the step's failure. The task then *returns* a status dict instead of raising, so
-the stage's chord always completes and ``ferryman.engine.advance`` decides what happens next.
+
+Retrying is one policy applied in one place, :class:`Retries` (every task's base class,
+:class:`FerrymanTask`, carries it): :func:`workflows.decide.retry` reads the error's type
+(``retryable``; ``outcome_unknown`` for a failure after a request was sent, retried only by a
+step that can read its effect back) and the task's policy (exponential backoff with jitter, a
+bounded count); Celery's retry then runs the task again. A step's permanent error or spent
+retries are recorded as its failure, and the task *returns* a status dict instead of raising,
+so the stage's chord always completes and ``ferryman.engine.advance`` decides what happens next.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,12 +27,12 @@ from celery import Celery, Task
 from celery.exceptions import Retry
 from sqlmodel import Session
 
-from plans.errors import FerrymanError, PermanentError, TransientError
+from plans.errors import FerrymanError, TransientError
 from workers.errors import retryable
 from workers.heartbeat import Heartbeat
 from workflows import decide
 from workflows.compiler import CompiledRun
-from workflows.decide import StepVerdict, UnitMove
+from workflows.decide import GiveUp, RetryLater, StepVerdict, UnitMove
 from workflows.engine import Advance, Engine
 from workflows.events import EventKind
 from workflows.inputs import undo_json
@@ -47,6 +52,85 @@ from workflows.store import Step, repository, transient_database_error
 from workflows.store.repository import Conflict
 
 log = logging.getLogger(__name__)
+
+
+class StoreUnavailable(TransientError):
+    """The store failed under a task (locked, connection lost): worth another attempt."""
+
+
+class StageNotSettled(TransientError):
+    """A stage's callback came while some of its steps still run: ask again shortly."""
+
+
+class Retryable(Protocol):
+    """What :class:`Retries` needs of a bound task (Celery's ``Task`` has it)."""
+
+    @property
+    def request(self) -> Any:
+        """The delivery's request (``retries``: how many times it was retried)."""
+
+    def retry(self, **options: Any) -> Exception:
+        """Celery's retry: the exception to raise to run the task again later."""
+
+
+Before = Callable[[RetryLater], bool]
+
+
+@dataclass(frozen=True)
+class Retries:
+    """The one retry policy of Ferryman's tasks, applied here only.
+
+    :meth:`apply` asks :func:`workflows.decide.retry` whether an error is worth another
+    attempt (its type says so) with this ``policy`` (the task's option), and either raises
+    Celery's retry or says it gave up.
+    """
+
+    policy: decide.Backoff
+
+    def apply(
+        self,
+        task: Retryable,
+        error: BaseException,
+        *,
+        rereadable: bool = True,
+        before: Before | None = None,
+    ) -> GiveUp | None:
+        """Raise Celery's retry for ``error`` if the policy allows another attempt, else
+        return how it gave up.
+
+        ``rereadable``: the failed work can read its effect back, so an outcome-unknown error
+        may be retried. ``before`` records the coming retry first; when it returns False (the
+        work is someone else's now) nothing is retried and None is returned.
+        """
+        if transient_database_error(error):
+            error = StoreUnavailable(f"{type(error).__name__}: {first_line(error)}")
+        retries = int(getattr(task.request, "retries", 0) or 0)
+        verdict = decide.retry(self.policy, error, retries, random.random(), rereadable=rereadable)
+        if isinstance(verdict, GiveUp):
+            return verdict
+        if before is not None and not before(verdict):
+            return None
+        raise task.retry(
+            countdown=verdict.delay, exc=error, max_retries=self.policy.max_retries
+        ) from error
+
+
+class FerrymanTask(Task):
+    """The base of Ferryman's tasks: an error escaping the task's body goes through its
+    ``retries`` option (:class:`Retries`), then, once given up, is raised."""
+
+    retries: Retries | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # the worker's tracer has already pushed this delivery's request: run the body as is
+        try:
+            return self.run(*args, **kwargs)
+        except Retry:
+            raise
+        except Exception as exc:
+            if self.retries is not None:
+                self.retries.apply(self, exc)
+            raise
 
 
 class Executor(Protocol):
@@ -166,9 +250,11 @@ class UnitRunner:
     engine: Engine
     executor: Executor
     heartbeat: Heartbeat = field(init=False)
+    retries: Retries = field(init=False)
 
     def __post_init__(self) -> None:
         self.heartbeat = Heartbeat(self.engine.db, self.engine.settings.step_heartbeat)
+        self.retries = Retries(self.engine.settings.retry)
 
     def run(self, task: Task, *, run_id: str, unit: dict[str, Any]) -> dict[str, Any]:
         """Execute the unit (see the module docstring); returns a status dict."""
@@ -246,24 +332,22 @@ class UnitRunner:
                     attempt=step.attempts,
                 )
                 outcome = self.executor.run_step(ctx, spec)
-        except TransientError as exc:
-            retries = task.request.retries
-            policy = self.engine.settings.retry
-            if not retryable(exc):  # its outcome is unknown and running it again is not safe
-                return self._failed(
-                    run_id, spec, describe_failure(spec, exc), exc, owner=delivery
-                ), None
-            if retries < policy.max_retries:
-                delay = policy.delay(retries, random.random())
-                if not self._retrying(run_id, spec, exc, retries + 1, delay, owner=delivery):
-                    return StepVerdict.DUPLICATE, None
-                raise task.retry(countdown=delay, exc=exc, max_retries=policy.max_retries) from exc
-            message = f"{describe_failure(spec, exc)}; gave up after {retries + 1} attempts"
-            return self._failed(run_id, spec, message, exc, owner=delivery), None
         except Retry:
             raise
-        except (PermanentError, Exception) as exc:
+        except Exception as exc:
+            # a script cannot read back what it did: an outcome-unknown error is not retried
+            rereadable = reruns_after_a_crash(spec)
+            error = exc
+
+            def pending(retry: RetryLater) -> bool:
+                return self._retrying(run_id, spec, error, retry, owner=delivery)
+
+            gave_up = self.retries.apply(task, exc, rereadable=rereadable, before=pending)
+            if gave_up is None:
+                return StepVerdict.DUPLICATE, None  # another delivery holds the step now
             message = describe_failure(spec, exc)
+            if gave_up.exhausted:
+                message += f"; gave up after {gave_up.attempts} attempts"
             return self._failed(run_id, spec, message, exc, owner=delivery), None
         done.outcome = outcome
         return StepVerdict.SUCCEEDED, done
@@ -321,13 +405,15 @@ class UnitRunner:
         run_id: str,
         spec: StepSpec,
         exc: Exception,
-        attempt: int,
-        delay: float,
+        retry: RetryLater,
         *,
         owner: str | None,
     ) -> bool:
         """Record the step pending until its retry; False if another delivery holds it now."""
-        message = f"attempt {attempt} failed: {describe_failure(spec, exc)}; retry in {delay:.2f}s"
+        failed = retry.attempt - 1
+        message = (
+            f"attempt {failed} failed: {describe_failure(spec, exc)}; retry in {retry.delay:.2f}s"
+        )
         with self.engine.db.session() as session:
             step = repository.get_step(session, run_id=run_id, key=spec.key)
             try:
@@ -388,10 +474,12 @@ class UnitRunner:
     def execute(self, task: Task, *, run_id: str, unit: dict[str, Any]) -> dict[str, Any]:
         """:meth:`run`, never raising but for Celery's retry: the stage's chord must complete.
 
-        A database error retries the unit (:meth:`database_error`). Any other error escaping
-        the unit is a defect, not a host's answer: the unit's unsettled steps are recorded
-        failed with it, so the stage settles and the run fails (resume-able) instead of
-        waiting for steps nobody runs.
+        An error escaping the unit goes through the retry policy (:class:`Retries`): a
+        database error (locked, connection lost) retries the whole unit with backoff -- steps
+        that succeeded are skipped, a step left running by this delivery runs again (a script
+        fails for an operator to check). Any other error is a defect, not a host's answer.
+        Once given up, the unit's unsettled steps are recorded failed with the reason, so the
+        stage settles and the run fails (resume-able) instead of waiting for steps nobody runs.
         """
         try:
             return self.run(task, run_id=run_id, unit=unit)
@@ -399,17 +487,23 @@ class UnitRunner:
             raise
         except Exception as exc:
             key = unit.get("key") if isinstance(unit, dict) else None
-            try:
-                if transient_database_error(exc):
-                    return self.database_error(task, run_id, unit, exc)
-                log.exception("unit %s of run %s broke", key, run_id)
-                message = (
-                    f"the unit broke: {type(exc).__name__}: {first_line(exc)} "
-                    "(the worker's log has the traceback); once the cause is fixed, "
-                    f"'ferryman runs resume {run_id}' runs its steps again"
+            error = exc
+
+            def warn(retry: RetryLater) -> bool:
+                log.warning(
+                    "unit %s of run %s could not use the database (%s); retry %d in %.2fs",
+                    key,
+                    run_id,
+                    error,
+                    retry.attempt - 1,
+                    retry.delay,
                 )
-                self._abandon(run_id, TaskUnit.from_json(unit), message)
-                return {"run_id": run_id, "unit": key, "status": "failed", "error": message}
+                return True
+
+            try:
+                gave_up = self.retries.apply(task, exc, before=warn)
+                assert gave_up is not None  # ``warn`` never declines a retry
+                return self._give_up(run_id, TaskUnit.from_json(unit), exc, gave_up)
             except Retry:
                 raise
             except Exception:
@@ -417,38 +511,26 @@ class UnitRunner:
                 log.exception("unit %s of run %s: its failure could not be recorded", key, run_id)
                 return {"run_id": run_id, "unit": key, "status": "error", "error": str(exc)}
 
-    def database_error(
-        self, task: Task, run_id: str, unit: dict[str, Any], error: Exception
+    def _give_up(
+        self, run_id: str, unit: TaskUnit, error: Exception, gave_up: GiveUp
     ) -> dict[str, Any]:
-        """The store failed under the unit (locked, connection lost): retry it, bounded.
-
-        The whole unit is retried with backoff: steps that succeeded are skipped, a step left
-        running by this delivery runs again (a script fails for an operator to check). Once
-        the retries are spent, the unit's unsettled steps are recorded failed with the reason,
-        so the stage settles and the run fails (resume-able) instead of waiting forever.
-        """
-        parsed = TaskUnit.from_json(unit)
-        retries = task.request.retries
-        policy = self.engine.settings.retry
-        if retries < policy.max_retries:
-            delay = policy.delay(retries, random.random())
-            log.warning(
-                "unit %s of run %s could not use the database (%s); retry %d in %.2fs",
-                parsed.key,
-                run_id,
-                error,
-                retries + 1,
-                delay,
+        """Record the unit's unsettled steps failed with why the unit gave up."""
+        if gave_up.exhausted:
+            message = (
+                f"the step's state could not be recorded: database error after "
+                f"{gave_up.attempts} attempts ({type(error).__name__}: {first_line(error)}); "
+                f"check the database, then 'ferryman runs resume {run_id}' runs the step again"
             )
-            raise task.retry(countdown=delay, exc=error, max_retries=policy.max_retries)
-        message = (
-            f"the step's state could not be recorded: database error after {retries + 1} "
-            f"attempts ({type(error).__name__}: {first_line(error)}); check "
-            f"the database, then 'ferryman runs resume {run_id}' runs the step again"
-        )
-        log.error("unit %s of run %s gave up: %s", parsed.key, run_id, message)
-        self._abandon(run_id, parsed, message)
-        return {"run_id": run_id, "unit": parsed.key, "status": "failed", "error": message}
+            log.error("unit %s of run %s gave up: %s", unit.key, run_id, message)
+        else:
+            log.error("unit %s of run %s broke", unit.key, run_id, exc_info=error)
+            message = (
+                f"the unit broke: {type(error).__name__}: {first_line(error)} "
+                "(the worker's log has the traceback); once the cause is fixed, "
+                f"'ferryman runs resume {run_id}' runs its steps again"
+            )
+        self._abandon(run_id, unit, message)
+        return {"run_id": run_id, "unit": unit.key, "status": "failed", "error": message}
 
     def _abandon(self, run_id: str, unit: TaskUnit, message: str) -> None:
         """Record every unsettled step of the unit failed (pending ones count one attempt)."""
@@ -475,17 +557,24 @@ class UnitRunner:
 def register(app: Celery, engine: Engine, executor: Executor | None = None) -> None:
     """Register Ferryman's tasks on ``app``, bound to these collaborators."""
     runner = UnitRunner(engine, executor or default_executor())
-    advance_retries = int(engine.settings.visibility_timeout / engine.settings.advance_poll)
+    settings = engine.settings
+    # a stage's callback asks again every advance_poll seconds until its steps settle, for
+    # as long as a message may stay unacknowledged
+    poll = decide.Poll(
+        settings.advance_poll, int(settings.visibility_timeout / settings.advance_poll)
+    )
 
     def run_unit(task: Task, **kwargs: Any) -> dict[str, Any]:
         return runner.execute(task, run_id=kwargs["run_id"], unit=kwargs["unit"])
 
     # shared=False: tasks belong to this app only (each app has its own engine and store)
     options: dict[str, Any] = {
+        "base": FerrymanTask,
         "bind": True,
         "acks_late": True,
         "reject_on_worker_lost": True,
         "shared": False,
+        "retries": runner.retries,
     }
 
     @app.task(name=TASK_VM, **options)
@@ -526,17 +615,14 @@ def register(app: Celery, engine: Engine, executor: Executor | None = None) -> N
         """
         return run_unit(self, run_id=run_id, unit=unit, unit_key=unit_key)
 
-    @app.task(name=TASK_ADVANCE, **options)
+    @app.task(name=TASK_ADVANCE, **{**options, "retries": Retries(poll)})
     def advance(self: Task, *, run_id: str, stage: int) -> str:
-        """A stage finished: move the run on (or wait a moment if steps still run)."""
-        try:
-            outcome = engine.advance(run_id, stage)
-        except Exception as exc:
-            if not transient_database_error(exc):
-                raise
-            # the store is briefly unavailable: ask again, or the run would never move on
-            log.warning("advancing run %s past stage %d: database error (%s)", run_id, stage, exc)
-            outcome = Advance.NOT_READY
+        """A stage finished: move the run on (or ask again shortly if steps still run).
+
+        A database error, like a stage not settled yet, is retried by the task's policy:
+        the run would never move on otherwise.
+        """
+        outcome = engine.advance(run_id, stage)
         if outcome is Advance.NOT_READY:
-            raise self.retry(countdown=engine.settings.advance_poll, max_retries=advance_retries)
+            raise StageNotSettled(f"run {run_id}: steps of stage {stage} still run")
         return outcome.value

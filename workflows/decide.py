@@ -11,7 +11,8 @@ else decides. Each function answers one question the run's life asks:
 - :func:`resume_from` -- where a resumed run starts again;
 - :func:`recover` -- the watch looks at a running run: a stage committed but never sent, a settled
   stage whose callback was lost, a step whose worker stopped beating, units that never started;
-- :func:`start_step` and :func:`after_step` -- a unit's delivery meets one of its steps.
+- :func:`start_step` and :func:`after_step` -- a unit's delivery meets one of its steps;
+- :func:`retry` -- a task or step failed: try again later, or give up.
 
 Records come in as anything with the attributes of the store's rows (:class:`StepFacts`,
 :class:`RunFacts`, :class:`GateFacts`), so tests pass plain frozen dataclasses.
@@ -487,3 +488,78 @@ def after_step(verdict: StepVerdict, on_error: str) -> UnitMove:
     if verdict in (StepVerdict.FAILED, StepVerdict.INTERRUPTED) and on_error != CONTINUE:
         return UnitMove.STOP
     return UnitMove.CONTINUE
+
+
+# -- retries
+
+
+class Backoff(Protocol):
+    """How long to wait before each retry, and how many (``workflows.settings.RetryPolicy``:
+    exponential with jitter; :class:`Poll`: fixed)."""
+
+    @property
+    def max_retries(self) -> int: ...
+
+    def delay(self, attempt: int, jitter: float) -> float:
+        """The wait before retry number ``attempt`` (0-based); ``jitter`` in [0, 1)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Poll:
+    """A fixed wait between attempts (a stage's callback asking again until it settles)."""
+
+    interval: float
+    max_retries: int
+
+    def delay(self, attempt: int, jitter: float) -> float:
+        """Always the interval."""
+        return self.interval
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    """Try again after ``delay`` seconds; ``attempt`` is the number of the coming attempt."""
+
+    delay: float
+    attempt: int
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """Do not try again: ``attempts`` were made; ``exhausted``: the error was worth retrying
+    but the policy's retries are spent (otherwise it was not worth retrying at all)."""
+
+    attempts: int
+    exhausted: bool
+
+
+def retryable(error: BaseException, *, rereadable: bool = True) -> bool:
+    """Whether ``error``'s type says another attempt may succeed.
+
+    ``retryable`` on the error (``plans.errors.TransientError`` sets it) says the failure may go
+    away; ``outcome_unknown`` says the request may have taken effect before it failed, which
+    only a step that can read its effect back (``rereadable``) may retry safely.
+    """
+    if not getattr(error, "retryable", False):
+        return False
+    return rereadable or not getattr(error, "outcome_unknown", False)
+
+
+def retry(
+    policy: Backoff,
+    error: BaseException,
+    retries: int,
+    jitter: float,
+    *,
+    rereadable: bool = True,
+) -> RetryLater | GiveUp:
+    """After ``retries`` retries (0 on a first attempt) failed with ``error``: retry or give up.
+
+    ``jitter`` in [0, 1) spreads an exponential backoff (``RetryPolicy.delay``).
+    """
+    if not retryable(error, rereadable=rereadable):
+        return GiveUp(retries + 1, exhausted=False)
+    if retries >= policy.max_retries:
+        return GiveUp(retries + 1, exhausted=True)
+    return RetryLater(policy.delay(retries, jitter), retries + 2)

@@ -14,6 +14,7 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -21,6 +22,7 @@ import click
 from plans.errors import FerrymanError
 from plans.model import Fabric, RecoveryPlan
 from workflows.compiler import CompiledRun, compile_run
+from workflows.protection import RPO_RISK_CYCLES
 from workflows.steps import StepKind
 
 
@@ -118,11 +120,30 @@ def replication_checks(
             )
         elif health == "Warning" or info.last_replication_time is None:
             checks.append(Check(vm, f"replication on {host}", Verdict.WARN, detail))
+        elif failover_type != "planned" and (stale := _past_rpo(info)):
+            # A test (or unplanned failover) would start from a copy older than the RPO.
+            checks.append(Check(vm, f"replication on {host}", Verdict.WARN, f"{detail}: {stale}"))
         else:
             checks.append(Check(vm, f"replication on {host}", Verdict.PASS, detail))
         if failover_type == "test":
             checks.append(leftover_test_vm(ctx.hyperv(host), vm, host))
     return checks
+
+
+def _past_rpo(info: Any) -> str | None:
+    """Why the VM's last replication is older than its recovery point objective (None: it
+    is not): more than RPO_RISK_CYCLES copy intervals ago."""
+    frequency = getattr(info, "frequency", 0) or 0
+    last = info.last_replication_time
+    if not frequency or last is None:
+        return None
+    age = (datetime.now(UTC) - last).total_seconds()
+    if age <= RPO_RISK_CYCLES * frequency:
+        return None
+    return (
+        f"last replication {age:.0f} s ago, past its RPO ({RPO_RISK_CYCLES:g} x the {frequency} s "
+        "copy frequency): the copy would be that old"
+    )
 
 
 def leftover_test_vm(hv: Any, vm: str, host: str) -> Check:

@@ -101,8 +101,14 @@ class Runtime:
 
 
 def open_store(settings: Settings, *, pool_size: int | None = None) -> Database:
-    """The run store of ``settings`` (tables created when missing)."""
-    return Database(settings.database_url, pool_size=pool_size)
+    """The run store of ``settings``: embedded, tables are created when missing; otherwise
+    the schema must be the migrations' newest (``ferryman db upgrade``), or SchemaMismatch
+    says what to run."""
+    if settings.embedded:
+        return Database(settings.database_url, pool_size=pool_size)
+    from workflows.migrations import require_current
+
+    return require_current(Database(settings.database_url, create=False, pool_size=pool_size))
 
 
 def create_app(settings: Settings, *, client: bool = False) -> Celery:

@@ -142,7 +142,20 @@ class Settings(BaseSettings):
     )
     plan_paths: list[str] = _setting(
         [],
-        "Plan files or folders of *.yaml read by `ferryman triggers` for every message.",
+        "Plan files or folders read by `ferryman triggers` for every message; a folder gives "
+        "its plan and fabric *.yaml files and skips other YAML with a warning.",
+        "paths separated by ':'",
+    )
+    plan_roots: list[str] = _setting(
+        [],
+        "Folders, besides each plan file's own, that includes and script files may come from "
+        "(plans/FORMAT.md, 'Files a plan names').",
+        "paths separated by ':'",
+    )
+    secret_roots: list[str] = _setting(
+        [],
+        "Folders credential and TSIG key files may come from (with $CREDENTIALS_DIRECTORY); "
+        "unset: anywhere but /proc, /sys and /dev.",
         "paths separated by ':'",
     )
     retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy())
@@ -196,7 +209,7 @@ class Settings(BaseSettings):
     )
     debug: bool = _setting(False, "Show tracebacks on errors (like --debug).", "true or false")
 
-    @field_validator("plan_paths", mode="before")
+    @field_validator("plan_paths", "plan_roots", "secret_roots", mode="before")
     @classmethod
     def _split_paths(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -14,7 +14,7 @@ from typing import Any
 
 from lab.hyperv import errors, wildcard
 from lab.hyperv.params import Bound, Signature
-from lab.hyperv.state import VM, World
+from lab.hyperv.state import VM, HyperVWorld
 from lab.objects import CmdletError, ErrorInfo, LabObject
 
 # Hyper-V properties that identify a VM in objects sent back by clients or piped in.
@@ -35,7 +35,7 @@ class Touch:
 class Context:
     """The call being answered."""
 
-    world: World
+    world: HyperVWorld
     host: str
     cmdlet: str
     bound: Bound

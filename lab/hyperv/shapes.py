@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from lab.clock import Clock
 from lab.hyperv.enums import RelationshipType, ReplicationMode, SnapshotType, VMState, lab_enum
-from lab.hyperv.state import VM, Adapter, RecoveryPoint, World
+from lab.hyperv.state import VM, Adapter, HyperVWorld, RecoveryPoint
 from lab.objects import LabObject
 
 _HV = "Microsoft.HyperV.PowerShell."
@@ -22,7 +22,7 @@ def vm_to_string(vm: VM) -> str:
     return f"VirtualMachine (Name = '{vm.name}') [Id = '{vm.id}']"
 
 
-def vm_object(world: World, vm: VM) -> LabObject:
+def vm_object(world: HyperVWorld, vm: VM) -> LabObject:
     """``Get-VM`` output for ``vm`` as seen on its host."""
     now = world.clock.now()
     running = vm.state is VMState.Running and vm.started_at is not None
@@ -62,7 +62,7 @@ def _vm_path(vm: VM) -> str:
     return f"C:\\ProgramData\\Microsoft\\Windows\\Hyper-V\\{vm.name}"
 
 
-def adapter_object(world: World, vm: VM, adapter: Adapter) -> LabObject:
+def adapter_object(world: HyperVWorld, vm: VM, adapter: Adapter) -> LabObject:
     """``Get-VMNetworkAdapter`` output for one adapter."""
     return LabObject(
         type_names=list(ADAPTER_TYPES),
@@ -85,7 +85,7 @@ def adapter_object(world: World, vm: VM, adapter: Adapter) -> LabObject:
     )
 
 
-def replication_object(world: World, vm: VM) -> LabObject:
+def replication_object(world: HyperVWorld, vm: VM) -> LabObject:
     """``Get-VMReplication`` output (both ends answer, each from its own view)."""
     rep = vm.replication
     assert rep is not None
@@ -132,7 +132,7 @@ def replication_object(world: World, vm: VM) -> LabObject:
     )
 
 
-def measure_object(world: World, vm: VM) -> LabObject:
+def measure_object(world: HyperVWorld, vm: VM) -> LabObject:
     """``Measure-VMReplication`` output: statistics of one end."""
     rep = vm.replication
     assert rep is not None
@@ -165,7 +165,7 @@ def measure_object(world: World, vm: VM) -> LabObject:
     )
 
 
-def snapshot_name(vm: VM, point: RecoveryPoint, world: World) -> str:
+def snapshot_name(vm: VM, point: RecoveryPoint, world: HyperVWorld) -> str:
     """Replica recovery point names as Hyper-V Manager shows them."""
     label = (
         "Application-consistent Replica"
@@ -176,7 +176,7 @@ def snapshot_name(vm: VM, point: RecoveryPoint, world: World) -> str:
     return f"{vm.name} - {label} - ({when})"
 
 
-def snapshot_object(world: World, vm: VM, point: RecoveryPoint) -> LabObject:
+def snapshot_object(world: HyperVWorld, vm: VM, point: RecoveryPoint) -> LabObject:
     """``Get-VMSnapshot -SnapshotType Replica`` output for one recovery point."""
     return LabObject(
         type_names=list(SNAPSHOT_TYPES),

@@ -4,16 +4,17 @@ Both ends of a replication relationship share one :class:`Replication` object, s
 transition changes the primary and the replica together (they live on different hosts, as in
 real Hyper-V Replica). Time-driven progress (initial replication finishing, replication
 cycles, hourly recovery points, guests booting) is computed from the lab clock by
-:meth:`World.advance`, which every read calls first and the background ticker calls
+:meth:`HyperVWorld.advance`, which every read calls first and the background ticker calls
 periodically; that keeps a frozen-clock lab deterministic.
 
-:meth:`World.advance` costs what is due, not what exists: the world keeps each relationship's
-next due lab time in a heap. A relationship is rescheduled whenever one of the fields its due
-time depends on is assigned (``Replication.__setattr__``), and it is advanced only while some VM
-record in the world holds it (``VM.__setattr__`` and :meth:`World.add`/:meth:`World.remove`
-count the holders), exactly the relationships a walk over every VM record would find.
+:meth:`HyperVWorld.advance` costs what is due, not what exists: the world keeps each
+relationship's next due lab time in a heap. A relationship is rescheduled whenever one of the
+fields its due time depends on is assigned (``Replication.__setattr__``), and it is advanced
+only while some VM record in the world holds it (``VM.__setattr__`` and
+:meth:`HyperVWorld.add`/:meth:`HyperVWorld.remove` count the holders), exactly the
+relationships a walk over every VM record would find.
 
-All mutation happens under ``World.lock``; nothing in here blocks or sleeps.
+All mutation happens under ``HyperVWorld.lock``; nothing in here blocks or sleeps.
 """
 
 from __future__ import annotations
@@ -36,13 +37,13 @@ from lab.hyperv.enums import (
     SnapshotType,
     VMState,
 )
-from lab.topology import HostSpec, ReplicaServerSpec, Topology, VMSpec
+from lab.topology import ReplicaServerSpec, Topology, TopologyHost, VMSpec
 
 HOUR = 3600.0
 # Replication keeps working through these; anything else stops the cycles.
 _CYCLING = ReplicationState.Replicating
 
-# The fields a relationship's next due time depends on (see World._due), plus primary_host
+# The fields a relationship's next due time depends on (see HyperVWorld._due), plus primary_host
 # (an unlinked relationship is never advanced): assigning one reschedules the relationship.
 _SCHEDULE_FIELDS = frozenset(
     {
@@ -142,7 +143,7 @@ class Replication:
     # Set when the other end failed over for good or dropped the relationship: cycles stop.
     broken: bool = False
 
-    # Its place in the schedule of the World whose VM records hold it (not a field: equality,
+    # Its place in the schedule of the HyperVWorld whose VM records hold it (not a field: equality,
     # repr and asdict ignore it); None until a VM record in a world holds it.
     _schedule: ClassVar[Schedule | None] = None
 
@@ -170,13 +171,13 @@ class Schedule:
 
     __slots__ = ("dirty", "holders", "seq", "world")
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: HyperVWorld) -> None:
         self.world = world
         # How many VM records on the world's hosts hold the relationship (0: not advanced).
         self.holders = 0
         # The sequence number of its valid heap entry (-1: none).
         self.seq = -1
-        # Changed since it was last scheduled: waiting in World._dirty to be rescheduled.
+        # Changed since it was last scheduled: waiting in HyperVWorld._dirty to be rescheduled.
         self.dirty = False
 
     def mark(self, rep: Replication) -> None:
@@ -203,9 +204,9 @@ class VM:
     # The recovery point a replica failed over to (None: the latest).
     failover_point: RecoveryPoint | None = None
 
-    # The World's bookkeeping (not fields): the world whose host holds this record, and in how
+    # The world's bookkeeping (not fields): the world whose host holds this record, and in how
     # many of its slots (a record normally sits in one).
-    _world: ClassVar[World | None] = None
+    _world: ClassVar[HyperVWorld | None] = None
     _slots: ClassVar[int] = 0
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -246,14 +247,14 @@ class VM:
         return other or None
 
 
-class World:
+class HyperVWorld:
     """Every host's VMs plus the overrides the fault injector and admin API set."""
 
     def __init__(self, topology: Topology, clock: Clock) -> None:
         self.topology = topology
         self.clock = clock
         self.lock = threading.RLock()
-        self.hosts: dict[str, HostSpec] = {h.name: h for h in topology.hosts}
+        self.hosts: dict[str, TopologyHost] = {h.name: h for h in topology.hosts}
         self.down: set[str] = set()
         self.vms: dict[str, dict[str, VM]] = {
             h.name: {} for h in topology.hosts if h.role == "hyperv"
@@ -712,7 +713,7 @@ class World:
 
 
 def _due(rep: Replication) -> float:
-    """The earliest lab time at which ``World._advance_one`` changes ``rep`` (inf: never).
+    """The earliest lab time at which ``HyperVWorld._advance_one`` changes ``rep`` (inf: never).
 
     It depends only on the fields in ``_SCHEDULE_FIELDS``; hosts down, health overrides and the
     replica's state change what happens then, not when. A cycle is due at ``anchor +

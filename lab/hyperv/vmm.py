@@ -13,7 +13,7 @@ from typing import Any
 from lab.hyperv.context import Cmdlet, Context, prop
 from lab.hyperv.enums import SCVMStatus, VMState, lab_enum
 from lab.hyperv.params import Param, Signature, pset
-from lab.hyperv.state import VM, Adapter, World, stable_id
+from lab.hyperv.state import VM, Adapter, HyperVWorld, stable_id
 from lab.objects import LabObject
 
 _VMM = "Microsoft.SystemCenter.VirtualMachineManager."
@@ -31,7 +31,7 @@ def _status(vm: VM) -> SCVMStatus:
     }.get(vm.state, SCVMStatus.PowerOff)
 
 
-def _host_object(world: World, host: str) -> LabObject:
+def _host_object(world: HyperVWorld, host: str) -> LabObject:
     return LabObject(
         type_names=[_VMM + "Host"],
         properties={
@@ -45,7 +45,7 @@ def _host_object(world: World, host: str) -> LabObject:
     )
 
 
-def sc_vm_object(world: World, vm: VM) -> LabObject:
+def sc_vm_object(world: HyperVWorld, vm: VM) -> LabObject:
     """``Get-SCVirtualMachine`` output for one VM record."""
     site = world.hosts[vm.host].site
     status = _status(vm)

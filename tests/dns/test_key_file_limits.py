@@ -62,3 +62,28 @@ def test_secret_roots_apply_to_key_files(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("FERRYMAN_SECRET_ROOTS", str(tmp_path / "elsewhere"))
     with pytest.raises(DnsKeyFileError, match="outside the allowed secret folders"):
         load_key_file(path)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--server", "[::1", "opens '['"),
+        ("--server", "[]:53", "not an IPv6 address"),
+        ("--server", "127.0.0.1:0", "invalid port"),
+        ("--servers", "127.0.0.1:53,:53", "has no host"),
+        ("--zone", "a..b", "empty label"),
+        ("--ttl", "4294967296", "0<=x<=2147483647"),
+        ("--timeout", "inf", "0<x<=86400"),
+    ],
+)
+def test_switch_options_are_checked_before_anything_is_sent(
+    option: str, value: str, message: str
+) -> None:
+    args = {
+        "--server": "127.0.0.1:9", "--zone": "corp.example", "--key-file": "/nonexistent",
+        "--name": "x", "--address": "10.0.0.1",
+    }  # fmt: skip
+    args[option] = value
+    result = CliRunner().invoke(dns_group, ["switch", *[p for kv in args.items() for p in kv]])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output

@@ -29,6 +29,7 @@ from tests.support.bind import BindServers, bind_pair, free_port
 from workers.embedded import Runtime, build_runtime, worker
 from workers.tasks import default_executor
 from workflows.demo import PASSWORD_VARIABLE, lab_topology, point_at_lab
+from workflows.migrations import upgrade
 from workflows.progress import wait_for
 from workflows.settings import RetryPolicy, Settings
 from workflows.statuses import TERMINAL_RUN, RunStatus
@@ -82,6 +83,7 @@ def e2e_runtime(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         advance_poll=0.1,
         visibility_timeout=600,
     )
+    upgrade(settings.database_url)  # as a deployment does before its workers start
     runtime = build_runtime(settings, default_executor(poll_interval=0.1))
     # results Celery still tracks at interpreter exit try to reach Redis once, not for minutes
     options = dict(runtime.app.conf.result_backend_transport_options or {})

@@ -1,4 +1,4 @@
-"""World.advance advances only what is due, with the effect of advancing every relationship.
+"""HyperVWorld.advance advances only what is due, with the effect of advancing every relationship.
 
 The reference is the original full walk: every relationship some VM record holds (and whose
 primary is linked) goes through ``_advance_one`` on every advance. Two labs on identical
@@ -16,7 +16,7 @@ import pytest
 
 from lab.clock import Clock
 from lab.hyperv import state
-from lab.hyperv.state import World
+from lab.hyperv.state import HyperVWorld
 from lab.objects import CmdletError, TransportFault
 from lab.topology import load_topology
 from lab.world import Lab
@@ -26,8 +26,8 @@ HOSTS = ("hv-sto-1", "hv-sto-2", "hv-got-1", "hv-got-2")
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
 
-def full_walk(world: World) -> None:
-    """The original World.advance: every held, linked relationship, every time."""
+def full_walk(world: HyperVWorld) -> None:
+    """The original HyperVWorld.advance: every held, linked relationship, every time."""
     with world.lock:
         now = world.clock.now()
         seen: set[int] = set()
@@ -121,7 +121,7 @@ def outcome(lab: Lab, host: str, cmdlet: str, **params: Any) -> Any:
     return [e.fully_qualified_error_id for e in result.errors], names
 
 
-def random_step(rng: random.Random, names: list[str], world: World) -> tuple[str, Any]:
+def random_step(rng: random.Random, names: list[str], world: HyperVWorld) -> tuple[str, Any]:
     """One operation: ("clock", seconds), ("admin", (method, path, body)) or a cmdlet, mostly
     on a host that has the VM (as ``world`` has it: both labs are equal by then)."""
     kind = rng.random()
@@ -316,15 +316,15 @@ def test_superseded_heap_entries_are_dropped() -> None:
 
 
 def counting(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every relationship World._advance_one is called with, from now on."""
+    """Every relationship HyperVWorld._advance_one is called with, from now on."""
     calls: list[Any] = []
-    original = World._advance_one
+    original = HyperVWorld._advance_one
 
-    def spy(self: World, rep: Any, now: float) -> None:
+    def spy(self: HyperVWorld, rep: Any, now: float) -> None:
         calls.append(rep)
         original(self, rep, now)
 
-    monkeypatch.setattr(World, "_advance_one", spy)
+    monkeypatch.setattr(HyperVWorld, "_advance_one", spy)
     return calls
 
 

@@ -17,13 +17,14 @@ from workers.executors import context as step_context
 from workers.executors.errors import StepFailed
 from workers.executors.protection import enable_replication, initial_replication
 from workflows.compiler import _all_hosts
+from workflows.progress import wait_for
 from workflows.protection import (
     Action,
     ProtectionError,
     compile_disable,
     compile_protection,
 )
-from workflows.statuses import RunStatus
+from workflows.statuses import TERMINAL_RUN, RunStatus
 from workflows.steps import StepKind
 
 pytestmark = pytest.mark.integration
@@ -228,3 +229,25 @@ def test_hostile_profiles_are_refused_with_their_place(
     with pytest.raises(FerrymanError) as caught:
         load_bundle([path])
     assert message in str(caught.value) and f"{path}:" in str(caught.value)
+
+
+def test_a_protection_run_stopped_by_a_replica_host_down_resumes_where_it_stopped(
+    sites: Sites,
+) -> None:
+    compiled = compile_protection(sites.bundle.fabric, sites.reports(), vms=["crm-01", "hr-01"])
+    assert compiled is not None
+    assert sites.lab.admin("POST", "/hosts/hv-got-1/down", None)[0] == 200
+    run = sites.run(compiled)
+    assert run.status == RunStatus.FAILED
+    assert "hv-got-1" in (run.error or "")
+    state = sites.state()
+    assert state["crm-01@hv-sto-1"]["replication_state"] == "Disabled"
+    assert state["hr-01@hv-sto-2"]["replication_state"] == "Replicating"  # the other VM went on
+    assert sites.lab.admin("POST", "/hosts/hv-got-1/up", None)[0] == 200
+    engine = sites.runtime.engine
+    engine.resume(run.id, by="test")
+    resumed = wait_for(sites.runtime.db, run.id, TERMINAL_RUN, timeout=120, interval=0.05)
+    assert resumed.status == RunStatus.SUCCEEDED, resumed.error
+    assert sites.state()["crm-01@hv-sto-1"]["replication_state"] == "Replicating"
+    # hr-01's steps had succeeded: the resume did not enable it a second time.
+    assert sorted(e["vm"] for e in sites.audit("Enable-VMReplication")) == ["crm-01", "hr-01"]

@@ -26,6 +26,7 @@ from tests.reliability.services import RedisServer, wait_for
 from tests.support.bind import BindServers
 from workers.embedded import Runtime, build_runtime
 from workflows.demo import lab_topology, point_at_lab
+from workflows.migrations import upgrade
 from workflows.settings import RetryPolicy, Settings
 from workflows.statuses import TERMINAL_RUN, RunStatus, StepStatus
 from workflows.store import Run, repository
@@ -74,6 +75,9 @@ class Stack:
     password: str
     directory: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        upgrade(self.database_url)  # as a deployment does before its workers start
 
     def settings(self) -> Settings:
         """The engine's settings (the same values the workers read from their environment)."""

@@ -1,9 +1,10 @@
 """Names carrying PowerShell metacharacters reach the lab as literal parameter values.
 
-A small world whose VM, network and DNS zone names hold quotes, ``;``, ``$()``, backticks
-and non-Latin text runs a test failover against the lab over real pypsrp. The lab's audit
-log must show each name exactly as written in the plan, as the value of its parameter, and
-nothing else happened: no other VM touched, no cmdlet the plan does not call.
+A small world whose VM and network names hold quotes, ``;``, ``$()``, backticks and
+non-Latin text runs a test failover against the lab over real pypsrp. The lab's audit log must
+show each name exactly as written in the plan, as the value of its parameter, and nothing else
+happened: no other VM touched, no cmdlet the plan does not call. DNS names keep to RFC 1123,
+so metacharacters there are refused before anything runs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import yaml
 
 from lab.hyperv.wildcard import unescape
 from lab.testing import running_lab
-from plans import load_bundle
+from plans import load_bundle, validate
 from tests.reliability.drill import drive, topology
 from workers.embedded import embedded
 from workers.tasks import default_executor
@@ -40,8 +41,10 @@ SOURCE_NET = "corp'; $(Get-Date)"
 TARGET_NET = 'dr"net;`whoami`'
 TEST_NET = "test$(Remove-Item C:\\ -Recurse)"
 ZONE = "corp-evil.example"
-TEST_ZONE = "test'$(x);.example"
-RECORD = "rec'$(whoami)"
+TEST_ZONE = "test-evil.example"
+RECORD = "_rec-01"  # legal, if unusual: an underscore label
+HOSTILE_TEST_ZONE = "test'$(x);.example"
+HOSTILE_RECORD = "rec'$(whoami)"
 
 
 def hostile_topology(vms: dict[str, tuple[str, str]]) -> dict[str, Any]:
@@ -72,7 +75,12 @@ def hostile_topology(vms: dict[str, tuple[str, str]]) -> dict[str, Any]:
     return data
 
 
-def hostile_files(directory: Path, vms: dict[str, tuple[str, str]]) -> Path:
+def hostile_files(
+    directory: Path,
+    vms: dict[str, tuple[str, str]],
+    test_zone: str = TEST_ZONE,
+    record: str = RECORD,
+) -> Path:
     """Fabric + plan for the hostile world (endpoints are pointed at the lab later)."""
     fabric = yaml.safe_load((Path("plans/examples/fabric.yaml")).read_text(encoding="utf-8"))
     sites = fabric["fabric"]["sites"]
@@ -94,8 +102,8 @@ def hostile_files(directory: Path, vms: dict[str, tuple[str, str]]) -> Path:
         }
     ]
     fabric["fabric"]["dns_zones"] = {
-        ZONE: {"kind": "windows", "site": "gothenburg", "test_zone": TEST_ZONE},
-        TEST_ZONE: {"kind": "windows", "site": "gothenburg"},
+        ZONE: {"kind": "windows", "site": "gothenburg", "test_zone": test_zone},
+        test_zone: {"kind": "windows", "site": "gothenburg"},
     }
     plan = {
         "version": 1,
@@ -108,7 +116,7 @@ def hostile_files(directory: Path, vms: dict[str, tuple[str, str]]) -> Path:
                     {
                         "name": "all",
                         "vms": [
-                            {"name": name, "dns": [{"zone": ZONE, "name": RECORD}]}
+                            {"name": name, "dns": [{"zone": ZONE, "name": record}]}
                             if index == 0
                             else {"name": name}
                             for index, name in enumerate(vms)
@@ -189,3 +197,16 @@ def test_wildcard_characters_in_vm_names_are_literal(lab_password: str) -> None:
     final, entries, state = run_test_failover({**WILDCARD_VMS, decoy_name: decoy_ips}, WILDCARD_VMS)
     assert all(e["vm"] != decoy_name for e in entries), "the decoy VM was touched"
     check_literal(final, entries, state, list(WILDCARD_VMS))
+
+
+def test_metacharacters_in_dns_names_are_refused_before_any_run(tmp_path: Path) -> None:
+    path = hostile_files(tmp_path, VMS, test_zone=HOSTILE_TEST_ZONE, record=HOSTILE_RECORD)
+    report = validate([path])
+    assert report.bundle is None
+    problems = sorted((Path(p.file).name, p.message.split(" has ")[0]) for p in report.errors)
+    assert problems == [
+        ("fabric.yaml", f"test zone {HOSTILE_TEST_ZONE!r}"),
+        ("fabric.yaml", f"zone {HOSTILE_TEST_ZONE!r}"),
+        ("hostile.yaml", f"record name {HOSTILE_RECORD!r}"),
+    ]
+    assert all(p.line > 0 for p in report.errors)

@@ -13,7 +13,7 @@ from celery.exceptions import Retry
 from plans import load_bundle
 from tests.workflows.fakes import FakeExecutor
 from workers.app import create_app, transport_options
-from workers.errors import CmdletFailed
+from workers.errors import CmdletFailed, RemoteTransientError
 from workers.tasks import UnitRunner, describe_failure, register
 from workflows.compiler import CompiledRun
 from workflows.dispatch import unit_kwargs
@@ -253,3 +253,67 @@ def test_a_unit_that_breaks_fails_its_steps_instead_of_leaving_them_pending(
     with engine.db.session() as session:
         step = repository.get_step(session, run_id=run_id, key=unit["steps"][0]["key"])
     assert "the unit broke" in step.error
+
+
+class SentThenLost(RemoteTransientError):
+    """A failure after the request was sent (HTTP 500 after Command): its effect is unknown."""
+
+    outcome_unknown = True
+
+
+class LosesEveryAnswer(FakeExecutor):
+    def run_step(self, ctx: Any, spec: StepSpec) -> Any:
+        with self.lock:
+            self.calls[(spec.kind.value, spec.vm)] += 1
+        raise SentThenLost(f"{spec.key}: the connection reset after the command was sent")
+
+
+def test_an_outcome_unknown_script_fails_at_once_instead_of_running_twice(
+    engine: Engine,
+) -> None:
+    run = engine.start(load_bundle([EXAMPLE]), "three-tier", "planned")
+    unit = engine.dispatcher.sent[-1][1].units[0].to_json()  # type: ignore[attr-defined]
+    assert unit["steps"][0]["kind"] == StepKind.SCRIPT
+    executor = LosesEveryAnswer()
+    task = FakeTask()
+    summary = UnitRunner(engine, executor).run(task, run_id=run.id, unit=unit)
+    assert task.retried == []  # not sent to Celery's retry
+    assert summary["status"] == "failed"
+    assert sum(executor.calls.values()) == 1
+    with engine.db.session() as session:
+        step = repository.get_step(session, run_id=run.id, key=unit["steps"][0]["key"])
+    assert (step.status, step.attempts) == ("failed", 1)
+    assert "gave up" not in step.error  # never retried: not a spent retry budget
+
+
+def test_an_outcome_unknown_vm_step_is_retried_as_it_reads_its_effect_back(
+    engine: Engine,
+) -> None:
+    run_id, unit = first_unit(engine)
+    assert unit["steps"][0]["kind"] == StepKind.TEST_FAILOVER
+    task = FakeTask()
+    with pytest.raises(Retry):
+        UnitRunner(engine, LosesEveryAnswer()).run(task, run_id=run_id, unit=unit)
+    assert len(task.retried) == 1
+    assert statuses(engine, run_id, unit)[0] == "pending"  # waiting for its retry
+
+
+def test_a_stage_not_settled_is_asked_again_at_the_poll_interval(engine: Engine) -> None:
+    settings = engine.settings.model_copy(update={"advance_poll": 0.25})
+    app = create_app(settings)
+    polled = Engine(engine.db, Recording(), settings)
+    register(app, polled, FakeExecutor())
+    run = polled.start(load_bundle([EXAMPLE]), "three-tier", "test")
+    advance = app.tasks[TASK_ADVANCE]
+    # the stage's steps have not run: the callback is retried by the one policy, at the poll
+    # (as a worker delivers it: the request carries the delivery; the retry goes to memory://)
+    kwargs = {"run_id": run.id, "stage": 0}
+    advance.push_request(
+        id="callback-1", retries=3, args=(), kwargs=kwargs, called_directly=False, is_eager=False
+    )
+    try:
+        with pytest.raises(Retry) as retried:
+            advance(**kwargs)
+    finally:
+        advance.pop_request()
+    assert retried.value.when == 0.25

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from plans.errors import PermanentError, TransientError
 from workflows import decide
 from workflows.compiler import Gate, Stage, StageKind
 from workflows.decide import (
@@ -19,11 +20,13 @@ from workflows.decide import (
     Finish,
     FollowUp,
     GateRecord,
+    GiveUp,
     NextStage,
     OpenGate,
     PassStage,
     ResendStage,
     ResendUnits,
+    RetryLater,
     SendStage,
     Stale,
     StepVerdict,
@@ -32,6 +35,7 @@ from workflows.decide import (
     UnitMove,
     Wait,
 )
+from workflows.settings import RetryPolicy
 from workflows.statuses import ApprovalStatus, RunStatus, StepStatus
 from workflows.steps import StepKind, StepSpec, TaskUnit
 
@@ -617,3 +621,60 @@ def test_starting_a_step(
 )
 def test_after_a_step(verdict: StepVerdict, on_error: str, expected: UnitMove) -> None:
     assert decide.after_step(verdict, on_error) is expected
+
+
+# -- retries
+
+
+class Lost(TransientError):
+    """A transient error raised after the request was sent: its effect is unknown."""
+
+    outcome_unknown = True
+
+
+POLICY = RetryPolicy(max_retries=3, base_delay=1.0, max_delay=4.0)
+
+
+@pytest.mark.parametrize(
+    ("situation", "error", "retries", "rereadable", "expected"),
+    [
+        ("transient, first failure", TransientError("reset"), 0, True, RetryLater(0.75, 2)),
+        ("transient, second failure", TransientError("reset"), 1, True, RetryLater(1.5, 3)),
+        ("transient, retries spent", TransientError("reset"), 3, True, GiveUp(4, exhausted=True)),
+        ("permanent", PermanentError("no such VM"), 0, True, GiveUp(1, exhausted=False)),
+        ("not Ferryman's (a defect)", KeyError("x"), 0, True, GiveUp(1, exhausted=False)),
+        (
+            "outcome unknown, effect readable back",
+            Lost("500 after Command"),
+            0,
+            True,
+            RetryLater(0.75, 2),
+        ),
+        (
+            "outcome unknown, a script",
+            Lost("500 after Command"),
+            0,
+            False,
+            GiveUp(1, exhausted=False),
+        ),
+        (
+            "plain transient in a script (nothing was sent)",
+            TransientError("refused"),
+            0,
+            False,
+            RetryLater(0.75, 2),
+        ),
+    ],
+)
+def test_retry_reads_the_error_type_and_the_policy(
+    situation: str, error: Exception, retries: int, rereadable: bool, expected: object
+) -> None:
+    verdict = decide.retry(POLICY, error, retries, 0.5, rereadable=rereadable)
+    assert verdict == expected, situation
+
+
+def test_a_poll_waits_the_same_each_time_up_to_its_count() -> None:
+    poll = decide.Poll(interval=0.5, max_retries=2)
+    assert decide.retry(poll, TransientError("not yet"), 0, 0.9) == RetryLater(0.5, 2)
+    assert decide.retry(poll, TransientError("not yet"), 1, 0.1) == RetryLater(0.5, 3)
+    assert decide.retry(poll, TransientError("not yet"), 2, 0.1) == GiveUp(3, exhausted=True)

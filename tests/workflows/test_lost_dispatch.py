@@ -6,9 +6,11 @@ other after ``dispatch_grace``. Sending a stage twice runs each step once.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from sqlalchemy import update
 from sqlmodel import col
 
@@ -17,6 +19,7 @@ from tests.workflows.conftest import fast_settings
 from tests.workflows.fakes import FakeExecutor
 from tests.workflows.test_engine import without_gate
 from workers.embedded import build_runtime, worker
+from workflows import report
 from workflows.compiler import Stage
 from workflows.engine import Engine
 from workflows.events import EventKind
@@ -24,7 +27,7 @@ from workflows.progress import wait_for
 from workflows.recovery import Recovery
 from workflows.settings import Settings
 from workflows.statuses import RunStatus, StepStatus
-from workflows.store import Database, Run, repository
+from workflows.store import Database, Run, Step, repository, utcnow
 
 
 class Killed(BaseException):
@@ -179,4 +182,71 @@ def test_a_settled_stage_whose_callback_was_lost_is_advanced(
     # stage 1 of the example is the databases gate: the run now waits for an operator there
     assert (moved.current_stage, moved.status) == (1, RunStatus.WAITING)
     assert patient.advance(run.id, 0) == "stale"  # the late real callback does nothing
+    db.dispose()
+
+
+def quiet_for(db: Database, run_id: str, seconds: float) -> None:
+    """Date the run's current stage, and everything its steps did, that long ago."""
+    then = utcnow() - timedelta(seconds=seconds)
+    with db.session() as session:
+        session.execute(update(Run).where(col(Run.id) == run_id).values(stage_entered_at=then))
+        session.execute(
+            update(Step)
+            .where(col(Step.run_id) == run_id, col(Step.finished_at).is_not(None))
+            .values(started_at=then, heartbeat_at=then, finished_at=then)
+        )
+
+
+def rendered_report(db: Database, run_id: str) -> str:
+    console = Console(record=True, width=200)
+    with db.session() as session:
+        console.print(report.render(report.build(session, run_id)))
+    return console.export_text()
+
+
+@pytest.fixture
+def short_lease(settings: Settings) -> Settings:
+    """A 5 s lease under the default 30 s dispatch grace."""
+    return settings.model_copy(update={"step_lease": 5.0, "step_heartbeat": 1.0})
+
+
+def test_a_lost_callback_is_recovered_within_the_lease_and_reported(
+    settings: Settings, short_lease: Settings, bundle: Bundle
+) -> None:
+    db = Database(settings.database_url)
+    recorder = Recording()
+    run = Engine(db, recorder, settings).start(bundle, "three-tier", "test")
+    with db.session() as session:
+        for step in repository.steps_of(session, run_id=run.id, stage=0):
+            repository.set_step_status(session, step=step, status=StepStatus.RUNNING)
+            repository.set_step_status(session, step=step, status=StepStatus.SUCCEEDED)
+    quiet_for(db, run.id, 6)  # settled 6 s ago; its callback never came
+    assert Recovery(Engine(db, recorder, settings)).advance_settled_stages() == []  # 6 < 30 s
+    assert Recovery(Engine(db, recorder, short_lease)).advance_settled_stages() == [run.id]
+    with db.session() as session:
+        moved = repository.get_run(session, run_id=run.id)
+        [event] = [
+            e
+            for e in repository.events_of(session, run_id=run.id)
+            if e.event == EventKind.CALLBACK_RECOVERED
+        ]
+    assert (moved.current_stage, moved.status) == (1, RunStatus.WAITING)
+    assert "callback never came" in event.message
+    text = rendered_report(db, run.id)
+    assert "recovered after a crash" in text and "callback_recovered" in text
+    db.dispose()
+
+
+def test_an_unsent_stage_is_sent_within_the_lease_and_reported(
+    settings: Settings, short_lease: Settings, bundle: Bundle
+) -> None:
+    db = Database(settings.database_url)
+    run = crashed_run(db, settings, bundle, None)
+    quiet_for(db, run.id, 6)
+    recorder = Recording()
+    assert Recovery(Engine(db, recorder, settings)).resend_lost_stages() == []  # 6 < 30 s
+    assert Recovery(Engine(db, recorder, short_lease)).resend_lost_stages() == [run.id]
+    assert recorder.sent == [(run.id, 0)]
+    text = rendered_report(db, run.id)
+    assert "recovered after a crash" in text and "stage_resent" in text
     db.dispose()

@@ -154,6 +154,12 @@ def test_a_silent_script_fails_for_an_operator_instead_of_running_again(
     assert "the worker died while script" in failed.error
     assert f"ferryman runs resume {run.id}" in failed.error
     assert current.status == RunStatus.FAILED  # the settled stage was advanced at once
+    # the key is said once: the step's error leaves it to the run's error and the event
+    assert not failed.error.startswith(script.key)
+    assert current.error.startswith(f"{script.key}: its worker ")
+    assert current.error.count(script.key) == 1
+    [taken] = events(db, run.id, EventKind.STEP_TAKEN_OVER)
+    assert taken.startswith(f"{script.key}: its worker ") and taken.count(script.key) == 1
 
 
 class TakenOverMidStep(FakeExecutor):

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from plans.errors import FerrymanError
+from plans.names import dns_name_problem, host_port_problem
 from workers.dns.records import RecordSet, Snapshot
 from workers.dns.switch import capture, switch
 from workers.dns.target import DnsTarget
@@ -27,6 +28,22 @@ def _guarded(action: Callable[[], T]) -> T:
         return action()
     except FerrymanError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _server(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse a HOST[:PORT] (or a comma-separated list of them) that does not parse."""
+    for part in (value or "").split(","):
+        problem = host_port_problem(part) if part.strip() else None
+        if problem:
+            raise click.BadParameter(problem)
+    return value
+
+
+def _zone(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    problem = dns_name_problem(value, what="zone")
+    if problem:
+        raise click.BadParameter(problem)
+    return value
 
 
 def _lines(prefix: str, snapshot: Snapshot) -> list[str]:
@@ -51,8 +68,8 @@ dns_group = dns
 
 
 @dns.command("switch")
-@click.option("--server", required=True, help="The zone's primary, HOST[:PORT].")
-@click.option("--zone", required=True, help="The zone, e.g. corp.example.")
+@click.option("--server", required=True, callback=_server, help="The zone's primary, HOST[:PORT].")
+@click.option("--zone", required=True, callback=_zone, help="The zone, e.g. corp.example.")
 @click.option(
     "--key-file",
     required=True,
@@ -63,11 +80,24 @@ dns_group = dns
 @click.option("--algorithm", default=DEFAULT_ALGORITHM, show_default=True)
 @click.option("--name", required=True, help="Record name, relative to the zone or absolute.")
 @click.option("--address", "addresses", multiple=True, required=True, help="New address.")
-@click.option("--ttl", type=click.IntRange(min=0), default=None, help="TTL in seconds.")
+@click.option(
+    "--ttl", type=click.IntRange(0, 2**31 - 1), default=None, help="TTL in seconds (RFC 2181)."
+)
 @click.option("--ptr", is_flag=True, help="Also point the addresses' PTR records at the name.")
 @click.option("--verify", "do_verify", is_flag=True, help="Wait until every server answers.")
-@click.option("--servers", default=None, help="Servers to verify, HOST:PORT,... (default NS).")
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="Verify timeout.")
+@click.option(
+    "--servers",
+    default=None,
+    callback=_server,
+    help="Servers to verify, HOST:PORT,... (default NS).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, 86400, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Verify timeout in seconds (at most a day).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def switch_command(
     server: str,
@@ -112,8 +142,10 @@ def switch_command(
 
 
 @dns.command("show")
-@click.option("--server", required=True, help="An authoritative server, HOST[:PORT].")
-@click.option("--zone", required=True, help="The zone, e.g. corp.example.")
+@click.option(
+    "--server", required=True, callback=_server, help="An authoritative server, HOST[:PORT]."
+)
+@click.option("--zone", required=True, callback=_zone, help="The zone, e.g. corp.example.")
 @click.option("--name", "names", multiple=True, required=True, help="Record name.")
 @click.option(
     "--type", "rrtypes", multiple=True, default=("A", "AAAA"), show_default=True, help="Type."

@@ -33,6 +33,7 @@ SUBCOMMANDS: dict[str, str] = {
     "serve": "workflows.api.cli:serve",
     "tokens": "workflows.api.cli:tokens",
     "commands": "workflows.api.cli:commands",
+    "db": "workflows.cli.db:db",
 }
 
 # commands added to another package's group when it is loaded: group -> ["module:attribute"]

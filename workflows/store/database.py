@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event, exc
+from sqlalchemy import Connection, Engine, event, exc, text
 from sqlalchemy.pool import QueuePool
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -18,6 +21,11 @@ POOL_SIZE = 5  # SQLAlchemy's default for server databases, for processes withou
 # A worker's threads beyond its task slots that use the store: the gate watch, the step
 # heartbeat, and one spare for a chord callback or an operator command in the same process.
 EXTRA_CONNECTIONS = 3
+# PostgreSQL advisory lock key of schema changes (create_all, migrations): any fixed bigint
+# that no other application on the same server uses for its own lock
+SCHEMA_LOCK_KEY = 0x4665727279  # "Ferry"
+# one process's threads share SQLite's lock file through one flock; serialise them here
+_SQLITE_SCHEMA_THREADS = threading.Lock()
 
 
 def pool_size_for(concurrency: int) -> int:
@@ -45,6 +53,45 @@ def transient_database_error(error: BaseException) -> bool:
     ):
         return True
     return isinstance(error, exc.DBAPIError) and error.connection_invalidated
+
+
+@contextmanager
+def schema_lock(engine: Engine) -> Iterator[Connection]:
+    """A connection holding the database's schema lock while the block runs.
+
+    Processes that start at once on a fresh database take turns: the first creates or
+    migrates the schema, the others then find it done. PostgreSQL: a session advisory lock.
+    SQLite: an exclusive ``flock`` on ``DBFILE.schema-lock`` beside the file (SQLite's own
+    locks do not cover the reads an upgrade makes before it writes).
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            connection.commit()
+            try:
+                yield connection
+            finally:
+                connection.rollback()
+                connection.execute(
+                    text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY}
+                )
+                connection.commit()
+        return
+    path = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not path or path == ":memory:":  # nothing another process could share
+        with engine.connect() as connection:
+            yield connection
+        return
+    with (
+        _SQLITE_SCHEMA_THREADS,
+        open(Path(path).with_name(Path(path).name + ".schema-lock"), "a") as lock,
+    ):
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with engine.connect() as connection:
+                yield connection
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -91,8 +138,21 @@ class Database:
             self.create_all()
 
     def create_all(self) -> None:
-        """Create missing tables (Alembic migrations do the same for managed deployments)."""
-        SQLModel.metadata.create_all(self.engine)
+        """Create missing tables, for the embedded demo and tests; a managed deployment runs
+        ``ferryman db upgrade`` instead.
+
+        Under the schema lock, so processes starting at once on a fresh database do not race;
+        a database that had none of the tables is recorded at the migrations' head (the
+        models are the head's schema), so ``ferryman db upgrade`` can take it on later.
+        """
+        from workflows.migrations import stamp_head, state_of
+
+        with schema_lock(self.engine) as connection:
+            fresh = not state_of(connection).has_tables
+            SQLModel.metadata.create_all(connection)
+            if fresh:
+                stamp_head(connection, self.url)
+            connection.commit()
 
     @contextmanager
     def session(self) -> Iterator[Session]:

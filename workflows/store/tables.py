@@ -82,7 +82,7 @@ class Step(SQLModel, table=True):
     error: str = Field(default="", sa_column=Column(Text))
     started_at: datetime | None = None
     # refreshed by the worker running the step; a running step whose heartbeat is older than
-    # the lease lost its worker and is taken over (``Engine.take_over_orphaned_steps``)
+    # the lease lost its worker and is taken over (``workflows.recovery``)
     heartbeat_at: datetime | None = None
     finished_at: datetime | None = None
 
