@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from tests.support.bind import free_port
 from workflows.api.app import create_app
 from workflows.api.services import Services
+from workflows.migrations import upgrade
 from workflows.runtime import build_runtime
 from workflows.settings import Settings
 
@@ -18,6 +19,7 @@ def test_readyz_is_503_naming_the_broker_that_refuses(tmp_path: Path) -> None:
     settings = Settings(
         database_url=f"sqlite:///{tmp_path}/ferryman.db", broker_url=closed, result_backend=closed
     )
+    upgrade(settings.database_url)  # as a deployment does before it serves
     runtime = build_runtime(settings, client=True)
     try:
         client = TestClient(create_app(Services(runtime.engine, settings, app=runtime.app)))

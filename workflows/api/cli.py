@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from plans.errors import FerrymanError
+from workflows.runtime import open_store
 from workflows.settings import Settings
 from workflows.tokens import Role, create_token, list_tokens, local_administrator, revoke_token
 
@@ -115,9 +116,11 @@ def tokens() -> None:
 @click.option("--role", required=True, type=click.Choice([r.value for r in Role]))
 def create(name: str, role: str) -> None:
     """Make a token and print it: this is the only time it is shown."""
-    from workflows.store import Database
-
-    db = Database(Settings.from_env().database_url)
+    try:
+        db = open_store(Settings.from_env())
+    except FerrymanError as exc:
+        _fail(str(exc))
+        return
     try:
         with db.session() as session:
             row, token = create_token(
@@ -142,9 +145,11 @@ def list_command(as_json: bool) -> None:
     """Every token: name, role, when made and last used, whether revoked (never the token)."""
     import json
 
-    from workflows.store import Database
-
-    db = Database(Settings.from_env().database_url)
+    try:
+        db = open_store(Settings.from_env())
+    except FerrymanError as exc:
+        _fail(str(exc))
+        return
     try:
         with db.session() as session:
             rows = list_tokens(session)
@@ -185,9 +190,11 @@ def list_command(as_json: bool) -> None:
 @click.argument("name")
 def revoke(name: str) -> None:
     """Revoke the token called NAME: it authenticates nobody from now on."""
-    from workflows.store import Database
-
-    db = Database(Settings.from_env().database_url)
+    try:
+        db = open_store(Settings.from_env())
+    except FerrymanError as exc:
+        _fail(str(exc))
+        return
     try:
         with db.session() as session:
             row = revoke_token(session, name=name)
