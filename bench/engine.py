@@ -140,9 +140,18 @@ class Harness:
     def run(
         self, plan_file: Path, plan: str, failover_type: str = "test", *, timeout: float = 600
     ) -> RunTiming:
-        """Start a run and follow it to the end."""
+        """Start a run and follow it to the end, then let its VMs go.
+
+        A benchmark runs one plan again on a fresh lab, with no cleanup between: what the
+        last run left (a test's VMs, held until its cleanup) went with the last lab.
+        """
+        from workflows.store import repository
+
         run_id, started = self.start(plan_file, plan, failover_type)
-        return self.follow(run_id, started, timeout=timeout)
+        timing = self.follow(run_id, started, timeout=timeout)
+        with self.runtime.db.session() as session:
+            repository.release_vms(session, run=repository.get_run(session, run_id=run_id))
+        return timing
 
     def progress(self, run_id: str) -> tuple[int, int]:
         """How many of the run's steps have succeeded, and how many it has."""
@@ -171,8 +180,8 @@ def ferryman(
     ready_timeout: float = 60.0,
 ) -> Iterator[Harness]:
     """Ferryman's workers (``workers`` processes of ``concurrency`` threads) and the engine."""
-    from workers.embedded import build_runtime
     from workflows.migrations import upgrade
+    from workflows.runtime import build_runtime
     from workflows.settings import Settings
 
     settings = Settings.from_env(dict(env))

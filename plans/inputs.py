@@ -1,4 +1,4 @@
-"""Rules on hostile input: DNS names and the secret files a fabric names.
+"""Rules on hostile input: DNS names, and the secret and CA files a fabric names.
 
 Kept apart from :mod:`plans.rules` (references and Hyper-V Replica's own rules): these judge
 whether a value is safe to hand to a DNS server or to read from disk at all. Names, URLs and
@@ -7,10 +7,18 @@ numbers are judged by the model's types (:mod:`plans.names`, :mod:`plans.model`)
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 from plans.credentials import SecretRef
-from plans.files import FileRefused, resolve_secret
+from plans.files import (
+    MAX_TEXT_BYTES,
+    PSEUDO_ROOTS,
+    FileRefused,
+    check_regular,
+    resolve_secret,
+    within,
+)
 from plans.model import Fabric, RecoveryPlan
 from plans.names import absolute, dns_name_problem, in_zone
 from plans.problems import DocPath
@@ -78,4 +86,35 @@ def secret_files_are_allowed(
             yield Finding(path, str(exc))
 
 
-INPUT_RULES: tuple[Rule, ...] = (dns_names_are_valid, secret_files_are_allowed)
+def ca_bundles_are_files(
+    fabric: Fabric, plans: dict[str, RecoveryPlan], context: RuleContext
+) -> Iterator[Finding]:
+    """A ``ca_bundle`` is a regular file of at most 1 MiB, never a device or a kernel view.
+
+    The bundle is read on the workers' hosts, so a path missing here is not an error.
+    """
+    for site_name, site in fabric.sites.items():
+        endpoints = [(("vmm",), site.vmm), *((("hosts", h), e) for h, e in site.hosts.items())]
+        for where, endpoint in endpoints:
+            if endpoint.ca_bundle is None:
+                continue
+            path: DocPath = ("fabric", "sites", site_name, *where, "ca_bundle")
+            real = os.path.realpath(endpoint.ca_bundle)
+            if within(real, PSEUDO_ROOTS):
+                yield Finding(
+                    path,
+                    f"ca_bundle {endpoint.ca_bundle!r} is in a kernel pseudo-filesystem "
+                    f"({', '.join(PSEUDO_ROOTS)}); point at a PEM file",
+                )
+            elif os.path.lexists(endpoint.ca_bundle):
+                try:
+                    check_regular(endpoint.ca_bundle, limit=MAX_TEXT_BYTES, what="ca_bundle")
+                except FileRefused as exc:
+                    yield Finding(path, str(exc))
+
+
+INPUT_RULES: tuple[Rule, ...] = (
+    dns_names_are_valid,
+    secret_files_are_allowed,
+    ca_bundles_are_files,
+)

@@ -194,7 +194,7 @@ class Stage:
             group=data.get("group"),
             units=tuple(TaskUnit.from_json(unit) for unit in data.get("units", ())),
             gate=Gate(**data["gate"]) if data.get("gate") else None,
-            on_failure=data.get("on_failure", "stop"),
+            on_failure=data.get("on_failure", OnError.STOP),
         )
 
 

@@ -21,6 +21,7 @@ from workflows.compiler import Direction, FailoverType, RunOperation
 from workflows.engine import BundleLike, Engine, RunStateError
 from workflows.events import EventKind
 from workflows.followups import start_followup
+from workflows.options import validate_options
 from workflows.runtime import BrokerUnavailable
 from workflows.statuses import RunStatus
 from workflows.store import Run, repository
@@ -104,6 +105,7 @@ class Operations:
         ``on_recorded`` is told the run's id as soon as the run is committed, before its first
         stage is sent (a command prints it at once, whatever the broker does next).
         """
+        options = validate_options(failover_type, options)  # one schema for CLI, API, queue
         if idempotency_key:
             with self.engine.db.session() as session:
                 existing = repository.find_run_by_key(session, idempotency_key=idempotency_key)

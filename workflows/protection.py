@@ -133,6 +133,7 @@ class Action(enum.StrEnum):
     WAIT = "wait"  # initial replication or resynchronisation under way
     MISSING = "missing"  # listed, but not on its primary host
     MISPLACED = "misplaced"  # replicating toward another replica host than the fabric's
+    REVERSED = "reversed"  # failed over: its primary is on the recovery site (left alone)
 
 
 @dataclass
@@ -248,12 +249,15 @@ _RESYNC = {"WaitingForStartResynchronize", "ResynchronizeSuspended", "Resynchron
 
 
 def observe(fabric: Fabric, reader: ProtectionReader) -> dict[str, Observed]:
-    """Every relationship whose primary is a host of a pairing's primary site, by VM."""
+    """Every relationship whose primary is a host of a pairing's site, by VM: the primary
+    site's first, then the recovery site's (VMs failed over and replicating back)."""
     hosts: list[str] = []
-    for pairing in fabric.pairings.values():
-        for host in fabric.sites[pairing.primary.site].hosts:
-            if host not in hosts:
-                hosts.append(host)
+    for role in ("primary", "recovery"):
+        for pairing in fabric.pairings.values():
+            site = pairing.primary.site if role == "primary" else pairing.recovery.site
+            for host in fabric.sites[site].hosts:
+                if host not in hosts:
+                    hosts.append(host)
     spelled = {h.lower(): h for h in _all_hosts(fabric, list(fabric.sites))}
     found: dict[str, Observed] = {}
     for host in hosts:
@@ -278,12 +282,20 @@ def assess(
     host (a listed VM neither replicating nor present is MISSING)."""
     desired = desired_protection(fabric)
     present_vms = set(present)
+    recovery_hosts = {
+        host.lower()
+        for pairing in fabric.pairings.values()
+        for host in fabric.sites[pairing.recovery.site].hosts
+    }
     reports: list[VmReport] = []
     for vm, want in desired.items():
         obs = observed.get(vm)
         report = VmReport(vm, want.pairing, Action.NONE, want, obs)
         if obs is None:
             report.action = Action.ENABLE if vm in present_vms else Action.MISSING
+        elif obs.host.lower() in recovery_hosts:
+            # Failed over and replicating back: a failback, not protection, brings it home.
+            report.action = Action.REVERSED
         elif obs.replica_host.lower() != want.replica_host.lower():
             report.action = Action.MISPLACED
         else:
@@ -296,7 +308,7 @@ def assess(
         reports.append(report)
     pairing_of_site = {p.primary.site: name for name, p in fabric.pairings.items()}
     for vm, obs in observed.items():
-        if vm in desired:
+        if vm in desired or obs.host.lower() in recovery_hosts:
             continue
         site = fabric.host_endpoint(obs.host)[0] if _known_host(fabric, obs.host) else ""
         report = VmReport(vm, pairing_of_site.get(site, ""), Action.PRUNE, None, obs)

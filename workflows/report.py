@@ -477,9 +477,9 @@ def html_body(report: dict[str, Any]) -> str:
 def html_document(report: dict[str, Any]) -> str:
     """A self-contained HTML page of the report (styles inlined; prints to PDF)."""
     return (
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>Ferryman report: run {_e(report['run']['id'])}</title>"
-        f"<style>{stylesheet()}</style></head><body class=\"report\">"
+        f'<style>{stylesheet()}</style></head><body class="report">'
         f"{html_body(report)}</body></html>\n"
     )
 

@@ -114,9 +114,13 @@ def open_store(settings: Settings, *, pool_size: int | None = None) -> Database:
 def create_app(settings: Settings, *, client: bool = False) -> Celery:
     """The Celery app; ``client``: a command that only sends, so broker waits are bounded."""
     from workers.app import create_app as build_app
+    from workers.app import never_join_results
 
     app = build_app(settings)
     if client and not settings.embedded:
+        # a command reads the store, never task results: subscribing to them would leave
+        # subscriptions that reconnect to a gone Redis when collected at exit
+        never_join_results()
         timeout = settings.broker_connect_timeout
         # one quick retry, then give up: the run is committed and the sweep sends it later;
         # Celery's defaults wait ~21 s (Redis backend) and kombu's up to 100 retries
@@ -177,11 +181,9 @@ def for_command(settings: Settings, sites: Iterable[str]) -> Iterator[Runtime]:
     (for ``sites``) while the command lasts; with a shared broker the command only sends.
     """
     if settings.embedded:
-        from workers.embedded import worker
-
         runtime = build_runtime(settings, executor_for(settings))
         try:
-            with worker(runtime, sites):
+            with in_process_worker(runtime, sites):
                 yield runtime
         finally:
             runtime.db.dispose()
@@ -208,6 +210,16 @@ def embedded(
 
     chosen = executor or executor_for(settings, **context_options)
     with in_process(settings, sites, executor=chosen, concurrency=concurrency) as runtime:
+        yield runtime
+
+
+@contextmanager
+def in_process_worker(runtime: Runtime, sites: Iterable[str]) -> Iterator[Runtime]:
+    """A worker thread (and the workers' watch) for ``sites`` around an existing runtime:
+    the in-memory broker's only worker."""
+    from workers.embedded import worker
+
+    with worker(runtime, sites):
         yield runtime
 
 

@@ -7,8 +7,9 @@ a unit is JSON and holds no secret: endpoints travel as URLs with credential *re
 
 A step's input is one frozen model per kind (:mod:`workflows.inputs`), validated when the
 step is built. Workers execute a step through the executor registered for its
-:class:`StepKind`; executors are idempotent (they read the replication state first and do
-nothing when the step's effect is already there) and return a :class:`StepOutcome` whose
+:class:`StepKind`; executors are idempotent (any start after a step's first reads the
+replication state first and does nothing when the step's effect is already there) and return
+a :class:`StepOutcome` whose
 ``undo`` (an undo record, :data:`~workflows.inputs.UndoRecord`) says how to compensate.
 """
 
@@ -202,8 +203,9 @@ class StepOutcome:
 def reruns_after_a_crash(spec: StepSpec) -> bool:
     """Whether a step found running from a dead worker's delivery may simply run again.
 
-    Hyper-V and DNS steps read the state first and do nothing when their effect is there;
-    an operator's script cannot be known to be safe twice unless the plan says so.
+    Hyper-V and DNS steps started again read the state first and do nothing when their
+    effect is there; an operator's script cannot be known to be safe twice unless the plan
+    says so.
     """
     params = spec.params
     return not isinstance(params, ScriptInput) or params.rerun_on_redelivery

@@ -60,6 +60,6 @@ def _json(status: int, value: Any) -> HttpReply:
     return HttpReply(status, json.dumps(value, default=str).encode(), [], JSON)
 
 
-def admin_server(api: AdminAPI, port: int = 0) -> LabHTTPServer:
-    """An HTTP server for ``api`` on 127.0.0.1 (not started)."""
-    return LabHTTPServer(port, api)
+def admin_server(api: AdminAPI, port: int = 0, host: str = "127.0.0.1") -> LabHTTPServer:
+    """An HTTP server for ``api`` on ``host`` (loopback by default; not started)."""
+    return LabHTTPServer(port, api, host=host)

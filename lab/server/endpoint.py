@@ -304,6 +304,8 @@ class HostEndpoint:
         self.service = HostService(spec, backend, authenticator)
         self.ssl_context = ssl_context
         self.port = port
+        self.listen = "127.0.0.1"  # the address to bind (LabServer sets it)
+        self.advertise = "127.0.0.1"  # the host name clients use in the URL
         self._server: LabHTTPServer | None = None
         self._lock = threading.Lock()
 
@@ -315,7 +317,7 @@ class HostEndpoint:
     @property
     def url(self) -> str:
         """The WinRM URL, e.g. ``http://127.0.0.1:41234/wsman``."""
-        return f"{self.scheme}://127.0.0.1:{self.port}/wsman"
+        return f"{self.scheme}://{self.advertise}:{self.port}/wsman"
 
     @property
     def listening(self) -> bool:
@@ -331,6 +333,7 @@ class HostEndpoint:
                 self.port,
                 self.service,
                 self.ssl_context,
+                host=self.listen,
                 max_body=self.service.max_envelope_size + ENCRYPTION_OVERHEAD,
             )
             self.port = server.port

@@ -7,8 +7,12 @@ times a second, and every admin call re-reads it before answering.
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,6 +24,19 @@ from lab.server.endpoint import EndpointStats, HostEndpoint
 from lab.server.http import LabHTTPServer
 
 log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+class PortInUse(OSError):
+    """A port the lab must listen on is taken; the message names it and what to do."""
+
+
+def advertised(listen: str) -> str:
+    """The host name clients put in URLs for a lab listening on ``listen``: the address
+    itself, or this machine's name when it listens on every address."""
+    return socket.gethostname() if listen in WILDCARDS else listen
 
 
 @dataclass(frozen=True)
@@ -49,10 +66,12 @@ class Endpoint:
 
 
 class LabServer:
-    """Serves ``backend`` over WS-Management/PSRP on 127.0.0.1 (see module docstring).
+    """Serves ``backend`` over WS-Management/PSRP (see module docstring).
 
     With ``fixed_ports`` the hosts' and admin API's ports come from the backend (the
-    topology); otherwise every listener gets a free ephemeral port.
+    topology); otherwise every listener gets a free ephemeral port. ``listen``: the address
+    every listener binds (loopback unless told); ``advertise``: the host name in the URLs
+    (default: the listen address, or this machine's name for a wildcard address).
     """
 
     def __init__(
@@ -64,6 +83,8 @@ class LabServer:
         admin_port: int | None = None,
         fixed_ports: bool = True,
         watch_interval: float = 0.05,
+        listen: str = LOOPBACK,
+        advertise: str | None = None,
     ) -> None:
         self.backend = backend
         self.account = account
@@ -71,6 +92,8 @@ class LabServer:
         self._fixed_ports = fixed_ports
         self._admin_port = (admin_port or 0) if fixed_ports else 0
         self._watch_interval = watch_interval
+        self.listen = listen
+        self.advertise = advertise or advertised(listen)
         self._user_file: UserFile | None = None
         self._certificate: LabCertificate | None = None
         self._hosts: dict[str, HostEndpoint] = {}
@@ -102,10 +125,12 @@ class LabServer:
         for spec in self.backend.hosts():
             port = (spec.port or 0) if self._fixed_ports else 0
             endpoint = HostEndpoint(spec, self.backend, authenticator, ssl_context, port)
+            endpoint.listen, endpoint.advertise = self.listen, self.advertise
             self._hosts[spec.host] = endpoint
             # Bind every port first (down hosts too) so each host keeps one URL for the
             # lab's lifetime; the sync below closes the listeners of hosts that are down.
-            endpoint.up()
+            with self._naming_port(port, f"host {spec.host}"):
+                endpoint.up()
             self.endpoints[spec.host] = Endpoint(
                 host=spec.host,
                 site=spec.site,
@@ -117,10 +142,28 @@ class LabServer:
                 ca_bundle=self._certificate.ca_path if self._certificate else None,
             )
         self.sync_hosts()
-        self._admin = admin_server(AdminAPI(self.backend, self.sync_hosts), self._admin_port)
+        with self._naming_port(self._admin_port, "the admin API"):
+            self._admin = admin_server(
+                AdminAPI(self.backend, self.sync_hosts), self._admin_port, self.listen
+            )
         self._admin.start()
         self._watcher = threading.Thread(target=self._watch, name="lab-host-watcher", daemon=True)
         self._watcher.start()
+
+    @contextmanager
+    def _naming_port(self, port: int, what: str) -> Iterator[None]:
+        """Turn "Address already in use" into an error naming the port and its user."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            error = PortInUse(
+                f"port {port} on {self.listen} ({what}) is already in use: stop what listens "
+                "there, or choose other ports (--port-base, --ephemeral-ports)"
+            )
+            error.errno = errno.EADDRINUSE
+            raise error from None
 
     def stop(self) -> None:
         """Close every listener, connection and shell; remove the NTLM file and TLS keys."""
@@ -153,7 +196,7 @@ class LabServer:
         """Base URL of the admin API, e.g. ``http://127.0.0.1:40123``."""
         if self._admin is None:
             raise RuntimeError("the lab server is not running; call start() first")
-        return f"http://127.0.0.1:{self._admin.port}"
+        return f"http://{self.advertise}:{self._admin.port}"
 
     def stats(self, host: str) -> EndpointStats:
         """Request counters of one host's endpoint."""

@@ -136,9 +136,15 @@ def _with_dns(bundle: Bundle, dns: BindServers) -> Bundle:
 @pytest.fixture
 def world(e2e_runtime: Runtime) -> Iterator[World]:
     """A fresh lab (NTLM, like the example fabric) and BIND pair for one test."""
+    from sqlmodel import delete
+
     from lab.testing import running_lab
     from workers.hyperv.psrp import shared_cache
+    from workflows.store.tables import VmLock
 
+    # a fresh lab: VMs the last test's runs hold (a test awaiting cleanup) are not this lab's
+    with e2e_runtime.db.session() as session:
+        session.exec(delete(VmLock))  # type: ignore[call-overload]
     with running_lab(lab_topology(), auth="ntlm") as lab, bind_pair() as dns:
         previous = os.environ.get(PASSWORD_VARIABLE)
         os.environ[PASSWORD_VARIABLE] = lab.password

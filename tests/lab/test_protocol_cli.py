@@ -63,7 +63,7 @@ def test_serve_json_then_a_pypsrp_test_failover_and_cleanup(
     assert set(endpoints) == {"vmm-sto", "vmm-got", "hv-sto-1", "hv-sto-2", "hv-got-1", "hv-got-2"}
     replica = endpoints["hv-got-2"]
     assert (replica.site, replica.role, replica.auth, replica.username) == (
-        "gothenburg", "hyperv", "basic", "ferryman",
+        "gothenburg", "hyperv", "ntlm", "ferryman",  # NTLM, as the example fabric logs in
     )  # fmt: skip
     assert len(replica.password) >= 12  # generated at start
     assert endpoints["vmm-sto"].role == "vmm"

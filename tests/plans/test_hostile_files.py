@@ -13,7 +13,7 @@ import plans
 from plans.credentials import SecretRef
 from plans.errors import ConfigurationError
 from plans.files import MAX_SECRET_BYTES, FileRefused, read_bounded
-from tests.plans.conftest import EXAMPLES
+from tests.plans.conftest import EXAMPLES, World
 
 SHADOW_LINE = "root:*:19000:0:99999:7:::"
 
@@ -198,3 +198,21 @@ def test_read_bounded_stops_past_the_limit(tmp_path: Path) -> None:
     with pytest.raises(FileRefused, match="larger than 1 KiB"):
         read_bounded(path, limit=1024)
     assert read_bounded(path, limit=4096) == b"x" * 2048
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [("/dev/zero", "kernel pseudo-filesystem"), ("/proc/self/environ", "kernel pseudo-filesystem")],
+)
+def test_ca_bundles_are_regular_files(world: World, target: str, message: str) -> None:
+    world.set(("fabric", "sites", "stockholm", "hosts", "hv-sto-1", "ca_bundle"), target)
+    errors = world.validate().errors
+    assert len(errors) == 1 and message in errors[0].message
+    assert errors[0].path_text.endswith("hv-sto-1.ca_bundle")
+
+
+def test_a_fifo_ca_bundle_is_refused(world: World, tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "ca.pem")
+    world.set(("fabric", "sites", "stockholm", "vmm", "ca_bundle"), str(tmp_path / "ca.pem"))
+    errors = world.validate().errors
+    assert len(errors) == 1 and "not a regular file" in errors[0].message

@@ -85,3 +85,19 @@ def test_an_unknown_vm_is_one_line_and_exit_1(sites: Sites, tmp_path: Path) -> N
     assert done.returncode == 1
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "nope-01" in lines[0] and "Traceback" not in done.stderr
+
+
+def test_a_listed_vm_missing_from_its_host_fails_apply(sites: Sites, tmp_path: Path) -> None:
+    def ghost(snapshot: dict[str, Any]) -> None:
+        vms = snapshot["fabric"]["pairings"]["gold"]["vms"]
+        vms["ghost-01"] = {**vms["crm-01"]}
+
+    bundle = sites.variant(ghost)
+    (tmp_path / "fabric.yaml").write_text(
+        yaml.safe_dump({"version": 1, "fabric": bundle.snapshot()["fabric"]})
+    )
+    done = ferryman(sites, tmp_path, "apply", "FABRIC", "--vm", "ghost-01", "--dry-run")
+    assert done.returncode == 1
+    assert "cannot apply ghost-01: no such VM on hv-sto-1" in done.stdout
+    code, reports = status(sites, tmp_path)
+    assert code == 1 and reports["ghost-01"]["action"] == "missing"

@@ -251,3 +251,24 @@ def test_a_protection_run_stopped_by_a_replica_host_down_resumes_where_it_stoppe
     assert sites.state()["crm-01@hv-sto-1"]["replication_state"] == "Replicating"
     # hr-01's steps had succeeded: the resume did not enable it a second time.
     assert sorted(e["vm"] for e in sites.audit("Enable-VMReplication")) == ["crm-01", "hr-01"]
+
+
+def test_a_vm_failed_over_and_replicating_back_is_reported_and_left_alone(
+    sites: Sites,
+) -> None:
+    from lab.objects import Command
+
+    def call(host: str, cmdlet: str, **params: Any) -> None:
+        result = sites.lab.lab.invoke(host, [Command(cmdlet, list(params.items()))])
+        assert result.errors == [], [e.message for e in result.errors]
+
+    # A planned failover of sql-01 to gothenburg, replication reversed.
+    call("hv-sto-1", "Stop-VM", Name="sql-01", Force=True)
+    call("hv-sto-1", "Start-VMFailover", VMName="sql-01", Prepare=True, Confirm=False)
+    call("hv-got-1", "Start-VMFailover", VMName="sql-01", Confirm=False)
+    call("hv-got-1", "Set-VMReplication", VMName="sql-01", Reverse=True, Confirm=False)
+    report = sites.by_vm()["sql-01"]
+    assert report.action is Action.REVERSED and not report.healthy
+    assert report.observed is not None and report.observed.host == "hv-got-1"
+    compiled = compile_protection(sites.bundle.fabric, sites.reports(), vms=["sql-01"])
+    assert compiled is None  # a failback brings it home, not protection

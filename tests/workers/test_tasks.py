@@ -241,6 +241,8 @@ def test_a_unit_that_breaks_fails_its_steps_instead_of_leaving_them_pending(
     runner.executor = Broken()
     # context() is inside the step's error handling: that is a step failure, not a break
     assert runner.execute(FakeTask(), run_id=run_id, unit=unit)["status"] == "failed"
+    with engine.db.session() as session:  # free the plan's VMs for the next run of it
+        repository.release_vms(session, run=repository.get_run(session, run_id=run_id))
 
     run_id, unit = first_unit(engine)
     runner = UnitRunner(engine, FakeExecutor())

@@ -16,7 +16,7 @@ from sqlalchemy import event
 
 from plans import Bundle, load_bundle
 from tests.workers.test_tasks import EXAMPLE
-from tests.workflows.fakes import FakeExecutor
+from tests.workflows.fakes import FakeExecutor, on_other_vms
 from tests.workflows.test_engine import without_gate
 from workers.embedded import Runtime, embedded
 from workflows.progress import wait_for
@@ -101,7 +101,7 @@ def test_a_store_that_stays_locked_fails_the_run_clearly_and_resume_finishes_it(
     runtime: Runtime, bundle: Bundle, faults: LockedStepWrites
 ) -> None:
     faults.arm(10_000)
-    run = runtime.engine.start(without_gate(bundle), "three-tier", "test")
+    run = runtime.engine.start(on_other_vms(without_gate(bundle), "b"), "three-tier", "test")
     failed = settle(runtime, run.id)
     assert failed.status == RunStatus.FAILED
     assert "could not be recorded: database error after 4 attempts" in failed.error

@@ -96,3 +96,18 @@ def runtime(
         settings, ["stockholm", "gothenburg"], executor=shared_executor, concurrency=4
     ) as rt:
         yield rt
+
+
+@pytest.fixture(autouse=True)
+def _vms_free(request: pytest.FixtureRequest) -> None:
+    """Each test starts with no VM held: the module's runtime is shared, and a test's runs
+    (a test failover awaiting cleanup, say) would otherwise hold the next test's VMs."""
+    if "runtime" not in request.fixturenames:
+        return
+    from sqlmodel import delete
+
+    from workflows.store.tables import VmLock
+
+    runtime: Runtime = request.getfixturevalue("runtime")
+    with runtime.db.session() as session:
+        session.exec(delete(VmLock))

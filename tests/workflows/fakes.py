@@ -107,3 +107,23 @@ class FakeExecutor:
 
     def count(self, kind: StepKind) -> int:
         return sum(n for (k, _vm), n in self.calls.items() if k == kind.value)
+
+
+def on_other_vms(bundle: Any, tag: str) -> Any:
+    """``bundle`` with its pairings' primary clouds renamed by ``tag``: the same plans on VMs
+    that no other run holds (a VM is held by one run at a time), for tests that run one plan
+    several times at once."""
+    from plans import Bundle
+
+    pairings = {
+        name: pairing.model_copy(
+            update={
+                "primary": pairing.primary.model_copy(
+                    update={"cloud": f"{pairing.primary.cloud}-{tag}"}
+                )
+            }
+        )
+        for name, pairing in bundle.fabric.pairings.items()
+    }
+    fabric = bundle.fabric.model_copy(update={"pairings": pairings})
+    return Bundle(fabric=fabric, plans=dict(bundle.plans))

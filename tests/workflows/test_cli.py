@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from plans import Bundle
 from tests.workflows.conftest import EXAMPLE
+from tests.workflows.fakes import on_other_vms
 from workflows.cli import main
 from workflows.engine import Engine
 from workflows.settings import Settings
@@ -134,7 +135,10 @@ def test_run_ids_are_never_cut(
     from workflows.cli import output
 
     engine = Engine(Database(database_url), Recording(), Settings(database_url=database_url))
-    ids = [engine.start(bundle, "three-tier", "test", requested_by="ops").id for _ in range(3)]
+    ids = [  # each on VMs of its own: a VM is held by one run at a time
+        engine.start(on_other_vms(bundle, str(i)), "three-tier", "test", requested_by="ops").id
+        for i in range(3)
+    ]
     monkeypatch.setattr(output.console, "width", 40)
     listed = CliRunner().invoke(main, ["runs", "list"])
     assert listed.exit_code == 0, listed.output
@@ -296,3 +300,35 @@ def test_flower_with_a_port_listens_on_loopback_only(tmp_path: Path) -> None:
 def test_flower_beyond_loopback_needs_authentication() -> None:
     result = CliRunner().invoke(main, ["flower", "--address=0.0.0.0", "--port=5601"])
     assert "without authentication" in one_line_error(result)
+
+
+def test_a_malformed_database_url_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FERRYMAN_DATABASE_URL", "postgresql://postgres@[::1/ferryman")
+    line = one_line_error(CliRunner().invoke(main, ["runs", "list"]))
+    assert "FERRYMAN_DATABASE_URL" in line
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("FERRYMAN_PSRP_SESSIONS_PER_HOST", "abc", "FERRYMAN_PSRP_SESSIONS_PER_HOST='abc'"),
+        ("FERRYMAN_BROKER_URL", "notaurl", "FERRYMAN_BROKER_URL: unknown broker URL"),
+        ("FERRYMAN_DATABASE_URL", "", "FERRYMAN_DATABASE_URL"),
+    ],
+)
+def test_a_worker_refuses_to_start_on_a_bad_setting(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv("FERRYMAN_BROKER_URL", "redis://127.0.0.1:6379/15")
+    monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(main, ["worker", "--site", "stockholm"])
+    assert expected in one_line_error(result)
+
+
+def test_a_worker_with_its_database_down_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.support.bind import free_port
+
+    monkeypatch.setenv("FERRYMAN_BROKER_URL", "redis://127.0.0.1:6379/15")
+    monkeypatch.setenv("FERRYMAN_DATABASE_URL", f"postgresql://postgres@127.0.0.1:{free_port()}/x")
+    result = CliRunner().invoke(main, ["worker", "--site", "stockholm"])
+    assert "the database (FERRYMAN_DATABASE_URL) cannot be used" in one_line_error(result)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from plans import Bundle
-from tests.workflows.fakes import FakeExecutor
+from tests.workflows.fakes import FakeExecutor, on_other_vms
 from workers.embedded import Runtime
 from workflows.compensation import compensate
 from workflows.compiler import RunOperation
@@ -188,10 +188,12 @@ def test_cleanup_after_a_test(runtime: Runtime, bundle: Bundle, executor: FakeEx
 
 def test_gates_hold_no_worker_slot(runtime: Runtime, bundle: Bundle) -> None:
     # four worker threads, six runs parked at their gates: another run still goes through
-    waiting = [runtime.engine.start(bundle, "three-tier", "test") for _ in range(6)]
+    waiting = [
+        runtime.engine.start(on_other_vms(bundle, str(i)), "three-tier", "test") for i in range(6)
+    ]
     for run in waiting:
         assert settle(runtime, run.id).status == RunStatus.WAITING
-    other = runtime.engine.start(without_gate(bundle), "three-tier", "test")
+    other = runtime.engine.start(on_other_vms(without_gate(bundle), "x"), "three-tier", "test")
     assert settle(runtime, other.id).status == RunStatus.SUCCEEDED
     for run in waiting:
         runtime.engine.approve(run.id, by="ops")
@@ -207,7 +209,7 @@ def test_gate_timeout_policies(runtime: Runtime, bundle: Bundle) -> None:
         return variant(bundle, groups=groups)
 
     passing = runtime.engine.start(timed("continue"), "three-tier", "test")
-    failing = runtime.engine.start(timed("fail"), "three-tier", "test")
+    failing = runtime.engine.start(on_other_vms(timed("fail"), "x"), "three-tier", "test")
     assert settle(runtime, passing.id, [*TERMINAL_RUN]).status == RunStatus.SUCCEEDED
     assert settle(runtime, failing.id, [RunStatus.COMPENSATED]).error == (
         "gate confirm-databases timed out"

@@ -32,7 +32,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 
 
 def overdue_gate(db: Database, run_id: str) -> None:
-    make_run(db, run_id)
+    make_run(db, run_id, vm=f"vm-{run_id}")  # one run per VM
     with db.session() as session:
         repository.add_approval(
             session,

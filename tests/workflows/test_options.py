@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
+from plans import load_bundle
 from tests.workflows.conftest import EXAMPLE
 from workflows.cli import main
+from workflows.engine import Engine
+from workflows.operations import Operations
 from workflows.options import OptionsInvalid, validate_options
+from workflows.settings import Settings
+from workflows.store import Database, repository
 
 
 @pytest.mark.parametrize(
@@ -80,3 +86,34 @@ def test_the_cli_option_reaches_the_compiled_run() -> None:
     assert result.exit_code == 0, result.output
     assert '"shutdown_primary"' not in result.output
     assert '"try_shutdown": false' in result.output
+
+
+class _Recording:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def dispatch(self, run_id: str, stage: Any) -> None:
+        self.sent.append((run_id, stage))
+
+
+def test_operations_refuse_bad_options_before_creating_anything(tmp_path: Path) -> None:
+    """The one start used by the CLI and the API checks the schema too."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/t.db")
+    db = Database(settings.database_url)
+    dispatcher = _Recording()
+    operations = Operations(Engine(db, dispatcher, settings))
+    bundle = load_bundle([EXAMPLE])
+    try:
+        with pytest.raises(OptionsInvalid, match="try_shutdwn"):
+            operations.start(
+                bundle, "three-tier", "unplanned", options={"try_shutdwn": False}, by="api"
+            )
+        with db.session() as session:
+            assert repository.list_runs(session=session) == []
+        assert dispatcher.sent == []
+        outcome = operations.start(
+            bundle, "three-tier", "unplanned", options={"try_shutdown": False}, by="api"
+        )
+        assert outcome.run.options == {"try_shutdown": False}
+    finally:
+        db.dispose()

@@ -12,7 +12,9 @@ from workflows.statuses import ApprovalStatus, IllegalTransition, RunStatus, Ste
 from workflows.store import Approval, Conflict, Database, Run, RunNotFound, Step, repository
 
 
-def make_run(db: Database, run_id: str = "abcdef123456", key: str | None = None) -> Run:
+def make_run(
+    db: Database, run_id: str = "abcdef123456", key: str | None = None, vm: str = "vm"
+) -> Run:
     run = Run(
         id=run_id,
         plan="p",
@@ -30,7 +32,7 @@ def make_run(db: Database, run_id: str = "abcdef123456", key: str | None = None)
             seq=i,
             stage=i // 2,
             unit=f"u{i}",
-            vm="vm",
+            vm=vm,
             kind="start_vm",
             status=StepStatus.PENDING.value,
         )

@@ -74,7 +74,7 @@ def with_compiled(db: Database, run_id: str) -> dict[str, Any]:
     """A stored run whose compiled column holds a (tiny) real compiled run."""
     compiled = {"plan": "p", "operation": "test", "direction": "failover", "hosts": {}}
     compiled["stages"] = []
-    make_run(db, run_id=run_id)
+    make_run(db, run_id=run_id, vm=f"vm-{run_id}")  # a VM is held by one run at a time
     with db.session() as session:
         query = update(Run).where(Run.id == run_id)  # type: ignore[arg-type]
         session.execute(query.values(compiled=compiled))
@@ -276,7 +276,8 @@ def test_a_runs_steps_go_in_as_one_insert_with_the_models_defaults(db: Database)
     ]  # fmt: skip
     with statements(db) as seen, db.session() as session:
         repository.add_run(session, run=run, steps=rows)
-    assert [s.split()[0].upper() for s in seen] == ["INSERT", "INSERT"]  # the run, the steps
+    # the run, its VM locks, the steps
+    assert [s.split()[0].upper() for s in seen] == ["INSERT", "INSERT", "INSERT"]
     with db.session() as session:
         stored = repository.steps_of(session, run_id=run.id)
     assert len(stored) == 500

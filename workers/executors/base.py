@@ -21,6 +21,7 @@ from workflows.steps import StepKind, StepOutcome, StepSpec
 
 StepFunction = Callable[[StepContext, StepSpec], StepOutcome]
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 # Steps that act on the test VM (not the replica) in a test run.
 _TEST_VM_KINDS = frozenset(
@@ -81,13 +82,70 @@ def refused_as_step_error(
     try:
         yield
     except CmdletFailed as exc:
-        try:
-            now = state()
-        except Exception as read_error:  # the state is for the message only
-            now = f"state unreadable ({type(read_error).__name__})"
-        raise StepFailed(
-            f"{cmdlet} for VM {spec.vm} on {host} failed ({now}): {exc}. {advice}",
-            cmdlet=exc.cmdlet or cmdlet,
-            host=host,
-            fully_qualified_error_id=exc.fully_qualified_error_id,
-        ) from exc
+        raise step_failed(spec, host, cmdlet, exc, state, advice) from exc
+
+
+def step_failed(
+    spec: StepSpec,
+    host: str,
+    cmdlet: str,
+    exc: CmdletFailed,
+    state: Callable[[], str],
+    advice: str,
+) -> StepFailed:
+    """The :class:`StepFailed` for a cmdlet the host refused, with the VM's state now."""
+    try:
+        now = state()
+    except Exception as read_error:  # the state is for the message only
+        now = f"state unreadable ({type(read_error).__name__})"
+    return StepFailed(
+        f"{cmdlet} for VM {spec.vm} on {host} failed ({now}): {exc}. {advice}",
+        cmdlet=exc.cmdlet or cmdlet,
+        host=host,
+        fully_qualified_error_id=exc.fully_qualified_error_id,
+    )
+
+
+def first_start(ctx: StepContext) -> bool:
+    """Whether no earlier start of the step is recorded (no retry, redelivery or resume).
+
+    Only then may a step act without reading first: nothing of this run can have done its
+    work yet, and a host that refuses the action is read afterwards, to say why.
+    """
+    return ctx.attempt <= 1
+
+
+def act_first(
+    ctx: StepContext,
+    action: Callable[[], T],
+    acted: Callable[[T], StepOutcome],
+    checked: Callable[[CmdletFailed | None], StepOutcome],
+) -> StepOutcome:
+    """A step's first start acts at once (``acted`` makes the outcome of what ``action``
+    returned); a later start, or a first one the host refused, goes through ``checked``,
+    which reads the state first and acts only on a later start (given the refusal, it
+    explains it: effect already there, wrong state, or the refusal itself)."""
+    if not first_start(ctx):
+        return checked(None)
+    try:
+        done = action()
+    except CmdletFailed as refused:
+        return checked(refused)
+    return acted(done)
+
+
+def act_checked(
+    spec: StepSpec,
+    host: str,
+    cmdlet: str,
+    state: Callable[[], str],
+    advice: str,
+    action: Callable[[], T],
+    refused: CmdletFailed | None,
+) -> T:
+    """Run ``action`` now that the state allows it, or, when a first start's ``refused`` it
+    already, raise that refusal as :class:`StepFailed` (never a second try unread)."""
+    if refused is not None:
+        raise step_failed(spec, host, cmdlet, refused, state, advice) from refused
+    with refused_as_step_error(spec, host, cmdlet, state, advice):
+        return action()

@@ -9,8 +9,10 @@ allows neither the step nor a skip raises :class:`InvalidReplicationState` sayin
 from __future__ import annotations
 
 from plans.errors import TransientError
-from workers.errors import RemotePermanentError
+from workers.errors import CmdletFailed, RemotePermanentError
 from workers.executors.base import (
+    act_checked,
+    act_first,
     host_of,
     input_of,
     leftover_cleanup,
@@ -63,8 +65,14 @@ def shutdown_primary(ctx: StepContext, spec: StepSpec) -> StepOutcome:
             lambda: state_text(hv, vm),
             "Shut the VM down by hand, then resume",
         ):
-            hv.stop_vm(vm, force=True)
-        off = wait_until(lambda: _off_or_none(hv, vm), timeout=timeout, interval=ctx.poll_interval)
+            stopped = hv.stop_vm(vm, force=True, passthru=True)
+        # Stop-VM returns once the guest is off and -Passthru shows it; a host that answers
+        # before (or sends nothing back) is asked again until it is
+        off = True if stopped is not None and stopped.state in OFF else None
+        if off is None:
+            off = wait_until(
+                lambda: _off_or_none(hv, vm), timeout=timeout, interval=ctx.poll_interval
+            )
         if off is None:
             raise InvalidReplicationState(
                 f"VM {vm} on {host} did not reach Off within {timeout:g}s after Stop-VM; "
@@ -91,6 +99,24 @@ def prepare_failover(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     """Start-VMFailover -Prepare on the (shut down) primary."""
     vm, host = vm_of(spec), host_of(spec)
     hv = ctx.hyperv(host)
+    return act_first(
+        ctx,
+        lambda: hv.start_failover(vm, prepare=True),
+        lambda _none: _prepared(host, vm),
+        lambda refused: _prepare_checked(spec, hv, vm, host, refused),
+    )
+
+
+def _prepared(host: str, vm: str) -> StepOutcome:
+    return StepOutcome(
+        result={"state": RS.PREPARED_FOR_FAILOVER.value},
+        undo=CancelPrepare(host=host, vm=vm),
+    )
+
+
+def _prepare_checked(
+    spec: StepSpec, hv: HyperVHost, vm: str, host: str, refused: CmdletFailed | None
+) -> StepOutcome:
     repl = require_replication(hv, spec, vm)
     if repl.state is RS.PREPARED_FOR_FAILOVER:
         return StepOutcome(result={"state": repl.state.value}, changed=False)
@@ -117,18 +143,16 @@ def prepare_failover(ctx: StepContext, spec: StepSpec) -> StepOutcome:
             repl,
             f"the VM is {info.state.value}; shut it down first (shutdown_primary step)",
         )
-    with refused_as_step_error(
+    act_checked(
         spec,
         host,
         "Start-VMFailover -Prepare",
         lambda: state_text(hv, vm),
         "Check the VM's replication health on the primary, then resume the run",
-    ):
-        hv.start_failover(vm, prepare=True)
-    return StepOutcome(
-        result={"state": RS.PREPARED_FOR_FAILOVER.value},
-        undo=CancelPrepare(host=host, vm=vm),
+        lambda: hv.start_failover(vm, prepare=True),
+        refused,
     )
+    return _prepared(host, vm)
 
 
 def failover(ctx: StepContext, spec: StepSpec) -> StepOutcome:
@@ -138,6 +162,30 @@ def failover(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     point = input_of(spec, FailoverInput).recovery_point or None
     if point == "latest":
         point = None
+    return act_first(
+        ctx,
+        lambda: hv.start_failover(vm, recovery_snapshot=point),
+        lambda _none: _failed_over(ctx, host, vm, point),
+        lambda refused: _failover_checked(ctx, spec, hv, vm, host, point, refused),
+    )
+
+
+def _failed_over(ctx: StepContext, host: str, vm: str, point: str | None) -> StepOutcome:
+    return StepOutcome(
+        result={"state": RS.FAILED_OVER_WAITING_COMPLETION.value, "recovery_point": point},
+        undo=_failover_undo(ctx, host, vm),
+    )
+
+
+def _failover_checked(
+    ctx: StepContext,
+    spec: StepSpec,
+    hv: HyperVHost,
+    vm: str,
+    host: str,
+    point: str | None,
+    refused: CmdletFailed | None,
+) -> StepOutcome:
     repl = require_replication(hv, spec, vm)
     if repl.state in (RS.FAILED_OVER_WAITING_COMPLETION, RS.FAILED_OVER) or (
         repl.mode is Mode.PRIMARY
@@ -167,19 +215,17 @@ def failover(ctx: StepContext, spec: StepSpec) -> StepOutcome:
             repl,
             f"the replica VM is {info.state.value}; turn it off on {host}, then resume",
         )
-    with refused_as_step_error(
+    act_checked(
         spec,
         host,
         "Start-VMFailover",
         lambda: state_text(hv, vm),
         "A replica needs at least one completed replication; check Get-VMReplication on "
         "the replica host, then resume the run",
-    ):
-        hv.start_failover(vm, recovery_snapshot=point)
-    return StepOutcome(
-        result={"state": RS.FAILED_OVER_WAITING_COMPLETION.value, "recovery_point": point},
-        undo=_failover_undo(ctx, host, vm),
+        lambda: hv.start_failover(vm, recovery_snapshot=point),
+        refused,
     )
+    return _failed_over(ctx, host, vm, point)
 
 
 def _failover_undo(ctx: StepContext, host: str, vm: str) -> CancelFailover:
@@ -194,6 +240,24 @@ def test_failover(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     """Start-VMFailover -AsTest on the replica: creates "<VM> - Test"."""
     vm, host = vm_of(spec), host_of(spec)
     hv = ctx.hyperv(host)
+    test_vm = name_of_test_vm(vm)
+    undo = StopTestFailover(host=host, vm=vm)
+    return act_first(
+        ctx,
+        lambda: hv.start_failover(vm, as_test=True),
+        lambda _none: StepOutcome(result={"test_vm": test_vm}, undo=undo),
+        lambda refused: _test_failover_checked(ctx, spec, hv, vm, host, refused),
+    )
+
+
+def _test_failover_checked(
+    ctx: StepContext,
+    spec: StepSpec,
+    hv: HyperVHost,
+    vm: str,
+    host: str,
+    refused: CmdletFailed | None,
+) -> StepOutcome:
     test_vm = name_of_test_vm(vm)
     undo = StopTestFailover(host=host, vm=vm)
     if find_vm(hv, test_vm) is not None:
@@ -223,14 +287,15 @@ def test_failover(ctx: StepContext, spec: StepSpec) -> StepOutcome:
             "a test failover needs the replica Replicating (not resynchronizing); wait for "
             "replication to recover, then resume",
         )
-    with refused_as_step_error(
+    act_checked(
         spec,
         host,
         "Start-VMFailover -AsTest",
         lambda: state_text(hv, vm),
         "Check that the replica has a completed replication, then resume the run",
-    ):
-        hv.start_failover(vm, as_test=True)
+        lambda: hv.start_failover(vm, as_test=True),
+        refused,
+    )
     return StepOutcome(result={"test_vm": test_vm}, undo=undo)
 
 

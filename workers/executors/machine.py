@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import time
 
+from workers.errors import CmdletFailed
 from workers.executors.base import (
+    act_checked,
+    act_first,
+    first_start,
     host_of,
     input_of,
     is_test_vm,
-    refused_as_step_error,
     target_vm,
     vm_of,
 )
@@ -26,6 +29,7 @@ from workers.executors.lookup import (
 )
 from workers.hyperv.hyperv import HyperVHost
 from workers.hyperv.ip import HyperVIpSource, IpSource, VmmIpSource, wait_for_ip
+from workers.hyperv.models import VMInfo
 from workers.hyperv.states import ReplicationHealth, VMState
 from workflows.inputs import (
     ConnectNetworkInput,
@@ -44,11 +48,29 @@ _RUN_IT_FIRST = "run the failover (or test failover) step first, or check the pl
 def connect_network(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     """Connect every adapter to the input's ``switch``; None leaves the adapters as they are."""
     switch = input_of(spec, ConnectNetworkInput).switch
-    return _connect(ctx, spec, host_of(spec), target_vm(ctx, spec), switch, undoable=True)
+    host, name = host_of(spec), target_vm(ctx, spec)
+    if switch is not None and is_test_vm(name):
+        # A test VM this run made, deleted by its cleanup: no previous switch to keep, so its
+        # first start connects it without reading its adapters first.
+        hv = ctx.hyperv(host)
+        return act_first(
+            ctx,
+            lambda: hv.connect_network(name, switch),
+            lambda _none: StepOutcome(result={"switch": switch}),
+            lambda refused: _connect(ctx, spec, host, name, switch, undoable=True, refused=refused),
+        )
+    return _connect(ctx, spec, host, name, switch, undoable=True)
 
 
 def _connect(
-    ctx: StepContext, spec: StepSpec, host: str, name: str, switch: str | None, *, undoable: bool
+    ctx: StepContext,
+    spec: StepSpec,
+    host: str,
+    name: str,
+    switch: str | None,
+    *,
+    undoable: bool,
+    refused: CmdletFailed | None = None,
 ) -> StepOutcome:
     hv = ctx.hyperv(host)
     # The adapters' read also says whether the VM exists (no Get-VM before it).
@@ -62,14 +84,15 @@ def _connect(
         return StepOutcome(result={"switch": switch, "warning": warning}, changed=False)
     if all(a.switch == switch for a in adapters):
         return StepOutcome(result={"switch": switch}, changed=False)
-    with refused_as_step_error(
+    act_checked(
         spec,
         host,
         "Connect-VMNetworkAdapter",
         lambda: describe(find_vm(hv, name), None),
         f"Check that the virtual switch {switch!r} exists on {host}, then resume the run",
-    ):
-        hv.connect_network(name, switch)
+        lambda: hv.connect_network(name, switch),
+        refused,
+    )
     undo = None
     if undoable and not is_test_vm(name) and len(current) == 1:
         # The test VM is deleted by its cleanup; a real replica gets its old switch back.
@@ -94,9 +117,25 @@ def restore_network(ctx: StepContext, spec: StepSpec, undo: RestoreNetwork) -> S
 def start_vm(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     """Start-VM after ``start_delay`` seconds and wait until it runs; skip if Running."""
     params = input_of(spec, StartVmInput)
-    return power_on(
-        ctx, spec, host_of(spec), target_vm(ctx, spec), params.start_delay, params.timeout
-    )
+    host, name = host_of(spec), target_vm(ctx, spec)
+    delay, timeout = params.start_delay, params.timeout
+    if not first_start(ctx):
+        return power_on(ctx, spec, host, name, delay, timeout)
+    # The VM was failed over (or its test copy made) by this run: nothing else started it,
+    # so the first start starts it without reading it first.
+    hv = ctx.hyperv(host)
+    _stagger(delay)
+    try:
+        started = hv.start_vm(name)
+    except CmdletFailed as refused:
+        return power_on(ctx, spec, host, name, 0.0, timeout, refused)
+    return _running(ctx, hv, host, name, started, timeout)
+
+
+def _stagger(delay: float) -> None:
+    if delay > 0:
+        # The plan's per-VM delay staggers boots inside a group (ASR's start order).
+        time.sleep(delay)
 
 
 def power_on(
@@ -106,24 +145,36 @@ def power_on(
     name: str,
     delay: float = 0.0,
     timeout: float = StartVmInput().timeout,
+    refused: CmdletFailed | None = None,
 ) -> StepOutcome:
     """Start-VM ``name`` on ``host`` after ``delay`` seconds and wait until it runs (up to
-    ``timeout``); nothing to do when it runs. Compensation starts a source VM with it."""
+    ``timeout``); nothing to do when it runs. Compensation starts a source VM with it.
+    ``refused``: a first start's Start-VM the host refused, explained here, not repeated."""
     hv = ctx.hyperv(host)
     info = require_vm(hv, spec, name, _RUN_IT_FIRST)
     if info.state is VMState.RUNNING:
         return StepOutcome(result={"state": "Running"}, changed=False)
-    if delay > 0:
-        # The plan's per-VM delay staggers boots inside a group (ASR's start order).
-        time.sleep(delay)
-    with refused_as_step_error(
+    _stagger(delay)
+    started = act_checked(
         spec,
         host,
         "Start-VM",
         lambda: describe(find_vm(hv, name), find_replication(hv, name)),
         f"Check the VM's configuration and the host's resources on {host}, then resume",
-    ):
-        started = hv.start_vm(name)
+        lambda: hv.start_vm(name),
+        refused,
+    )
+    return _running(ctx, hv, host, name, started, timeout)
+
+
+def _running(
+    ctx: StepContext,
+    hv: HyperVHost,
+    host: str,
+    name: str,
+    started: VMInfo | None,
+    timeout: float,
+) -> StepOutcome:
     # Start-VM returns once the VM runs and -Passthru shows it; a host that answers before
     # (or sends nothing back) is asked again until it does
     running = True if started is not None and started.state is VMState.RUNNING else None

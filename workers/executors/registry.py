@@ -32,7 +32,8 @@ enable_replication ...     protection runs: see executors.protection
 
 A command whose answer was lost (:class:`~workers.errors.OutcomeUnknown`) is retried only by
 a step that reads its effect back first; a script (or a compensation running an undo
-script) fails instead and runs again only when an operator resumes it.
+script) fails instead and runs again only when an operator resumes it, unless the plan says
+it is safe to run twice (``rerun_on_redelivery: true``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from workers.executors.base import StepFunction
 from workers.executors.compensation import compensate_step
 from workers.executors.context import StepContext
 from workers.executors.errors import StepParamsError
-from workflows.inputs import CompensateInput, UndoScript
+from workflows.inputs import CompensateInput, ScriptInput, UndoScript
 from workflows.steps import StepKind, StepOutcome, StepSpec
 
 EXECUTORS: dict[StepKind, StepFunction] = {
@@ -86,7 +87,7 @@ def run_step(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     try:
         return executor(ctx, spec)
     except OutcomeUnknown as exc:
-        if reads_back(spec):
+        if safe_to_repeat(spec):
             exc.retryable = True  # running again reads the effect and does nothing twice
             raise
         host = exc.host or spec.host or "its host"
@@ -99,13 +100,14 @@ def run_step(ctx: StepContext, spec: StepSpec) -> StepOutcome:
         ) from exc
 
 
-def reads_back(spec: StepSpec) -> bool:
-    """Whether the step reads its effect back before acting, so running it again is harmless.
+def safe_to_repeat(spec: StepSpec) -> bool:
+    """Whether running the step again after a lost answer is harmless.
 
-    Every Hyper-V and DNS step does; an operator's script (and the compensation that runs a
-    script's undo) does not.
+    Every Hyper-V and DNS step reads its effect back before acting again; an operator's
+    script (and the compensation that runs a script's undo) cannot, unless the plan says the
+    script is safe to run twice (``rerun_on_redelivery: true``).
     """
-    if spec.kind is StepKind.SCRIPT:
-        return False
     params = spec.params
+    if isinstance(params, ScriptInput):
+        return params.rerun_on_redelivery
     return not (isinstance(params, CompensateInput) and isinstance(params.undo, UndoScript))

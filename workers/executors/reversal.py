@@ -7,7 +7,15 @@ points somewhere else is refused rather than silently "fixed".
 
 from __future__ import annotations
 
-from workers.executors.base import host_of, input_of, refused_as_step_error, vm_of
+from workers.errors import CmdletFailed
+from workers.executors.base import (
+    act_checked,
+    act_first,
+    host_of,
+    input_of,
+    refused_as_step_error,
+    vm_of,
+)
 from workers.executors.context import StepContext
 from workers.executors.errors import InvalidReplicationState
 from workers.executors.lookup import (
@@ -32,8 +40,26 @@ def reverse(ctx: StepContext, spec: StepSpec) -> StepOutcome:
     """Set-VMReplication -Reverse on the failed-over replica (planned failover)."""
     vm, host = vm_of(spec), host_of(spec)
     hv = ctx.hyperv(host)
-    repl = require_replication(hv, spec, vm)
     expected = input_of(spec, ReverseInput).replica_server
+    # Reversing cannot be undone by a cancel: going back is a failback. A fresh reverse of a
+    # planned failover replicates back to the primary the VM came from: the plan's host.
+    return act_first(
+        ctx,
+        lambda: hv.set_replication_reverse(vm),
+        lambda _none: StepOutcome(result={"mode": "Primary", "replica_server": expected or ""}),
+        lambda refused: _reverse_checked(spec, hv, vm, host, expected, refused),
+    )
+
+
+def _reverse_checked(
+    spec: StepSpec,
+    hv: HyperVHost,
+    vm: str,
+    host: str,
+    expected: str | None,
+    refused: CmdletFailed | None,
+) -> StepOutcome:
+    repl = require_replication(hv, spec, vm)
     if repl.mode is Mode.PRIMARY:
         if expected and not same_host(repl.replica_server, str(expected)):
             raise invalid_state(
@@ -58,16 +84,16 @@ def reverse(ctx: StepContext, spec: StepSpec) -> StepOutcome:
             "reverse needs FailedOverWaitingCompletion on the replica (run the failover "
             "step first)",
         )
-    with refused_as_step_error(
+    act_checked(
         spec,
         host,
         "Set-VMReplication -Reverse",
         lambda: state_text(hv, vm),
         "Check that the old primary is reachable and prepared, then resume the run",
-    ):
-        hv.set_replication_reverse(vm)
+        lambda: hv.set_replication_reverse(vm),
+        refused,
+    )
     after = find_replication(hv, vm)
-    # Reversing cannot be undone by a cancel: going back is a failback.
     return StepOutcome(
         result={"mode": "Primary", "replica_server": after.replica_server if after else ""}
     )

@@ -114,11 +114,18 @@ class HyperVHost:
         found = named(result.output, vm, ("Name", "VMName"))
         return VMInfo.from_output(found[0]) if len(found) == 1 else None
 
-    def stop_vm(self, vm: str, *, force: bool = False, turn_off: bool = False) -> None:
+    def stop_vm(
+        self, vm: str, *, force: bool = False, turn_off: bool = False, passthru: bool = False
+    ) -> VMInfo | None:
         """``Stop-VM -Name`` (guest shutdown); ``force`` skips the guest's objections,
-        ``turn_off`` pulls the plug."""
+        ``turn_off`` pulls the plug. With ``passthru``, the VM as Stop-VM left it (None when
+        the host sent no object back), so a caller need not read it again."""
         switches = [s for s, on in (("Force", force), ("TurnOff", turn_off)) if on]
-        self._call("Stop-VM", {"Name": escape_wildcards(vm)}, switches)
+        if passthru:
+            switches.append("Passthru")
+        result = self._call("Stop-VM", {"Name": escape_wildcards(vm)}, switches)
+        found = named(result.output, vm, ("Name", "VMName")) if passthru else []
+        return VMInfo.from_output(found[0]) if len(found) == 1 else None
 
     # --- failover -----------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from workers.hyperv.hyperv import HyperVHost, escape_wildcards, named
+from workers.hyperv.hyperv import HyperVHost, escape_wildcards, failed, named
 from workers.hyperv.models import first, parse_time, require
 
 # Settings as the protection profile names them -> Set-VMReplication's parameters.
@@ -97,9 +97,14 @@ class ProtectionHost:
         return found[0] if found else None
 
     def has_vm(self, vm: str) -> bool:
-        """Whether a VM called ``vm`` is on this host."""
-        output = self.host._call("Get-VM", {"Name": escape_wildcards(vm)}).output
-        return bool(named(output, vm, ("Name", "VMName")))
+        """Whether a VM called ``vm`` is on this host (Hyper-V's "unable to find" error, a
+        non-terminating one, is the answer no, not a failure)."""
+        result = self.host.runner.run("Get-VM", {"Name": escape_wildcards(vm)})
+        if named(result.output, vm, ("Name", "VMName")):
+            return True
+        if result.errors and not all(_not_found(e.fully_qualified_error_id) for e in result.errors):
+            raise failed(self.host.host_name, "Get-VM", result)
+        return False
 
     def set_settings(self, vm: str, settings: Mapping[str, Any]) -> None:
         """``Set-VMReplication`` with the given profile settings (by profile name)."""
@@ -150,3 +155,8 @@ class ProtectionHost:
         else:
             self.host._call("Set-VMReplicationAuthorizationEntry", params)
         return True
+
+
+def _not_found(error_id: str) -> bool:
+    """Whether a Get-VM error id says the VM is not there (InvalidParameter/ObjectNotFound)."""
+    return error_id.startswith(("InvalidParameter,", "ObjectNotFound"))

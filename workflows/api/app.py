@@ -588,4 +588,3 @@ async def _events(
             if await request.is_disconnected():
                 return
             await asyncio.sleep(0.1)
-

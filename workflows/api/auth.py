@@ -49,15 +49,14 @@ def current_principal(request: Request) -> Principal:
     token, from_cookie = _token(request)
     if token is None:
         raise HTTPException(
-            401, "authentication required: send 'Authorization: Bearer TOKEN'",
+            401,
+            "authentication required: send 'Authorization: Bearer TOKEN'",
             headers={"WWW-Authenticate": "Bearer"},
         )
     with request.app.state.services.db.session() as session:
         principal = authenticate(session, token)
     if principal is None:
-        raise HTTPException(
-            401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"}
-        )
+        raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
     if from_cookie and request.method not in SAFE_METHODS and not _same_origin(request):
         raise HTTPException(403, "cross-site request refused: use the console's own pages")
     return principal

@@ -37,10 +37,10 @@ def serve(host: str, port: int, log_level: str) -> None:
     """The HTTP API (/api/v1, /openapi.json, /metrics, /healthz, /readyz) and the web console."""
     import uvicorn
 
-    from workers.embedded import worker
     from workflows.api.app import create_app
     from workflows.api.services import Services
     from workflows.runtime import build_runtime, executor_for
+    from workflows.runtime import in_process_worker as worker
 
     try:
         settings = Settings.from_env()
@@ -133,8 +133,7 @@ def create(name: str, role: str) -> None:
         db.dispose()
     click.echo(token)
     click.echo(
-        f"token {row.name!r} ({row.role}) created; it is shown only now: keep it in a secret "
-        "store",
+        f"token {row.name!r} ({row.role}) created; it is shown only now: keep it in a secret store",
         err=True,
     )
 

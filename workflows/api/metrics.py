@@ -117,9 +117,7 @@ class StoreCollector:
             {"all": waits},
             GATE_BUCKETS,
         )
-        waiting = GaugeMetricFamily(
-            "ferryman_gates_open", "Gates waiting for a decision now"
-        )
+        waiting = GaugeMetricFamily("ferryman_gates_open", "Gates waiting for a decision now")
         waiting.add_metric([], sum(1 for _r, decided in gates if decided is None))
         yield waiting
 

@@ -71,9 +71,9 @@ class Services:
     def executor(self) -> Any:
         """The step executor used for live reads of the sites."""
         if self.executor_factory is None:
-            from workers.tasks import default_executor
+            from workflows.runtime import executor_for
 
-            self.executor_factory = default_executor
+            self.executor_factory = lambda: executor_for(self.settings)
         return self.executor_factory()
 
     def replication(self, *, fresh: bool = False) -> list[dict[str, Any]]:

@@ -53,6 +53,8 @@ def describe(error: BaseException) -> str:
     for known in (_database_error(error), _broker_error(error)):
         if known:
             return known
+    if isinstance(error, OSError) and error.filename:
+        return f"cannot use {error.filename}: {error.strerror or _first_line(error)}"
     if isinstance(error, ImportError):
         return f"a part of Ferryman cannot be imported: {_first_line(error)} {DEBUG_HINT}"
     return f"{type(error).__name__}: {_first_line(error)} {DEBUG_HINT}"

@@ -38,6 +38,7 @@ ACTION_STYLE = {
     Action.WAIT: "cyan",
     Action.MISSING: "red",
     Action.MISPLACED: "red",
+    Action.REVERSED: "cyan",
 }
 
 
@@ -76,13 +77,18 @@ def _cell(value: Any) -> str:
 
 
 def _settings_text(report: VmReport, side: str) -> str:
+    """Settings in a few characters: ``300s 4pts vss2h krb:8083`` (``nocomp`` when off)."""
     holder = report.desired if side == "desired" else report.observed
     if holder is None:
         return "-"
     s = holder.settings
-    vss = f", vss {s.vss_hours} h" if s.vss_hours else ""
-    comp = "" if s.compression else ", no compression"
-    return f"{s.frequency} s, {s.recovery_history} pts{vss}{comp}, {s.authentication}:{s.port}"
+    parts = [f"{s.frequency}s", f"{s.recovery_history}pts"]
+    if s.vss_hours:
+        parts.append(f"vss{s.vss_hours}h")
+    if not s.compression:
+        parts.append("nocomp")
+    parts.append(f"{'krb' if s.authentication == 'Kerberos' else 'cert'}:{s.port}")
+    return " ".join(parts)
 
 
 def _table(reports: list[VmReport]) -> Table:
@@ -100,7 +106,7 @@ def _table(reports: list[VmReport]) -> Table:
     )
     for r in reports:
         obs = r.observed
-        drift = ", ".join(f"{d.setting} {d.actual}->{d.desired}" for d in r.differences)
+        drift = ", ".join(d.setting for d in r.differences)
         lag = "-" if r.lag_seconds is None else f"{r.lag_seconds:.0f} s"
         if r.rpo_at_risk:
             lag += " RPO at risk"
@@ -116,7 +122,7 @@ def _table(reports: list[VmReport]) -> Table:
             drift or "-",
             state,
             obs.health if obs else "-",
-            _cell(last.strftime("%Y-%m-%d %H:%M:%S") if last else None),
+            _cell(last.strftime("%m-%d %H:%M:%S") if last else None),
             lag,
             Text(r.action.value, style=ACTION_STYLE[r.action]),
         )
@@ -183,14 +189,32 @@ def apply(
             continue
         detail = ", ".join(f"{d.setting} {d.actual} -> {d.desired}" for d in r.differences)
         say(styled((r.action.value, "bold"), f" {r.vm}", f": {detail}" if detail else ""))
+    blocked = [r for r in chosen if r.action in _BLOCKED]
+    for r in blocked:
+        say((f"cannot apply {r.vm}: {_BLOCKED[r.action].format(r=r)}", "red"))
     if compiled is None:
-        say("nothing to change: the hosts match the fabric")
+        if not blocked:
+            say("nothing to change: the hosts match the fabric")
+        else:
+            stop(Exit.FAILED)
         return
     if dry_run:
         console.print(render_stages(compiled))
         return
     count = len(compiled.stages[0].units)
     _start(files, compiled, requested_by, wait, f"protect {count} VM(s)")
+    if blocked:
+        stop(Exit.FAILED)  # the rest was applied; these still differ from the fabric
+
+
+# What apply cannot change by itself, and what the operator does about it.
+_BLOCKED = {
+    Action.MISSING: "no such VM on {r.desired.primary_host}; fix the fabric or create the VM",
+    Action.MISPLACED: (
+        "it replicates to {r.observed.replica_host}, not {r.desired.replica_host}; disable it "
+        "(ferryman protect disable FABRIC --vm {r.vm}) and apply again"
+    ),
+}
 
 
 @protect.command("disable")

@@ -119,15 +119,22 @@ def _follow(runtime: Runtime, run_id: str, wait: bool, timeout: float) -> Run:
         return repository.get_run(session, run_id=run_id)
 
 
-def _finish(run: Run) -> None:
-    """Print where the run stands and leave with the status a script can read."""
+def _finish(run: Run, asked: frozenset[RunStatus] = frozenset()) -> None:
+    """Print where the run stands and leave with the status a script can read; ``asked``:
+    statuses the operator's own command leads to (a cancel cancels), which are not failures."""
     say(f"run {run.id}: ", status_text(run.status))
     if run.status == RunStatus.WAITING:
         say(f"waiting at a gate: ferryman runs approve {run.id} --by NAME --comment WHY")
-    if RunStatus(run.status) in UNSUCCESSFUL:
+    if RunStatus(run.status) in UNSUCCESSFUL - asked:
         if run.error:
             say((run.error, "red"))
         stop(Exit.FAILED)
+
+
+ASKED_FOR = {
+    "cancel": frozenset({RunStatus.CANCELLED}),
+    "reject": frozenset(UNSUCCESSFUL),
+}
 
 
 def _report(outcome: Outcome, runtime: Runtime, wait: bool, timeout: float) -> None:
@@ -139,7 +146,7 @@ def _report(outcome: Outcome, runtime: Runtime, wait: bool, timeout: float) -> N
             f"{runtime.settings.dispatch_grace:g} s)"
         )
         stop(Exit.NOT_DISPATCHED)
-    _finish(_follow(runtime, run.id, wait, timeout))
+    _finish(_follow(runtime, run.id, wait, timeout), ASKED_FOR.get(outcome.action, frozenset()))
 
 
 @click.command("run")

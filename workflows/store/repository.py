@@ -8,12 +8,13 @@ operator's approval) cannot both win.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Update, and_, bindparam, exists, func, insert, or_, update
+from sqlalchemy import Update, and_, bindparam, delete, exists, func, insert, or_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import defer
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
@@ -21,6 +22,7 @@ from sqlmodel import Session, col, select
 from plans.errors import FerrymanError
 from workflows.events import EventKind
 from workflows.statuses import (
+    TERMINAL_RUN,
     ApprovalStatus,
     RunStatus,
     StepStatus,
@@ -28,7 +30,8 @@ from workflows.statuses import (
     check_run,
     check_step,
 )
-from workflows.store.tables import Approval, AuditEvent, Run, Step, utcnow
+from workflows.steps import StepKind
+from workflows.store.tables import Approval, AuditEvent, Run, Step, VmLock, utcnow
 
 
 def _sync(session: Session, row: Any, values: dict[str, Any]) -> None:
@@ -121,8 +124,10 @@ def add_run(session: Session, *, run: Run, steps: Sequence[Step | dict[str, Any]
     """
     session.add(run)
     session.flush()
-    if steps:
-        session.connection().execute(insert(Step.__table__), [_step_row(s) for s in steps])
+    rows = [_step_row(s) for s in steps]
+    take_vms(session, run=run, vms=[row["vm"] for row in rows if row["vm"]])
+    if rows:
+        session.connection().execute(insert(Step.__table__), rows)
     return run
 
 
@@ -184,6 +189,13 @@ def set_run_status(
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict(f"run {run.id} is no longer {current}; it changed while deciding")
     _sync(session, run, values)
+    if status is RunStatus.COMPENSATING or (
+        status is RunStatus.RUNNING and current in TERMINAL_RUN
+    ):
+        # resume or compensation acts on the VMs again: hold them again (or be refused)
+        take_vms(session, run=run, vms=_vms_of(session, run.id))
+    elif status in TERMINAL_RUN and not _keeps_vms(session, run, status):
+        release_vms(session, run=run)
     return run
 
 
@@ -626,3 +638,193 @@ def undispatched_runs(session: Session, *, entered_before: datetime) -> list[Run
         or_(col(Run.stage_entered_at).is_(None), col(Run.stage_entered_at) <= entered_before),
     )
     return list(session.exec(query).all())
+
+
+# -- VM locks: one run (with its follow-ups) per VM ---------------------------------------------
+
+
+class VmLocked(FerrymanError):
+    """A run would act on VMs that another run holds; nothing was created or changed.
+
+    ``holders`` maps each refused VM's key to the run holding it.
+    """
+
+    def __init__(self, message: str, holders: Mapping[str, str]) -> None:
+        super().__init__(message)
+        self.holders = dict(holders)
+
+
+# Runs whose success leaves their VMs to a follow-up that must come: a test's cleanup, an
+# unplanned failover's commit or cancellation, a commit's reverse replication.
+_AWAITS_FOLLOW_UP = frozenset({"test", "unplanned", "commit"})
+# Follow-ups that are tried again when they fail or are cancelled, on the same VMs.
+_RETRIED_FOLLOW_UPS = frozenset({"cleanup", "commit", "reverse", "cancel_failover"})
+
+
+def vm_lock_key(site: str, cloud: str, vm: str) -> str:
+    """The key a VM is held by: its name in its pairing's primary cloud (``site/cloud/vm``)."""
+    return f"{site}/{cloud}/{vm}"
+
+
+def vm_lock_keys(snapshot: Mapping[str, Any], plan: str, vms: Iterable[str]) -> dict[str, str]:
+    """VM name -> lock key for VMs of ``plan`` in a bundle snapshot (a run's ``snapshot``).
+
+    A run without the plan in its snapshot keys its VMs by name alone.
+    """
+    try:
+        pairing = snapshot["plans"][plan]["pairing"]
+        primary = snapshot["fabric"]["pairings"][pairing]["primary"]
+        site, cloud = str(primary["site"]), str(primary["cloud"])
+    except (KeyError, TypeError):
+        return {vm: vm for vm in vms}
+    return {vm: vm_lock_key(site, cloud, vm) for vm in vms}
+
+
+def lineage_root(session: Session, *, run: Run) -> str:
+    """The first run of ``run``'s line (a follow-up's parent, its parent's, ...)."""
+    root, parent = run.id, run.parent_id
+    seen = {root}
+    while parent is not None and parent not in seen:
+        seen.add(parent)
+        root = parent
+        parent = session.exec(select(Run.parent_id).where(Run.id == parent)).first()
+    return root
+
+
+def _vms_of(session: Session, run_id: str) -> list[str]:
+    query = select(Step.vm).where(Step.run_id == run_id, col(Step.vm).is_not(None)).distinct()
+    return [vm for vm in session.exec(query).all() if vm]
+
+
+def take_vms(session: Session, *, run: Run, vms: Iterable[str]) -> list[str]:
+    """Hold ``vms`` for ``run``'s line of runs, in the session's transaction.
+
+    A follow-up inherits the VMs its line already holds. A VM held by another line raises
+    :class:`VmLocked` naming that run, and the caller's transaction must roll back. The
+    check is the primary key of ``vm_lock``, not a read before the write: of two
+    transactions inserting one VM, PostgreSQL makes the second wait for the first and then
+    skip the row (``ON CONFLICT DO NOTHING``), and SQLite runs writers one at a time, so the
+    second sees the first's row. Returns the keys now held.
+    """
+    keys = sorted(set(vm_lock_keys(run.snapshot, run.plan, vms).values()))
+    if not keys:
+        return []
+    root = lineage_root(session, run=run)
+    now = utcnow()
+    rows = [{"vm": key, "run_id": root, "acquired_at": now} for key in keys]
+    dialect = session.get_bind().dialect.name
+    statement: Any
+    if dialect == "postgresql":
+        statement = postgresql.insert(VmLock).on_conflict_do_nothing(index_elements=["vm"])
+    elif dialect == "sqlite":
+        statement = sqlite.insert(VmLock).on_conflict_do_nothing(index_elements=["vm"])
+    else:  # another database: its unique violation aborts the transaction instead
+        held = set(session.exec(select(VmLock.vm).where(col(VmLock.vm).in_(keys))).all())
+        rows = [row for row in rows if row["vm"] not in held]
+        statement = insert(VmLock)
+    session.flush()
+    # sorted keys: two runs wanting overlapping VMs wait for each other in one order, never
+    # in a circle (a deadlock)
+    taken: set[str] = set()
+    if rows:
+        result = session.connection().execute(statement.returning(VmLock.vm), rows)
+        taken = set(result.scalars().all())
+    if taken == set(keys):
+        return keys  # every row is new: no other run holds any of them
+    refused = {
+        key: holder for key, holder in vm_holders(session, keys=keys).items() if holder != root
+    }
+    if refused:
+        raise VmLocked(
+            f"{run.operation} of plan {run.plan} not started: "
+            + describe_holders(session, holders=refused),
+            refused,
+        )
+    return keys
+
+
+def release_vms(session: Session, *, run: Run) -> int:
+    """Release every VM ``run``'s line of runs holds; returns how many."""
+    root = lineage_root(session, run=run)
+    result = session.execute(delete(VmLock).where(col(VmLock.run_id) == root))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _keeps_vms(session: Session, run: Run, status: RunStatus) -> bool:
+    """Whether ``run``, now at the end in ``status``, leaves its VMs held for what follows.
+
+    A test's VMs are held until its cleanup (or compensation) ends, if a test VM may exist;
+    an unplanned failover's through its commit and reverse replication; a follow-up that
+    failed or was cancelled keeps them for the next try. A failed planned or unplanned
+    failover releases them: a resume or compensation takes them again, or is refused.
+    """
+    operation = run.operation
+    if status is RunStatus.COMPENSATED:
+        return False
+    if operation == "test":
+        return _may_have_test_vms(session, run.id)
+    if status is RunStatus.SUCCEEDED:
+        return operation in _AWAITS_FOLLOW_UP
+    if operation == "compensate":
+        # a failed compensation fails its parent, whose own end decides (in this transaction)
+        return status is RunStatus.FAILED
+    return operation in _RETRIED_FOLLOW_UPS
+
+
+def _may_have_test_vms(session: Session, run_id: str) -> bool:
+    started = (StepStatus.SUCCEEDED.value, StepStatus.FAILED.value, StepStatus.RUNNING.value)
+    query = select(Step.id).where(
+        Step.run_id == run_id,
+        Step.kind == StepKind.TEST_FAILOVER.value,
+        col(Step.status).in_(started),
+    )
+    return session.exec(query.limit(1)).first() is not None
+
+
+def vm_holders(session: Session, *, keys: Iterable[str]) -> dict[str, str]:
+    """Lock key -> the run holding it, for those of ``keys`` that are held."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    rows = session.exec(select(VmLock).where(col(VmLock.vm).in_(wanted))).all()
+    return {lock.vm: lock.run_id for lock in rows}
+
+
+def describe_holders(session: Session, *, holders: Mapping[str, str]) -> str:
+    """One line naming, per holding run, the VMs it holds and what ends its hold."""
+    by_run: dict[str, list[str]] = {}
+    for key, run_id in sorted(holders.items()):
+        by_run.setdefault(run_id, []).append(key)
+    parts = []
+    for run_id, keys in by_run.items():
+        what = "VMs " + ", ".join(keys) + " are" if len(keys) > 1 else f"VM {keys[0]} is"
+        parts.append(f"{what} held by {describe_holder(session, run_id=run_id)}")
+    return "; ".join(parts)
+
+
+def describe_holder(session: Session, *, run_id: str) -> str:
+    """``run ID (test of plan P, succeeded; clean it up: ferryman runs cleanup ID)``."""
+    root = session.get(Run, run_id)
+    if root is None:
+        return f"run {run_id}"
+    line = [root, *children_of(session, run_id=root.id)]
+    active = [r for r in line if RunStatus(r.status) not in TERMINAL_RUN]
+    done = {r.operation for r in line[1:] if r.status == RunStatus.SUCCEEDED}
+    if active:
+        current = active[-1]
+        doing = "; it is" if current is root else f"; its {current.operation} run {current.id} is"
+        then = (
+            "wait for its compensation"
+            if current.status == RunStatus.COMPENSATING
+            else f"wait for it, or 'ferryman runs cancel {current.id}'"
+        )
+        hint = f"{doing} {current.status}: {then}"
+    elif root.operation == "test":
+        hint = f"; clean it up: 'ferryman runs cleanup {root.id}'"
+    elif root.operation == "unplanned" and "commit" in done:
+        hint = f"; reverse its replication: 'ferryman runs reverse {root.id}'"
+    elif root.operation == "unplanned":
+        hint = f"; commit it ('ferryman runs commit {root.id}') or cancel its failover"
+    else:
+        hint = f"; 'ferryman runs show {root.id}' says what is left"
+    return f"run {root.id} ({root.operation} of plan {root.plan}, {root.status}{hint})"

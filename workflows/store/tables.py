@@ -184,6 +184,24 @@ class WebhookDelivery(SQLModel, table=True):
     delivered_at: datetime | None = None
 
 
+class VmLock(SQLModel, table=True):
+    """A VM held by a run and its follow-ups: the key is the VM, so it has one holder at most.
+
+    The row is written in the transaction that creates the run, so of two runs started at
+    once on one VM the database lets exactly one commit; it is deleted when the run and the
+    follow-ups it awaits are over (see ``repository.release_vms``).
+    """
+
+    __tablename__ = "vm_lock"
+
+    # "<site>/<cloud>/<VM>" of the VM's primary cloud in its pairing: a cloud belongs to at
+    # most one pairing, and a failover does not change the name, so one VM has one key
+    vm: str = Field(primary_key=True, max_length=300)
+    # the first run of the line of runs holding it (a follow-up holds through its origin)
+    run_id: str = Field(index=True, foreign_key="run.id", max_length=32)
+    acquired_at: datetime = Field(default_factory=utcnow)
+
+
 class CommandReceipt(SQLModel, table=True):
     """An operator command taken from the queue, by its idempotency key: a redelivered or
     repeated message finds its receipt and does nothing again."""

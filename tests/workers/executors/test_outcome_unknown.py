@@ -170,6 +170,16 @@ def test_test_failover_dns_and_cleanup_converge_once(
     switched = run.step(K.UPDATE_DNS, host, vm, attempt=2, **dns)
     assert switched.result["records"][0]["addresses"] == ["10.99.1.11"]
     assert _changes(run, "Add-DnsServerResourceRecordA", "vmm-got") == 1
+    # moving the record on adds the new address, then removes the old one: lose that answer
+    moved = {**dns, "addresses": ["10.99.1.99"]}
+    rule = {"cmdlet": "Remove-DnsServerResourceRecord", "host": "vmm-got", "fail": "reset"}
+    assert lab.admin("POST", "/faults", {**rule, "after": True, "count": 1})[0] == 201
+    with pytest.raises(OutcomeUnknown) as err:
+        run.step(K.UPDATE_DNS, host, vm, **moved)
+    assert retryable(err.value)
+    assert run.step(K.UPDATE_DNS, host, vm, attempt=2, **moved).changed is False
+    assert _changes(run, "Remove-DnsServerResourceRecord", "vmm-got") == 1
+    assert _changes(run, "Add-DnsServerResourceRecordA", "vmm-got") == 2
     lost_answer(run, K.TEST_CLEANUP, host, vm, "Stop-VMFailover", fail="reset", fault_vm=vm)
     assert run.vm_state(vm, host)["test_vm"] is None
 
@@ -205,3 +215,16 @@ def test_a_script_whose_answer_is_lost_is_not_run_again(
         run_step(run.ctx("g1.quiesce"), compensate)
     assert not retryable(undone.value)
     assert len([e for e in run.audit() if e["cmdlet"] == "Script"]) == 2
+
+
+def test_a_script_the_plan_says_is_safe_twice_is_retried(
+    lab: LabHandle, pools: RunspacePoolCache
+) -> None:
+    run = Driver(lab, pools, "planned")
+    rule = {"cmdlet": "Script", "host": "vmm-sto", "fail": "http500", "after": True, "count": 1}
+    assert lab.admin("POST", "/faults", rule)[0] == 201
+    params = {"script": "Write-Output 'caches warmed'", "rerun_on_redelivery": True}
+    step = StepSpec("g3.warm/script", K.SCRIPT, None, "vmm-sto", params)
+    with pytest.raises(OutcomeUnknown) as err:
+        run_step(run.ctx("g3.warm"), step)
+    assert retryable(err.value)

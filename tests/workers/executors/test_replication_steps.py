@@ -101,7 +101,9 @@ def test_failover_in_a_state_that_allows_nothing_names_the_state(
         run_step(make_ctx(), spec(K.FAILOVER, "hv-got-1"))
     assert "WaitingForInitialReplication" in str(err.value)
     assert "hv-got-1" in str(err.value) and "sql-01" in str(err.value)
-    assert world.mutations() == []
+    # the first start asked at once; the host refused, and the state read after says why
+    assert [c.cmdlet for c in world.mutations()] == ["Start-VMFailover"]
+    assert world.vm("hv-got-1", "sql-01").repl.state == "WaitingForInitialReplication"  # type: ignore[union-attr]
 
 
 def test_a_refused_cmdlet_becomes_a_step_error_with_the_current_state(
@@ -182,7 +184,10 @@ def test_a_test_vm_left_by_an_earlier_test_is_refused_not_adopted(
     message = str(caught.value)
     assert "'sql-01 - Test' already exists on hv-got-1" in message
     assert "ferryman runs cleanup" in message and "Stop-VMFailover -VMName sql-01" in message
-    assert world.mutations()[before:] == []  # nothing was started, stopped or deleted
+    # the host refused the new test failover; nothing was stopped or deleted
+    assert [(c.cmdlet, c.switches) for c in world.mutations()[before:]] == [
+        ("Start-VMFailover", ("AsTest",))
+    ]
     assert ("hv-got-1", "sql-01 - Test") in world.vms
 
 
