@@ -18,6 +18,12 @@ from workflows.settings import Settings
 from workflows.steps import ENGINE_QUEUE, site_queue
 
 MEMORY_POLLING_INTERVAL = 0.005  # the memory transport otherwise polls once a second
+AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
+
+
+def is_rabbitmq(url: str) -> bool:
+    """Whether ``url`` names an AMQP broker (RabbitMQ)."""
+    return url.startswith(AMQP_SCHEMES)
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:
@@ -32,6 +38,10 @@ def transport_options(settings: Settings) -> dict[str, Any]:
             "unacked_restore_interval": 2,
             "unacked_restore_throttle": 5,
         }
+    if is_rabbitmq(url):
+        # publisher confirms: a send returns once RabbitMQ has the message, so a stage
+        # committed and sent is never lost to a broker that died in between
+        return {"confirm_publish": True}
     return {}
 
 
@@ -66,6 +76,18 @@ def create_app(settings: Settings, *, name: str = "ferryman") -> Celery:
         worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,
     )
+    if is_rabbitmq(settings.broker_url):
+        # quorum queues (replicated, durable, poison messages counted) for the engine's and
+        # every site's queue, created as the workers name them; Celery turns global QoS off
+        # for them and delays retries with RabbitMQ's native delayed delivery, which wants
+        # topic exchanges
+        app.conf.update(
+            task_default_queue_type="quorum",
+            task_create_missing_queue_type="quorum",
+            task_default_exchange_type="topic",
+            task_create_missing_queue_exchange_type="topic",
+            worker_detect_quorum_queues=True,
+        )
     if settings.broker_url.startswith(("redis://", "rediss://")):
         app.conf.result_backend_transport_options = {
             "visibility_timeout": settings.visibility_timeout

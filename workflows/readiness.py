@@ -3,8 +3,10 @@
 Checks, each reported as pass / warn / fail with what to do: every VM is protected by the
 plan's pairing and its network is mapped (static); on the live sites, the VM exists where the
 run will act and its replication state and health allow the type, and for a test failover no
-earlier test's VM is left there; a worker consumes each site's queue; every RFC 2136 DNS zone
-answers an SOA query.
+earlier test's VM is left there; no other run holds the VMs; a worker consumes each site's
+queue; every RFC 2136 DNS zone the run will update answers an SOA query. Only what the chosen
+type and direction use is checked (a test failover updates its test zones, not production's),
+and a state that needs another command first says which.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import enum
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +24,7 @@ import click
 from plans.errors import FerrymanError
 from plans.model import Fabric, RecoveryPlan
 from workflows.compiler import CompiledRun, compile_run
+from workflows.inputs import UpdateDnsInput, ZoneTarget
 from workflows.protection import RPO_RISK_CYCLES
 from workflows.steps import StepKind
 
@@ -81,9 +84,16 @@ def static_checks(fabric: Fabric, plan: RecoveryPlan) -> list[Check]:
 
 
 def replication_checks(
-    compiled: CompiledRun, failover_type: str, context: Callable[[], Any]
+    compiled: CompiledRun,
+    failover_type: str,
+    context: Callable[[], Any],
+    holders: Mapping[str, str] | None = None,
 ) -> list[Check]:
-    """Read each VM's replication on the host the run will fail over on."""
+    """Read each VM's replication on the host the run will fail over on.
+
+    ``holders``: VM -> the run holding it, named in the advice for a state that run left.
+    """
+    holders = holders or {}
     checks: list[Check] = []
     ctx = context()
     targets = {
@@ -99,14 +109,29 @@ def replication_checks(
             continue
         state, health = str(info.state.value), str(info.health.value)
         detail = f"{state}, health {health}"
-        if state not in ALLOWED[failover_type]:
+        mode = str(getattr(getattr(info, "mode", None), "value", "Replica"))
+        if mode == "Primary":
+            # the VM runs here: replication goes the other way (a failover was committed and
+            # reversed, or a planned failover reversed it), so this direction has no replica
+            other = "failback" if compiled.direction.value == "failover" else "failover"
+            checks.append(
+                Check(
+                    vm,
+                    f"replication on {host}",
+                    Verdict.FAIL,
+                    f"{detail}, but {vm} is the primary on {host}: replication runs from here "
+                    f"now, so the next failover of it is `--direction {other}`",
+                )
+            )
+        elif state not in ALLOWED[failover_type]:
             checks.append(
                 Check(
                     vm,
                     f"replication on {host}",
                     Verdict.FAIL,
                     f"{detail}: a {failover_type} failover needs "
-                    + " or ".join(sorted(ALLOWED[failover_type])),
+                    + " or ".join(sorted(ALLOWED[failover_type]))
+                    + _state_hint(state, holders.get(vm)),
                 )
             )
         elif health == "Critical":
@@ -128,6 +153,38 @@ def replication_checks(
         if failover_type == "test":
             checks.append(leftover_test_vm(ctx.hyperv(host), vm, host))
     return checks
+
+
+def _state_hint(state: str, run_id: str | None) -> str:
+    """What to do about a replica in ``state`` before this failover (empty: nothing known)."""
+    run = run_id or "RUN"
+    hints = {
+        "FailedOverWaitingCompletion": (
+            f"a failover of it waits for commit or cancel: `ferryman runs commit {run}` or "
+            f"`ferryman runs cancel-failover {run}`"
+        ),
+        "FailedOver": (
+            f"its failover was committed but replication not reversed: "
+            f"`ferryman runs reverse {run}`, then fail over with `--direction failback`"
+        ),
+        "PreparedForFailover": (
+            f"a planned failover stopped after preparing it: `ferryman runs resume {run}` or "
+            f"`ferryman runs compensate {run}`"
+        ),
+        "Resynchronizing": "wait for the resynchronization to finish, then check again",
+        "WaitingForStartResynchronize": "start the resynchronization (Resume-VMReplication "
+        "-Resynchronize) and let it finish",
+        "ResynchronizeSuspended": "resume the resynchronization (Resume-VMReplication "
+        "-Resynchronize) and let it finish",
+        "Suspended": "resume replication (Resume-VMReplication) and wait for one cycle",
+        "Disabled": "it is not protected: `ferryman protect apply FABRIC`",
+        "ReadyForInitialReplication": "its initial replication never started: "
+        "`ferryman protect apply FABRIC`",
+        "InitialReplicationInProgress": "wait for its initial replication to finish",
+        "WaitingForInitialReplication": "wait for its initial replication to finish",
+    }
+    hint = hints.get(state)
+    return f"; {hint}" if hint else ""
 
 
 def _past_rpo(info: Any) -> str | None:
@@ -191,28 +248,36 @@ def worker_checks(compiled: CompiledRun, broker_url: str, app: Any) -> list[Chec
     ]
 
 
-def dns_checks(fabric: Fabric) -> list[Check]:
-    """Every RFC 2136 zone's primary answers an SOA query."""
+def zones_used(compiled: CompiledRun) -> dict[str, ZoneTarget]:
+    """The DNS zones the run's steps update (a test failover's are its test zones), by name."""
+    zones: dict[str, ZoneTarget] = {}
+    for _stage, _unit, spec in compiled.steps():
+        if isinstance(spec.params, UpdateDnsInput):
+            zones.update(spec.params.zones)
+    return zones
+
+
+def dns_checks(zones: Mapping[str, ZoneTarget]) -> list[Check]:
+    """Every RFC 2136 zone of ``zones`` (see :func:`zones_used`) answers an SOA query."""
     import dns.exception
     import dns.message
     import dns.query
     import dns.rdatatype
 
     checks: list[Check] = []
-    for name, zone in fabric.dns_zones.items():
-        if zone.kind != "rfc2136" or not zone.primary:
+    for name, zone in sorted(zones.items()):
+        kind, primary = zone.kind, zone.primary
+        if kind != "rfc2136" or not primary:
             checks.append(
                 Check(
                     name,
                     "DNS reachable",
                     Verdict.PASS,
-                    f"{zone.kind}: checked through the site's VMM at run time",
+                    f"{kind}: checked through the site's VMM at run time",
                 )
             )
             continue
-        host, _, port = (
-            zone.primary.rpartition(":") if ":" in zone.primary else (zone.primary, "", "53")
-        )
+        host, _, port = primary.rpartition(":") if ":" in primary else (primary, "", "53")
         try:
             answer = dns.query.udp(
                 dns.message.make_query(name, dns.rdatatype.SOA),
@@ -226,12 +291,47 @@ def dns_checks(fabric: Fabric) -> list[Check]:
                     name,
                     "DNS reachable",
                     Verdict.PASS if ok else Verdict.FAIL,
-                    f"{zone.primary}: " + ("SOA answered" if ok else "no SOA"),
+                    f"{primary}: " + ("SOA answered" if ok else "no SOA"),
                 )
             )
         except (OSError, dns.exception.DNSException) as exc:
-            checks.append(Check(name, "DNS reachable", Verdict.FAIL, f"{zone.primary}: {exc}"))
+            checks.append(Check(name, "DNS reachable", Verdict.FAIL, f"{primary}: {exc}"))
     return checks
+
+
+def lock_checks(
+    compiled: CompiledRun, snapshot: Mapping[str, Any], database_url: str
+) -> tuple[list[Check], dict[str, str]]:
+    """VMs of the run that another run holds (it would be refused), and VM -> holding run."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from workflows.store import Database, repository
+
+    keys = repository.vm_lock_keys(snapshot, compiled.plan, compiled.vms())
+    try:
+        db = Database(database_url, create=False)
+        try:
+            with db.session() as session:
+                held = repository.vm_holders(session, keys=keys.values())
+                described = {
+                    run_id: repository.describe_holder(session, run_id=run_id)
+                    for run_id in set(held.values())
+                }
+        finally:
+            db.dispose()
+    except (SQLAlchemyError, FerrymanError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return [Check("runs", "VMs free", Verdict.WARN, f"the store cannot be read: {reason}")], {}
+    checks, holders = [], {}
+    for vm, key in keys.items():
+        if key in held:
+            holders[vm] = held[key]
+            checks.append(
+                Check(vm, "not held by a run", Verdict.FAIL, f"held by {described[held[key]]}")
+            )
+        else:
+            checks.append(Check(vm, "not held by a run", Verdict.PASS, key))
+    return checks, holders
 
 
 @click.command("check")
@@ -264,13 +364,16 @@ def check(
         sys.exit(1)
     executor = executor_for(settings)
     checks = static_checks(bundle.fabric, plan)
+    held, holders = lock_checks(compiled, bundle.snapshot(), settings.database_url)
+    checks += held
     checks += replication_checks(
         compiled,
         failover_type,
         lambda: executor.context("readiness", failover_type, direction, compiled.hosts, {}),
+        holders,
     )
     checks += worker_checks(compiled, settings.broker_url, create_app(settings))
-    checks += dns_checks(bundle.fabric)
+    checks += dns_checks(zones_used(compiled))
     if as_json:
         click.echo(json.dumps([asdict(c) for c in checks], indent=2))
     else:

@@ -69,11 +69,11 @@ class BoundedDispatcher(CeleryDispatcher):
         try:
             super().dispatch(run_id, stage)
         except (KombuOperationalError, ConnectionError, OSError, TimeoutError) as exc:
-            raise BrokerUnavailable(run_id, first_line(exc)) from exc
+            raise BrokerUnavailable(run_id, root_reason(exc)) from exc
         except Exception as exc:
             if not broker_failure(exc):
                 raise
-            raise BrokerUnavailable(run_id, first_line(exc)) from exc
+            raise BrokerUnavailable(run_id, root_reason(exc)) from exc
 
 
 def broker_failure(error: BaseException) -> bool:
@@ -82,6 +82,20 @@ def broker_failure(error: BaseException) -> bool:
         return True  # redis-py's errors do not derive from OSError
     # Celery's Redis result backend gives up reconnecting with a bare RuntimeError
     return isinstance(error, RuntimeError) and "reconnect" in str(error)
+
+
+def root_reason(error: BaseException) -> str:
+    """The first line of the error that started ``error`` (Celery's "retry limit exceeded"
+    says less than the "connection refused" under it)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    deepest = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__module__.split(".")[0] in ("redis", "kombu", "amqp"):
+            deepest = current
+        current = current.__cause__ or current.__context__
+    return first_line(deepest)
 
 
 def first_line(error: BaseException) -> str:

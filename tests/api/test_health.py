@@ -19,7 +19,7 @@ def test_readyz_is_503_naming_the_broker_that_refuses(tmp_path: Path) -> None:
     settings = Settings(
         database_url=f"sqlite:///{tmp_path}/ferryman.db", broker_url=closed, result_backend=closed
     )
-    upgrade(settings.database_url)  # as a deployment does before it serves
+    upgrade(settings.database_url)  # as a deployment does before its services start
     runtime = build_runtime(settings, client=True)
     try:
         client = TestClient(create_app(Services(runtime.engine, settings, app=runtime.app)))

@@ -57,8 +57,8 @@ def test_secrets_are_credentials_ferryman_reads(tmp_path: Path) -> None:
     secret_names = {
         field
         for field, info in Settings.model_fields.items()
-        if (info.json_schema_extra or {}).get("secret")
-    }  # type: ignore[union-attr]
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("secret")
+    }
     variables = {f"FERRYMAN_{name.upper()}" for name in secret_names}
     for path in all_units():
         unit = read_unit(path)["Service"]

@@ -56,3 +56,16 @@ def test_a_mapping_outside_a_pairing_is_refused_at_its_place(
     mine = [p for p in problems if message in p]
     assert len(mine) == 1, problems
     assert mine[0].startswith(f"{tmp_path / 'fabric.yaml'}:{row}:")
+
+
+def test_a_protection_run_holds_a_vm_by_the_same_key_as_its_failovers() -> None:
+    from plans import load_bundle
+    from workflows.store.repository import vm_lock_keys
+
+    plan = FABRIC.parent / "three-tier.yaml"
+    snapshot = load_bundle([plan]).snapshot()
+    failover = vm_lock_keys(snapshot, "three-tier", ["sql-01"])
+    protection = vm_lock_keys(snapshot, "protection", ["sql-01", "crm-01", "stray-01"])
+    assert protection["sql-01"] == failover["sql-01"] == "stockholm/sto-gold/sql-01"
+    assert protection["crm-01"] == "stockholm/sto-gold/crm-01"
+    assert protection["stray-01"] == "stray-01"

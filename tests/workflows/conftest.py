@@ -102,12 +102,13 @@ def runtime(
 def _vms_free(request: pytest.FixtureRequest) -> None:
     """Each test starts with no VM held: the module's runtime is shared, and a test's runs
     (a test failover awaiting cleanup, say) would otherwise hold the next test's VMs."""
-    if "runtime" not in request.fixturenames:
+    shared = [name for name in ("runtime", "environment") if name in request.fixturenames]
+    if not shared:
         return
     from sqlmodel import delete
 
     from workflows.store.tables import VmLock
 
-    runtime: Runtime = request.getfixturevalue("runtime")
+    runtime: Runtime = request.getfixturevalue(shared[0])
     with runtime.db.session() as session:
         session.exec(delete(VmLock))

@@ -97,10 +97,23 @@ def environment(
     return worker
 
 
+def own_cloud(plan: Path) -> Path:
+    """The plan beside ``plan`` on a primary cloud named after its folder: its VMs are held by
+    no run of another test (a VM is held by one run at a time, and a cancelled test run keeps
+    its VMs until cleaned up)."""
+    fabric = plan.parent / "fabric.yaml"
+    if not fabric.exists():
+        fabric.write_text((EXAMPLE.parent / "fabric.yaml").read_text(encoding="utf-8"))
+    if not plan.exists():
+        plan.write_text(EXAMPLE.read_text(encoding="utf-8"))
+    text = fabric.read_text(encoding="utf-8")
+    fabric.write_text(text.replace("sto-gold", f"sto-gold-{plan.parent.name[-12:]}"))
+    return plan
+
+
 def two_gates(directory: Path) -> Path:
     """The example plan with a second manual gate after the application tier."""
-    for name in ("fabric.yaml",):
-        (directory / name).write_text((EXAMPLE.parent / name).read_text(encoding="utf-8"))
+    own_cloud(directory / EXAMPLE.name)
     text = EXAMPLE.read_text(encoding="utf-8")
     marker = "            name: application-up\n"
     assert marker in text
@@ -173,10 +186,13 @@ def test_broker_down_records_the_run_and_the_workers_send_it_later(
         db.dispose()
 
 
-def test_a_retried_run_with_a_key_returns_the_same_run(environment: Runtime) -> None:
-    first = start(EXAMPLE, "--idempotency-key", "drill-42")
+def test_a_retried_run_with_a_key_returns_the_same_run(
+    environment: Runtime, tmp_path: Path
+) -> None:
+    plan = own_cloud(tmp_path / EXAMPLE.name)
+    first = start(plan, "--idempotency-key", "drill-42")
     assert first.exit_code == 0, first.output
-    again = start(EXAMPLE, "--idempotency-key", "drill-42")
+    again = start(plan, "--idempotency-key", "drill-42")
     assert again.exit_code == 0, again.output
     run_id = run_id_of(first)
     assert again.output.startswith(f"run {run_id} was already started with this idempotency key")
@@ -184,7 +200,7 @@ def test_a_retried_run_with_a_key_returns_the_same_run(environment: Runtime) -> 
         keyed = [r for r in repository.list_runs(session, limit=100) if r.idempotency_key]
     assert [r.id for r in keyed if r.idempotency_key == "drill-42"] == [run_id]
     other = invoke(
-        "run", str(EXAMPLE), "--plan", "three-tier", "--type", "planned",
+        "run", str(plan), "--plan", "three-tier", "--type", "planned",
         "--idempotency-key", "drill-42",
     )  # fmt: skip
     assert other.exit_code == 1 and f"was used by run {run_id}" in other.output
@@ -216,10 +232,10 @@ def test_a_retried_approval_with_a_key_decides_once(environment: Runtime, tmp_pa
 
 
 def test_wait_exits_non_zero_for_a_compensated_run(
-    environment: Runtime, shared_executor: FakeExecutor
+    environment: Runtime, shared_executor: FakeExecutor, tmp_path: Path
 ) -> None:
     shared_executor.permanent.add(("test_failover", "sql-01"))
-    result = start(EXAMPLE, "--wait", "--timeout", "120")
+    result = start(own_cloud(tmp_path / EXAMPLE.name), "--wait", "--timeout", "120")
     assert result.exit_code == Exit.FAILED, result.output
     run_id = run_id_of(result)
     assert "Start-VMFailover refused" in result.output
@@ -229,10 +245,13 @@ def test_wait_exits_non_zero_for_a_compensated_run(
     assert f"run {run_id}: {done.status}" in followed.output
 
 
-def test_follow_a_run_started_elsewhere(environment: Runtime, bundle: object) -> None:
+def test_follow_a_run_started_elsewhere(environment: Runtime, tmp_path: Path) -> None:
+    from plans import load_bundle
+
     elsewhere = build_runtime(environment.settings, client=True)  # as another process would
     ops = Operations(elsewhere.engine)
-    started = ops.start(bundle, "three-tier", "test", by="elsewhere")  # type: ignore[arg-type]
+    bundle = load_bundle([own_cloud(tmp_path / EXAMPLE.name)])
+    started = ops.start(bundle, "three-tier", "test", by="elsewhere")
 
     def approve_when_waiting() -> None:
         wait_for(environment.db, started.run.id, [RunStatus.WAITING], timeout=120)
@@ -256,3 +275,13 @@ def test_follow_a_run_started_elsewhere(environment: Runtime, bundle: object) ->
     assert text.exit_code == 0 and "[/] looks :smile: fine" in text.output
     listed = invoke("runs", "list", "--json")
     assert started.run.id in [r["id"] for r in json.loads(listed.output)]
+
+
+@pytest.mark.parametrize("vm", ["x[/bold]", "[/]", ":smile:"])
+def test_a_run_prints_names_as_written(environment: Runtime, tmp_path: Path, vm: str) -> None:
+    from tests.workflows.test_cli import hostile_plan
+
+    result = start(own_cloud(hostile_plan(tmp_path, vm)), "--wait", "--timeout", "120")
+    assert result.exit_code == 0, result.output
+    assert "waiting" in result.output
+    assert vm in result.output  # the progress table's row for the VM, as written

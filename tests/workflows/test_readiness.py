@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from plans import Bundle
 from workers.errors import CmdletFailed
 from workers.hyperv.states import ReplicationHealth, ReplicationState
 from workflows.compiler import compile_run
-from workflows.readiness import Verdict, replication_checks, static_checks
+from workflows.readiness import (
+    Check,
+    Verdict,
+    dns_checks,
+    lock_checks,
+    replication_checks,
+    static_checks,
+    zones_used,
+)
+
+PLAN_VMS = {"sql-01", "sql-02", "app-01", "app-02", "app-03", "web-01", "web-02"}
 
 
 @dataclass
@@ -98,3 +111,112 @@ def test_a_test_failover_is_not_ready_while_an_earlier_tests_vm_is_left(bundle: 
     planned = compile_run(bundle.fabric, "three-tier", plan, "planned")
     other = replication_checks(planned, "planned", lambda: FakeContext(infos, left))
     assert not [c for c in other if c.check.startswith("no test VM left")]
+
+
+# -- against the lab: what the chosen type and direction use, and the state's next command ---
+
+
+def _no_gate_no_dns(bundle: Bundle) -> Bundle:
+    plan = bundle.plan("three-tier")
+    groups = [
+        g.model_copy(
+            update={
+                "post": [a for a in g.post if a.kind != "manual"],
+                "vms": [vm.model_copy(update={"dns": []}) for vm in g.vms],
+            }
+        )
+        for g in plan.groups
+    ]
+    return Bundle(
+        fabric=bundle.fabric, plans={"three-tier": plan.model_copy(update={"groups": groups})}
+    )
+
+
+def test_a_test_failover_checks_only_the_dns_zones_it_updates(bundle: Bundle) -> None:
+    from tests.support.bind import free_port
+
+    snapshot = bundle.snapshot()
+    # production's RFC 2136 server does not answer; a test failover updates only its test zone
+    zone = snapshot["fabric"]["dns_zones"]["corp.example"]
+    zone.update(primary=f"127.0.0.1:{free_port()}", timeout=0.3)
+    broken = Bundle.from_snapshot(snapshot)
+    plan = broken.plan("three-tier")
+    test = compile_run(broken.fabric, "three-tier", plan, "test")
+    planned = compile_run(broken.fabric, "three-tier", plan, "planned")
+    assert set(zones_used(test)) == {"test.corp.example"}
+    assert {c.verdict for c in dns_checks(zones_used(test))} == {Verdict.PASS}
+    [failed] = [c for c in dns_checks(zones_used(planned)) if c.subject == "corp.example"]
+    assert failed.verdict is Verdict.FAIL and zone["primary"] in failed.detail
+
+
+def test_after_commit_and_reverse_the_next_failover_is_a_failback(
+    bundle: Bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lab.testing import running_lab
+    from workers.embedded import embedded
+    from workers.hyperv.psrp import shared_cache
+    from workflows.compiler import RunOperation
+    from workflows.demo import PASSWORD_VARIABLE, lab_topology, point_at_lab
+    from workflows.followups import start_followup
+    from workflows.progress import wait_for
+    from workflows.runtime import executor_for
+    from workflows.settings import Settings
+    from workflows.statuses import TERMINAL_RUN, RunStatus
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/ferryman.db")
+    with running_lab(lab_topology(), auth="ntlm") as lab:
+        monkeypatch.setenv(PASSWORD_VARIABLE, lab.password)
+        urls = {name: endpoint.url for name, endpoint in lab.endpoints.items()}
+        ready = _no_gate_no_dns(point_at_lab(bundle, urls))
+        plan = ready.plan("three-tier")
+        executor = executor_for(settings)
+
+        def check(kind: str, direction: str, holders: dict[str, str]) -> dict[str, Check]:
+            compiled = compile_run(ready.fabric, "three-tier", plan, kind, direction)
+            context = lambda: executor.context("readiness", kind, direction, compiled.hosts, {})  # noqa: E731
+            return {
+                c.subject: c
+                for c in replication_checks(compiled, kind, context, holders)
+                if c.check.startswith("replication")
+            }
+
+        def finish(runtime: Any, run_id: str) -> None:
+            done = wait_for(runtime.db, run_id, [*TERMINAL_RUN], timeout=120, interval=0.05)
+            assert done.status == RunStatus.SUCCEEDED, done.error
+
+        try:
+            with embedded(settings, ["stockholm", "gothenburg"], executor=executor) as runtime:
+                failover = runtime.engine.start(ready, "three-tier", "unplanned")
+                finish(runtime, failover.id)
+                # failed over, not committed: the advice names the run and its commands
+                held, holders = lock_checks(
+                    compile_run(ready.fabric, "three-tier", plan, "test"),
+                    ready.snapshot(),
+                    settings.database_url,
+                )
+                assert {c.verdict for c in held} == {Verdict.FAIL}
+                assert f"held by run {failover.id} (unplanned of plan three-tier" in held[0].detail
+                waiting = check("test", "failover", holders)["sql-01"]
+                assert waiting.verdict is Verdict.FAIL
+                assert "FailedOverWaitingCompletion" in waiting.detail
+                assert f"`ferryman runs commit {failover.id}`" in waiting.detail
+                commit = start_followup(runtime.engine, failover.id, RunOperation.COMMIT, by="t")
+                finish(runtime, commit.id)
+                reverse = start_followup(runtime.engine, failover.id, RunOperation.REVERSE, by="t")
+                finish(runtime, reverse.id)
+            again = check("test", "failover", {})
+            assert set(again) == PLAN_VMS
+            for vm, found in again.items():
+                assert found.verdict is Verdict.FAIL, found
+                assert f"{vm} is the primary on hv-got-" in found.detail
+                assert "the next failover of it is `--direction failback`" in found.detail
+            back = check("test", "failback", {})
+            assert {c.verdict for c in back.values()} <= {Verdict.PASS, Verdict.WARN}, back
+            held, _ = lock_checks(
+                compile_run(ready.fabric, "three-tier", plan, "test", "failback"),
+                ready.snapshot(),
+                settings.database_url,
+            )
+            assert {c.verdict for c in held} == {Verdict.PASS}  # reverse ended: VMs free
+        finally:
+            shared_cache().close()

@@ -151,3 +151,31 @@ def test_the_readme_lists_every_variable_as_the_model_says() -> None:
     for name in Settings.model_fields:
         if name != "retry":
             assert f"`FERRYMAN_{name.upper()}`" in found.group(1)
+
+
+# variables named in the tree that are not settings, and why
+NOT_SETTINGS = {
+    "FERRYMAN_LAB_PASSWORD": "the example fabric's credential reference names it",
+    "FERRYMAN_SITE": "docker-compose.yml's own, for a worker's health check",
+}
+
+
+def test_every_variable_the_tree_names_is_a_setting() -> None:
+    named: set[str] = set()
+    for folder in ("plans", "workflows", "workers", "deploy"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.is_file() and path.suffix in (".py", ".yaml", ".yml", ".service", ".md", ""):
+                text = path.read_text(encoding="utf-8", errors="replace")
+                named.update(re.findall(r"\bFERRYMAN_[A-Z][A-Z0-9_]*[A-Z0-9]", text))
+    named.update(
+        re.findall(r"\bFERRYMAN_[A-Z][A-Z0-9_]*[A-Z0-9]", (ROOT / "docker-compose.yml").read_text())
+    )
+    table = settings_table()
+    missing = sorted(
+        name
+        for name in named
+        if name not in NOT_SETTINGS
+        and f"`{name.removesuffix('_FILE')}`" not in table
+        and not name.startswith("FERRYMAN_TEST_")
+    )
+    assert not missing, f"not fields of workflows/settings.py: {missing}"

@@ -310,6 +310,7 @@ def test_concurrent_starts_from_processes_one_wins_and_the_loser_does_nothing(
     from workers.embedded import worker
     from workers.hyperv.psrp import shared_cache
     from workflows.demo import PASSWORD_VARIABLE, lab_topology, point_at_lab
+    from workflows.migrations import upgrade
     from workflows.progress import wait_for
     from workflows.runtime import build_runtime, executor_for
 
@@ -329,6 +330,7 @@ def test_concurrent_starts_from_processes_one_wins_and_the_loser_does_nothing(
                 "result_backend": redis.url(1),
             }
             settings = Settings(**values)  # type: ignore[arg-type]
+            upgrade(database_url)  # as a deployment does before its workers start
             runtime = build_runtime(settings, executor_for(settings))
             # results Celery still tracks at the end try Redis once, not for minutes
             options = dict(runtime.app.conf.result_backend_transport_options or {})

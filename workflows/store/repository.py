@@ -669,15 +669,29 @@ def vm_lock_key(site: str, cloud: str, vm: str) -> str:
 def vm_lock_keys(snapshot: Mapping[str, Any], plan: str, vms: Iterable[str]) -> dict[str, str]:
     """VM name -> lock key for VMs of ``plan`` in a bundle snapshot (a run's ``snapshot``).
 
-    A run without the plan in its snapshot keys its VMs by name alone.
+    A run of no plan (a protection run) keys each VM by the pairing that lists it, so it and
+    a failover of that VM want the same key; a VM no pairing lists is keyed by name alone.
     """
     try:
         pairing = snapshot["plans"][plan]["pairing"]
         primary = snapshot["fabric"]["pairings"][pairing]["primary"]
         site, cloud = str(primary["site"]), str(primary["cloud"])
     except (KeyError, TypeError):
-        return {vm: vm for vm in vms}
+        return {vm: _pairing_key(snapshot, vm) for vm in vms}
     return {vm: vm_lock_key(site, cloud, vm) for vm in vms}
+
+
+def _pairing_key(snapshot: Mapping[str, Any], vm: str) -> str:
+    """The lock key of ``vm`` by the pairing of the snapshot's fabric that lists it."""
+    try:
+        pairings = snapshot["fabric"]["pairings"].values()
+        for pairing in pairings:
+            if vm in pairing.get("vms", {}):
+                primary = pairing["primary"]
+                return vm_lock_key(str(primary["site"]), str(primary["cloud"]), vm)
+    except (KeyError, TypeError, AttributeError):
+        pass
+    return vm
 
 
 def lineage_root(session: Session, *, run: Run) -> str:
