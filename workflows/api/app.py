@@ -293,6 +293,7 @@ def api_router() -> APIRouter:
             replication_checks,
             static_checks,
             worker_checks,
+            zones_used,
         )
 
         bundle = services.bundle()
@@ -307,7 +308,7 @@ def api_router() -> APIRouter:
         )
         if services.app is not None:
             checks += worker_checks(compiled, services.settings.broker_url, services.app)
-        checks += dns_checks(bundle.fabric)
+        checks += dns_checks(zones_used(compiled))
         return {
             "plan": name,
             "type": type,
