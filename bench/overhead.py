@@ -189,7 +189,7 @@ def run(
     concurrency: int = 16,
     timeout: float = 900,
     profile: bool = False,
-    databases: tuple[str, ...] = ("sqlite", "postgres"),
+    databases: tuple[str, ...] | None = None,
     rounds: int | None = None,
 ) -> dict[str, Any]:
     """Measure the runs in alternating rounds; returns figures and their settings.
@@ -204,7 +204,10 @@ def run(
     if reason is not None:
         return {"skipped": f"the engine cannot run: {reason}"}
     shape = Shape(4, 20) if quick else Shape(10, 50)  # quick: all of bench/run within 5 min
-    rounds = rounds or 3
+    # at least 5 rounds, so the spread of the CPU figure is seen; the quick run keeps to the
+    # headline store (PostgreSQL) to stay within its 5 minutes
+    rounds = rounds or 5
+    databases = databases or (("postgres",) if quick else ("sqlite", "postgres"))
     settings = {
         "groups": shape.groups,
         "vms_per_group": shape.vm_count // shape.groups,
@@ -290,13 +293,16 @@ def run(
             f"{figures['ratio_to_bare_psrp']}x bare PSRP), {figures['overhead_ms_per_step']} "
             f"ms per VM-step beyond it (rounds: {figures['overhead_ms_per_step_runs']}), "
             f"{figures['calls']['calls_per_vm']} calls/VM; CPU {figures['cpu_ms_per_step']} "
-            f"ms per VM-step beyond bare (rounds: {figures['cpu_ms_per_step_runs']})"
+            f"ms per VM-step beyond bare (rounds: {figures['cpu_ms_per_step_runs']}, "
+            f"stdev {figures['cpu_ms_per_step_spread']['stdev']})"
         )
     # the headline is the production store's figure when it ran, else the embedded one's
     for store in ("postgres", "sqlite"):
         if store in databases and "overhead_ms_per_step" in out[store]:
             out["overhead_ms_per_step"] = out[store]["overhead_ms_per_step"]
             out["overhead_cpu_ms_per_step"] = out[store]["cpu_ms_per_step"]
+            out["engine_cpu_ms_per_step"] = out[store]["cpu_ms_per_step"]
+            out["engine_cpu_ms_per_step_spread"] = out[store]["cpu_ms_per_step_spread"]
             out["overhead_store"] = store
             break
     else:
@@ -340,6 +346,18 @@ def _per_store(
         "cpu_s_runs": [run["cpu_s"] for run in runs],
         "cpu_ms_per_step_runs": cpu,
         "cpu_ms_per_step": round(statistics.median(cpu), 2),
+        "cpu_ms_per_step_spread": spread(cpu),
+        "overhead_ms_per_step_spread": spread(overheads),
+    }
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """How far a figure moved over the rounds: min, max, and the standard deviation."""
+    return {
+        "rounds": len(values),
+        "min": min(values),
+        "max": max(values),
+        "stdev": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0,
     }
 
 
@@ -350,14 +368,16 @@ def _ferryman_harness(
     """Ferryman's worker and engine on ``store`` (sqlite | postgres), on its own Redis
     database so the stores' workers never take each other's tasks."""
     with contextlib.ExitStack() as stack:
-        postgres = stack.enter_context(postgres_server()) if store == "postgres" else None
+        postgres = (
+            stack.enter_context(postgres_server(fsync=False)) if store == "postgres" else None
+        )
         (workdir / store).mkdir(exist_ok=True)
         env = ferryman_env(
             server,
             workdir / store,
             db=FERRYMAN_DB + index,
             password=password,
-            database_url=postgres.url if postgres else None,
+            database_url=postgres.url() if postgres else None,
         )
         harness = stack.enter_context(ferryman(env, concurrency=concurrency, log_dir=workdir))
         harness.services = {"redis": server.process.pid}

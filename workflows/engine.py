@@ -342,6 +342,12 @@ class Engine:
                 return Advance.STALE
             if isinstance(move, decide.Wait):
                 return Advance.NOT_READY
+            # the compare-and-set first: of two callbacks (or a callback and the watch), the
+            # one that loses writes nothing
+            if isinstance(move, decide.NextStage) and not repository.move_stage(
+                session, run_id=run_id, from_stage=stage, to_stage=stage + 1
+            ):
+                return Advance.STALE
             if recovered:
                 repository.add_event(
                     session,
@@ -361,10 +367,6 @@ class Engine:
             if isinstance(move, decide.Fail):
                 self.fail(session, after, run, move.error)
                 return Advance.FAILED
-            if not repository.move_stage(
-                session, run_id=run_id, from_stage=stage, to_stage=stage + 1
-            ):
-                return Advance.STALE
             self.enter(session, after, run, stage + 1)
             return Advance.ADVANCED
 

@@ -231,9 +231,9 @@ def interrupted_script(run_id: str, spec: StepSpec, attempts: int) -> str:
     return (
         f"the worker died while script {name!r} ran on {host} (attempt {attempts}); it may or "
         f"may not have completed, so it was not started again. Check on {host} what it did, "
-        f"then 'ferryman runs resume {run_id}' runs it again (or 'ferryman runs compensate "
-        f"{run_id}' undoes the run). A script safe to run twice can say "
-        "rerun_on_redelivery: true in the plan"
+        f"then 'ferryman runs resume {run_id}' runs it again, 'ferryman runs skip {run_id}' "
+        f"goes on without it (or 'ferryman runs compensate {run_id}' undoes the run). A "
+        "script safe to run twice can say rerun_on_redelivery: true in the plan"
     )
 
 

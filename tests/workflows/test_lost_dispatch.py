@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from celery import group
 from rich.console import Console
 from sqlalchemy import update
 from sqlmodel import col
@@ -21,6 +22,7 @@ from tests.workflows.test_engine import without_gate
 from workers.embedded import build_runtime, worker
 from workflows import report
 from workflows.compiler import Stage
+from workflows.dispatch import CeleryDispatcher, unit_kwargs
 from workflows.engine import Engine
 from workflows.events import EventKind
 from workflows.progress import wait_for
@@ -250,3 +252,42 @@ def test_an_unsent_stage_is_sent_within_the_lease_and_reported(
     text = rendered_report(db, run.id)
     assert "recovered after a crash" in text and "stage_resent" in text
     db.dispose()
+
+
+class WithoutCallbacks(CeleryDispatcher):
+    """Sends each stage's units but never its callback: every chord callback is lost."""
+
+    def dispatch(self, run_id: str, stage: Stage) -> None:
+        header = [
+            self.app.signature(unit.task, kwargs=unit_kwargs(run_id, stage, unit), queue=unit.queue)
+            for unit in stage.units
+        ]
+        if header:
+            group(header).apply_async()
+
+
+def test_the_watch_finishes_a_run_whose_callbacks_are_all_lost_within_the_lease(
+    tmp_path: Path, bundle: Bundle
+) -> None:
+    # a dispatch grace far beyond the test's bound: only the lease can move the run on
+    settings = fast_settings(tmp_path, dispatch_grace=600.0, step_heartbeat=0.2, step_lease=1.0)
+    runtime = build_runtime(settings, FakeExecutor())
+    runtime.engine.dispatcher = WithoutCallbacks(runtime.app)
+    try:
+        with worker(runtime, ["stockholm", "gothenburg"], concurrency=4, gate_interval=0.1):
+            run = runtime.engine.start(without_gate(bundle), "three-tier", "test")
+            done = wait_for(
+                runtime.db, run.id, [RunStatus.SUCCEEDED, RunStatus.FAILED], timeout=120
+            )
+        assert done.status == RunStatus.SUCCEEDED, done.error
+        with runtime.db.session() as session:
+            recovered = [
+                e.data["stage"]
+                for e in repository.events_of(session, run_id=run.id)
+                if e.event == EventKind.CALLBACK_RECOVERED and e.data
+            ]
+            compiled = runtime.engine.compiled_runs.get(session, run.id)
+        # every stage's callback was lost, and every stage was moved on by the watch, once
+        assert recovered == [stage.index for stage in compiled.stages]
+    finally:
+        runtime.db.dispose()
