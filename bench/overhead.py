@@ -250,6 +250,7 @@ def run(
         out["bare_noop_s"] = round(
             time_bare(worker.app, bare.NOOP, bare.noop_stages(groups), timeout), 3
         )
+        assert server.process is not None  # redis_server() yields a started server
         for index in range(rounds):
             sample = profile and index == 0
             with lab_for(shape, password=lab_password) as lab:
@@ -380,6 +381,7 @@ def _ferryman_harness(
             database_url=postgres.url() if postgres else None,
         )
         harness = stack.enter_context(ferryman(env, concurrency=concurrency, log_dir=workdir))
+        assert server.process is not None  # redis_server() yields a started server
         harness.services = {"redis": server.process.pid}
         if postgres:
             harness.services["postgres"] = postgres.pid()
