@@ -38,7 +38,15 @@ from typing import Any
 from bench import bare, pipeline
 from bench.calls import Call, CallLog
 from bench.engine import ferryman, ferryman_env
-from bench.overhead import FERRYMAN_DB, bare_worker, host_refs, lab_for, time_bare, urls_of
+from bench.overhead import (
+    FERRYMAN_DB,
+    bare_worker,
+    host_refs,
+    lab_for,
+    redis_pid,
+    time_bare,
+    urls_of,
+)
 from bench.plans import PLAN_NAME, Shape, write_bundle
 from bench.services import CpuMeter, LoadSampler, redis_server
 from workers.hyperv.pool import MAX_SHELLS_PER_USER
@@ -257,7 +265,7 @@ def bare_makespan(
 
 def cpu_meter(worker_pids: list[int], server: Any) -> CpuMeter:
     """CPU of the workers, Redis and the lab (this process) from now on."""
-    return CpuMeter({"workers": worker_pids, "redis": [server.process.pid]}, this_process="lab")
+    return CpuMeter({"workers": worker_pids, "redis": [redis_pid(server)]}, this_process="lab")
 
 
 def cpu_figures(cpu: dict[str, float], calls: int) -> dict[str, Any]:

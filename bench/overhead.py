@@ -178,6 +178,13 @@ def time_bare(app: Any, task: str, stages: list[list[dict[str, Any]]], timeout: 
     return bare.wait_run(app, run_id, timeout=timeout) - started
 
 
+def redis_pid(server: RedisServer) -> int:
+    """The pid of a running benchmark Redis (its CPU is counted)."""
+    if server.process is None:
+        raise RuntimeError("the benchmark's Redis is not running")
+    return server.process.pid
+
+
 def call_summary(calls: CallLog) -> dict[str, Any]:
     """What the lab saw: calls per VM and per cmdlet."""
     return {"calls_per_vm": round(calls.calls_per_vm(), 2), "cmdlets": calls.cmdlet_counts()}
@@ -254,7 +261,7 @@ def run(
             sample = profile and index == 0
             with lab_for(shape, password=lab_password) as lab:
                 stages = bare.vm_stages(groups, host_refs(shape, lab))
-                meter = CpuMeter({"worker": worker.pids, "redis": [server.process.pid]})
+                meter = CpuMeter({"worker": worker.pids, "redis": [redis_pid(server)]})
                 with _maybe_sampling(sample, worker.pid, "bare-worker") as bare_profile:
                     bare_runs.append(round(time_bare(worker.app, bare.VM, stages, timeout), 3))
                 bare_cpu.append(meter.read())
@@ -380,7 +387,7 @@ def _ferryman_harness(
             database_url=postgres.url() if postgres else None,
         )
         harness = stack.enter_context(ferryman(env, concurrency=concurrency, log_dir=workdir))
-        harness.services = {"redis": server.process.pid}
+        harness.services = {"redis": redis_pid(server)}
         if postgres:
             harness.services["postgres"] = postgres.pid()
         yield harness
