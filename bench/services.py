@@ -1,5 +1,7 @@
 """The servers a benchmark starts for itself and stops again: Redis and Celery workers.
 
+Redis and PostgreSQL come from :mod:`tests.support.servers`, as for the tests.
+
 Every benchmark gets its own ``redis-server`` on a free loopback port (no persistence), so it
 never depends on, or clobbers, a shared instance; worker processes are children that are
 stopped by their pid when the benchmark ends.
@@ -9,131 +11,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import redis
-
-from plans.errors import ConfigurationError
+from tests.support.servers import PostgresCluster as PostgresCluster
+from tests.support.servers import RedisServer as RedisServer
+from tests.support.servers import free_port as free_port
+from tests.support.servers import postgres_server as postgres_server
+from tests.support.servers import redis_server as redis_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class RedisServer:
-    """A running private redis-server: its port and URL builder."""
-
-    port: int
-    process: subprocess.Popen[bytes]
-
-    def url(self, db: int = 0) -> str:
-        """``redis://127.0.0.1:PORT/DB``."""
-        return f"redis://127.0.0.1:{self.port}/{db}"
-
-    def client(self, db: int = 0) -> redis.Redis:
-        """A redis-py client on database ``db``."""
-        return redis.Redis(host="127.0.0.1", port=self.port, db=db)
-
-
-@contextmanager
-def redis_server(*, timeout: float = 10.0) -> Iterator[RedisServer]:
-    """Start ``redis-server`` on a free loopback port without persistence; stop it on exit."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise ConfigurationError(
-            "redis-server is not installed; install it (apt-get install redis-server) "
-            "and run the benchmark again"
-        )
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    server = RedisServer(port, process)
-    try:
-        _wait_for_redis(server, timeout)
-        yield server
-    finally:
-        stop_process(process)
-
-
-def _wait_for_redis(server: RedisServer, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    client = server.client()
-    while True:
-        try:
-            client.ping()
-            return
-        except redis.ConnectionError:
-            if server.process.poll() is not None or time.monotonic() > deadline:
-                raise ConfigurationError(
-                    f"redis-server on port {server.port} did not start; run it by hand to see why"
-                ) from None
-            time.sleep(0.02)  # a server starting up has no event to wait on
-
-
-@dataclass(frozen=True)
-class PostgresServer:
-    """A running private PostgreSQL: its URL and data folder."""
-
-    url: str
-    data: Path
-
-    def pid(self) -> int:
-        """The postmaster's process id (the first line of ``postmaster.pid``)."""
-        return int((self.data / "postmaster.pid").read_text().split()[0])
-
-
-@contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
-    """A private PostgreSQL on a free loopback port (trust auth, no fsync).
-
-    ``initdb`` refuses to run as root, so when the benchmark runs as root the cluster is
-    made and started as the ``postgres`` system user. The cluster lives in a temporary
-    folder that is removed afterwards.
-    """
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        raise ConfigurationError(
-            "PostgreSQL's initdb/pg_ctl are not on PATH; install PostgreSQL or use SQLite"
-        )
-    workdir = Path(tempfile.mkdtemp(prefix="ferryman-bench-pg-"))
-    data = workdir / "pgdata"
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        runuser = shutil.which("runuser")
-        if runuser is None:
-            raise ConfigurationError("running as root needs runuser to start PostgreSQL")
-        as_user = [runuser, "-u", "postgres", "--"]
-        shutil.chown(workdir, user="postgres")
-    port = free_port()
-    _quiet([*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync"])
-    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {workdir} -c fsync=off"
-    _quiet([*as_user, pg_ctl, "-D", str(data), "-o", options, "-w", "-t", "60", "start"])
-    try:
-        yield PostgresServer(f"postgresql://postgres@127.0.0.1:{port}/postgres", data)
-    finally:
-        _quiet([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], check=False)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:

@@ -23,6 +23,7 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.reliability.services import wait_for
 from workflows.migrations import upgrade
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,3 +163,56 @@ def test_the_triggers_healthcheck_runs(compose: dict[str, Any], tmp_path: Path) 
     upgrade(url)
     healthy = subprocess.run(ferryman, env=env, capture_output=True, text=True, timeout=60)
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+
+
+def shell_healthcheck(compose: dict[str, Any], service: str) -> str:
+    """A CMD-SHELL healthcheck as the container's shell gets it ($$ is Compose's escape)."""
+    test: list[str] = compose["services"][service]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    return test[1].replace("$$", "$")
+
+
+def test_the_worker_healthcheck_runs(
+    compose: dict[str, Any], environment: dict[str, str], worker: str, tmp_path: Path
+) -> None:
+    # the worker fixture runs `ferryman worker --site gothenburg`, as worker-gothenburg does
+    command = shell_healthcheck(compose, "worker-gothenburg")
+    bin_dir = str(Path(sys.executable).parent)  # where `celery` is installed
+    env = {**environment, "FERRYMAN_SITE": "gothenburg", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+    def healthy() -> bool:
+        done = subprocess.run(
+            ["sh", "-c", command], env=env, cwd=tmp_path, capture_output=True, timeout=60
+        )
+        return done.returncode == 0
+
+    wait_for(healthy, timeout=90, interval=1, what="the worker healthcheck to pass")
+    # the same check for another site's worker finds no such node
+    other = {**env, "FERRYMAN_SITE": "stockholm"}
+    done = subprocess.run(["sh", "-c", command], env=other, cwd=tmp_path, capture_output=True)
+    assert done.returncode != 0
+
+
+def test_the_lab_healthcheck_runs(compose: dict[str, Any]) -> None:
+    command = healthcheck(compose, "lab")
+    lab = compose["services"]["lab"]["command"]
+    # the compose lab with the topology's own ports (admin API on 15999), on loopback here
+    argv = [sys.executable, "-m", "lab.cli", "serve", "--time-scale", "0.001"]
+    argv += [arg for arg in lab[2:] if arg not in ("--listen", "0.0.0.0")]
+    argv = [a for a in argv if not a.startswith("/run/secrets")]
+    argv = [a for a in argv if a != "--password-file"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    before = subprocess.run(command, capture_output=True, timeout=30)
+    if before.returncode == 0:
+        pytest.fail("something already answers on the lab's admin port 15999")
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(
+            lambda: subprocess.run(command, capture_output=True, timeout=30).returncode == 0,
+            timeout=60,
+            interval=0.5,
+            what="the lab healthcheck to pass",
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

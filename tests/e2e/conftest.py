@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import gc
 import os
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +19,10 @@ from typing import Any
 # source while garbage collection may run result finalisers (see workers/compat.py).
 import hypothesis  # noqa: F401
 import pytest
-import redis
 
 from plans import Bundle, load_bundle
-from tests.support.bind import BindServers, bind_pair, free_port
+from tests.support.bind import BindServers
+from tests.support.servers import bind_pair, redis_server
 from workers.embedded import Runtime, build_runtime, worker
 from workers.tasks import default_executor
 from workflows.demo import PASSWORD_VARIABLE, lab_topology, point_at_lab
@@ -45,31 +42,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A throwaway redis-server on a free loopback port."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(host="127.0.0.1", port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                process.kill()
-                pytest.fail("redis-server did not answer PING within 10 s")
-            time.sleep(0.05)
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with redis_server() as server:
+        yield server.url(0)
 
 
 @pytest.fixture(scope="session")
@@ -144,7 +118,7 @@ def world(e2e_runtime: Runtime) -> Iterator[World]:
 
     # a fresh lab: VMs the last test's runs hold (a test awaiting cleanup) are not this lab's
     with e2e_runtime.db.session() as session:
-        session.exec(delete(VmLock))  # type: ignore[call-overload]
+        session.exec(delete(VmLock))
     with running_lab(lab_topology(), auth="ntlm") as lab, bind_pair() as dns:
         previous = os.environ.get(PASSWORD_VARIABLE)
         os.environ[PASSWORD_VARIABLE] = lab.password

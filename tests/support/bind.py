@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -30,6 +29,8 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
+
+from tests.support.servers import LOOPBACK, free_port
 
 __all__ = [
     "RECORDS",
@@ -45,7 +46,6 @@ __all__ = [
     "free_port",
 ]
 
-LOOPBACK = "127.0.0.1"
 NAMED = "/usr/sbin/named"
 TSIG_KEYGEN = "/usr/sbin/tsig-keygen"
 RNDC = "/usr/sbin/rndc"
@@ -76,21 +76,6 @@ RECORDS: dict[str, str] = {
     "mon-01": "10.11.5.51",
 }
 WWW = [RECORDS[f"web-0{i}"] for i in range(1, 5)]
-
-
-def free_port(address: str = LOOPBACK) -> int:
-    """A port free for both TCP and UDP on ``address`` (DNS needs both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((address, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((address, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError(f"no free TCP+UDP port on {address}")
 
 
 @dataclass

@@ -7,6 +7,7 @@ lock; it is released when the run and the follow-ups it awaits end.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import subprocess
@@ -305,7 +306,7 @@ def test_concurrent_starts_from_processes_one_wins_and_the_loser_does_nothing(
     from collections import Counter
 
     from lab.testing import running_lab
-    from tests.reliability.services import RedisServer
+    from tests.support.servers import redis_server
     from tests.workflows.conftest import _postgres_database
     from workers.embedded import worker
     from workers.hyperv.psrp import shared_cache
@@ -314,8 +315,8 @@ def test_concurrent_starts_from_processes_one_wins_and_the_loser_does_nothing(
     from workflows.progress import wait_for
     from workflows.runtime import build_runtime, executor_for
 
-    redis = RedisServer(tmp_path / "redis")
-    redis.start()
+    stack = contextlib.ExitStack()
+    redis = stack.enter_context(redis_server(tmp_path / "redis"))
     databases = _postgres_database()
     database_url = next(databases)
     context = multiprocessing.get_context("spawn")
@@ -391,5 +392,5 @@ def test_concurrent_starts_from_processes_one_wins_and_the_loser_does_nothing(
                 os.environ.pop(PASSWORD_VARIABLE, None)
                 gc.collect()  # result finalisers talk to Redis: run them while it is there
     finally:
-        redis.stop()
+        stack.close()
         next(databases, None)

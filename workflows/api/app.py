@@ -290,9 +290,11 @@ def api_router() -> APIRouter:
         from workflows.readiness import (
             Verdict,
             dns_checks,
+            lock_checks,
             replication_checks,
             static_checks,
             worker_checks,
+            zones_used,
         )
 
         bundle = services.bundle()
@@ -300,19 +302,44 @@ def api_router() -> APIRouter:
         compiled = compile_run(bundle.fabric, name, plan, type, direction)
         executor = services.executor()
         checks = static_checks(bundle.fabric, plan)
+        held, holders = lock_checks(
+            compiled, bundle.snapshot(), services.settings.database_url
+        )
+        checks += held
         checks += replication_checks(
             compiled,
             type,
             lambda: executor.context("readiness", type, direction, compiled.hosts, {}),
+            holders,
         )
         if services.app is not None:
             checks += worker_checks(compiled, services.settings.broker_url, services.app)
-        checks += dns_checks(bundle.fabric)
+        checks += dns_checks(zones_used(compiled))
         return {
             "plan": name,
             "type": type,
             "ready": not any(c.verdict is Verdict.FAIL for c in checks),
             "checks": [asdict(c) for c in checks],
+        }
+
+    # -- protection
+
+    @router.get("/protection", tags=["protection"])
+    def protection(services: Svc, _who: Reader) -> dict[str, Any]:
+        """Desired against actual protection of every VM (as ``ferryman protect status``),
+        and the latest protection jobs (runs that protect or unprotect VMs)."""
+        from workflows.cli.protect import read_reports
+
+        reports = read_reports(services.bundle(), services.settings)
+        jobs = select(Run).where(
+            col(Run.operation).in_([RunOperation.PROTECT.value, RunOperation.UNPROTECT.value])
+        )
+        with services.db.session() as session:
+            recent = session.exec(jobs.order_by(col(Run.created_at).desc()).limit(20)).all()
+        return {
+            "in_sync": all(r.healthy for r in reports),
+            "vms": [r.to_json() for r in reports],
+            "jobs": [run_summary(r) for r in recent],
         }
 
     # -- runs

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import click
@@ -25,7 +25,7 @@ from workflows.cli.output import Exit, console, notice, say, stop, styled
 from workflows.compiler import CompiledRun, StageKind
 from workflows.operations import FOLLOW_UP_COMMANDS, Operations, Outcome
 from workflows.options import validate_options
-from workflows.runtime import Runtime, for_command, open_store
+from workflows.runtime import BrokerUnavailable, Runtime, build_runtime, for_command, open_store
 from workflows.settings import Settings
 from workflows.statuses import TERMINAL_RUN, RunStatus
 from workflows.store import Run, repository
@@ -163,9 +163,7 @@ def _report(outcome: Outcome, runtime: Runtime, wait: bool, timeout: float) -> N
     metavar="KEY=VALUE",
     help="recovery_point=NAME, try_shutdown=false, wait_ip_timeout=300",
 )
-@click.option(
-    "--by", "requested_by", default=None, callback=_as_local, help="For whom (recorded)."
-)
+@click.option("--by", "requested_by", default=None, callback=_as_local, help="For whom (recorded).")
 @click.option(
     "--idempotency-key",
     default=None,
@@ -292,13 +290,17 @@ def run_json(run: Run) -> dict[str, Any]:
 
 @contextmanager
 def _store() -> Iterator[tuple[Settings, Any]]:
-    """The store alone (no broker): for commands that only read."""
+    """The store, after applying the policy of overdue gates (reading runs is one of the
+    places a gate times out, so it does even where no worker runs)."""
     loaded = settings()
-    db = open_store(loaded)
+    runtime = build_runtime(loaded, client=True)
     try:
-        yield loaded, db
+        # a timeout is recorded even if the broker is down: the workers send what follows it
+        with suppress(BrokerUnavailable):
+            runtime.engine.check_timeouts()
+        yield loaded, runtime.db
     finally:
-        db.dispose()
+        runtime.db.dispose()
 
 
 @runs.command("show")
