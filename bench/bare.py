@@ -25,7 +25,7 @@ import os
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
 from celery import Celery, chord, group, signature
@@ -151,7 +151,8 @@ def _stage_chord(run_id: str, definition: Mapping[str, Any], index: int) -> Any:
 def advance(results: list[Any], run_id: str, stage: int) -> None:
     """A stage finished: dispatch the next stage's chord, or signal the run's end."""
     client = _redis()
-    definition = json.loads(client.get(f"bench:bare:{run_id}") or b"{}")
+    # redis-py types a reply as sync-or-async: this client is sync
+    definition = json.loads(cast(bytes | None, client.get(f"bench:bare:{run_id}")) or b"{}")
     client.hset(f"bench:bare:{run_id}:stages", str(stage), repr(time.time()))
     if stage + 1 < len(definition["stages"]):
         _stage_chord(run_id, definition, stage + 1).apply_async()
@@ -176,7 +177,7 @@ def wait_run(celery_app: Celery, run_id: str, *, timeout: float) -> float:
     deadline = time.monotonic() + timeout
     # BLPOP in short slices so a socket timeout of the client never cuts a long wait.
     while time.monotonic() < deadline:
-        item = client.blpop([f"bench:bare:{run_id}:done"], timeout=5)
+        item = cast(list[bytes] | None, client.blpop([f"bench:bare:{run_id}:done"], timeout=5))
         if item is not None:
             return float(item[1])
     raise TimeoutError(f"bare run {run_id} did not finish within {timeout:g}s")

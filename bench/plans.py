@@ -251,3 +251,79 @@ def _dump(path: Path, document: dict[str, Any]) -> None:
     # CSafeDumper when available: a 5,000-VM fabric is a few MB of YAML.
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     path.write_text(yaml.dump(document, Dumper=dumper, sort_keys=False), encoding="utf-8")
+
+
+DNS_ZONE = "corp.example"
+TEST_DNS_ZONE = "test.corp.example"
+GATE_EVERY = 10  # groups
+
+
+def realistic_fabric_document(shape: Shape, urls: dict[str, str]) -> dict[str, Any]:
+    """:func:`fabric_document` with the DNS zones a real plan updates (RFC 2136 with TSIG
+    for the production zone, the recovery site's Windows DNS for the test zone)."""
+    document = fabric_document(shape, urls)
+    document["dns_zones"] = {
+        DNS_ZONE: {
+            "kind": "rfc2136",
+            "primary": "127.0.0.1:9",
+            "servers": ["127.0.0.1:9"],
+            "tsig_key": "env:FERRYMAN_BENCH_TSIG_KEY",
+            "algorithm": "hmac-sha256",
+            "test_zone": TEST_DNS_ZONE,
+        },
+        TEST_DNS_ZONE: {"kind": "windows", "site": RECOVERY_SITE},
+    }
+    return document
+
+
+def realistic_plan_document(shape: Shape) -> dict[str, Any]:
+    """A plan shaped like a real one: a DNS record per VM, a script before and a health check
+    after every group, and an operator's gate after every :data:`GATE_EVERY`-th group."""
+    groups = []
+    for g, names in enumerate(shape.groups_of_names()):
+        post: list[dict[str, Any]] = [{"kind": "health_check", "name": f"group-{g + 1:03d}-up"}]
+        if (g + 1) % GATE_EVERY == 0:
+            post.append(
+                {
+                    "kind": "manual",
+                    "name": f"approve-after-{g + 1:03d}",
+                    "instructions": "Check the groups so far in the recovery site, then approve.",
+                    "timeout": "1h",
+                }
+            )
+        groups.append(
+            {
+                "name": f"group-{g + 1:03d}",
+                "pre": [
+                    {
+                        "kind": "script",
+                        "name": f"prepare-{g + 1:03d}",
+                        "script": 'param([string]$Mode)\nWrite-Output "group set to $Mode"',
+                        "parameters": {"Mode": "drain"},
+                        "site": "recovery",
+                        "timeout": "5m",
+                    }
+                ],
+                "vms": [{"name": vm, "dns": [{"zone": DNS_ZONE, "name": vm}]} for vm in names],
+                "post": post,
+            }
+        )
+    return {
+        "pairing": PAIRING,
+        "description": f"benchmark: {shape.groups} groups x {shape.vms_per_group} VMs, realistic",
+        "on_group_failure": "stop",
+        "test_network": "isolated",
+        "groups": groups,
+    }
+
+
+def write_realistic_bundle(directory: Path, shape: Shape, urls: dict[str, str]) -> Path:
+    """Write the realistic fabric and plan (:data:`PLAN_NAME`) to a folder; the plan file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _dump(
+        directory / "fabric.yaml", {"version": 1, "fabric": realistic_fabric_document(shape, urls)}
+    )
+    plan_path = directory / "plan.yaml"
+    plans = {PLAN_NAME: realistic_plan_document(shape)}
+    _dump(plan_path, {"version": 1, "include": ["fabric.yaml"], "plans": plans})
+    return plan_path

@@ -30,7 +30,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -648,6 +648,22 @@ class StepRecord:
     host: str | None = None
     result: dict[str, Any] | None = None
     undo: UndoRecord | None = None
+
+    if TYPE_CHECKING:
+        # what the generated __init__ accepts: __post_init__ reads stored text and JSON
+
+        def __init__(
+            self,
+            key: str,
+            kind: StepKind,
+            stage: int,
+            seq: int,
+            status: StepStatus | str,
+            vm: str | None = None,
+            host: str | None = None,
+            result: dict[str, Any] | None = None,
+            undo: UndoRecord | Mapping[str, Any] | None = None,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", StepKind(self.kind))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -126,6 +126,19 @@ class StepSpec:
     host: str | None = None
     params: StepInput = None  # type: ignore[assignment]  # filled in by __post_init__
     on_error: OnError = OnError.STOP
+
+    if TYPE_CHECKING:
+        # what the generated __init__ accepts: __post_init__ turns a mapping into the model
+
+        def __init__(
+            self,
+            key: str,
+            kind: StepKind,
+            vm: str | None = None,
+            host: str | None = None,
+            params: StepInput | Mapping[str, Any] | None = None,
+            on_error: OnError | str = OnError.STOP,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         params: Any = self.params

@@ -25,6 +25,7 @@ from tests.support.servers import RedisServer, free_port
 from workers.embedded import Runtime, build_runtime, worker
 from workers.tasks import default_executor
 from workflows.demo import PASSWORD_VARIABLE, lab_topology
+from workflows.migrations import upgrade
 from workflows.tokens import Role
 
 START_TIMEOUT = 60.0
@@ -87,18 +88,17 @@ def served(directory: Path) -> Iterator[Served]:
     """Redis, the lab, a worker here and ``ferryman serve`` in a process of its own."""
     from lab.testing import running_lab
     from workers.hyperv.psrp import shared_cache
-    from workflows.migrations import upgrade
 
     redis = RedisServer(directory / "redis")
     redis.start()
     database_url = f"sqlite:///{directory}/ferryman.db"
-    upgrade(database_url)  # as a deployment does before its services start
     settings = settings_for(
         database_url,
         broker_url=redis.url(),
         result_backend=redis.url(),
         visibility_timeout=600,
     )
+    upgrade(database_url)  # as a deployment does before its workers and server start
     runtime = build_runtime(settings, default_executor(poll_interval=0.1))
     options = dict(runtime.app.conf.result_backend_transport_options or {})
     options["retry_policy"] = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1}

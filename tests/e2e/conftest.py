@@ -118,7 +118,7 @@ def world(e2e_runtime: Runtime) -> Iterator[World]:
 
     # a fresh lab: VMs the last test's runs hold (a test awaiting cleanup) are not this lab's
     with e2e_runtime.db.session() as session:
-        session.exec(delete(VmLock))  # type: ignore[call-overload]
+        session.exec(delete(VmLock))
     with running_lab(lab_topology(), auth="ntlm") as lab, bind_pair() as dns:
         previous = os.environ.get(PASSWORD_VARIABLE)
         os.environ[PASSWORD_VARIABLE] = lab.password

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from plans import Bundle, load_bundle
 from tests.support.bind import BindServers
@@ -100,7 +100,6 @@ class Stack:
         env.update(
             FERRYMAN_DATABASE_URL=settings.database_url,
             FERRYMAN_BROKER_URL=settings.broker_url,
-            FERRYMAN_RESULT_BACKEND=settings.result_backend,
             FERRYMAN_VISIBILITY_TIMEOUT=str(settings.visibility_timeout),
             FERRYMAN_RETRY_MAX_RETRIES=str(RETRY.max_retries),
             FERRYMAN_RETRY_BASE_DELAY=str(RETRY.base_delay),
@@ -111,6 +110,8 @@ class Stack:
             FERRYMAN_STEP_LEASE=str(settings.step_lease),
             PYTHONPATH=str(ROOT),
         )
+        if settings.result_backend is not None:
+            env["FERRYMAN_RESULT_BACKEND"] = settings.result_backend
         env[PASSWORD_VARIABLE] = self.password
         env.update(self.extra_env)
         return env
@@ -258,7 +259,8 @@ def unacked_older_than(redis: RedisServer, seconds: float) -> bool:
     the visibility timeout; a new worker scans at start, so starting it after this holds
     makes it pick up everything a killed worker held.
     """
-    newest = redis.client(0).zrange("unacked_index", -1, -1, withscores=True)
+    # redis-py types a reply as sync-or-async
+    newest = cast(list[Any], redis.client(0).zrange("unacked_index", -1, -1, withscores=True))
     return not newest or time.time() - float(newest[0][1]) > seconds
 
 

@@ -16,7 +16,7 @@ import logging
 import re
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import inspect, text
@@ -55,16 +55,19 @@ def redis_dump(stack: Stack) -> bytes:
         for key in client.scan_iter():
             kind = client.type(key)
             values: list[Any] = []
+            # redis-py types a reply as sync-or-async: this client is sync
             if kind == b"string":
                 values = [client.get(key) or b""]
             elif kind == b"list":
-                values = list(client.lrange(key, 0, -1))
+                values = list(cast(list[Any], client.lrange(key, 0, -1)))
             elif kind == b"hash":
-                values = [v for pair in client.hgetall(key).items() for v in pair]
+                values = [
+                    v for pair in cast(dict[Any, Any], client.hgetall(key)).items() for v in pair
+                ]
             elif kind == b"set":
-                values = list(client.smembers(key))
+                values = list(cast(set[Any], client.smembers(key)))
             elif kind == b"zset":
-                values = list(client.zrange(key, 0, -1))
+                values = list(cast(list[Any], client.zrange(key, 0, -1)))
             chunks.append(bytes(key) + b" " + b"\n".join(bytes(v) for v in values))
     return b"\n".join(chunks)
 

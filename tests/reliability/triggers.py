@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import random
-from typing import Any
+from typing import Any, cast
 
 from kombu import Connection
 from sqlmodel import func, select
@@ -52,18 +52,19 @@ def request(key: str, **fields: Any) -> str:
 
 def queue_length(stack: Stack, queue: str) -> int:
     """Messages waiting in a queue (kombu's Redis transport keeps one list per queue)."""
-    return int(stack.redis.client(0).llen(queue))
+    return int(cast(int, stack.redis.client(0).llen(queue)))  # a sync client's reply
 
 
 def unacked(stack: Stack) -> int:
     """Messages delivered to a consumer and not acknowledged yet."""
-    return int(stack.redis.client(0).hlen("unacked"))
+    return int(cast(int, stack.redis.client(0).hlen("unacked")))  # a sync client's reply
 
 
 def dead_letters(stack: Stack) -> list[dict[str, Any]]:
     """The dead-letter queue's messages: ``reason``, the original ``body`` and the header."""
     letters = []
-    for raw in stack.redis.client(0).lrange(DEAD_QUEUE, 0, -1):
+    # redis-py types a reply as sync-or-async
+    for raw in cast(list[bytes], stack.redis.client(0).lrange(DEAD_QUEUE, 0, -1)):
         envelope = json.loads(raw)
         body = envelope["body"]
         if envelope["properties"].get("body_encoding") == "base64":

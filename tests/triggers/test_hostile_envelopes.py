@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -57,7 +57,8 @@ class Consuming:
     def letters(self) -> list[dict[str, Any]]:
         letters = []
         # LPUSH puts the newest first: reverse, oldest first
-        for raw in reversed(self.redis.client().lrange(DEAD_QUEUE, 0, -1)):
+        # redis-py types a reply as sync-or-async: this client is sync
+        for raw in reversed(cast(list[bytes], self.redis.client().lrange(DEAD_QUEUE, 0, -1))):
             item = json.loads(raw)
             body = item["body"]
             if item["properties"].get("body_encoding") == "base64":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -198,7 +199,7 @@ def record(
     vm: str,
     host: str,
     status: str = "succeeded",
-    undo: dict | None = None,
+    undo: dict[str, Any] | None = None,
     stage: int = 0,
     seq: int = 0,
 ) -> StepRecord:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from plans.errors import PermanentError, TransientError
+from plans.model import OnError
 from workflows import decide
 from workflows.compiler import Gate, Stage, StageKind
 from workflows.decide import (
@@ -214,7 +215,7 @@ def test_a_failure_summary_names_five_steps_and_counts_the_rest() -> None:
         (
             "a failed unit in a stage that continues",
             RunRec(),
-            replace(VMS, on_failure="continue"),
+            replace(VMS, on_failure=OnError.CONTINUE),
             vm_steps((F, P), (S, S)),
             NextStage(0),
         ),

@@ -21,7 +21,7 @@ def compose_commands() -> list[list[str]]:
 
 
 def systemd_commands() -> list[list[str]]:
-    commands = []
+    commands: list[list[str]] = []
     for unit in sorted((ROOT / "deploy" / "systemd").glob("*.service")):
         for line in unit.read_text().splitlines():
             if line.startswith("ExecStart="):
@@ -32,7 +32,7 @@ def systemd_commands() -> list[list[str]]:
 
 
 def kubernetes_commands() -> list[list[str]]:
-    commands = []
+    commands: list[list[str]] = []
     for manifest in sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml")):
         for doc in yaml.safe_load_all(manifest.read_text()):
             containers = (

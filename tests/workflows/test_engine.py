@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from rich.table import Table
 
 from plans import Bundle
 from tests.workflows.fakes import FakeExecutor, on_other_vms
@@ -180,7 +181,9 @@ def test_cleanup_after_a_test(runtime: Runtime, bundle: Bundle, executor: FakeEx
     assert executor.count(StepKind.TEST_CLEANUP) == 7
     assert executor.count(StepKind.RESTORE_DNS) == 7
     # the follow-up's own stages are counted (one), never "stage 2/1"
-    title = str(snapshot(runtime.db, cleanup.id).title)  # type: ignore[attr-defined]
+    table = snapshot(runtime.db, cleanup.id)
+    assert isinstance(table, Table)
+    title = str(table.title)
     assert "stage 1/1: cleanup" in title, title
     with pytest.raises(RunStateError, match="already had a successful cleanup"):
         start_followup(runtime.engine, run.id, RunOperation.CLEANUP, by="frank")

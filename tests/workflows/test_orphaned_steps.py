@@ -198,7 +198,7 @@ def test_a_delivery_whose_step_was_taken_over_leaves_it_to_the_new_one(
         stage = engine.compiled_runs.get(session, run.id).stages[0]
     unit = stage.units[0]
     runner = UnitRunner(engine, TakenOverMidStep(db))
-    summary = runner.run(FakeTask(), run_id=run.id, unit=unit.to_json())  # type: ignore[arg-type]
+    summary = runner.run(FakeTask(), run_id=run.id, unit=unit.to_json())
     assert summary["status"] == "duplicate"
     with db.session() as session:
         step = repository.get_step(session, run_id=run.id, key=unit.steps[0].key)

@@ -290,9 +290,11 @@ def api_router() -> APIRouter:
         from workflows.readiness import (
             Verdict,
             dns_checks,
+            lock_checks,
             replication_checks,
             static_checks,
             worker_checks,
+            zones_used,
         )
 
         bundle = services.bundle()
@@ -300,14 +302,19 @@ def api_router() -> APIRouter:
         compiled = compile_run(bundle.fabric, name, plan, type, direction)
         executor = services.executor()
         checks = static_checks(bundle.fabric, plan)
+        held, holders = lock_checks(
+            compiled, bundle.snapshot(), services.settings.database_url
+        )
+        checks += held
         checks += replication_checks(
             compiled,
             type,
             lambda: executor.context("readiness", type, direction, compiled.hosts, {}),
+            holders,
         )
         if services.app is not None:
             checks += worker_checks(compiled, services.settings.broker_url, services.app)
-        checks += dns_checks(bundle.fabric)
+        checks += dns_checks(zones_used(compiled))
         return {
             "plan": name,
             "type": type,

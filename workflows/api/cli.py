@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from plans.errors import FerrymanError
+from workflows.runtime import open_store
 from workflows.settings import Settings
 from workflows.tokens import Role, create_token, list_tokens, local_administrator, revoke_token
 
@@ -64,6 +65,47 @@ def serve(host: str, port: int, log_level: str) -> None:
         uvicorn.run(create_app(services), host=host, port=port, log_level=log_level)
 
 
+@click.command("commands")
+@click.option(
+    "--key",
+    "key_ref",
+    required=True,
+    help="Reference to the shared signing key: env:NAME or file:PATH (never the key).",
+)
+@click.option("--poll", default=1.0, help="Seconds between checks for a stop request.")
+def commands(key_ref: str, poll: float) -> None:
+    """Carry out signed operator commands (approve, reject, cleanup, commit, cancel) from the
+    ferryman.commands queue until interrupted; refused ones go to ferryman.commands.dead."""
+    from kombu import Connection
+
+    from plans.credentials import SecretRef
+    from workers.app import transport_options
+    from workflows.commands import CommandConsumer
+    from workflows.runtime import build_runtime
+
+    try:
+        settings = Settings.from_env()
+        if settings.embedded:
+            raise FerrymanError("commands need a shared broker; set FERRYMAN_BROKER_URL")
+        key = SecretRef.parse(key_ref).resolve().encode("utf-8")
+        runtime = build_runtime(settings, client=True)
+    except FerrymanError as exc:
+        _fail(str(exc))
+        return
+    try:
+        with Connection(
+            settings.broker_url, transport_options=transport_options(settings)
+        ) as conn:
+            consumer = CommandConsumer(runtime.engine, conn, key)
+            console.print(f"consuming ferryman.commands on {conn.as_uri()}; Ctrl-C stops")
+            try:
+                consumer.run(poll=poll)
+            except KeyboardInterrupt:
+                consumer.stop()
+    finally:
+        runtime.db.dispose()
+
+
 @click.group("tokens")
 def tokens() -> None:
     """Bearer tokens of the HTTP API: create (shown once), list, revoke."""
@@ -74,9 +116,11 @@ def tokens() -> None:
 @click.option("--role", required=True, type=click.Choice([r.value for r in Role]))
 def create(name: str, role: str) -> None:
     """Make a token and print it: this is the only time it is shown."""
-    from workflows.store import Database
-
-    db = Database(Settings.from_env().database_url)
+    try:
+        db = open_store(Settings.from_env())
+    except FerrymanError as exc:
+        _fail(str(exc))
+        return
     try:
         with db.session() as session:
             row, token = create_token(
@@ -100,9 +144,11 @@ def list_command(as_json: bool) -> None:
     """Every token: name, role, when made and last used, whether revoked (never the token)."""
     import json
 
-    from workflows.store import Database
-
-    db = Database(Settings.from_env().database_url)
+    try:
+        db = open_store(Settings.from_env())
+    except FerrymanError as exc:
+        _fail(str(exc))
+        return
     try:
         with db.session() as session:
             rows = list_tokens(session)
@@ -143,9 +189,11 @@ def list_command(as_json: bool) -> None:
 @click.argument("name")
 def revoke(name: str) -> None:
     """Revoke the token called NAME: it authenticates nobody from now on."""
-    from workflows.store import Database
-
-    db = Database(Settings.from_env().database_url)
+    try:
+        db = open_store(Settings.from_env())
+    except FerrymanError as exc:
+        _fail(str(exc))
+        return
     try:
         with db.session() as session:
             row = revoke_token(session, name=name)

@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, str] = {
     "protect": "workflows.cli.protect:protect",
     "serve": "workflows.api.cli:serve",
     "tokens": "workflows.api.cli:tokens",
+    "commands": "workflows.api.cli:commands",
     "db": "workflows.cli.db:db",
 }
 

@@ -127,7 +127,8 @@ def add_run(session: Session, *, run: Run, steps: Sequence[Step | dict[str, Any]
     rows = [_step_row(s) for s in steps]
     take_vms(session, run=run, vms=[row["vm"] for row in rows if row["vm"]])
     if rows:
-        session.connection().execute(insert(Step.__table__), rows)
+        # SQLModel builds __table__ when the class is created but does not declare it
+        session.connection().execute(insert(Step.__table__), rows)  # type: ignore[attr-defined]
     return run
 
 
@@ -284,8 +285,9 @@ def _step_update(columns: tuple[str, ...], guard: str) -> Update:
     ``none``; ``owner`` (held by ``w_owner``); ``unowned`` (held by no delivery);
     ``run_running`` (its run ``w_run`` is running).
     """
-    table: Any = Step.__table__
-    runs: Any = Run.__table__
+    # SQLModel builds __table__ when the class is created but does not declare it
+    table: Any = Step.__table__  # type: ignore[attr-defined]
+    runs: Any = Run.__table__  # type: ignore[attr-defined]
     statement = update(table).where(
         table.c.id == bindparam("w_id"), table.c.status == bindparam("w_status")
     )
@@ -600,7 +602,9 @@ def sent_stages(session: Session, *, entered_before: datetime) -> list[tuple[str
         col(Run.dispatched_stage) == col(Run.current_stage),
         col(Run.stage_entered_at) <= entered_before,
     )
-    return [(run_id, stage, entered) for run_id, stage, entered in session.exec(query).all()]
+    rows = session.exec(query).all()
+    # the WHERE clause already leaves out runs that never entered a stage
+    return [(run_id, stage, entered) for run_id, stage, entered in rows if entered is not None]
 
 
 def sent_runs(session: Session, *, entered_before: datetime) -> list[tuple[str, int]]:

@@ -200,3 +200,18 @@ class VmLock(SQLModel, table=True):
     # the first run of the line of runs holding it (a follow-up holds through its origin)
     run_id: str = Field(index=True, foreign_key="run.id", max_length=32)
     acquired_at: datetime = Field(default_factory=utcnow)
+
+
+class CommandReceipt(SQLModel, table=True):
+    """An operator command taken from the queue, by its idempotency key: a redelivered or
+    repeated message finds its receipt and does nothing again."""
+
+    __tablename__ = "command_receipt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, max_length=200)
+    command: str = Field(max_length=32)
+    run_id: str = Field(max_length=32)
+    actor: str = Field(default="", max_length=128)
+    outcome: str = Field(default="", sa_column=Column(Text))
+    at: datetime = Field(default_factory=utcnow)

@@ -9,6 +9,8 @@ mutating call at all, and that each mutating cmdlet reached each VM exactly once
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from lab.testing import LabHandle, running_lab
@@ -28,7 +30,12 @@ K = StepKind
 def test_test_failover_and_cleanup(lab: LabHandle, pools: RunspacePoolCache) -> None:
     run = Driver(lab, pools, "test")
     # The test zone lives on gothenburg's Windows DNS (the lab's VMM server answers its cmdlets).
-    zone = {"kind": "windows", "site": "gothenburg", "vmm": "vmm-got", "verify_timeout": 10}
+    zone: dict[str, Any] = {
+        "kind": "windows",
+        "site": "gothenburg",
+        "vmm": "vmm-got",
+        "verify_timeout": 10,
+    }
     for vm, host, address in (
         ("sql-01", "hv-got-1", "10.99.1.11"),
         ("web-02", "hv-got-2", "10.99.3.32"),

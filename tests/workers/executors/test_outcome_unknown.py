@@ -157,7 +157,7 @@ def test_test_failover_dns_and_cleanup_converge_once(
     lost_answer(run, K.START_VM, host, vm, "Start-VM", fail="http500", fault_vm=test_vm)
     run.step(K.WAIT_IP, host, vm, subnets=["10.99.0.0/16"], timeout=30)
     zone = {"kind": "windows", "vmm": "vmm-got", "verify_timeout": 10}
-    dns = {
+    dns: dict[str, Any] = {
         "records": [{"zone": "test.corp.example", "name": vm, "ttl": 60}],
         "zones": {"test.corp.example": zone},
     }

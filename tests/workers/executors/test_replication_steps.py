@@ -161,8 +161,8 @@ def test_test_failover_creates_the_test_vm_once_and_keeps_its_cleanup(
     assert (
         again.undo
         == out.undo
-        == StopTestFailover(
-            **{
+        == StopTestFailover.model_validate(
+            {
                 "action": "stop_test_failover",
                 "host": "hv-got-1",
                 "vm": "sql-01",

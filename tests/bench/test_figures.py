@@ -1,0 +1,57 @@
+"""The benchmarks' arithmetic: the critical path counts necessary calls only, the audit's
+figures catch a mutation answered twice, and a spread reports every round."""
+
+from __future__ import annotations
+
+from bench.calls import Call, CallLog
+from bench.failovers import audit_figures
+from bench.makespan import NECESSARY_CALLS, critical_path
+from bench.overhead import spread
+from bench.plans import Shape
+
+
+def _log(per_vm: dict[str, list[str]]) -> CallLog:
+    log = CallLog()
+    clock = 0.0
+    for vm, cmdlets in per_vm.items():
+        for cmdlet in cmdlets:
+            log.add(Call("hv-got-1", cmdlet, vm, clock, clock + 0.1))
+            clock += 0.1
+    return log
+
+
+def test_the_critical_path_counts_the_necessary_calls_and_boot_only() -> None:
+    shape = Shape(2, 1)
+    reads_first = ["Get-VM", "Start-VMFailover", "Get-VM", "Connect-VMNetworkAdapter"]
+    log = _log(
+        {
+            "vm-00000": [*reads_first, "Start-VM", "Get-VMNetworkAdapter"],
+            "vm-00001": ["Start-VMFailover", "Connect-VMNetworkAdapter", "Start-VM"],
+        }
+    )
+    figures = critical_path(shape, log, latency=0.1, boot=1.0)
+    assert len(NECESSARY_CALLS["test"]) == 3
+    assert figures["critical_path_s"] == 2 * (3 * 0.1 + 1.0)
+    # the bound of the calls made charges the extra reads and one address read
+    assert figures["made_calls_path_s"] == round((5 * 0.1 + 1.1) + (3 * 0.1 + 1.1), 3)
+    assert figures["calls_before_start_vm"] == [3, 5]
+
+
+def test_a_planned_failover_needs_six_calls_before_boot() -> None:
+    figures = critical_path(Shape(1, 1), _log({}), latency=0.5, boot=1.0, failover_type="planned")
+    assert figures["necessary_calls_before_boot"] == 6
+    assert figures["critical_path_s"] == 4.0
+
+
+def test_audit_figures_catch_a_mutation_answered_twice() -> None:
+    entry = {"host": "hv-got-1", "cmdlet": "Start-VM", "vm": "a", "parameters": {"Name": "a"}}
+    once = audit_figures([{**entry, "outcome": "ok"}], vms=1)
+    assert once["mutated_once"] and once["mutating_calls_per_vm"] == 1.0
+    twice = audit_figures([{**entry, "outcome": "ok"}, {**entry, "outcome": "ok"}], vms=1)
+    assert not twice["mutated_once"]
+    assert twice["mutated_twice"] == ["Start-VM a on hv-got-1"]
+
+
+def test_a_spread_covers_every_round() -> None:
+    figures = spread([1.0, 2.0, 3.0, 2.0, 2.0])
+    assert figures == {"rounds": 5, "min": 1.0, "max": 3.0, "stdev": 0.71}
