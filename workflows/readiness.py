@@ -75,7 +75,7 @@ def static_checks(fabric: Fabric, plan: RecoveryPlan) -> list[Check]:
                         vm,
                         "network mapped",
                         Verdict.WARN,
-                        f"{network} is unmapped: the VM stays disconnected",
+                        f"{network} is unmapped: its adapter stays disconnected",
                     )
                 )
             else:

@@ -25,6 +25,7 @@ from pypsrp.powershell import PowerShell
 
 from plans.errors import ConfigurationError, FerrymanError
 from workers.errors import CmdletFailed, OutcomeUnknown, RemoteTransientError
+from workers.hyperv import lean
 from workers.hyperv.connection import PsrpEndpoint
 from workers.hyperv.faults import WSMAN_TIMED_OUT, answer_lost, classify
 from workers.hyperv.objects import error_from_record, output_object
@@ -37,6 +38,7 @@ from workers.hyperv.pool import (
 from workers.powershell import PSResult
 
 log = logging.getLogger(__name__)
+lean.install()  # one-statement pipelines are serialised without pypsrp's deep copy
 
 DEFAULT_TIMEOUT = 600.0
 
