@@ -2,8 +2,9 @@
 
 Pure: no I/O, no Celery. A :class:`CompiledRun` is plain JSON (``to_json``/``from_json``), stored
 with the run and dispatched stage by stage by the engine — never as one nested canvas (see
-DESIGN.md, "Celery conventions": a nested chain of chords grows every message with the whole
-plan). A stage is either a group of units run in parallel (one chord) or a manual gate.
+workflows/ARCHITECTURE.md, "Celery conventions": a nested chain of chords grows every message
+with the whole plan). A stage is either a group of units run in parallel (one chord) or a manual
+gate.
 
 Stage order:
 

@@ -47,7 +47,7 @@ class Check:
     detail: str = ""
 
 
-# replication states that allow each type on the replica (DESIGN.md state table)
+# replication states that allow each type on the replica (workflows/ARCHITECTURE.md state table)
 ALLOWED = {
     "test": {"Replicating"},
     "planned": {"Replicating"},
