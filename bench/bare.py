@@ -1,10 +1,10 @@
 """Bare Celery: the plan's shape as a stage-by-stage chain of chords, with no Ferryman in it.
 
 A run is G stages of M tasks. Each stage is a chord whose callback (``bench.bare.advance``)
-dispatches the next stage's chord, as DESIGN.md prescribes, so no message carries the rest of
-the plan. The run's definition lives in Redis under ``bench:bare:<run id>`` (what Ferryman
-keeps in SQL); the last callback pushes the finish time onto ``bench:bare:<run id>:done``,
-which the driver waits on with BLPOP (an event, not a poll).
+dispatches the next stage's chord, as workflows/ARCHITECTURE.md prescribes, so no message
+carries the rest of the plan. The run's definition lives in Redis under
+``bench:bare:<run id>`` (what Ferryman keeps in SQL); the last callback pushes the finish time
+onto ``bench:bare:<run id>:done``, which the driver waits on with BLPOP (an event, not a poll).
 
 Two task bodies give the two baselines:
 
@@ -45,7 +45,8 @@ TEST_SWITCH = "test-got"
 
 
 def make_app(broker_url: str) -> Celery:
-    """A Celery app with the conventions of DESIGN.md (JSON, acks_late, prefetch 1)."""
+    """A Celery app with Ferryman's conventions (JSON, acks_late, prefetch 1; see
+    workflows/ARCHITECTURE.md)."""
     app = Celery("bench.bare", broker=broker_url, backend=broker_url)
     app.conf.update(
         task_serializer="json",

@@ -138,7 +138,7 @@ class NetworkSpec:
 
 @dataclass(frozen=True)
 class ReplicationSpec:
-    """Replication settings of a protected VM (see DESIGN.md, protection)."""
+    """Replication settings of a protected VM (see workflows/ARCHITECTURE.md, protection)."""
 
     state: str = "replicating"
     frequency: int = 300

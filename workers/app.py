@@ -1,4 +1,6 @@
-"""The Celery app factory: Ferryman's conventions in one place (DESIGN.md, Celery conventions).
+"""The Celery app factory: Ferryman's conventions in one place.
+
+See workflows/ARCHITECTURE.md, "Celery conventions".
 
 JSON only; ``acks_late`` with ``task_reject_on_worker_lost`` so a task whose worker dies runs
 again (every step is idempotent); prefetch 1 so a long step never holds others hostage; task

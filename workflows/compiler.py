@@ -2,8 +2,9 @@
 
 Pure: no I/O, no Celery. A :class:`CompiledRun` is plain JSON (``to_json``/``from_json``), stored
 with the run and dispatched stage by stage by the engine — never as one nested canvas (see
-DESIGN.md, "Celery conventions": a nested chain of chords grows every message with the whole
-plan). A stage is either a group of units run in parallel (one chord) or a manual gate.
+workflows/ARCHITECTURE.md, "Celery conventions": a nested chain of chords grows every message
+with the whole plan). A stage is either a group of units run in parallel (one chord) or a manual
+gate.
 
 Stage order:
 
@@ -429,10 +430,16 @@ class _Compiler:
                 add(StepKind.SHUTDOWN_PRIMARY, source, shutdown, on_error=OnError.CONTINUE)
             point = self._recovery_point(vm.name)
             add(StepKind.FAILOVER, target, FailoverInput(recovery_point=point))
-        switch, subnets = self._target_network(vm.name)
-        add(StepKind.CONNECT_NETWORK, target, ConnectNetworkInput(switch=switch))
+        networks = self._target_networks(vm.name)
+        switch = networks[0][0] if networks else None
+        subnets = list(dict.fromkeys(s for _, found in networks for s in found))
+        connect = ConnectNetworkInput(switch=switch)
+        if len(networks) > 1:
+            # Each adapter by its own network's mapping, in the order the VM lists them.
+            connect = ConnectNetworkInput(switch=switch, adapters=tuple(n for n, _ in networks))
+        add(StepKind.CONNECT_NETWORK, target, connect)
         add(StepKind.START_VM, target, StartVmInput(start_delay=vm.start_delay))
-        if vm.wait_for_ip and switch is not None:
+        if vm.wait_for_ip and any(n is not None for n, _ in networks):
             wait = self._wait_ip_input(key(StepKind.WAIT_IP), vm, subnets)
             add(StepKind.WAIT_IP, target, wait)
             dns = self._dns_input(vm)
@@ -459,16 +466,15 @@ class _Compiler:
             WaitIpInput, step, subnets=subnets, source=vm.ip_source, timeout=timeout, vmm=vmm
         )
 
-    def _target_network(self, vm: str) -> tuple[str | None, list[str]]:
-        """The switch a failed-over VM connects to and its subnets; (None, []) = disconnected.
-
-        A VM with several networks is connected by its first one (one adapter per VM in the
-        model); the others are a readiness warning for ``ferryman plan check``.
-        """
+    def _target_networks(self, vm: str) -> list[tuple[str | None, list[str]]]:
+        """Per network of the VM (one adapter each, in order): the switch its adapter connects
+        to after failover and that network's subnets; (None, []) = left disconnected (an
+        unmapped network, which ``plan validate`` and ``plan check`` warn about)."""
         protected = self.fabric.pairings[self.plan.pairing].vms[vm]
-        if not protected.networks:
-            return None, []
-        network = protected.networks[0]
+        return [self._target_network(network) for network in protected.networks]
+
+    def _target_network(self, network: str) -> tuple[str | None, list[str]]:
+        """The switch an adapter on primary-site ``network`` connects to, and its subnets."""
         pairing = self.fabric.pairings[self.plan.pairing]
         mapping = self.fabric.mapping_for(pairing.primary.site, network)
         if mapping is None:
@@ -570,7 +576,8 @@ class _Compiler:
             key = f"{name}/{vm.name}/{kind.value}"
             params: StepInput | None = None
             if kind is StepKind.WAIT_IP:
-                _switch, subnets = self._target_network(vm.name)
+                networks = self._target_networks(vm.name)
+                subnets = list(dict.fromkeys(s for _, found in networks for s in found))
                 params = self._wait_ip_input(key, vm, subnets, action.timeout)
             elif kind is StepKind.UPDATE_DNS:
                 params = self._dns_input(vm)

@@ -1,8 +1,8 @@
 """Dispatching a stage to Celery: a chord of the stage's units whose callback is ``advance``.
 
 Signatures are built by task *name*, so the engine never imports task code; each stage is sent
-on its own when the previous one finished (DESIGN.md: a whole plan as one nested canvas makes
-every message carry the rest of the plan).
+on its own when the previous one finished (workflows/ARCHITECTURE.md: a whole plan as one
+nested canvas makes every message carry the rest of the plan).
 """
 
 from __future__ import annotations

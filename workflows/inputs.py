@@ -142,12 +142,21 @@ class StopVm(_Undo):
     vm: str
 
 
+class AdapterSwitch(_Frozen):
+    """One network adapter (its Hyper-V ``Id``) and the switch it was on (None: unconnected)."""
+
+    id: str
+    switch: str | None = None
+
+
 class RestoreNetwork(_Undo):
-    """Connect the VM's adapters back to ``switch`` (None: disconnect them)."""
+    """Connect the VM's adapters back to ``switch`` (None: disconnect them), or, when
+    ``adapters`` is given, each listed adapter back to its own previous switch."""
 
     action: Literal["connect_network"] = "connect_network"
     vm: str
     switch: str | None = None
+    adapters: tuple[AdapterSwitch, ...] = ()
 
 
 class RestoreDns(_Frozen):
@@ -277,10 +286,16 @@ class ReverseInput(_Frozen):
 
 
 class ConnectNetworkInput(_Frozen):
-    """Connect-VMNetworkAdapter to ``switch`` (None: an unmapped network, left as it is)."""
+    """Connect-VMNetworkAdapter to ``switch`` (None: an unmapped network, left as it is).
+
+    ``adapters``: for a VM on several networks, the switch of each adapter in the order the
+    VM lists its networks (None: that network is unmapped and its adapter left unconnected);
+    empty for a VM on one network, whose adapters all go to ``switch``.
+    """
 
     kind: Literal["connect_network"] = "connect_network"
     switch: str | None = None
+    adapters: tuple[str | None, ...] = ()
 
 
 class StartVmInput(_Frozen):

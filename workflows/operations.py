@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from plans.errors import FerrymanError
+from plans.model import Direction, FailoverType
 from workflows.compensation import compensate as start_compensation
-from workflows.compiler import Direction, FailoverType, RunOperation
+from workflows.compiler import RunOperation
 from workflows.engine import BundleLike, Engine, RunStateError
 from workflows.events import EventKind
 from workflows.followups import start_followup

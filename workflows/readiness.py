@@ -47,7 +47,7 @@ class Check:
     detail: str = ""
 
 
-# replication states that allow each type on the replica (DESIGN.md state table)
+# replication states that allow each type on the replica (workflows/ARCHITECTURE.md state table)
 ALLOWED = {
     "test": {"Replicating"},
     "planned": {"Replicating"},
@@ -75,7 +75,7 @@ def static_checks(fabric: Fabric, plan: RecoveryPlan) -> list[Check]:
                         vm,
                         "network mapped",
                         Verdict.WARN,
-                        f"{network} is unmapped: the VM stays disconnected",
+                        f"{network} is unmapped: its adapter stays disconnected",
                     )
                 )
             else:

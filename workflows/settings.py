@@ -92,7 +92,7 @@ class RetryPolicy(BaseModel):
 
     def delay(self, attempt: int, jitter: float) -> float:
         """The wait before retry number ``attempt`` (0-based); ``jitter`` in [0, 1)."""
-        ceiling = min(self.max_delay, self.base_delay * (2 ** min(attempt, 64)))
+        ceiling = min(self.max_delay, self.base_delay * (2.0 ** min(attempt, 64)))
         # "equal jitter": half fixed, half random, so retries spread but never come at once
         return ceiling / 2 + ceiling / 2 * jitter
 

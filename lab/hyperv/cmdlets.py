@@ -8,7 +8,7 @@ from lab.hyperv import errors, wildcard
 from lab.hyperv.context import Cmdlet, Context, prop
 from lab.hyperv.enums import ReplicationMode, ReplicationState, SnapshotType, VMState, parse_member
 from lab.hyperv.params import Param, ParamSet, Signature, pset
-from lab.hyperv.shapes import adapter_object, snapshot_object, vm_object
+from lab.hyperv.shapes import ADAPTER_TYPES, adapter_object, snapshot_object, vm_object
 from lab.hyperv.state import VM, Adapter
 
 VM_PARAMS = (
@@ -248,7 +248,7 @@ CONNECT_ADAPTER = Cmdlet(
         (
             *VM_PARAMS,
             Param("Name", "strings"),
-            Param("VMNetworkAdapter", "object"),
+            Param("VMNetworkAdapter", "object", accepts=ADAPTER_TYPES[0]),
             Param("SwitchName", "string"),
             PASSTHRU,
         ),
@@ -262,13 +262,63 @@ CONNECT_ADAPTER = Cmdlet(
 DISCONNECT_ADAPTER = Cmdlet(
     Signature(
         "Disconnect-VMNetworkAdapter",
-        (*VM_PARAMS, Param("Name", "strings"), Param("VMNetworkAdapter", "object"), PASSTHRU),
+        (
+            *VM_PARAMS,
+            Param("Name", "strings"),
+            Param("VMNetworkAdapter", "object", accepts=ADAPTER_TYPES[0]),
+            PASSTHRU,
+        ),
         _ADAPTER_SETS,
         positional=("VMName", "Name"),
         pipeline="VMNetworkAdapter",
     ),
     disconnect_adapter,
     mutating=True,
+)
+
+
+# ----------------------------------------------------------------------------- filtering
+def where_object(ctx: Context) -> list[Any]:
+    """Where-Object -Property P [-EQ -Value V]: the piped objects that pass, as they are.
+
+    The objects stay live, so a later cmdlet of the same pipeline gets the host's own object
+    (e.g. one VMNetworkAdapter of several that share a name). Only the comparison the
+    workers use is modelled: ``-EQ`` compares strings ignoring case, as PowerShell's does;
+    with no operator an object passes when the property is truthy.
+    """
+    name = str(ctx.bound.get("Property"))
+    wanted = ctx.bound.get("Value")
+    passed = []
+    for obj in ctx.input:
+        value = prop(obj, name)
+        if ctx.bound.switch("EQ"):
+            keep = str(value).casefold() == str(wanted).casefold() if value is not None else (
+                wanted is None
+            )
+        else:
+            keep = bool(value)
+        if keep:
+            passed.append(obj)
+    return passed
+
+
+WHERE_OBJECT = Cmdlet(
+    Signature(
+        "Where-Object",
+        (
+            Param("Property", "string"),
+            Param("Value", "object"),
+            Param("EQ", "switch", aliases=("IEQ",)),
+            Param("InputObject", "object"),
+        ),
+        (
+            pset("EqualSet", ("Property", "EQ"), ("Value", "InputObject")),
+            pset("Truthy", ("Property",), ("InputObject",)),
+        ),
+        positional=("Property", "Value"),
+        pipeline="InputObject",
+    ),
+    where_object,
 )
 
 
@@ -328,5 +378,6 @@ CMDLETS = (
     GET_ADAPTER,
     CONNECT_ADAPTER,
     DISCONNECT_ADAPTER,
+    WHERE_OBJECT,
     GET_SNAPSHOT,
 )

@@ -221,6 +221,11 @@ def _dotnet_view(value: Any) -> tuple[str, str]:
         if {"SnapshotType", "VMName"} <= set(value):
             # Get-VMSnapshot output sent back by a client: its deserialised copy.
             return str(value.get("Name")), "Deserialized.Microsoft.HyperV.PowerShell.VMSnapshot"
+        if {"MacAddress", "SwitchName"} <= set(value):
+            # Get-VMNetworkAdapter output sent back by a client: its deserialised copy.
+            name, vm = value.get("Name"), value.get("VMName")
+            shown = f"VMNetworkAdapter (Name = '{name}', VMName = '{vm}')"
+            return shown, "Deserialized.Microsoft.HyperV.PowerShell.VMNetworkAdapter"
         return "System.Collections.Hashtable", "System.Collections.Hashtable"
     if isinstance(value, bool):
         return str(value), "System.Boolean"

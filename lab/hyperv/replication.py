@@ -1,4 +1,6 @@
-"""Hyper-V Replica cmdlets and the state machine of DESIGN.md, both ends kept consistent.
+"""Hyper-V Replica cmdlets and their state machine, both ends kept consistent.
+
+The state table is in workflows/ARCHITECTURE.md.
 
 - primary, Disabled: Enable-VMReplication -> ReadyForInitialReplication (replica VM created,
   WaitingForInitialReplication);

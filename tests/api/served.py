@@ -21,8 +21,7 @@ from typing import Any
 import httpx
 
 from tests.api.conftest import SITES, make_tokens, settings_for, write_plans
-from tests.reliability.services import RedisServer
-from tests.support.bind import free_port
+from tests.support.servers import RedisServer, free_port
 from workers.embedded import Runtime, build_runtime, worker
 from workers.tasks import default_executor
 from workflows.demo import PASSWORD_VARIABLE, lab_topology

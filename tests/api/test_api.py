@@ -189,3 +189,13 @@ def test_an_idempotency_key_returns_the_same_run_and_a_rejected_gate_fails_it(
     assert final.status == RunStatus.COMPENSATED
     assert "replica lagging" in final.error
     assert stack.test_vms() == []
+
+
+def test_protection_status_is_read_from_the_hosts(stack: Stack) -> None:
+    assert stack.client.get("/api/v1/protection").status_code == 401
+    answer = stack.client.get("/api/v1/protection", headers=stack.as_(Role.VIEWER))
+    assert answer.status_code == 200, answer.text
+    status = {vm["vm"]: vm for vm in answer.json()["vms"]}
+    assert status["sql-01"]["state"] == "Replicating"
+    assert status["sql-01"]["replica_host"].startswith("hv-got-")
+    assert answer.json()["jobs"] == []

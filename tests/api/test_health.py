@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from tests.support.bind import free_port
+from tests.support.servers import free_port
 from workflows.api.app import create_app
 from workflows.api.services import Services
 from workflows.migrations import upgrade

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.services import RedisServer
+from tests.support.servers import RedisServer
 from workflows.migrations import upgrade
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,7 +23,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.reliability.services import wait_for
+from tests.support.servers import wait_for
 from workflows.migrations import upgrade
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,9 +18,9 @@ import pytest
 
 from tests.reliability.conftest import bind, lab_password, redis_server  # noqa: F401
 from tests.reliability.drill import Stack, WorkerProcess
-from tests.reliability.services import RedisServer
 from tests.reliability.test_worker_crash import FAST_SEEDS, check, crash_trial
 from tests.support.bind import BindServers
+from tests.support.servers import RedisServer
 from workers.app import create_app
 from workflows.settings import Settings
 

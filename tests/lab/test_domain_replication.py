@@ -32,7 +32,7 @@ def ips(lab, host: str, name: str) -> list[str]:
 
 
 def planned_failover(lab, name: str, source: str, target: str, network: str) -> None:
-    """DESIGN.md's planned failover, as the workers run it."""
+    """workflows/ARCHITECTURE.md's planned failover, as the workers run it."""
     ok(lab, source, "Stop-VM", Name=name)
     ok(lab, source, "Start-VMFailover", VMName=name, Prepare=True)
     ok(lab, target, "Start-VMFailover", VMName=name)

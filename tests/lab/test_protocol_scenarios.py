@@ -1,5 +1,5 @@
-"""Every row of DESIGN.md's Hyper-V Replica state table and every failover sequence, driven
-through real pypsrp against the lab, checking both ends after each step.
+"""Every row of the Hyper-V Replica state table (workflows/ARCHITECTURE.md) and every failover
+sequence, driven through real pypsrp against the lab, checking both ends after each step.
 
 sql-01 replicates hv-sto-1 -> hv-got-1 in the example world; the clock is frozen and moved
 with the admin API, so nothing changes between a step and its checks.

@@ -13,7 +13,7 @@ from lab.testing import running_lab
 from plans import load_bundle
 from tests.protection.conftest import FABRIC
 from tests.reliability.drill import Stack, WorkerProcess, drive, topology
-from tests.reliability.services import RedisServer, wait_for
+from tests.support.servers import RedisServer, wait_for
 from workers.executors.protection import HostProtectionReader
 from workers.tasks import default_executor
 from workflows.compiler import _all_hosts

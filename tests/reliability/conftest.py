@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.drill import PASSWORD_VARIABLE, Stack, WorkerProcess
-from tests.reliability.services import RedisServer
 from tests.support.bind import BindServers, bind_pair
+from tests.support.servers import RedisServer
 
 SpawnWorker = Callable[[str], WorkerProcess]
 

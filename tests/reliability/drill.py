@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from plans import Bundle, load_bundle
-from tests.reliability.services import RedisServer, wait_for
 from tests.support.bind import BindServers
+from tests.support.servers import RedisServer, wait_for
 from workers.embedded import Runtime, build_runtime
 from workflows.demo import lab_topology, point_at_lab
 from workflows.migrations import upgrade

@@ -28,8 +28,8 @@ from tests.reliability.drill import (
     expected_planned_calls,
     topology,
 )
-from tests.reliability.services import PostgresCluster, RedisServer, wait_for
 from tests.support.bind import BindServers
+from tests.support.servers import PostgresCluster, RedisServer, wait_for
 from workers.embedded import Runtime
 from workflows.compiler import CompiledRun
 from workflows.statuses import RunStatus

@@ -25,8 +25,8 @@ from tests.reliability.drill import (
     Stack,
     planned_run,
 )
-from tests.reliability.services import wait_for
 from tests.support.bind import BindServers, free_port
+from tests.support.servers import wait_for
 from workflows.compiler import CompiledRun
 from workflows.steps import TASK_ADVANCE, TASK_VM
 from workflows.store import repository

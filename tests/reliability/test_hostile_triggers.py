@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from kombu import Connection
 
-from tests.reliability.services import PostgresCluster, RedisServer, wait_for
+from tests.support.servers import PostgresCluster, RedisServer, wait_for
 from tests.triggers.test_foreign_producer import EXAMPLE, Recording, envelope, redis_cli_lpush
 from workflows.engine import Engine
 from workflows.settings import Settings

@@ -23,8 +23,8 @@ from sqlalchemy import inspect, text
 
 from tests.reliability.conftest import SpawnWorker
 from tests.reliability.drill import Stack, planned_run
-from tests.reliability.services import wait_for
 from tests.support.bind import BindServers
+from tests.support.servers import wait_for
 from workflows import report
 
 BASE64_TOKEN = re.compile(rb"[A-Za-z0-9+/]{16,}={0,2}")

@@ -26,7 +26,6 @@ from tests.reliability.drill import (
     topology,
     write_plan_files,
 )
-from tests.reliability.services import wait_for
 from tests.reliability.triggers import (
     dead_letters,
     malformed,
@@ -36,6 +35,7 @@ from tests.reliability.triggers import (
     run_count,
     unacked,
 )
+from tests.support.servers import wait_for
 from workflows.compiler import Stage
 from workflows.engine import Engine
 from workflows.settings import Settings

@@ -31,8 +31,8 @@ from tests.reliability.drill import (
     topology,
     unacked_older_than,
 )
-from tests.reliability.services import wait_for
 from tests.support.bind import BindServers
+from tests.support.servers import wait_for
 from workers.embedded import Runtime
 from workflows.events import EventKind
 from workflows.statuses import RunStatus

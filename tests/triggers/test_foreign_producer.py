@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from kombu import Connection
 
-from tests.reliability.services import RedisServer
+from tests.support.servers import RedisServer
 from workflows.engine import Engine
 from workflows.settings import Settings
 from workflows.store import Database, repository

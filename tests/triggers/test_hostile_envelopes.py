@@ -16,7 +16,7 @@ import pytest
 import redis
 from kombu import Connection
 
-from tests.reliability.services import RedisServer, wait_for
+from tests.support.servers import RedisServer, wait_for
 from tests.triggers.test_foreign_producer import EXAMPLE, Recording, envelope, redis_cli_lpush
 from workflows.engine import Engine
 from workflows.settings import Settings

@@ -181,7 +181,7 @@ def test_debug_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_database_down_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.support.bind import free_port
+    from tests.support.servers import free_port
 
     monkeypatch.setenv("FERRYMAN_DATABASE_URL", f"postgresql://postgres@127.0.0.1:{free_port()}/x")
     line = one_line_error(CliRunner().invoke(main, ["runs", "list"]))
@@ -275,8 +275,7 @@ def test_flower_with_a_port_listens_on_loopback_only(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.reliability.services import wait_for
-    from tests.support.bind import free_port
+    from tests.support.servers import free_port, wait_for
 
     port = free_port()
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
@@ -326,7 +325,7 @@ def test_a_worker_refuses_to_start_on_a_bad_setting(
 
 
 def test_a_worker_with_its_database_down_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.support.bind import free_port
+    from tests.support.servers import free_port
 
     monkeypatch.setenv("FERRYMAN_BROKER_URL", "redis://127.0.0.1:6379/15")
     monkeypatch.setenv("FERRYMAN_DATABASE_URL", f"postgresql://postgres@127.0.0.1:{free_port()}/x")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.reliability.services import RedisServer
+from tests.support.servers import RedisServer
 from tests.workflows.conftest import EXAMPLE, fast_settings
 from tests.workflows.fakes import FakeExecutor
 from workers.embedded import embedded

@@ -133,7 +133,7 @@ def _no_gate_no_dns(bundle: Bundle) -> Bundle:
 
 
 def test_a_test_failover_checks_only_the_dns_zones_it_updates(bundle: Bundle) -> None:
-    from tests.support.bind import free_port
+    from tests.support.servers import free_port
 
     snapshot = bundle.snapshot()
     # production's RFC 2136 server does not answer; a test failover updates only its test zone

@@ -44,7 +44,7 @@ from workflows.inputs import (
 from workflows.steps import StepOutcome, StepSpec
 from workflows.waiting import wait_until
 
-# Replica states Start-VMFailover accepts (DESIGN.md, the state table).
+# Replica states Start-VMFailover accepts (workflows/ARCHITECTURE.md, the state table).
 _FAILOVER_FROM = frozenset({RS.REPLICATING, RS.RESYNCHRONIZING, RS.SUSPENDED})
 
 

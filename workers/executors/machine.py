@@ -5,6 +5,7 @@ In a test run these act on the test VM ("<VM> - Test"); see :func:`base.target_v
 
 from __future__ import annotations
 
+import functools
 import time
 
 from workers.errors import CmdletFailed
@@ -32,6 +33,7 @@ from workers.hyperv.ip import HyperVIpSource, IpSource, VmmIpSource, wait_for_ip
 from workers.hyperv.models import VMInfo
 from workers.hyperv.states import ReplicationHealth, VMState
 from workflows.inputs import (
+    AdapterSwitch,
     ConnectNetworkInput,
     HealthCheckInput,
     RestoreNetwork,
@@ -46,9 +48,16 @@ _RUN_IT_FIRST = "run the failover (or test failover) step first, or check the pl
 
 
 def connect_network(ctx: StepContext, spec: StepSpec) -> StepOutcome:
-    """Connect every adapter to the input's ``switch``; None leaves the adapters as they are."""
-    switch = input_of(spec, ConnectNetworkInput).switch
+    """Connect every adapter to the input's ``switch``; None leaves the adapters as they are.
+
+    With the input's ``adapters`` (a VM on several networks), each adapter goes to its own
+    network's switch instead; see :func:`_connect_each`.
+    """
+    params = input_of(spec, ConnectNetworkInput)
+    switch = params.switch
     host, name = host_of(spec), target_vm(ctx, spec)
+    if params.adapters:
+        return _connect_each(ctx, spec, host, name, params.adapters)
     if switch is not None and is_test_vm(name):
         # A test VM this run made, deleted by its cleanup: no previous switch to keep, so its
         # first start connects it without reading its adapters first.
@@ -100,9 +109,68 @@ def _connect(
     return StepOutcome(result={"switch": switch, "previous": current}, undo=undo)
 
 
+def _connect_each(
+    ctx: StepContext,
+    spec: StepSpec,
+    host: str,
+    name: str,
+    wanted: tuple[str | None, ...],
+) -> StepOutcome:
+    """Connect the n-th adapter to the n-th switch of ``wanted`` (the VM's n-th network).
+
+    Adapters are read first and picked by ``Id``, so a retry skips the ones already done and
+    two adapters both called "Network Adapter" never stand for each other. An adapter whose
+    network is unmapped (None), or that has no network in the fabric, is left as it is and
+    named in a warning.
+    """
+    hv = ctx.hyperv(host)
+    adapters = require_adapters(hv, spec, name, _RUN_IT_FIRST)
+    warnings: list[str] = []
+    done: list[dict[str, object]] = []
+    previous: list[AdapterSwitch] = []
+    for index, adapter in enumerate(adapters):
+        switch = wanted[index] if index < len(wanted) else None
+        entry: dict[str, object] = {"adapter": index + 1, "id": adapter.id, "switch": switch}
+        if switch is None:
+            why = "its network is unmapped" if index < len(wanted) else "no network is listed"
+            warnings.append(
+                f"adapter {index + 1} ({adapter.name}) of VM {name!r} on {host} is left "
+                f"{'on ' + repr(adapter.switch) if adapter.switch else 'disconnected'}: {why}"
+            )
+        elif adapter.switch != switch:
+            connect = functools.partial(hv.connect_adapter, name, adapter.id, switch)
+            act_checked(
+                spec,
+                host,
+                "Connect-VMNetworkAdapter",
+                lambda: describe(find_vm(hv, name), None),
+                f"Check that the virtual switch {switch!r} exists on {host}, then resume the run",
+                connect,
+                None,
+            )
+            entry["previous"] = adapter.switch
+            previous.append(AdapterSwitch(id=adapter.id, switch=adapter.switch))
+        done.append(entry)
+    if len(adapters) < len(wanted):
+        warnings.append(
+            f"VM {name!r} on {host} has {len(adapters)} network adapter(s) for "
+            f"{len(wanted)} networks; the networks past the last adapter are not connected"
+        )
+    result: dict[str, object] = {"adapters": done}
+    if warnings:
+        result["warnings"] = warnings
+    undo = None
+    if previous and not is_test_vm(name):
+        # The test VM is deleted by its cleanup; a real replica's adapters go back one by one.
+        undo = RestoreNetwork(host=host, vm=name, adapters=tuple(previous))
+    return StepOutcome(result=result, undo=undo, changed=bool(previous))
+
+
 def restore_network(ctx: StepContext, spec: StepSpec, undo: RestoreNetwork) -> StepOutcome:
     """Compensation of CONNECT_NETWORK: back to the previous switch (None: disconnected)."""
     host, name = undo.host, undo.vm
+    if undo.adapters:
+        return _restore_each(ctx, host, name, undo.adapters)
     if undo.switch is not None:
         return _connect(ctx, spec, host, name, undo.switch, undoable=False)
     hv = ctx.hyperv(host)
@@ -112,6 +180,23 @@ def restore_network(ctx: StepContext, spec: StepSpec, undo: RestoreNetwork) -> S
         return StepOutcome(result={"switch": None}, changed=False)
     hv.disconnect_network(name)
     return StepOutcome(result={"switch": None})
+
+
+def _restore_each(
+    ctx: StepContext, host: str, name: str, previous: tuple[AdapterSwitch, ...]
+) -> StepOutcome:
+    """Each adapter :func:`_connect_each` moved goes back to its own previous switch."""
+    hv = ctx.hyperv(host)
+    if find_vm(hv, name) is None:
+        return StepOutcome(result={"vm": None}, changed=False)
+    current = {a.id: a.switch for a in hv.get_network_adapters(name)}
+    restored = []
+    for adapter in previous:
+        if adapter.id not in current or current[adapter.id] == adapter.switch:
+            continue  # gone with the VM's settings, or already back
+        hv.connect_adapter(name, adapter.id, adapter.switch)
+        restored.append({"id": adapter.id, "switch": adapter.switch})
+    return StepOutcome(result={"adapters": restored}, changed=bool(restored))
 
 
 def start_vm(ctx: StepContext, spec: StepSpec) -> StepOutcome:

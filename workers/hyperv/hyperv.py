@@ -261,6 +261,39 @@ class HyperVHost:
             params["Name"] = escape_wildcards(adapter)
         self._call("Connect-VMNetworkAdapter", params)
 
+    def connect_adapter(self, vm: str, adapter_id: str, switch: str | None) -> None:
+        """Connect one adapter of ``vm``, picked by its ``Id``, to ``switch`` (None: disconnect).
+
+        Hyper-V names every adapter "Network Adapter" unless someone renamed it, so ``-Name``
+        cannot tell two apart, and a host refuses a client's copy of an adapter as
+        ``-VMNetworkAdapter``. The live adapter is therefore picked on the host, inside one
+        pipeline: ``Get-VMNetworkAdapter -VMName | Where-Object Id -EQ | Connect-...``.
+        """
+        cmdlet = "Connect-VMNetworkAdapter" if switch else "Disconnect-VMNetworkAdapter"
+        params: dict[str, Any] = {"SwitchName": switch} if switch else {}
+        label = f"Get-VMNetworkAdapter | Where-Object | {cmdlet}"
+        result = self.runner.run_pipeline(
+            [
+                ("Get-VMNetworkAdapter", {"VMName": escape_wildcards(vm)}, ()),
+                ("Where-Object", {"Property": "Id", "Value": adapter_id}, ("EQ",)),
+                # -Passthru: an adapter that vanished between the read and now pipes nothing,
+                # which must not pass for a connected adapter.
+                (cmdlet, params, ("Passthru",)),
+            ]
+        )
+        if result.errors:
+            raise failed(self.host_name, label, result)
+        if not result.output:
+            raise CmdletFailed(
+                f"{cmdlet} on {self.host_name} found no adapter {adapter_id!r} on VM {vm!r}; "
+                "it was removed or the VM was replaced since it was read",
+                host=self.host_name,
+                cmdlet=cmdlet,
+                fully_qualified_error_id="ObjectNotFound",
+                category="ObjectNotFound",
+                target=adapter_id,
+            )
+
     def disconnect_network(self, vm: str) -> None:
         """``Disconnect-VMNetworkAdapter -VMName``: leave every adapter unconnected."""
         self._call("Disconnect-VMNetworkAdapter", {"VMName": escape_wildcards(vm)})

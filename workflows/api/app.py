@@ -322,6 +322,26 @@ def api_router() -> APIRouter:
             "checks": [asdict(c) for c in checks],
         }
 
+    # -- protection
+
+    @router.get("/protection", tags=["protection"])
+    def protection(services: Svc, _who: Reader) -> dict[str, Any]:
+        """Desired against actual protection of every VM (as ``ferryman protect status``),
+        and the latest protection jobs (runs that protect or unprotect VMs)."""
+        from workflows.cli.protect import read_reports
+
+        reports = read_reports(services.bundle(), services.settings)
+        jobs = select(Run).where(
+            col(Run.operation).in_([RunOperation.PROTECT.value, RunOperation.UNPROTECT.value])
+        )
+        with services.db.session() as session:
+            recent = session.exec(jobs.order_by(col(Run.created_at).desc()).limit(20)).all()
+        return {
+            "in_sync": all(r.healthy for r in reports),
+            "vms": [r.to_json() for r in reports],
+            "jobs": [run_summary(r) for r in recent],
+        }
+
     # -- runs
 
     @router.post("/runs", status_code=201, tags=["runs"])

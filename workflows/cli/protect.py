@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from workflows.cli.output import Exit, console, say, stop, styled
-from workflows.cli.runs import _report, render_stages, settings
+from workflows.cli.runs import _as_local, _report, render_stages, settings
 from workflows.compiler import CompiledRun
 from workflows.operations import Outcome
 from workflows.protection import (
@@ -167,7 +167,9 @@ def _start(files: tuple[str, ...], compiled: CompiledRun, by: str, wait: bool, w
 @click.option("--dry-run", is_flag=True, help="Show what would change and exit.")
 @click.option("--wait/--no-wait", default=False, help="Follow the run until it settles.")
 @click.option("--prune", is_flag=True, help="Disable protection of VMs the fabric no longer lists.")
-@click.option("--by", "requested_by", default="cli", help="Who asks (recorded).")
+@click.option(
+    "--by", "requested_by", default=None, callback=_as_local, help="For whom (recorded)."
+)
 def apply(
     files: tuple[str, ...],
     vms: tuple[str, ...],
@@ -222,7 +224,9 @@ _BLOCKED = {
 @click.option("--vm", "vms", multiple=True, required=True, help="The VM (repeatable).")
 @click.option("--delete-replica", is_flag=True, help="Also delete the replica VM.")
 @click.option("--wait/--no-wait", default=False, help="Follow the run until it settles.")
-@click.option("--by", "requested_by", default="cli", help="Who asks (recorded).")
+@click.option(
+    "--by", "requested_by", default=None, callback=_as_local, help="For whom (recorded)."
+)
 def disable(
     files: tuple[str, ...],
     vms: tuple[str, ...],

@@ -1,9 +1,10 @@
 """A small in-memory Hyper-V Replica world behind fake PowerShellRunners.
 
-It follows DESIGN.md's state table closely enough for the executors' unit tests: every
-cmdlet checks its precondition and fails like Hyper-V (a terminating ``CmdletFailed``) when
-it does not hold, and every call is recorded so tests can assert that running a step twice
-makes no second mutating call. Integration tests use the real lab over pypsrp instead.
+It follows the state table of workflows/ARCHITECTURE.md closely enough for the executors' unit
+tests: every cmdlet checks its precondition and fails like Hyper-V (a terminating
+``CmdletFailed``) when it does not hold, and every call is recorded so tests can assert that
+running a step twice makes no second mutating call. Integration tests use the real lab over
+pypsrp instead.
 
 Pipelines follow the lab (``lab/hyperv/failover.py``): objects one command outputs reach the
 next as *live* objects of this host, so ``Get-VMSnapshot ... | Start-VMFailover`` binds the

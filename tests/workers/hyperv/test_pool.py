@@ -243,6 +243,8 @@ def test_a_forked_worker_does_not_inherit_the_parents_sessions(
 ) -> None:
     monkeypatch.setenv(SESSIONS_PER_HOST_VARIABLE, "3")
     monkeypatch.setattr(psrp, "_shared_cache", None)
+    # an earlier test's composition root may have sized the cache; this one reads the variable
+    monkeypatch.setattr(psrp, "_configured_sessions", None)
     parent = psrp.shared_cache()
     assert parent is psrp.shared_cache() and parent.pools_per_host == 3
     read, write = os.pipe()
