@@ -206,10 +206,9 @@ def _past_rpo(info: Any) -> str | None:
 def leftover_test_vm(hv: Any, vm: str, host: str) -> Check:
     """A test failover cannot start while an earlier test's VM is still on the replica host
     (Ferryman refuses to adopt it: it would test an old copy)."""
-    from workers.executors.base import leftover_cleanup
-    from workers.executors.lookup import find_vm
-    from workers.hyperv.hyperv import name_of_test_vm
+    from workflows.runtime import leftover_test_vm_lookup
 
+    name_of_test_vm, find_vm, leftover_cleanup = leftover_test_vm_lookup()
     name = name_of_test_vm(vm)
     what = f"no test VM left on {host}"
     try:

@@ -163,6 +163,32 @@ def executor_for(settings: Settings, **context_options: Any) -> Executor:
     return default_executor(**context_options)
 
 
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """The broker's transport options as the workers use them (for consumers of other queues)."""
+    from workers.app import transport_options as options
+
+    return options(settings)
+
+
+def protection_reader(context: Any) -> Any:
+    """What reads a host's replication settings and state for ``protect status``."""
+    from workers.executors.protection import HostProtectionReader
+
+    return HostProtectionReader(context)
+
+
+def leftover_test_vm_lookup() -> tuple[
+    Callable[[str], str], Callable[[Any, str], Any], Callable[[str, str], str]
+]:
+    """The test-VM name, the VM lookup and the cleanup advice the test failover step uses, so
+    ``plan check`` looks for a leftover test VM exactly as the step will."""
+    from workers.executors.base import leftover_cleanup
+    from workers.executors.lookup import find_vm
+    from workers.hyperv.hyperv import name_of_test_vm
+
+    return name_of_test_vm, find_vm, leftover_cleanup
+
+
 def build_runtime(
     settings: Settings,
     executor: Executor | None = None,

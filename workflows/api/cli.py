@@ -79,9 +79,8 @@ def commands(key_ref: str, poll: float) -> None:
     from kombu import Connection
 
     from plans.credentials import SecretRef
-    from workers.app import transport_options
     from workflows.commands import CommandConsumer
-    from workflows.runtime import build_runtime
+    from workflows.runtime import build_runtime, transport_options
 
     try:
         settings = Settings.from_env()

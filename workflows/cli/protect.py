@@ -55,14 +55,13 @@ def _load(files: tuple[str, ...]) -> Any:
 
 def read_reports(bundle: Any, loaded: Any) -> list[VmReport]:
     """Read the hosts and compare them with the fabric (the hosts' reads only, no run)."""
-    from workers.executors.protection import HostProtectionReader
     from workflows.compiler import _all_hosts
-    from workflows.runtime import executor_for
+    from workflows.runtime import executor_for, protection_reader
 
     fabric = bundle.fabric
     hosts = _all_hosts(fabric, list(fabric.sites))
     ctx = executor_for(loaded).context("protect-status", "protect", "failover", hosts, {})
-    reader = HostProtectionReader(ctx)
+    reader = protection_reader(ctx)
     observed = observe(fabric, reader)
     present = [
         d.vm
