@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -175,12 +176,25 @@ def serve(
                 _announce(server, as_json)
                 stop.wait()
             finally:
-                server.stop()
+                _bounded(server.stop, "the lab's listeners")
         finally:
-            world.close()
+            _bounded(world.close, "the lab's world")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+STOP_TIMEOUT = 10.0  # seconds a shutdown step may take before the lab exits without it
+
+
+def _bounded(step: Callable[[], None], what: str) -> None:
+    """Run a shutdown step in a daemon thread and wait at most :data:`STOP_TIMEOUT`: a stop
+    signal must end the lab even if one listener or connection does not close."""
+    thread = threading.Thread(target=step, name=f"lab-stop-{what}", daemon=True)
+    thread.start()
+    thread.join(STOP_TIMEOUT)
+    if thread.is_alive():
+        click.echo(f"lab: {what} did not stop within {STOP_TIMEOUT:g} s; exiting anyway", err=True)
 
 
 def _announce(server: LabServer, as_json: bool) -> None:
