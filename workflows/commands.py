@@ -23,7 +23,7 @@ import json
 import logging
 from typing import Any, Literal
 
-from kombu import Connection, Exchange, Message, Producer, Queue
+from kombu import Connection, Exchange, Message, Queue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
@@ -208,22 +208,9 @@ class CommandConsumer(TriggerConsumer):
             for c in children
         )
 
-    def _dead_letter(self, message: Message, reason: str) -> None:
-        body = (
-            message.body.decode("utf-8", "replace")
-            if isinstance(message.body, bytes)
-            else str(message.body)
-        )
-        dead = queues()[1]
-        with Producer(message.channel) as producer:
-            producer.publish(
-                {"reason": reason, "body": body},
-                exchange=dead.exchange,
-                routing_key=DEAD_QUEUE,
-                declare=[dead],
-                serializer="json",
-                headers={"x-ferryman-reason": reason[:500]},
-            )
+    def dead_letter_queue(self) -> Queue:
+        """Refused commands go to ``ferryman.commands.dead``, not the triggers' dead letters."""
+        return queues()[1]
 
 
 def _transient(exc: BaseException) -> bool:

@@ -413,18 +413,22 @@ class TriggerConsumer(ConsumerMixin):
         self.stopping.wait(self.backoff)
         message.requeue()
 
+    def dead_letter_queue(self) -> Queue:
+        """Where a message this consumer refuses goes, with the reason."""
+        return queues()[1]
+
     def _dead_letter(self, message: Message, reason: str) -> None:
         body = (
             message.body.decode("utf-8", "replace")
             if isinstance(message.body, bytes)
             else (str(message.body))
         )
-        dead = queues()[1]
+        dead = self.dead_letter_queue()
         with Producer(message.channel) as producer:
             producer.publish(
                 {"reason": reason, "body": body},
                 exchange=dead.exchange,
-                routing_key=DEAD_QUEUE,
+                routing_key=dead.routing_key,
                 declare=[dead],
                 serializer="json",
                 headers={"x-ferryman-reason": reason[:500]},
