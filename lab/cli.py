@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -143,13 +144,7 @@ def serve(
         password = os.environ.get(PASSWORD_VARIABLE) or None
         if password is None:
             raise click.UsageError(f"--password-env: {PASSWORD_VARIABLE} is not set")
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with _StopSignals() as stop:
         try:
             world = open_world(
                 prepared_topology(source, port_base=port_base, password=password),
@@ -179,9 +174,37 @@ def serve(
                 _bounded(server.stop, "the lab's listeners")
         finally:
             _bounded(world.close, "the lab's world")
-    finally:
-        for sig, handler in previous.items():
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM as a byte on a socket pair (:func:`signal.set_wakeup_fd`), which
+    :meth:`wait` blocks on. Nothing runs in a Python signal handler but a no-op: setting a
+    :class:`threading.Event` there deadlocks when the signal lands while the main thread holds
+    the event's lock inside ``Event.wait``."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> _StopSignals:
+        self._reader, self._writer = socket.socketpair()
+        self._writer.setblocking(False)
+        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        self._previous = {s: signal.signal(s, _ignore_in_python) for s in self.SIGNALS}
+        return self
+
+    def wait(self) -> None:
+        """Block until a stop signal arrives (or has arrived since :meth:`__enter__`)."""
+        self._reader.recv(1)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._previous_fd)
+        self._reader.close()
+        self._writer.close()
+
+
+def _ignore_in_python(signum: int, frame: FrameType | None) -> None:
+    """The C-level handler has already written the signal to the wakeup socket."""
 
 
 STOP_TIMEOUT = 10.0  # seconds a shutdown step may take before the lab exits without it
