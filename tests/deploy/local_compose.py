@@ -13,7 +13,9 @@ machine's own servers. What a container would provide is made from the compose f
   paths, as folders of the stand-in's; every container path in a command, an environment
   value or a mounted text file is replaced by the folder that stands in for it;
 - **environment**: ``env_file:`` then ``environment:``, over the image's own (``PATH`` with
-  the project's venv first, where the image has ``ferryman``, ``celery`` and ``python``);
+  the project's venv first, where the image has ``ferryman``, ``celery`` and ``python``), and
+  ``FERRYMAN_SECRET_ROOTS`` naming the folder that is /run/secrets here (a default secret
+  folder in a container);
 - **images**: ``ferryman:*`` runs its Dockerfile ENTRYPOINT from the venv with the command;
   ``redis:*`` runs the command as given; ``postgres:*`` does what the image's entrypoint does
   (initdb with ``POSTGRES_USER`` and the password file, scram-sha-256 for TCP, creates
@@ -48,6 +50,7 @@ from typing import Any
 
 import yaml
 
+from plans.files import SECRET_ROOTS_VARIABLE
 from tests.support.servers import LOOPBACK, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -235,6 +238,8 @@ class LocalCompose:
             "HOME": str(service.home),
             "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
+            # the default secret folders, /run/secrets among them, as this process sees them
+            SECRET_ROOTS_VARIABLE: str(self.root / "run-secrets"),
         }
         env_files = service.spec.get("env_file", [])
         for env_file in [env_files] if isinstance(env_files, str) else env_files:
