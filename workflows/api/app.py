@@ -8,8 +8,8 @@ or plan, 409 the run is not in a state for that, 422 invalid input.
 
 from __future__ import annotations
 
-import asyncio
 import json
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -37,6 +37,7 @@ from workflows.operations import Outcome
 from workflows.statuses import TERMINAL_RUN, RunStatus
 from workflows.store import Conflict, Run, RunNotFound, repository
 from workflows.tokens import Permission, Principal
+from workflows.waiting import apoll
 
 API = "/api/v1"
 FOLLOW_INTERVAL = 0.5  # seconds between reads of a followed run
@@ -609,11 +610,21 @@ def _follow_state(services: Services, run_id: str) -> dict[str, Any]:
 async def _events(
     request: Request, services: Services, run_id: str, first: dict[str, Any]
 ) -> AsyncIterator[str]:
-    state: dict[str, Any] | None = first
+    """``run`` each time the run's report changes (the first at once), ``end`` once it has
+    finished; stops when the client goes away."""
+    pending: list[dict[str, Any]] = [first]
+
+    async def look() -> dict[str, Any] | None:
+        if pending:
+            return pending.pop()
+        if await request.is_disconnected():
+            return None
+        return await run_in_threadpool(_follow_state, services, run_id)
+
     last = ""
-    while True:
+    async for state in apoll(look, timeout=math.inf, interval=FOLLOW_INTERVAL):
         if state is None:
-            state = await run_in_threadpool(_follow_state, services, run_id)
+            return
         payload = json.dumps(state, separators=(",", ":"), default=str)
         if payload != last:
             last = payload
@@ -621,8 +632,3 @@ async def _events(
         if RunStatus(state["run"]["status"]) in TERMINAL_RUN:
             yield f"event: end\ndata: {json.dumps({'status': state['run']['status']})}\n\n"
             return
-        state = None
-        for _ in range(int(FOLLOW_INTERVAL / 0.1)):
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(0.1)

@@ -11,7 +11,6 @@ the command says so and exits 3, and the workers send it when the broker is back
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -30,6 +29,7 @@ from workflows.settings import Settings
 from workflows.statuses import TERMINAL_RUN, RunStatus
 from workflows.store import Run, repository
 from workflows.tokens import local_actor
+from workflows.waiting import poll
 
 SETTLED = [*TERMINAL_RUN, RunStatus.WAITING, RunStatus.COMPENSATING]
 UNSUCCESSFUL = {
@@ -364,44 +364,54 @@ def follow(run_id: str, as_json: bool, timeout: float, interval: float) -> None:
     with _store() as (_loaded, db):
         with db.session() as session:
             target = repository.get_run(session, run_id=run_id, with_inputs=False)
-        seen = 0
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def look() -> tuple[Run, list[Any]]:
             with db.session() as session:
-                current = repository.get_run(session, run_id=target.id, with_inputs=False)
-                events = repository.events_of(session, run_id=target.id)
+                return (
+                    repository.get_run(session, run_id=target.id, with_inputs=False),
+                    repository.events_of(session, run_id=target.id),
+                )
+
+        seen = 0
+        current = target
+        for current, events in poll(look, timeout=timeout, interval=interval):
             for event in events:
                 if event.id is not None and event.id <= seen:
                     continue
                 seen = event.id or seen
-                if as_json:
-                    click.echo(
-                        json.dumps(
-                            {
-                                "run": target.id,
-                                "at": event.at.isoformat() if getattr(event, "at", None) else None,
-                                "event": event.event,
-                                "actor": event.actor,
-                                "message": event.message,
-                            }
-                        )
-                    )
-                else:
-                    stamp = f"{event.at:%H:%M:%S}" if getattr(event, "at", None) else ""
-                    who = f" [{event.actor}]" if event.actor else ""
-                    say((stamp, "dim"), " ", (event.event, "bold"), who, " ", event.message)
+                _print_event(target.id, event, as_json)
             if RunStatus(current.status) in TERMINAL_RUN:
                 break
-            if time.monotonic() >= deadline:
-                say(f"run {current.id} is still {current.status} after {timeout:g} s")
-                stop(Exit.FAILED)
-            time.sleep(interval)
+        else:
+            say(f"run {current.id} is still {current.status} after {timeout:g} s")
+            stop(Exit.FAILED)
     if as_json:
         click.echo(
             json.dumps({"run": current.id, "status": current.status, "error": current.error})
         )
         stop(Exit.FAILED if RunStatus(current.status) in UNSUCCESSFUL else Exit.DONE)
     _finish(current)
+
+
+def _print_event(run_id: str, event: Any, as_json: bool) -> None:
+    """One event of a followed run: a JSON object, or a line with its time and actor."""
+    at = getattr(event, "at", None)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "run": run_id,
+                    "at": at.isoformat() if at else None,
+                    "event": event.event,
+                    "actor": event.actor,
+                    "message": event.message,
+                }
+            )
+        )
+    else:
+        stamp = f"{at:%H:%M:%S}" if at else ""
+        who = f" [{event.actor}]" if event.actor else ""
+        say((stamp, "dim"), " ", (event.event, "bold"), who, " ", event.message)
 
 
 def _act(
