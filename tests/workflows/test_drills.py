@@ -110,3 +110,14 @@ def test_run_due_needs_a_shared_broker(store: None) -> None:
     refused = CliRunner().invoke(main, ["drills", "run-due"])
     assert refused.exit_code == 1
     assert "drills need a shared broker (set FERRYMAN_BROKER_URL)" in refused.output
+
+
+def test_the_beat_sends_the_drill_tick_every_minute_to_the_engine_queue() -> None:
+    from workers.app import create_app
+    from workflows.settings import Settings
+    from workflows.steps import DRILL_TICK, ENGINE_QUEUE, TASK_DRILLS
+
+    app = create_app(Settings(database_url="sqlite://"))
+    entry = app.conf.beat_schedule["ferryman-drills"]
+    assert entry["task"] == TASK_DRILLS and entry["schedule"] == DRILL_TICK == 60.0
+    assert entry["options"]["queue"] == ENGINE_QUEUE

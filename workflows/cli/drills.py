@@ -160,3 +160,27 @@ def run_due(now: str | None, as_json: bool) -> None:
             error_line(line)
     if result.errors:
         stop(Exit.FAILED)
+
+
+@drills_group.command("beat")
+@click.option(
+    "--schedule-file",
+    default=None,
+    help="Where Celery beat keeps when it last sent the tick (default: a new temporary file).",
+)
+def beat_cmd(schedule_file: str | None) -> None:
+    """Run Celery beat: every minute it asks a worker to start the drills that are due. Run
+    one per deployment (a second one starts nothing twice, it only ticks twice)."""
+    import tempfile
+    from pathlib import Path
+
+    from workflows.runtime import create_app
+
+    loaded = _settings()
+    if loaded.embedded:
+        error_line("the beat needs a shared broker: set FERRYMAN_BROKER_URL")
+        stop(Exit.FAILED)
+        return
+    path = schedule_file or str(Path(tempfile.mkdtemp(prefix="ferryman-beat-")) / "schedule")
+    app = create_app(loaded)
+    app.Beat(schedule=path, loglevel="INFO", quiet=True).run()
