@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Callable
 
-from workflows.waiting import wait_until
+from workflows.waiting import apoll, poll, wait_until
 
 
 class Clock:
@@ -73,3 +75,40 @@ def test_lateness_stretches_pauses_with_the_time_waited_up_to_the_cap() -> None:
     assert found == "up"
     assert clock.pauses[:5] == [1, 1, 1, 1.5, 2.25]  # half the time waited, at least 1 s
     assert max(clock.pauses) == 8 and clock.now >= 60
+
+
+def test_poll_yields_every_look_until_the_caller_stops() -> None:
+    clock = Clock()
+    seen: list[float] = []
+    for now in poll(lambda: clock.now, timeout=10, interval=0.5, clock=clock, sleep=clock.sleep):
+        seen.append(now)
+        if now >= 1.5:
+            break  # what was followed has ended: no pause after the last look
+    assert seen == [0.0, 0.5, 1.0, 1.5] and clock.pauses == [0.5, 0.5, 0.5]
+
+
+def test_poll_runs_out_at_the_deadline_after_a_last_look_there() -> None:
+    clock = Clock()
+    seen = list(poll(lambda: clock.now, timeout=1.0, interval=0.4, clock=clock, sleep=clock.sleep))
+    assert seen == [0.0, 0.4, 0.8, 1.0]
+
+
+def test_apoll_awaits_each_look_and_sleeps_without_blocking() -> None:
+    clock = Clock()
+
+    async def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        await asyncio.sleep(0)
+
+    async def look() -> float:
+        return clock.now
+
+    async def follow() -> list[float]:
+        seen = []
+        async for now in apoll(look, timeout=math.inf, interval=2, clock=clock, sleep=sleep):
+            seen.append(now)
+            if len(seen) == 4:
+                break
+        return seen
+
+    assert asyncio.run(follow()) == [0, 2, 4, 6] and clock.pauses == [2, 2, 2]

@@ -8,8 +8,8 @@ or plan, 409 the run is not in a state for that, 422 invalid input.
 
 from __future__ import annotations
 
-import asyncio
 import json
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -27,15 +27,17 @@ from plans.errors import ConfigurationError, FerrymanError
 from plans.problems import PlanInvalid
 from workflows import report
 from workflows.api import actions
-from workflows.api.auth import Administrator, Caller, Reader
+from workflows.api.auth import Administrator, Caller, Reader, record_denial
 from workflows.api.services import Services
 from workflows.compiler import RunOperation
+from workflows.drills import DrillScheduleNotFound
 from workflows.engine import RunStateError
 from workflows.notifications import WebhookNotFound
 from workflows.operations import Outcome
 from workflows.statuses import TERMINAL_RUN, RunStatus
 from workflows.store import Conflict, Run, RunNotFound, repository
 from workflows.tokens import Permission, Principal
+from workflows.waiting import apoll
 
 API = "/api/v1"
 FOLLOW_INTERVAL = 0.5  # seconds between reads of a followed run
@@ -124,7 +126,7 @@ def run_summary(run: Run) -> dict[str, Any]:
 def _status_for(exc: FerrymanError) -> int:
     if isinstance(exc, actions.Forbidden):
         return 403
-    if isinstance(exc, RunNotFound | UnknownPlan | WebhookNotFound):
+    if isinstance(exc, RunNotFound | UnknownPlan | WebhookNotFound | DrillScheduleNotFound):
         return 404
     if isinstance(exc, RunStateError | Conflict):
         return 409
@@ -148,7 +150,7 @@ def _one_line(exc: Exception) -> str:
 
 def create_app(services: Services) -> FastAPI:
     """The API and console over ``services``."""
-    from workflows.api import console, metrics
+    from workflows.api import console, drill_routes, metrics
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -179,11 +181,21 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
 
     @app.exception_handler(FerrymanError)
-    async def ferryman_error(_request: Request, exc: FerrymanError) -> JSONResponse:
+    async def ferryman_error(request: Request, exc: FerrymanError) -> JSONResponse:
+        if isinstance(exc, actions.Forbidden):
+            await run_in_threadpool(
+                record_denial,
+                request,
+                403,
+                str(exc),
+                principal=exc.principal,
+                needed=exc.needed,
+            )
         return JSONResponse({"detail": _one_line(exc)}, status_code=_status_for(exc))
 
     app.include_router(system_router())
     app.include_router(api_router(), prefix=API)
+    app.include_router(drill_routes.router(), prefix=API)
     app.include_router(metrics.router())
     app.include_router(console.router())
     app.mount("/static", StaticFiles(packages=[("workflows.api", "static")]), name="static")
@@ -598,11 +610,21 @@ def _follow_state(services: Services, run_id: str) -> dict[str, Any]:
 async def _events(
     request: Request, services: Services, run_id: str, first: dict[str, Any]
 ) -> AsyncIterator[str]:
-    state: dict[str, Any] | None = first
+    """``run`` each time the run's report changes (the first at once), ``end`` once it has
+    finished; stops when the client goes away."""
+    pending: list[dict[str, Any]] = [first]
+
+    async def look() -> dict[str, Any] | None:
+        if pending:
+            return pending.pop()
+        if await request.is_disconnected():
+            return None
+        return await run_in_threadpool(_follow_state, services, run_id)
+
     last = ""
-    while True:
+    async for state in apoll(look, timeout=math.inf, interval=FOLLOW_INTERVAL):
         if state is None:
-            state = await run_in_threadpool(_follow_state, services, run_id)
+            return
         payload = json.dumps(state, separators=(",", ":"), default=str)
         if payload != last:
             last = payload
@@ -610,8 +632,3 @@ async def _events(
         if RunStatus(state["run"]["status"]) in TERMINAL_RUN:
             yield f"event: end\ndata: {json.dumps({'status': state['run']['status']})}\n\n"
             return
-        state = None
-        for _ in range(int(FOLLOW_INTERVAL / 0.1)):
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(0.1)

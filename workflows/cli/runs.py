@@ -11,7 +11,6 @@ the command says so and exits 3, and the workers send it when the broker is back
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -25,11 +24,13 @@ from workflows.cli.output import Exit, console, notice, say, stop, styled
 from workflows.compiler import CompiledRun, StageKind
 from workflows.operations import FOLLOW_UP_COMMANDS, Operations, Outcome
 from workflows.options import validate_options
+from workflows.progress import ProgressLines, describe_progress, running_progress
 from workflows.runtime import BrokerUnavailable, Runtime, build_runtime, for_command, open_store
 from workflows.settings import Settings
 from workflows.statuses import TERMINAL_RUN, RunStatus
 from workflows.store import Run, repository
 from workflows.tokens import local_actor
+from workflows.waiting import poll
 
 SETTLED = [*TERMINAL_RUN, RunStatus.WAITING, RunStatus.COMPENSATING]
 UNSUCCESSFUL = {
@@ -308,7 +309,7 @@ def _store() -> Iterator[tuple[Settings, Any]]:
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
 def show(run_id: str, as_json: bool) -> None:
     """A run's progress table and its open gate, if any."""
-    from workflows.progress import snapshot
+    from workflows.progress import snapshot, step_progress
 
     with _store() as (_loaded, db):
         with db.session() as session:
@@ -317,7 +318,14 @@ def show(run_id: str, as_json: bool) -> None:
         if as_json:
             data = run_json(found)
             data["steps"] = [
-                {"key": s.key, "vm": s.vm, "kind": s.kind, "status": s.status, "error": s.error}
+                {
+                    "key": s.key,
+                    "vm": s.vm,
+                    "kind": s.kind,
+                    "status": s.status,
+                    "error": s.error,
+                    "progress": step_progress(s),
+                }
                 for s in steps
             ]
             click.echo(json.dumps(data, indent=2))
@@ -364,44 +372,68 @@ def follow(run_id: str, as_json: bool, timeout: float, interval: float) -> None:
     with _store() as (_loaded, db):
         with db.session() as session:
             target = repository.get_run(session, run_id=run_id, with_inputs=False)
-        seen = 0
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def look() -> tuple[Run, list[Any], dict[str, dict[str, Any]]]:
             with db.session() as session:
-                current = repository.get_run(session, run_id=target.id, with_inputs=False)
-                events = repository.events_of(session, run_id=target.id)
+                run = repository.get_run(session, run_id=target.id, with_inputs=False)
+                return (
+                    run,
+                    repository.events_of(session, run_id=target.id),
+                    running_progress(session, run),
+                )
+
+        seen = 0
+        current = target
+        moved = ProgressLines()  # a long step's percent and bytes, as its worker records them
+        for current, events, figures in poll(look, timeout=timeout, interval=interval):
             for event in events:
                 if event.id is not None and event.id <= seen:
                     continue
                 seen = event.id or seen
-                if as_json:
-                    click.echo(
-                        json.dumps(
-                            {
-                                "run": target.id,
-                                "at": event.at.isoformat() if getattr(event, "at", None) else None,
-                                "event": event.event,
-                                "actor": event.actor,
-                                "message": event.message,
-                            }
-                        )
-                    )
-                else:
-                    stamp = f"{event.at:%H:%M:%S}" if getattr(event, "at", None) else ""
-                    who = f" [{event.actor}]" if event.actor else ""
-                    say((stamp, "dim"), " ", (event.event, "bold"), who, " ", event.message)
+                _print_event(target.id, event, as_json)
+            for key, progress in moved.changed(figures):
+                _print_progress(target.id, key, progress, as_json)
             if RunStatus(current.status) in TERMINAL_RUN:
                 break
-            if time.monotonic() >= deadline:
-                say(f"run {current.id} is still {current.status} after {timeout:g} s")
-                stop(Exit.FAILED)
-            time.sleep(interval)
+        else:
+            say(f"run {current.id} is still {current.status} after {timeout:g} s")
+            stop(Exit.FAILED)
     if as_json:
         click.echo(
             json.dumps({"run": current.id, "status": current.status, "error": current.error})
         )
         stop(Exit.FAILED if RunStatus(current.status) in UNSUCCESSFUL else Exit.DONE)
     _finish(current)
+
+
+def _print_progress(run_id: str, key: str, figures: dict[str, Any], as_json: bool) -> None:
+    """A running step's progress: a JSON object (event ``step_progress``), or a line."""
+    if as_json:
+        line = {"run": run_id, "event": "step_progress", "step": key, "progress": figures}
+        click.echo(json.dumps(line))
+    else:
+        say(("progress", "bold"), f" {key}: {describe_progress(figures)}")
+
+
+def _print_event(run_id: str, event: Any, as_json: bool) -> None:
+    """One event of a followed run: a JSON object, or a line with its time and actor."""
+    at = getattr(event, "at", None)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "run": run_id,
+                    "at": at.isoformat() if at else None,
+                    "event": event.event,
+                    "actor": event.actor,
+                    "message": event.message,
+                }
+            )
+        )
+    else:
+        stamp = f"{at:%H:%M:%S}" if at else ""
+        who = f" [{event.actor}]" if event.actor else ""
+        say((stamp, "dim"), " ", (event.event, "bold"), who, " ", event.message)
 
 
 def _act(
