@@ -39,6 +39,7 @@ from workflows.inputs import undo_json
 from workflows.statuses import StepStatus
 from workflows.steps import (
     TASK_ADVANCE,
+    TASK_DRILLS,
     TASK_SCRIPT,
     TASK_VM,
     HostRef,
@@ -614,6 +615,17 @@ def register(app: Celery, engine: Engine, executor: Executor | None = None) -> N
         again at once instead.
         """
         return run_unit(self, run_id=run_id, unit=unit, unit_key=unit_key)
+
+    @app.task(name=TASK_DRILLS, shared=False, ignore_result=True)
+    def drills_tick(now: str | None = None) -> dict[str, Any]:
+        """Start the scheduled drills that are due and move started ones on (Celery beat
+        sends this every minute; a tick at the same time as another starts nothing twice)."""
+        from datetime import datetime
+
+        from workflows.drills import Drills, plans_loader
+
+        moment = datetime.fromisoformat(now) if now else None
+        return Drills(engine, plans_loader(settings)).tick(moment).to_json()
 
     @app.task(name=TASK_ADVANCE, **{**options, "retries": Retries(poll)})
     def advance(self: Task, *, run_id: str, stage: int) -> str:

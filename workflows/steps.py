@@ -241,6 +241,8 @@ def interrupted_script(run_id: str, spec: StepSpec, attempts: int) -> str:
 TASK_VM = "ferryman.vm.steps"
 TASK_SCRIPT = "ferryman.script.run"
 TASK_ADVANCE = "ferryman.engine.advance"
+TASK_DRILLS = "ferryman.drills.tick"  # sent by Celery beat every DRILL_TICK seconds
+DRILL_TICK = 60.0
 
 
 def site_queue(site: str) -> str:
