@@ -4,9 +4,10 @@ Plan files name other files (includes, script files, credential and TSIG key fil
 plan may come from someone less trusted than the process that reads it. Every such file is
 therefore:
 
-- resolved (symbolic links followed) and required to lie under an allowed root: the folder of
-  the plan file by default, other folders only when configured (``FERRYMAN_PLAN_ROOTS`` for
-  plan files and scripts, ``FERRYMAN_SECRET_ROOTS`` for secrets);
+- resolved (symbolic links followed) and required to lie under an allowed root: for includes
+  and scripts the folder of the plan file, other folders only when configured
+  (``FERRYMAN_PLAN_ROOTS``); for secrets the folders an administrator keeps them in
+  (:func:`secret_roots`), others only when configured (``FERRYMAN_SECRET_ROOTS``);
 - opened without blocking (a FIFO cannot hang the reader) and required to be a regular file
   (``/dev/zero``, FIFOs, sockets and devices are refused);
 - read with a size limit and a deadline, never into unbounded memory.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from plans.errors import ConfigurationError
@@ -30,6 +31,9 @@ READ_TIMEOUT = 5.0  # seconds to read one file; a regular file on a healthy disk
 
 PLAN_ROOTS_VARIABLE = "FERRYMAN_PLAN_ROOTS"
 SECRET_ROOTS_VARIABLE = "FERRYMAN_SECRET_ROOTS"
+# Secret folders of a system install and of container runtimes (Docker, Compose, Kubernetes);
+# a user install adds $XDG_CONFIG_HOME/ferryman (see default_secret_roots).
+SYSTEM_SECRET_ROOTS = ("/etc/ferryman", "/run/secrets")
 
 # Kernel pseudo-filesystems: their "regular" files are views of process memory, environment
 # and devices, never secrets an operator stored.
@@ -52,20 +56,42 @@ def configured_roots(variable: str) -> list[str]:
     return [os.path.realpath(part) for part in raw.split(os.pathsep) if part.strip()]
 
 
-def secret_roots() -> list[str] | None:
-    """Folders secrets may be read from, or None when none are configured.
+def default_secret_roots(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Where secrets may be read from when ``FERRYMAN_SECRET_ROOTS`` is not set.
 
-    ``FERRYMAN_SECRET_ROOTS`` lists them; systemd's ``$CREDENTIALS_DIRECTORY`` is always one
-    when it is set. None means no folder was configured: any regular file outside the kernel's
-    pseudo-filesystems may then be read.
+    The folders an administrator keeps secrets in, and that only they (or the secret's owner)
+    can write: ``/etc/ferryman`` for a system install, ``/run/secrets`` where Docker, Compose
+    and Kubernetes mount secrets, and ``$XDG_CONFIG_HOME/ferryman`` (``~/.config/ferryman``)
+    for a user install. A plan's own folder is not one: plans are shared and versioned,
+    secrets must not be, and the workers that read a secret have no plan folder.
     """
-    roots = configured_roots(SECRET_ROOTS_VARIABLE)
+    env = os.environ if environ is None else environ
+    roots = list(SYSTEM_SECRET_ROOTS)
+    config = env.get("XDG_CONFIG_HOME", "").strip()
+    if not config or not os.path.isabs(config):  # the XDG rule: a relative value is ignored
+        home = env.get("HOME", "").strip() or os.path.expanduser("~")
+        config = os.path.join(home, ".config") if os.path.isabs(home) else ""
+    if config:
+        roots.append(os.path.join(config, "ferryman"))
+    return [os.path.realpath(root) for root in roots]
+
+
+def secret_roots(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The folders secret files (credentials, TSIG keys) may be read from, resolved.
+
+    ``FERRYMAN_SECRET_ROOTS`` lists them when it is set, replacing
+    :func:`default_secret_roots`; systemd's ``$CREDENTIALS_DIRECTORY`` is always one when it
+    is set, since systemd makes it for this service alone.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get(SECRET_ROOTS_VARIABLE, "")
+    roots = [os.path.realpath(part) for part in raw.split(os.pathsep) if part.strip()]
     if not roots:
-        return None
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY", "").strip()
+        roots = default_secret_roots(env)
+    credentials = env.get("CREDENTIALS_DIRECTORY", "").strip()
     if credentials:
-        roots.append(os.path.realpath(credentials))
-    return roots
+        roots.insert(0, os.path.realpath(credentials))
+    return list(dict.fromkeys(roots))
 
 
 def within(path: str, roots: Iterable[str]) -> bool:
@@ -92,24 +118,26 @@ def resolve_under(path: str | Path, roots: Sequence[str], *, what: str, hint: st
 
 
 def resolve_secret(path: str | Path, *, what: str = "secret file") -> str:
-    """A secret file's resolved path, refused outside the configured secret roots."""
+    """A secret file's resolved path (symbolic links followed), refused outside
+    :func:`secret_roots` and in the kernel's pseudo-filesystems whatever the roots say."""
     try:
         real = os.path.realpath(path)
     except (ValueError, OSError):
         raise FileRefused(f"{what} {str(path)!r} is not a usable file name") from None
-    roots = secret_roots()
-    if roots is None:
-        if within(real, PSEUDO_ROOTS):
-            raise FileRefused(
-                f"{what} {str(path)!r} is in a kernel pseudo-filesystem "
-                f"({', '.join(PSEUDO_ROOTS)}), not a stored secret; point at a regular file"
-            )
-        return real
-    if not within(real, roots):
+    if within(real, PSEUDO_ROOTS):
         raise FileRefused(
-            f"{what} {str(path)!r} is outside the allowed secret folders "
-            f"({', '.join(roots) or 'none'}); move it there or add its folder to "
-            f"{SECRET_ROOTS_VARIABLE}"
+            f"{what} {str(path)!r} is in a kernel pseudo-filesystem "
+            f"({', '.join(PSEUDO_ROOTS)}), not a stored secret; point at a regular file"
+        )
+    roots = secret_roots()
+    if not within(real, roots):
+        shown = repr(str(path))
+        if real != os.path.abspath(path):  # a link: say where it leads
+            shown += f" (a link to {real!r})"
+        raise FileRefused(
+            f"{what} {shown} is outside the allowed secret folders ({', '.join(roots)}); move it "
+            f"into one, or set {SECRET_ROOTS_VARIABLE} to the folders to allow (separated by "
+            f"'{os.pathsep}')"
         )
     return real
 

@@ -27,12 +27,15 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from plans.names import check_name, url_problem
+from plans.names import check_name, check_text, url_problem
 
 # --- shared pieces -------------------------------------------------------------------------
 
 Name = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(check_name)]
 """Names of sites, hosts, VMs, networks, zones, groups, actions, plans: see plans.names."""
+
+FreeText = Annotated[str, AfterValidator(check_text)]
+"""Descriptions and instructions: printable text, line breaks and tabs; see plans.names."""
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -466,8 +469,8 @@ class ManualAction(_ActionBase):
 
     kind: Literal["manual"]
     """``manual``."""
-    instructions: str
-    """What the operator must do before approving."""
+    instructions: FreeText
+    """What the operator must do before approving (no control characters but line breaks, tabs)."""
     timeout: Seconds | None = None
     """How long to wait for a decision; default: forever."""
     on_timeout: Literal["fail", "continue"] = "fail"
@@ -557,8 +560,8 @@ class RecoveryPlan(Model):
 
     pairing: Name
     """The pairing (under ``fabric.pairings``) whose VMs the plan recovers."""
-    description: str = ""
-    """Free text shown in reports."""
+    description: FreeText = ""
+    """Free text shown in reports (no control characters but line breaks and tabs)."""
     rto: Seconds | None = None
     """Recovery time objective; reports compare the run's duration with it."""
     on_group_failure: Literal["stop", "continue"] = "stop"

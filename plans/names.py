@@ -10,6 +10,11 @@ Names travel to hosts, terminals, logs and reports, so they keep to one rule (se
 - no invisible characters (U+200B-U+200D, U+2060, U+FEFF), which make two names look equal;
 - no leading or trailing white space.
 
+Free text (a plan's description, a manual action's instructions, an operator's comment or
+notes) may hold any printable text, line breaks and tabs, but no other control character
+(C0, DEL, C1) and no bidirectional embedding, override or isolate (U+202A-U+202E,
+U+2066-U+2069), which reorder what a reader sees; a CR LF line break is read as LF.
+
 DNS names keep to RFC 1035/1123: labels of 1 to 63 letters, digits, hyphens (and the
 underscore of service labels), no hyphen at either end of a label, at most 253 characters.
 """
@@ -20,10 +25,17 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
+from plans.errors import ConfigurationError
+
 BIDI_CONTROLS = frozenset(
     "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 )
 INVISIBLE = frozenset("\u200b\u200c\u200d\u2060\ufeff")
+# The controls that reorder a run of text (embeddings, overrides, isolates); the marks
+# (U+061C, U+200E, U+200F) only set the direction of neighbouring neutrals, and right-to-left
+# text needs them, so free text may hold those.
+BIDI_REORDERING = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+TEXT_WHITESPACE = frozenset("\n\t")
 
 MAX_DNS_NAME = 253
 MAX_DNS_LABEL = 63
@@ -59,6 +71,55 @@ def check_name(text: str) -> str:
     if problem:
         raise ValueError(f"name {_shown(text)} {problem}")
     return text
+
+
+def text_problem(text: str, *, lines: bool = True) -> str | None:
+    """Why ``text`` cannot be free text, or None when it can.
+
+    Tabs are allowed, and line breaks (LF, or CR LF) unless ``lines`` is False (one-line text
+    such as an actor's name). The position is given as line and column within the text.
+    """
+    line, column = 1, 0
+    for index, ch in enumerate(text):
+        column += 1
+        if ch == "\t":
+            continue
+        if lines and ch == "\n":
+            line, column = line + 1, 0
+            continue
+        if lines and ch == "\r" and text[index + 1 : index + 2] == "\n":
+            continue  # CR LF is one line break
+        code = ord(ch)
+        if code < 0x20 or code == 0x7F or 0x80 <= code <= 0x9F:
+            allowed = "line breaks and tabs" if lines else "tabs"
+            return (
+                f"contains the control character {_code(ch)} at line {line}, column {column} "
+                f"of the text; only {allowed} may be in it"
+            )
+        if ch in BIDI_REORDERING:
+            return (
+                f"contains the bidirectional control {_code(ch)} at line {line}, column "
+                f"{column} of the text, which makes it display differently from what it is; "
+                "remove it"
+            )
+    return None
+
+
+def check_text(text: str) -> str:
+    """Pydantic validator: free ``text`` with CR LF read as LF, else ValueError saying why."""
+    problem = text_problem(text)
+    if problem:
+        raise ValueError(f"text {problem}")
+    return text.replace("\r\n", "\n")
+
+
+def require_text(text: str, what: str, *, lines: bool = True) -> str:
+    """Free ``text`` an operator gave at run time (``what`` names it: "comment", "by"), with
+    CR LF read as LF; ConfigurationError saying why when it is not free text."""
+    problem = text_problem(text, lines=lines)
+    if problem:
+        raise ConfigurationError(f"{what} {problem}")
+    return text.replace("\r\n", "\n") if lines else text
 
 
 def _shown(text: str) -> str:

@@ -589,7 +589,8 @@ def plan_names_are_unique(
 def plan_vms_stay_connected(
     fabric: Fabric, plans: dict[str, RecoveryPlan], context: RuleContext
 ) -> Iterator[Finding]:
-    """Warn about plan VMs on networks with no mapping: failover leaves them disconnected."""
+    """Warn about each adapter of a plan VM whose network has no mapping: failover connects
+    every other adapter by its own network's mapping and leaves that one unconnected."""
     for name, plan in plans.items():
         pairing = fabric.pairings.get(plan.pairing)
         if pairing is None:
@@ -602,15 +603,24 @@ def plan_vms_stay_connected(
                 protected = pairing.vms.get(plan_vm.name)
                 if protected is None:
                     continue
-                for network in protected.networks:
+                for index, network in enumerate(protected.networks, start=1):
                     if network not in networks:
                         continue  # an unknown network is reported as an error already
                     if fabric.mapping_for(site, network) is None:
+                        # the n-th adapter goes to the n-th network's mapping at failover
+                        others = len(protected.networks) - 1
+                        rest = (
+                            f"; its other {others} adapter(s) are connected by their own "
+                            "networks' mappings"
+                            if others
+                            else ""
+                        )
                         yield Finding(
                             ("plans", name, "groups", g, "vms", v),
-                            f"VM {plan_vm.name!r} is on network {network!r}, which has no "
-                            "network mapping: it will be disconnected after failover (map "
-                            f"{site}/{network} in fabric.network_mappings)",
+                            f"adapter {index} of VM {plan_vm.name!r} is on network "
+                            f"{network!r}, which has no network mapping: that adapter is left "
+                            f"unconnected after failover{rest} (map {site}/{network} in "
+                            "fabric.network_mappings)",
                             WARNING,
                         )
 

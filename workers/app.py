@@ -18,7 +18,7 @@ from celery.backends.redis import RedisBackend
 
 from workers.compat import serialise_ast_parse
 from workflows.settings import Settings
-from workflows.steps import ENGINE_QUEUE, site_queue
+from workflows.steps import DRILL_TICK, ENGINE_QUEUE, TASK_DRILLS, site_queue
 
 MEMORY_POLLING_INTERVAL = 0.005  # the memory transport otherwise polls once a second
 AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
@@ -119,6 +119,15 @@ def create_app(settings: Settings, *, name: str = "ferryman") -> Celery:
         worker_pool="threads",
         worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,
+        # ``celery -A workers.app beat`` (one per deployment) asks a worker every minute to
+        # start the scheduled drills that are due (the schedules are in the store)
+        beat_schedule={
+            "ferryman-drills": {
+                "task": TASK_DRILLS,
+                "schedule": DRILL_TICK,
+                "options": {"queue": ENGINE_QUEUE, "expires": DRILL_TICK},
+            }
+        },
     )
     if is_rabbitmq(settings.broker_url):
         # quorum queues (replicated, durable, poison messages counted) for the engine's and

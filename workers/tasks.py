@@ -30,6 +30,7 @@ from sqlmodel import Session
 from plans.errors import FerrymanError, TransientError
 from workers.errors import retryable
 from workers.heartbeat import Heartbeat
+from workers.progress import StepProgress
 from workflows import decide
 from workflows.compiler import CompiledRun
 from workflows.decide import GiveUp, RetryLater, StepVerdict, UnitMove
@@ -39,6 +40,7 @@ from workflows.inputs import undo_json
 from workflows.statuses import StepStatus
 from workflows.steps import (
     TASK_ADVANCE,
+    TASK_DRILLS,
     TASK_SCRIPT,
     TASK_VM,
     HostRef,
@@ -322,7 +324,10 @@ class UnitRunner:
             return verdict, None
         step, delivery, prior = done.step, done.delivery, done.prior
         try:
-            with self.heartbeat.holding(step.id or 0, delivery):
+            with (
+                self.heartbeat.holding(step.id or 0, delivery),
+                StepProgress(self.engine.db, step, delivery) as progress,
+            ):
                 ctx = self.executor.context(
                     run_id,
                     failover_type,
@@ -331,6 +336,7 @@ class UnitRunner:
                     prior,
                     attempt=step.attempts,
                 )
+                progress.attach(ctx)  # a long step's figures go to its record, throttled
                 outcome = self.executor.run_step(ctx, spec)
         except Retry:
             raise
@@ -614,6 +620,17 @@ def register(app: Celery, engine: Engine, executor: Executor | None = None) -> N
         again at once instead.
         """
         return run_unit(self, run_id=run_id, unit=unit, unit_key=unit_key)
+
+    @app.task(name=TASK_DRILLS, shared=False, ignore_result=True)
+    def drills_tick(now: str | None = None) -> dict[str, Any]:
+        """Start the scheduled drills that are due and move started ones on (Celery beat
+        sends this every minute; a tick at the same time as another starts nothing twice)."""
+        from datetime import datetime
+
+        from workflows.drills import Drills, plans_loader
+
+        moment = datetime.fromisoformat(now) if now else None
+        return Drills(engine, plans_loader(settings)).tick(moment).to_json()
 
     @app.task(name=TASK_ADVANCE, **{**options, "retries": Retries(poll)})
     def advance(self: Task, *, run_id: str, stage: int) -> str:

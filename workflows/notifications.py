@@ -1,8 +1,10 @@
 """Webhook notifications: a run waits at a gate, fails or succeeds; a VM's RPO is at risk.
 
-Webhooks live in the store (global, or for one plan). :func:`collect` turns new audit events
-(and replication readings) into one :class:`~workflows.store.tables.WebhookDelivery` per
-webhook and subject (a unique pair, so two processes never notify twice); :func:`deliver`
+Webhooks live in the store (global, or for one plan). What they are told about is written to
+the notification outbox in the transaction that records it (:mod:`workflows.store.outbox` for
+gates and run ends, :func:`notify` for drills); :func:`collect` turns outbox rows (and
+replication readings) into one :class:`~workflows.store.tables.WebhookDelivery` per webhook
+and subject (a unique pair, so two processes never notify twice); :func:`deliver`
 POSTs the due ones and records every attempt, retrying with exponential backoff until a 2xx
 or ``max_attempts``. :class:`Notifier` does both in a thread of ``ferryman serve``.
 
@@ -33,13 +35,13 @@ from sqlmodel import Session, col, select
 
 from plans.credentials import SecretRef
 from plans.errors import ConfigurationError, FerrymanError
-from workflows.events import EventKind
+from plans.files import FileRefused, resolve_secret
 from workflows.store import AuditEvent, Database, Run, utcnow
-from workflows.store.tables import Webhook, WebhookDelivery
+from workflows.store.tables import NotificationOutbox, Webhook, WebhookDelivery
 
 log = logging.getLogger(__name__)
 
-SCAN_LIMIT = 1000  # audit events looked at per collection
+SCAN_LIMIT = 1000  # outbox rows taken per collection
 LEASE = timedelta(seconds=60)  # a claimed delivery is not taken by another process meanwhile
 AT_RISK = ("Warning", "Critical")
 
@@ -51,6 +53,9 @@ class NotificationEvent(enum.StrEnum):
     RUN_FAILED = "run_failed"
     RUN_SUCCEEDED = "run_succeeded"
     RPO_AT_RISK = "rpo_at_risk"
+    DRILL_SUCCEEDED = "drill_succeeded"
+    DRILL_FAILED = "drill_failed"
+    DRILL_MISSED = "drill_missed"
 
 
 class WebhookError(FerrymanError):
@@ -89,6 +94,11 @@ def create_webhook(
     if not url.startswith(("http://", "https://")):
         raise WebhookError(f"webhook url {url!r}: give an http:// or https:// URL")
     ref = SecretRef.parse(secret)  # refuses a literal key
+    if ref.scheme == "file":  # outside the secret folders it could never be read: say so now
+        try:
+            resolve_secret(ref.target, what="webhook secret file")
+        except FileRefused as exc:
+            raise WebhookError(str(exc)) from None
     chosen = sorted(set(events))
     unknown = [e for e in chosen if e not in NotificationEvent.__members__.values()]
     if unknown or not chosen:
@@ -146,73 +156,71 @@ def _add(session: Session, delivery: WebhookDelivery) -> bool:
         return False
 
 
-def _classify(event: AuditEvent) -> NotificationEvent | None:
-    if event.event == EventKind.GATE_OPENED:
-        return NotificationEvent.GATE_WAITING
-    if event.event == EventKind.FINISHED:
-        succeeded = event.message == "succeeded"
-        return NotificationEvent.RUN_SUCCEEDED if succeeded else NotificationEvent.RUN_FAILED
-    return None
-
-
 def collect(session: Session, readings: Callable[[], list[dict[str, Any]]] | None = None) -> int:
-    """Record the deliveries new audit events (and RPO readings) call for; returns how many."""
+    """Fan the outbox out into deliveries (and RPO readings into more); returns how many.
+
+    Each outbox row (written with the event it is about, see :mod:`workflows.store.outbox`)
+    becomes one delivery per enabled webhook that wants its event for its plan and existed
+    when it was written, and is then deleted. Two processes collecting at once take different
+    rows on PostgreSQL (``SKIP LOCKED``); on SQLite they take turns; a delivery's unique
+    webhook and subject keeps a row that both saw from being sent twice.
+    """
     hooks = list(session.exec(select(Webhook).where(Webhook.enabled == True)).all())  # noqa: E712
-    if not hooks:
-        return 0
-    low = min(h.since_event_id for h in hooks)
-    events = session.exec(
-        select(AuditEvent)
-        .where(
-            col(AuditEvent.id) > low,
-            col(AuditEvent.event).in_([EventKind.GATE_OPENED.value, EventKind.FINISHED.value]),
-        )
-        .order_by(col(AuditEvent.id))
-        .limit(SCAN_LIMIT)
-    ).all()
-    # the next collection starts after the last event looked at (not after the newest event
-    # of the table: one committed between the two reads would be passed over)
-    top = (events[-1].id or low) if events else low
+    query = select(NotificationOutbox).order_by(col(NotificationOutbox.id)).limit(SCAN_LIMIT)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = session.exec(query).all()
     added = 0
     runs: dict[str, Run | None] = {}
-    for event in events:
-        kind = _classify(event)
-        if kind is None:
-            continue
-        if event.run_id not in runs:
-            runs[event.run_id] = session.get(Run, event.run_id)
-        run = runs[event.run_id]
-        if run is None:
-            continue
+    for row in rows:
+        run: Run | None = None
+        if row.run_id:
+            if row.run_id not in runs:
+                runs[row.run_id] = session.get(Run, row.run_id)
+            run = runs[row.run_id]
+        payload: dict[str, Any] = {"event": row.event, **(row.payload or {})}
+        if run is not None:
+            payload["run"] = _run_json(run)
         for hook in hooks:
-            wanted = kind.value in hook.events and hook.plan in (None, run.plan)
-            if not wanted or (event.id or 0) <= hook.since_event_id:
+            if row.event not in hook.events or hook.plan not in (None, row.plan):
                 continue
-            payload = {
-                "event": kind.value,
-                "at": event.at.isoformat(),
-                "message": event.message,
-                "run": _run_json(run),
-            }
-            if kind is NotificationEvent.GATE_WAITING:
-                payload["gate"] = dict(event.data or {})
-            subject = f"audit:{event.id}"
+            if row.created_at < hook.created_at:  # written before the webhook was made
+                continue
             added += _add(
                 session,
                 WebhookDelivery(
                     webhook_id=hook.id or 0,
-                    event=kind.value,
-                    subject=subject,
-                    run_id=run.id,
+                    event=row.event,
+                    subject=row.subject,
+                    run_id=row.run_id,
                     payload=payload,
                 ),
             )
+        session.delete(row)
     if readings is not None and any(NotificationEvent.RPO_AT_RISK in h.events for h in hooks):
         added += _collect_rpo(session, hooks, readings())
-    for hook in hooks:
-        hook.since_event_id = max(hook.since_event_id, top)
-        session.add(hook)
     return added
+
+
+def notify(
+    session: Session,
+    event: NotificationEvent,
+    *,
+    subject: str,
+    payload: dict[str, Any],
+    plan: str | None = None,
+    run_id: str | None = None,
+) -> None:
+    """Queue a notification in the caller's transaction (it is sent once that commits)."""
+    session.add(
+        NotificationOutbox(
+            event=event.value,
+            subject=subject[:200],
+            plan=plan,
+            run_id=run_id,
+            payload={"at": utcnow().isoformat(), **payload},
+        )
+    )
 
 
 def _collect_rpo(session: Session, hooks: list[Webhook], readings: list[dict[str, Any]]) -> int:

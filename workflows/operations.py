@@ -1,6 +1,8 @@
 """What an operator can do to runs, in one implementation for the CLI, the HTTP API and the
 queue's commands: start, approve, reject, the follow-ups (cleanup, commit, cancel-failover,
-reverse), resume, cancel and compensate.
+reverse), resume, cancel and compensate. The free text they carry (who acted, a comment, notes,
+a reason) is refused with a ConfigurationError when it holds control characters
+(plans/FORMAT.md, "Free text").
 
 Each operation returns an :class:`Outcome` saying what happened: the run it acted on or
 started, whether the work was sent to the workers (``dispatched``: False when the broker was
@@ -17,6 +19,7 @@ from typing import Any
 
 from plans.errors import FerrymanError
 from plans.model import Direction, FailoverType
+from plans.names import require_text
 from workflows.compensation import compensate as start_compensation
 from workflows.compiler import RunOperation
 from workflows.engine import BundleLike, Engine, RunStateError
@@ -106,6 +109,7 @@ class Operations:
         ``on_recorded`` is told the run's id as soon as the run is committed, before its first
         stage is sent (a command prints it at once, whatever the broker does next).
         """
+        by = _actor(by)
         options = validate_options(failover_type, options)  # one schema for CLI, API, queue
         if idempotency_key:
             with self.engine.db.session() as session:
@@ -170,6 +174,7 @@ class Operations:
         self, run_id: str, approved: bool, *, by: str, comment: str, key: str | None
     ) -> Outcome:
         action = "approve" if approved else "reject"
+        by, comment = _actor(by), require_text(comment, "comment")
         run = self.get(run_id)
         if key:
             earlier = self._decision_with_key(run.id, key)
@@ -211,6 +216,7 @@ class Operations:
         self, run_id: str, operation: RunOperation, *, by: str, notes: str = ""
     ) -> Outcome:
         """Start a follow-up run (cleanup, commit, cancel-failover, reverse) of ``run_id``."""
+        by, notes = _actor(by), require_text(notes, "notes")
         target = self.get(run_id)
         return self._child(
             operation.value,
@@ -236,6 +242,7 @@ class Operations:
 
     def compensate(self, run_id: str, *, by: str) -> Outcome:
         """Undo a run's completed steps, newest first, as a linked compensation run."""
+        by = _actor(by)
         target = self.get(run_id)
         return self._child(
             "compensate", target, lambda: start_compensation(self.engine, target.id, by=by)
@@ -243,6 +250,7 @@ class Operations:
 
     def resume(self, run_id: str, *, by: str) -> Outcome:
         """Run a failed run's failed steps again and continue."""
+        by = _actor(by)
         target = self.get(run_id)
         try:
             self.engine.resume(target.id, by=by)
@@ -252,6 +260,7 @@ class Operations:
 
     def skip(self, run_id: str, *, by: str) -> Outcome:
         """Record a failed run's failed steps skipped (an operator checked them) and continue."""
+        by = _actor(by)
         target = self.get(run_id)
         try:
             self.engine.resume(target.id, by=by, skip_failed=True)
@@ -261,6 +270,7 @@ class Operations:
 
     def cancel(self, run_id: str, *, by: str, reason: str = "") -> Outcome:
         """Stop a run: nothing new starts; steps already running finish."""
+        by, reason = _actor(by), require_text(reason, "reason")
         target = self.get(run_id)
         self.engine.cancel(target.id, by=by, reason=reason)
         return Outcome("cancel", self._fresh(target.id))
@@ -275,6 +285,11 @@ class Operations:
         if child is None:  # nothing to undo: the run is marked compensated at once
             return Outcome(action, self._fresh(target.id), detail="nothing to undo")
         return Outcome(action, self._fresh(child.id), target)
+
+
+def _actor(by: str) -> str:
+    """Who acted: one line of free text (plans/FORMAT.md, "Free text")."""
+    return require_text(by, "by", lines=False)
 
 
 def _same_request(run: Run) -> str:

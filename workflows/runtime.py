@@ -313,20 +313,58 @@ def serve_triggers(
     settings: Settings, *, poll: float, announce: Callable[[str], None] = print
 ) -> None:
     """Consume ``ferryman.runs`` and start the runs it asks for, until interrupted."""
-    from kombu import Connection
-
-    from workers.app import transport_options
+    from workflows.steps import RUNS_QUEUE
     from workflows.triggers import TriggerConsumer, bundle_loader
 
     if settings.embedded:
         raise FerrymanError("triggers need a shared broker; set FERRYMAN_BROKER_URL")
+    loader = bundle_loader(settings.plan_paths)
+    _consume(
+        settings,
+        lambda engine, conn: TriggerConsumer(engine, conn, loader),
+        RUNS_QUEUE,
+        poll=poll,
+        announce=announce,
+    )
+
+
+def serve_commands(
+    settings: Settings, key: bytes, *, poll: float, announce: Callable[[str], None] = print
+) -> None:
+    """Carry out the signed operator commands of ``ferryman.commands`` until interrupted."""
+    from workflows.commands import COMMANDS_QUEUE, CommandConsumer
+
+    if settings.embedded:
+        raise FerrymanError("commands need a shared broker; set FERRYMAN_BROKER_URL")
+    _consume(
+        settings,
+        lambda engine, conn: CommandConsumer(engine, conn, key),
+        COMMANDS_QUEUE,
+        poll=poll,
+        announce=announce,
+    )
+
+
+def _consume(
+    settings: Settings,
+    consumer_for: Callable[[Engine, Any], Any],
+    queue: str,
+    *,
+    poll: float,
+    announce: Callable[[str], None],
+) -> None:
+    """Run the consumer of ``queue`` on the configured broker and store until interrupted."""
+    from kombu import Connection
+
+    from workers.app import transport_options
+
     for notice in settings.notices:
         log.warning("%s", notice)
     runtime = build_runtime(settings, client=True)
     try:
         with Connection(settings.broker_url, transport_options=transport_options(settings)) as conn:
-            consumer = TriggerConsumer(runtime.engine, conn, bundle_loader(settings.plan_paths))
-            announce(f"consuming ferryman.runs on {conn.as_uri()}; Ctrl-C stops")
+            consumer = consumer_for(runtime.engine, conn)
+            announce(f"consuming {queue} on {conn.as_uri()}; Ctrl-C stops")
             try:
                 consumer.run(poll=poll)
             except KeyboardInterrupt:

@@ -154,8 +154,9 @@ class Settings(BaseSettings):
     )
     secret_roots: list[str] = _setting(
         [],
-        "Folders credential and TSIG key files may come from (with $CREDENTIALS_DIRECTORY); "
-        "unset: anywhere but /proc, /sys and /dev.",
+        "Folders credential and TSIG key files (`file:`, `--key-file`) may come from, besides "
+        "$CREDENTIALS_DIRECTORY; unset: /etc/ferryman, /run/secrets and "
+        "$XDG_CONFIG_HOME/ferryman (~/.config/ferryman).",
         "paths separated by ':'",
     )
     retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy())

@@ -7,8 +7,10 @@ gets a fresh lab, plan files naming its endpoints and an app over the same store
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +136,55 @@ def stack(runtime: Runtime, tmp_path: Path, request: pytest.FixtureRequest) -> I
         finally:
             shared_cache().close()
             os.environ.pop(PASSWORD_VARIABLE, None)
+
+
+@dataclass
+class Receiver:
+    """A loopback HTTP server that records each request; the first ``fail_first`` get 503."""
+
+    fail_first: int = 1
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def received(self, event: str) -> list[dict[str, Any]]:
+        """Requests answered 200 for ``event``."""
+        return [r for r in self.requests if r["event"] == event and r["answer"] == 200]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    record = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            answer = 503 if len(record.requests) < record.fail_first else 200
+            record.requests.append(
+                {
+                    "event": self.headers["X-Ferryman-Event"],
+                    "timestamp": self.headers["X-Ferryman-Timestamp"],
+                    "signature": self.headers["X-Ferryman-Signature"],
+                    "body": body,
+                    "answer": answer,
+                }
+            )
+            self.send_response(answer)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            return
+
+    record.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=record.server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield record
+    finally:
+        record.server.shutdown()
+        record.server.server_close()

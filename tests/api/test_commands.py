@@ -73,11 +73,13 @@ def test_signed_commands_are_authorised_idempotent_and_refusals_dead_lettered(
             _send(conn, approve, key=b"another key")
             _send(conn, {**approve, "role": "operator", "principal": "bob"})
             _send(conn, {**approve, "gate": "other", "idempotency_key": "x"})
-            reasons = [dead.get(timeout=30).payload["reason"] for _ in range(4)]
+            _send(conn, {**approve, "comment": "ok\x1b[2J", "idempotency_key": "escape"})
+            reasons = [dead.get(timeout=30).payload["reason"] for _ in range(5)]
             assert reasons[0].startswith("unsigned")
             assert reasons[1].startswith("bad signature")
             assert reasons[2].startswith("unauthorised: bob has role operator")
             assert "waits at gate 'confirm-databases', not 'other'" in reasons[3]
+            assert reasons[4].startswith("comment contains the control character U+001B")
             assert server.status(run_id) == "waiting"  # none of them changed anything
 
             _send(conn, approve)

@@ -39,7 +39,7 @@ def test_warnings_pass_unless_strict(world: World) -> None:
     path = str(world.write())
     code, out, _ = run("validate", path)
     assert code == 0
-    assert "warning: VM 'mon-01' is on network 'mgmt-sto'" in out
+    assert "warning: adapter 1 of VM 'mon-01' is on network 'mgmt-sto'" in out
     assert out.splitlines()[-1] == "OK: 1 plan, 8 VMs (1 warning)"
     code, out, _ = run("validate", "--strict", path)
     assert code == 1

@@ -426,8 +426,8 @@ CASES = [
     Case(
         "vm-on-unmapped-network",
         [],
-        "VM 'mon-01' is on network 'mgmt-sto', which has no network mapping: it will be "
-        "disconnected after failover",
+        "adapter 1 of VM 'mon-01' is on network 'mgmt-sto', which has no network mapping: "
+        "that adapter is left unconnected after failover (map stockholm/mgmt-sto",
         "plans.three-tier.groups[2].vms[2]",
         Severity.WARNING,
         more=add_mon_01,

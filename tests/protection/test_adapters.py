@@ -150,8 +150,11 @@ def test_each_adapter_connects_to_its_own_networks_mapping(runtime: Runtime) -> 
         assert [a["Name"] for a in before] == ["Network Adapter", "Network Adapter"]
         assert [a["SwitchName"] for a in before] == [None, None]
         bundle = _bundle(_urls(lab), map_mgmt=True)
-        assert not [f for f in check_bundle(bundle.fabric, bundle.plans) if f.severity is WARNING
-                    and "network mapping" in f.message]
+        assert not [
+            f
+            for f in check_bundle(bundle.fabric, bundle.plans)
+            if f.severity is WARNING and "network mapping" in f.message
+        ]
 
         run = _failover(runtime, bundle)
 
@@ -174,6 +177,10 @@ def test_an_unmapped_adapter_stays_disconnected_and_is_warned_about(runtime: Run
             if f.severity is WARNING and "mgmt-sto" in f.message
         ]
         assert len(warnings) == 1 and VM in warnings[0]
+        # names the one adapter left unconnected, not the whole VM
+        assert warnings[0].startswith(f"adapter 2 of VM {VM!r} is on network 'mgmt-sto'")
+        assert "that adapter is left unconnected" in warnings[0]
+        assert "other 1 adapter(s) are connected by their own" in warnings[0]
         checks = static_checks(bundle.fabric, bundle.plans["multi"])
         assert [(c.verdict.value, c.detail) for c in checks if c.check == "network mapped"] == [
             ("pass", "corp-sto"),

@@ -23,6 +23,7 @@ from typing import Any, cast
 
 from plans import Bundle, load_bundle
 from tests.support.bind import BindServers
+from tests.support.secrets import SECRET_ROOTS_VARIABLE, suite_secret_roots
 from tests.support.servers import RedisServer, wait_for
 from workers.embedded import Runtime, build_runtime
 from workflows.demo import lab_topology, point_at_lab
@@ -94,7 +95,8 @@ class Stack:
         )
 
     def env(self) -> dict[str, str]:
-        """A worker process's environment: ``FERRYMAN_*`` from :meth:`settings`."""
+        """A worker process's environment: ``FERRYMAN_*`` from :meth:`settings`, and the secret
+        folders the test's key files lie in."""
         settings = self.settings()
         env = {k: v for k, v in os.environ.items() if not k.startswith("FERRYMAN_")}
         env.update(
@@ -113,6 +115,7 @@ class Stack:
         if settings.result_backend is not None:
             env["FERRYMAN_RESULT_BACKEND"] = settings.result_backend
         env[PASSWORD_VARIABLE] = self.password
+        env[SECRET_ROOTS_VARIABLE] = os.environ.get(SECRET_ROOTS_VARIABLE) or suite_secret_roots()
         env.update(self.extra_env)
         return env
 

@@ -24,6 +24,11 @@ TEST_OPERATIONS = frozenset({RunOperation.TEST, RunOperation.CLEANUP})
 class Forbidden(FerrymanError):
     """The principal's role does not allow the action; nothing was changed."""
 
+    def __init__(self, message: str, *, principal: Principal, needed: Permission) -> None:
+        super().__init__(message)
+        self.principal = principal
+        self.needed = needed
+
 
 def permission_for(operation: RunOperation | str) -> Permission:
     """What starting ``operation``, or acting on a run of it, requires."""
@@ -33,7 +38,11 @@ def permission_for(operation: RunOperation | str) -> Permission:
 def require(principal: Principal, permission: Permission, what: str) -> None:
     """Raise :class:`Forbidden` unless ``principal`` holds ``permission``."""
     if not principal.may(permission):
-        raise Forbidden(f"{principal.name} has role {principal.role.value}, which may not {what}")
+        raise Forbidden(
+            f"{principal.name} has role {principal.role.value}, which may not {what}",
+            principal=principal,
+            needed=permission,
+        )
 
 
 class Actions:

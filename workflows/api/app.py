@@ -27,9 +27,10 @@ from plans.errors import ConfigurationError, FerrymanError
 from plans.problems import PlanInvalid
 from workflows import report
 from workflows.api import actions
-from workflows.api.auth import Administrator, Caller, Reader
+from workflows.api.auth import Administrator, Caller, Reader, record_denial
 from workflows.api.services import Services
 from workflows.compiler import RunOperation
+from workflows.drills import DrillScheduleNotFound
 from workflows.engine import RunStateError
 from workflows.notifications import WebhookNotFound
 from workflows.operations import Outcome
@@ -125,7 +126,7 @@ def run_summary(run: Run) -> dict[str, Any]:
 def _status_for(exc: FerrymanError) -> int:
     if isinstance(exc, actions.Forbidden):
         return 403
-    if isinstance(exc, RunNotFound | UnknownPlan | WebhookNotFound):
+    if isinstance(exc, RunNotFound | UnknownPlan | WebhookNotFound | DrillScheduleNotFound):
         return 404
     if isinstance(exc, RunStateError | Conflict):
         return 409
@@ -149,7 +150,7 @@ def _one_line(exc: Exception) -> str:
 
 def create_app(services: Services) -> FastAPI:
     """The API and console over ``services``."""
-    from workflows.api import console, metrics
+    from workflows.api import console, drill_routes, metrics
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -177,14 +178,28 @@ def create_app(services: Services) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    if services.trusted is None:
+        from workflows.api.sso import TrustedHeader
+
+        services.trusted = TrustedHeader.from_env()
     app.state.services = services
 
     @app.exception_handler(FerrymanError)
-    async def ferryman_error(_request: Request, exc: FerrymanError) -> JSONResponse:
+    async def ferryman_error(request: Request, exc: FerrymanError) -> JSONResponse:
+        if isinstance(exc, actions.Forbidden):
+            await run_in_threadpool(
+                record_denial,
+                request,
+                403,
+                str(exc),
+                principal=exc.principal,
+                needed=exc.needed,
+            )
         return JSONResponse({"detail": _one_line(exc)}, status_code=_status_for(exc))
 
     app.include_router(system_router())
     app.include_router(api_router(), prefix=API)
+    app.include_router(drill_routes.router(), prefix=API)
     app.include_router(metrics.router())
     app.include_router(console.router())
     app.mount("/static", StaticFiles(packages=[("workflows.api", "static")]), name="static")

@@ -1,19 +1,29 @@
 """Authenticating a request: a bearer token, or the console's cookie holding one.
 
-A request without a valid token is answered 401 and one whose role lacks the permission 403,
-before anything changes. The console keeps the token in an HttpOnly, SameSite=Strict cookie;
+With single sign-on configured (:mod:`workflows.api.sso`), a request from the trusted proxy
+without a token is signed on by the proxy's header instead. A request without a valid token
+is answered 401 and one whose role lacks the permission 403,
+before anything changes; each refusal is written to the audit trail (event ``access_denied``:
+the principal when known, method, path, status and the permission with the roles granting it;
+never the token). The console keeps the token in an HttpOnly, SameSite=Strict cookie;
 a state-changing request authenticated by that cookie must also come from the console's own
 origin, so a page elsewhere cannot forge one.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
-from workflows.tokens import Permission, Principal, authenticate
+from workflows.api.sso import Refused, TrustedHeader
+from workflows.store import AuditEvent
+from workflows.tokens import GRANTS, Permission, Principal, Role, authenticate
+
+log = logging.getLogger(__name__)
+DENIED = "access_denied"
 
 COOKIE = "ferryman_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -44,37 +54,103 @@ def _same_origin(request: Request) -> bool:
     return scheme in ("http", "https") and rest.split("/", 1)[0] == host
 
 
-def current_principal(request: Request) -> Principal:
-    """The authenticated principal of ``request`` (401 without a valid token)."""
-    token, from_cookie = _token(request)
+def record_denial(
+    request: Request,
+    status: int,
+    reason: str,
+    *,
+    principal: Principal | None = None,
+    needed: Permission | None = None,
+) -> None:
+    """Write a refused request to the audit trail (a failure to write it is logged, and the
+    refusal stands)."""
+    principal = principal or getattr(request.state, "principal", None)
+    data = {
+        "method": request.method,
+        "path": request.url.path,
+        "status": status,
+        "principal": principal.name if principal else None,
+        "role": principal.role.value if principal else None,
+        "needed": needed.value if needed else None,
+        "roles": [r.value for r in Role if needed in GRANTS[r]] if needed else None,
+        "reason": reason,
+    }
+    where = f"{request.method} {request.url.path}"
+    try:
+        with request.app.state.services.db.session() as session:
+            session.add(
+                AuditEvent(
+                    run_id="",
+                    event=DENIED,
+                    actor=principal.actor if principal else "",
+                    message=f"{where} refused ({status}): {reason}",
+                    data=data,
+                )
+            )
+    except Exception:  # the refusal is answered whatever the store does
+        log.exception("could not record the refusal of %s", where)
+
+
+def authenticated(request: Request, *, audit: bool = True) -> Principal:
+    """The authenticated principal of ``request`` (401 without a valid token); ``audit``:
+    write a refusal to the audit trail (the console's sign-in check does not)."""
+
+    def refuse(status: int, reason: str, principal: Principal | None = None) -> HTTPException:
+        if audit:
+            record_denial(request, status, reason, principal=principal)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return HTTPException(status, reason, headers=headers)
+
+    try:
+        token, from_cookie = _token(request)
+    except HTTPException as exc:
+        raise refuse(exc.status_code, str(exc.detail)) from None
     if token is None:
-        raise HTTPException(
-            401,
-            "authentication required: send 'Authorization: Bearer TOKEN'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        trusted: TrustedHeader | None = request.app.state.services.trusted
+        user = request.headers.get(trusted.header) if trusted is not None else None
+        if trusted is not None and user is not None:
+            if not trusted.trusts(request.client.host if request.client else None):
+                raise refuse(401, f"the {trusted.header} header is believed only from the proxy")
+            try:
+                signed_on = trusted.principal(user)
+            except Refused as exc:
+                raise refuse(403, str(exc)) from None
+            if request.method not in SAFE_METHODS and not _same_origin(request):
+                raise refuse(
+                    403, "cross-site request refused: use the console's own pages", signed_on
+                )
+            request.state.principal = signed_on
+            return signed_on
+        raise refuse(401, "authentication required: send 'Authorization: Bearer TOKEN'")
     with request.app.state.services.db.session() as session:
         principal = authenticate(session, token)
     if principal is None:
-        raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
+        raise refuse(401, "unknown or revoked token")
     if from_cookie and request.method not in SAFE_METHODS and not _same_origin(request):
-        raise HTTPException(403, "cross-site request refused: use the console's own pages")
+        raise refuse(403, "cross-site request refused: use the console's own pages", principal)
+    request.state.principal = principal
     return principal
+
+
+def current_principal(request: Request) -> Principal:
+    """The authenticated principal of ``request`` (401 without a valid token)."""
+    return authenticated(request)
 
 
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
-def needs(permission: Permission) -> Callable[[Principal], Principal]:
+def needs(permission: Permission) -> Callable[[Request, Principal], Principal]:
     """A dependency that lets the request through only with ``permission``."""
 
-    def check(principal: Caller) -> Principal:
+    def check(request: Request, principal: Caller) -> Principal:
         if not principal.may(permission):
-            raise HTTPException(
-                403,
+            reason = (
                 f"{principal.name} has role {principal.role.value}, which does not grant "
-                f"{permission.value}",
+                f"{permission.value}"
             )
+            record_denial(request, 403, reason, principal=principal, needed=permission)
+            raise HTTPException(403, reason)
         return principal
 
     return check

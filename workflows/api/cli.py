@@ -9,8 +9,9 @@ as the local administrator, and says so in what it records.
 from __future__ import annotations
 
 import sys
-from contextlib import ExitStack
-from typing import Any
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.console import Console
@@ -21,12 +22,31 @@ from workflows.runtime import open_store
 from workflows.settings import Settings
 from workflows.tokens import Role, create_token, list_tokens, local_administrator, revoke_token
 
+if TYPE_CHECKING:
+    from workflows.store import Database
+
 console = Console()
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     console.print(f"[red]error:[/] {message}", soft_wrap=True)
     sys.exit(1)
+
+
+@contextmanager
+def _store() -> Iterator[Database]:
+    """The configured store, opened as every command opens it (a shared database must be
+    migrated first); a FerrymanError opening or using it ends the command with one line."""
+    try:
+        db = open_store(Settings.from_env())
+    except FerrymanError as exc:
+        _fail(str(exc))
+    try:
+        yield db
+    except FerrymanError as exc:
+        _fail(str(exc))
+    finally:
+        db.dispose()
 
 
 @click.command("serve")
@@ -76,33 +96,14 @@ def serve(host: str, port: int, log_level: str) -> None:
 def commands(key_ref: str, poll: float) -> None:
     """Carry out signed operator commands (approve, reject, cleanup, commit, cancel) from the
     ferryman.commands queue until interrupted; refused ones go to ferryman.commands.dead."""
-    from kombu import Connection
-
     from plans.credentials import SecretRef
-    from workflows.commands import CommandConsumer
-    from workflows.runtime import build_runtime, transport_options
+    from workflows.runtime import serve_commands
 
     try:
-        settings = Settings.from_env()
-        if settings.embedded:
-            raise FerrymanError("commands need a shared broker; set FERRYMAN_BROKER_URL")
         key = SecretRef.parse(key_ref).resolve().encode("utf-8")
-        runtime = build_runtime(settings, client=True)
+        serve_commands(Settings.from_env(), key, poll=poll, announce=console.print)
     except FerrymanError as exc:
         _fail(str(exc))
-        return
-    try:
-        with Connection(
-            settings.broker_url, transport_options=transport_options(settings)
-        ) as conn:
-            consumer = CommandConsumer(runtime.engine, conn, key)
-            console.print(f"consuming ferryman.commands on {conn.as_uri()}; Ctrl-C stops")
-            try:
-                consumer.run(poll=poll)
-            except KeyboardInterrupt:
-                consumer.stop()
-    finally:
-        runtime.db.dispose()
 
 
 @click.group("tokens")
@@ -115,21 +116,10 @@ def tokens() -> None:
 @click.option("--role", required=True, type=click.Choice([r.value for r in Role]))
 def create(name: str, role: str) -> None:
     """Make a token and print it: this is the only time it is shown."""
-    try:
-        db = open_store(Settings.from_env())
-    except FerrymanError as exc:
-        _fail(str(exc))
-        return
-    try:
-        with db.session() as session:
-            row, token = create_token(
-                session, name=name, role=role, created_by=local_administrator().actor
-            )
-    except FerrymanError as exc:
-        _fail(str(exc))
-        return
-    finally:
-        db.dispose()
+    with _store() as db, db.session() as session:
+        row, token = create_token(
+            session, name=name, role=role, created_by=local_administrator().actor
+        )
     click.echo(token)
     click.echo(
         f"token {row.name!r} ({row.role}) created; it is shown only now: keep it in a secret store",
@@ -143,16 +133,8 @@ def list_command(as_json: bool) -> None:
     """Every token: name, role, when made and last used, whether revoked (never the token)."""
     import json
 
-    try:
-        db = open_store(Settings.from_env())
-    except FerrymanError as exc:
-        _fail(str(exc))
-        return
-    try:
-        with db.session() as session:
-            rows = list_tokens(session)
-    finally:
-        db.dispose()
+    with _store() as db, db.session() as session:
+        rows = list_tokens(session)
     data: list[dict[str, Any]] = [
         {
             "name": r.name,
@@ -188,17 +170,6 @@ def list_command(as_json: bool) -> None:
 @click.argument("name")
 def revoke(name: str) -> None:
     """Revoke the token called NAME: it authenticates nobody from now on."""
-    try:
-        db = open_store(Settings.from_env())
-    except FerrymanError as exc:
-        _fail(str(exc))
-        return
-    try:
-        with db.session() as session:
-            row = revoke_token(session, name=name)
-    except FerrymanError as exc:
-        _fail(str(exc))
-        return
-    finally:
-        db.dispose()
+    with _store() as db, db.session() as session:
+        row = revoke_token(session, name=name)
     click.echo(f"token {row.name!r} revoked")

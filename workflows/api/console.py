@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from plans.errors import FerrymanError
 from workflows import report
 from workflows.api.actions import Forbidden, permission_for
-from workflows.api.auth import COOKIE, current_principal
+from workflows.api.auth import COOKIE, authenticated, current_principal, record_denial
 from workflows.api.services import Services
 from workflows.compiler import RunOperation
 from workflows.statuses import TERMINAL_RUN, RunStatus
@@ -67,10 +67,16 @@ def page(title: str, body: str, who: Principal | None, *, status_code: int = 200
 
 
 def _principal(request: Request) -> Principal | None:
+    """The signed-in principal, or None (the page then asks to sign in: not a refusal)."""
     try:
-        return current_principal(request)
+        return authenticated(request, audit=False)
     except HTTPException:
         return None
+
+
+def _refused(request: Request, who: Principal, exc: Forbidden) -> HTMLResponse:
+    record_denial(request, 403, str(exc), principal=who, needed=exc.needed)
+    return _error_page(who, 403, str(exc))
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -140,7 +146,7 @@ def router() -> APIRouter:
             try:
                 return await run_in_threadpool(handler, request, who)
             except Forbidden as exc:
-                return _error_page(who, 403, str(exc))
+                return await run_in_threadpool(_refused, request, who, exc)
             except FerrymanError as exc:
                 from workflows.api.app import _status_for
 
@@ -177,6 +183,7 @@ def router() -> APIRouter:
 
         who = await run_in_threadpool(check)
         if who is None:
+            await run_in_threadpool(record_denial, request, 401, "sign-in with an unknown token")
             return page(
                 "Sign in",
                 '<p class="error" id="error">Unknown or revoked token.</p>'
@@ -317,7 +324,7 @@ def router() -> APIRouter:
             try:
                 target = await run_in_threadpool(act, _services(request), who, request, form)
             except Forbidden as exc:
-                return _error_page(who, 403, str(exc))
+                return await run_in_threadpool(_refused, request, who, exc)
             except FerrymanError as exc:
                 from workflows.api.app import _status_for
 

@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, str] = {
     "tokens": "workflows.api.cli:tokens",
     "commands": "workflows.api.cli:commands",
     "db": "workflows.cli.db:db",
+    "drills": "workflows.cli.drills:drills_group",
 }
 
 # commands added to another package's group when it is loaded: group -> ["module:attribute"]

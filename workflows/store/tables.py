@@ -215,3 +215,60 @@ class CommandReceipt(SQLModel, table=True):
     actor: str = Field(default="", max_length=128)
     outcome: str = Field(default="", sa_column=Column(Text))
     at: datetime = Field(default_factory=utcnow)
+
+
+class NotificationOutbox(SQLModel, table=True):
+    """Something webhooks are to be told about, written in the transaction that records it
+    (an audit event of a gate opening or a run ending, a drill's outcome). The notifier fans
+    each row out to one delivery per matching webhook and deletes it: nothing is read by a
+    cursor, so an event committed after a later one is not passed over."""
+
+    __tablename__ = "notification_outbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    event: str = Field(max_length=32)  # NotificationEvent value
+    subject: str = Field(max_length=200)  # unique per webhook once delivered (audit:ID, ...)
+    plan: str | None = Field(default=None, max_length=128)
+    run_id: str | None = Field(default=None, max_length=32)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DrillSchedule(SQLModel, table=True):
+    """When a plan is drilled: a five-field cron expression in a time zone (UTC by default).
+
+    Slots before ``since`` (when the schedule was last set) are neither started nor missed."""
+
+    __tablename__ = "drill_schedule"
+
+    id: int | None = Field(default=None, primary_key=True)
+    plan: str = Field(unique=True, max_length=128)
+    cron: str = Field(max_length=200)
+    timezone: str = Field(default="UTC", max_length=64)
+    enabled: bool = True
+    since: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = Field(default="", max_length=128)
+    updated_at: datetime = Field(default_factory=utcnow)
+    updated_by: str = Field(default="", max_length=128)
+
+
+class Drill(SQLModel, table=True):
+    """One slot of a plan's drill schedule: started once (the unique plan and slot), then a
+    test failover, its cleanup and the outcome, or missed with the reason."""
+
+    __tablename__ = "drill"
+    __table_args__ = (UniqueConstraint("plan", "slot"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    plan: str = Field(index=True, max_length=128)
+    slot: datetime
+    # starting, testing, cleaning, succeeded, failed, missed
+    status: str = Field(default="starting", index=True, max_length=16)
+    run_id: str | None = Field(default=None, max_length=32)
+    cleanup_run_id: str | None = Field(default=None, max_length=32)
+    error: str = Field(default="", sa_column=Column(Text))
+    report: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None

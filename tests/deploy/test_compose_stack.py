@@ -1,0 +1,182 @@
+"""``docker compose --profile lab up`` as local processes (tests/deploy/local_compose.py): the
+services' own commands with their own environment, secrets and mounts, in the compose file's
+order; every healthcheck the file declares passes; a test failover triggered on the queue, as
+a monitoring system would, runs through the workers, its gate is approved and its cleanup
+started over the API with a token made as an operator would (``docker compose exec api
+ferryman tokens create``), and Flower answers only with its login.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kombu import Connection
+
+from tests.deploy.local_compose import ROOT, LocalCompose, Service
+from workflows.triggers import queues
+
+COMPOSE = ROOT / "docker-compose.yml"
+RUN_TIMEOUT = 240.0  # seconds for the test failover and its cleanup, bounded
+NEEDED = ("redis-server", "redis-cli", "pg_isready", "named", "dig")
+
+pytestmark = pytest.mark.skipif(
+    any(shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None for tool in NEEDED),
+    reason=f"the stand-in needs {', '.join(NEEDED)} (deploy/test installs them)",
+)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalCompose]:
+    root = Path(tempfile.mkdtemp(prefix="ferryman-compose-"))
+    compose = LocalCompose(COMPOSE, root, profiles=("lab",))
+    try:
+        compose.prepare()
+        compose.up()
+        yield compose
+    finally:
+        compose.down()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_every_service_runs_and_every_healthcheck_passes(stack: LocalCompose) -> None:
+    services = stack.data["services"]
+    assert set(stack.services) == set(services)  # the lab profile's services too
+    running = stack.running()
+    for name, service in stack.services.items():
+        if service.spec.get("restart") == "no":  # the one-shot migration: done, exit 0
+            assert service.process is not None and service.process.returncode == 0, name
+            continue
+        assert running[name], f"{name} stopped:\n{service.log()[-3000:]}"
+        check = stack.healthcheck(service)
+        assert check.returncode == 0, (name, check.stdout, check.stderr)
+    checked = {n for n, s in stack.services.items() if "healthcheck" in s.spec}
+    assert {"api", "flower", "dns", "lab", "triggers", "redis", "postgres"} <= checked
+
+
+def test_a_healthcheck_fails_when_its_service_does_not_answer(stack: LocalCompose) -> None:
+    # the checks run against each service's own address: another address fails them
+    for name in ("api", "flower", "dns", "redis"):
+        service = stack.services[name]
+        elsewhere = Service(
+            name, service.spec, stack.spare, service.home, env=service.env, ports=service.ports
+        )
+        assert stack.healthcheck(elsewhere).returncode != 0, name
+
+
+def test_a_test_failover_and_its_cleanup_through_the_stack(stack: LocalCompose) -> None:
+    api = stack.services["api"]
+    token = _token(stack)
+    base = f"http://{api.address}:8080/api/v1"
+    key = f"compose-{uuid.uuid4().hex[:8]}"
+    # the trigger, as a monitoring system sends it (the README's kombu producer)
+    runs, _dead = queues()
+    broker = stack.services["triggers"].env["FERRYMAN_BROKER_URL"]
+    with Connection(broker) as conn, conn.Producer() as producer:
+        producer.publish(
+            {"plan": "three-tier", "type": "test", "requested_by": "compose-test",
+             "idempotency_key": key},
+            exchange=runs.exchange, routing_key=runs.routing_key, declare=[runs],
+            serializer="json",
+        )  # fmt: skip
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as client:
+        run = _wait_for_run(client, key)
+        final = _drive(client, run)
+        assert final["run"]["status"] == "succeeded", final["run"]["error"]
+        assert final["run"]["operation"] == "test"
+        assert {s["status"] for s in final["steps"]} == {"succeeded"}
+        cleanup = client.post(f"/runs/{run}/cleanup", json={"notes": "compose stand-in"})
+        assert cleanup.status_code == 201, cleanup.text
+        done = _drive(client, cleanup.json()["id"])
+        assert done["run"]["status"] == "succeeded", done["run"]["error"]
+        assert done["run"]["operation"] == "cleanup"
+    # the lab's VMs as they were: no test VM is left behind
+    lab = stack.services["lab"]
+    state = httpx.get(f"http://{lab.address}:15999/state", timeout=10).json()
+    assert "test" not in str(_vm_names(state)).lower()
+
+
+def test_flower_answers_only_with_its_login(stack: LocalCompose) -> None:
+    flower = stack.services["flower"]
+    login = Path(flower.env["FERRYMAN_FLOWER_BASIC_AUTH_FILE"]).read_text().strip()
+    user, _, password = login.partition(":")
+    url = f"http://{flower.address}:5555/api/workers"
+    assert httpx.get(url, timeout=10).status_code == 401
+    assert httpx.get(url, auth=(user, "wrong"), timeout=10).status_code == 401
+
+    def workers() -> set[str]:
+        answer = httpx.get(url, auth=(user, password), params={"refresh": "1"}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        return {name.split("@")[0] for name in answer.json()}
+
+    deadline = time.monotonic() + 60
+    seen = workers()
+    while {"ferryman-stockholm", "ferryman-gothenburg"} - seen and time.monotonic() < deadline:
+        time.sleep(1)
+        seen = workers()
+    assert {"ferryman-stockholm", "ferryman-gothenburg"} <= seen
+
+
+def _token(stack: LocalCompose) -> str:
+    """``docker compose exec api ferryman tokens create ...``: the api's environment."""
+    api = stack.services["api"]
+    done = subprocess.run(
+        ["ferryman", "tokens", "create", "--name", "compose-test", "--role", "administrator"],
+        env=api.env, cwd=api.home, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.strip()
+
+
+def _wait_for_run(client: httpx.Client, key: str) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        listed = client.get("/runs", params={"plan": "three-tier", "operation": "test"})
+        assert listed.status_code == 200, listed.text
+        for run in listed.json():
+            report = client.get(f"/runs/{run['id']}").json()
+            if report["run"]["idempotency_key"] == key:
+                return str(run["id"])
+        time.sleep(0.5)
+    raise AssertionError(f"no run for trigger {key} in 60 s (is the trigger consumer up?)")
+
+
+def _drive(client: httpx.Client, run_id: str) -> dict[str, Any]:
+    """Follow the run to its end, approving each gate it waits at."""
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while time.monotonic() < deadline:
+        report: dict[str, Any] = client.get(f"/runs/{run_id}").json()
+        status = report["run"]["status"]
+        if status in ("succeeded", "failed", "cancelled"):
+            return report
+        if status == "waiting":
+            for gate in report["approvals"]:
+                if gate["status"] == "pending":
+                    answer = client.post(
+                        f"/runs/{run_id}/gates/{gate['name']}/approve",
+                        json={"comment": "checked"},
+                    )
+                    assert answer.status_code == 200, answer.text
+        time.sleep(0.5)
+    raise AssertionError(f"run {run_id} did not finish in {RUN_TIMEOUT:.0f} s")
+
+
+def _vm_names(state: Any) -> list[str]:
+    names: list[str] = []
+    if isinstance(state, dict):
+        for key, value in state.items():
+            if key == "name" and isinstance(value, str):
+                names.append(value)
+            names.extend(_vm_names(value))
+    elif isinstance(state, list):
+        for item in state:
+            names.extend(_vm_names(item))
+    return names
