@@ -30,6 +30,7 @@ from sqlmodel import Session
 from plans.errors import FerrymanError, TransientError
 from workers.errors import retryable
 from workers.heartbeat import Heartbeat
+from workers.progress import StepProgress
 from workflows import decide
 from workflows.compiler import CompiledRun
 from workflows.decide import GiveUp, RetryLater, StepVerdict, UnitMove
@@ -323,7 +324,10 @@ class UnitRunner:
             return verdict, None
         step, delivery, prior = done.step, done.delivery, done.prior
         try:
-            with self.heartbeat.holding(step.id or 0, delivery):
+            with (
+                self.heartbeat.holding(step.id or 0, delivery),
+                StepProgress(self.engine.db, step, delivery) as progress,
+            ):
                 ctx = self.executor.context(
                     run_id,
                     failover_type,
@@ -332,6 +336,7 @@ class UnitRunner:
                     prior,
                     attempt=step.attempts,
                 )
+                progress.attach(ctx)  # a long step's figures go to its record, throttled
                 outcome = self.executor.run_step(ctx, spec)
         except Retry:
             raise

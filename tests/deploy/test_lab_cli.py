@@ -3,15 +3,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +19,7 @@ from pypsrp.wsman import WSMan
 from lab.server.service import Endpoint
 from lab.testing import pypsrp_options
 from tests.lab.clients import run
+from tests.support.lab_process import serving
 from workers.hyperv.connection import new_wsman
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,35 +43,6 @@ def free_base(count: int = HOSTS + 1) -> int:
             for s in sockets:
                 s.close()
     raise RuntimeError("no free range of ports")
-
-
-@contextmanager
-def serving(*args: str) -> Iterator[tuple[dict[str, Endpoint], str]]:
-    """``python -m lab.cli serve --json ARGS`` (the example topology) in a child process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FERRYMAN_")}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lab.cli", "serve", "--json", "--time-scale", "0.001", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        endpoints: dict[str, Endpoint] = {}
-        admin = ""
-        for line in proc.stdout:
-            data: dict[str, Any] = json.loads(line)
-            if "admin" in data:
-                admin = data["admin"]
-                break
-            endpoints[data["host"]] = Endpoint(**data)
-        assert admin, proc.stderr.read() if proc.stderr else "no output"
-        yield endpoints, admin
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 def connect(endpoint: Endpoint, address: str = "127.0.0.1", **override: Any) -> WSMan:

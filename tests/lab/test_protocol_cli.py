@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -18,6 +12,7 @@ from pypsrp.powershell import RunspacePool
 from lab.cli import lab_group
 from lab.server.service import Endpoint
 from tests.lab.clients import props, run, wsman_for
+from tests.support.lab_process import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGY = ROOT / "deploy" / "lab" / "topology.yaml"
@@ -25,35 +20,12 @@ TOPOLOGY = ROOT / "deploy" / "lab" / "topology.yaml"
 
 @pytest.fixture
 def served() -> Iterator[tuple[dict[str, Endpoint], str]]:
-    """``python -m lab.cli serve deploy/lab/topology.yaml --json`` in a child process."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "lab.cli", "serve", str(TOPOLOGY),
-            "--json", "--ephemeral-ports", "--time-scale", "0.001",
-        ],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        endpoints: dict[str, Endpoint] = {}
-        admin = ""
-        for line in proc.stdout:
-            data: dict[str, Any] = json.loads(line)
-            if "admin" in data:
-                admin = data["admin"]
-                break
-            endpoints[data["host"]] = Endpoint(**data)
-        assert admin, proc.stderr.read() if proc.stderr else "no output"
-        yield endpoints, admin
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    """``python -m lab.cli serve deploy/lab/topology.yaml --json`` in a child process, which
+    must exit 0 on SIGTERM."""
+    with serving(
+        str(TOPOLOGY), "--ephemeral-ports", cwd=ROOT, check_exit=True, stop_timeout=20
+    ) as running:
+        yield running
 
 
 def test_serve_json_then_a_pypsrp_test_failover_and_cleanup(

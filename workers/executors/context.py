@@ -27,6 +27,7 @@ from workflows.steps import HostRef
 POLL_INTERVAL = 0.2  # seconds; see StepContext.poll_interval
 
 RunnerFactory = Callable[[HostRef], PowerShellRunner]
+ProgressHook = Callable[[dict[str, Any]], None]
 DnsFactory = Callable[[ZoneTarget], DnsOps]
 
 
@@ -58,7 +59,17 @@ class StepContext:
     # a tenth of the time waited, up to 15x this): Start-VM and Stop-VM return when done, so
     # state waits mostly end at the first read, and a booted guest is noticed within 0.2 s
     poll_interval: float = POLL_INTERVAL
+    # where a long step reports how far it got (the task running it sets a throttled write to
+    # the step's record, :mod:`workers.progress`); None: nowhere. ``last_progress``: what an
+    # earlier start of the step reported (a resumed copy knows its total from it).
+    on_progress: ProgressHook | None = None
+    last_progress: dict[str, Any] | None = None
     _runners: dict[str, PowerShellRunner] = field(default_factory=dict, repr=False)
+
+    def progress(self, figures: dict[str, Any]) -> None:
+        """Report the step's progress (JSON figures, e.g. percent and bytes)."""
+        if self.on_progress is not None:
+            self.on_progress(figures)
 
     def host_ref(self, host_name: str) -> HostRef:
         """The HostRef of ``host_name``; an unknown host is a configuration error."""

@@ -10,7 +10,8 @@ enable_replication     the replica's storage location (the         the VM alread
 initial_replication    Start-VMInitialReplication (now, at the     both ends Replicating;
 (primary)              scheduled time, or offline export, then     started already: only waits
                        Import-VMInitialReplication on the
-                       replica); waits until both replicate
+                       replica); waits until both replicate,
+                       reporting percent and bytes sent
 set_replication        Set-VMReplication with the settings that    settings already the
 (primary)              differ from the profile                     profile's
 remove_replication     Remove-VMReplication on the primary, then   neither end replicates
@@ -170,9 +171,10 @@ def initial_replication(ctx: StepContext, spec: StepSpec) -> StepOutcome:
             )
     if method == "offline":
         _import_offline(ctx, spec, params.import_path or "", vm, replica)
+    meter = _Meter(ctx, total)
     # A copy takes minutes to hours: look often at first, then at a tenth of the time waited.
     done = wait_until(
-        lambda: _replicating(primary, vm),
+        lambda: meter.replicating(primary, vm),
         timeout=timeout,
         interval=max(ctx.poll_interval, 0.05),
         lateness=0.1,
@@ -185,10 +187,57 @@ def initial_replication(ctx: StepContext, spec: StepSpec) -> StepOutcome:
             f"{timeout:g} s ({_state(now)}, {now.pending_bytes if now else 0} bytes to go); "
             "resume the run to keep waiting"
         )
-    total = max(total, done.pending_bytes)
+    total = max(meter.total, done.pending_bytes)
     return StepOutcome(
-        result={"state": done.state, "method": method, "resumed": started, "bytes": total}
+        result={
+            "state": done.state,
+            "method": method,
+            "resumed": started,
+            "bytes": total,
+            "progress": meter.finished(),
+        }
     )
+
+
+class _Meter:
+    """How far an initial replication got, from the backlog its primary reports
+    (``Measure-VMReplication``'s PendingReplicationSize) against the largest backlog seen,
+    by this start of the step or an earlier one; reported to the step's context at each read.
+    """
+
+    def __init__(self, ctx: StepContext, pending: int) -> None:
+        self.ctx = ctx
+        earlier = ctx.last_progress or {}
+        self.total = max(int(pending), int(earlier.get("bytes_total") or 0))
+        self.sent = int(earlier.get("bytes_transferred") or 0)
+        self.percent = float(earlier.get("percent") or 0.0)
+
+    def replicating(self, host: ProtectionHost, vm: str) -> Relationship | None:
+        """The relationship once both ends replicate (None meanwhile, progress reported)."""
+        rel = host.relationship(vm)
+        if rel is not None and rel.state == "Replicating":
+            return rel
+        if rel is not None:
+            self.total = max(self.total, rel.pending_bytes)
+            # a backlog that grows again (writes in the guest) never moves the figures back
+            self.sent = max(self.sent, self.total - rel.pending_bytes)
+            percent = 100.0 * self.sent / self.total if self.total else 0.0
+            self.percent = max(self.percent, min(round(percent, 1), 99.9))
+            self.ctx.progress(self._figures(rel.state))
+        return None
+
+    def finished(self) -> dict[str, Any]:
+        """The final figures: everything sent."""
+        self.percent, self.sent = 100.0, self.total
+        return self._figures("Replicating")
+
+    def _figures(self, state: str) -> dict[str, Any]:
+        return {
+            "percent": self.percent,
+            "bytes_transferred": self.sent,
+            "bytes_total": self.total,
+            "state": state,
+        }
 
 
 def _import_offline(ctx: StepContext, spec: StepSpec, path: str, vm: str, replica: str) -> None:
@@ -207,11 +256,6 @@ def _import_offline(ctx: StepContext, spec: StepSpec, path: str, vm: str, replic
         f"Copy the export to {path} on {replica}, then resume the run",
     ):
         target.import_initial(vm, path)
-
-
-def _replicating(host: ProtectionHost, vm: str) -> Relationship | None:
-    rel = host.relationship(vm)
-    return rel if rel is not None and rel.state == "Replicating" else None
 
 
 # --- settings and removal ---------------------------------------------------------------------

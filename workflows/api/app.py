@@ -178,6 +178,10 @@ def create_app(services: Services) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    if services.trusted is None:
+        from workflows.api.sso import TrustedHeader
+
+        services.trusted = TrustedHeader.from_env()
     app.state.services = services
 
     @app.exception_handler(FerrymanError)

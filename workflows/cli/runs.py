@@ -24,6 +24,7 @@ from workflows.cli.output import Exit, console, notice, say, stop, styled
 from workflows.compiler import CompiledRun, StageKind
 from workflows.operations import FOLLOW_UP_COMMANDS, Operations, Outcome
 from workflows.options import validate_options
+from workflows.progress import ProgressLines, describe_progress, running_progress
 from workflows.runtime import BrokerUnavailable, Runtime, build_runtime, for_command, open_store
 from workflows.settings import Settings
 from workflows.statuses import TERMINAL_RUN, RunStatus
@@ -308,7 +309,7 @@ def _store() -> Iterator[tuple[Settings, Any]]:
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
 def show(run_id: str, as_json: bool) -> None:
     """A run's progress table and its open gate, if any."""
-    from workflows.progress import snapshot
+    from workflows.progress import snapshot, step_progress
 
     with _store() as (_loaded, db):
         with db.session() as session:
@@ -317,7 +318,14 @@ def show(run_id: str, as_json: bool) -> None:
         if as_json:
             data = run_json(found)
             data["steps"] = [
-                {"key": s.key, "vm": s.vm, "kind": s.kind, "status": s.status, "error": s.error}
+                {
+                    "key": s.key,
+                    "vm": s.vm,
+                    "kind": s.kind,
+                    "status": s.status,
+                    "error": s.error,
+                    "progress": step_progress(s),
+                }
                 for s in steps
             ]
             click.echo(json.dumps(data, indent=2))
@@ -365,21 +373,26 @@ def follow(run_id: str, as_json: bool, timeout: float, interval: float) -> None:
         with db.session() as session:
             target = repository.get_run(session, run_id=run_id, with_inputs=False)
 
-        def look() -> tuple[Run, list[Any]]:
+        def look() -> tuple[Run, list[Any], dict[str, dict[str, Any]]]:
             with db.session() as session:
+                run = repository.get_run(session, run_id=target.id, with_inputs=False)
                 return (
-                    repository.get_run(session, run_id=target.id, with_inputs=False),
+                    run,
                     repository.events_of(session, run_id=target.id),
+                    running_progress(session, run),
                 )
 
         seen = 0
         current = target
-        for current, events in poll(look, timeout=timeout, interval=interval):
+        moved = ProgressLines()  # a long step's percent and bytes, as its worker records them
+        for current, events, figures in poll(look, timeout=timeout, interval=interval):
             for event in events:
                 if event.id is not None and event.id <= seen:
                     continue
                 seen = event.id or seen
                 _print_event(target.id, event, as_json)
+            for key, progress in moved.changed(figures):
+                _print_progress(target.id, key, progress, as_json)
             if RunStatus(current.status) in TERMINAL_RUN:
                 break
         else:
@@ -391,6 +404,15 @@ def follow(run_id: str, as_json: bool, timeout: float, interval: float) -> None:
         )
         stop(Exit.FAILED if RunStatus(current.status) in UNSUCCESSFUL else Exit.DONE)
     _finish(current)
+
+
+def _print_progress(run_id: str, key: str, figures: dict[str, Any], as_json: bool) -> None:
+    """A running step's progress: a JSON object (event ``step_progress``), or a line."""
+    if as_json:
+        line = {"run": run_id, "event": "step_progress", "step": key, "progress": figures}
+        click.echo(json.dumps(line))
+    else:
+        say(("progress", "bold"), f" {key}: {describe_progress(figures)}")
 
 
 def _print_event(run_id: str, event: Any, as_json: bool) -> None:
