@@ -29,6 +29,7 @@ steps with :func:`compile_followup`.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -89,6 +90,12 @@ class CompileError(ConfigurationError):
 
 
 M = TypeVar("M", bound=BaseModel)
+
+
+@functools.cache
+def _default_input(kind: StepKind) -> StepInput:
+    """The input of a step of ``kind`` with every field's default (frozen, so shared)."""
+    return step_input(kind.value)
 
 
 def _build(model: type[M], step: str, **fields: Any) -> M:
@@ -173,14 +180,14 @@ class Stage:
     def __post_init__(self) -> None:
         object.__setattr__(self, "on_failure", OnError(self.on_failure))
 
-    def to_json(self) -> dict[str, Any]:
-        """The stage as plain data."""
+    def to_json(self, inputs: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The stage as plain data (``inputs``: see :meth:`TaskUnit.to_json`)."""
         return {
             "index": self.index,
             "name": self.name,
             "kind": self.kind.value,
             "group": self.group,
-            "units": [unit.to_json() for unit in self.units],
+            "units": [unit.to_json(inputs) for unit in self.units],
             "gate": None if self.gate is None else asdict(self.gate),
             "on_failure": self.on_failure.value,
         }
@@ -211,13 +218,18 @@ class CompiledRun:
     options: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON: what the run row stores and ``ferryman run --dry-run`` prints."""
+        """Plain JSON: what the run row stores and ``ferryman run --dry-run`` prints.
+
+        An input object shared by many steps (the compiler shares equal ones) is dumped once;
+        its JSON is then shared by those steps' entries, which nothing changes in place.
+        """
+        inputs: dict[int, dict[str, Any]] = {}
         return {
             "plan": self.plan,
             "operation": self.operation.value,
             "direction": self.direction.value,
             "hosts": {name: asdict(ref) for name, ref in self.hosts.items()},
-            "stages": [stage.to_json() for stage in self.stages],
+            "stages": [stage.to_json(inputs) for stage in self.stages],
             "options": dict(self.options),
         }
 
@@ -332,6 +344,20 @@ class _Compiler:
         self.type, self.direction, self.options = failover_type, direction, options
         self.gate_timeout = gate_timeout
         self.stages: list[Stage] = []
+        # one object per distinct input and per zone: inputs are frozen, and a plan's VMs
+        # mostly share them (the defaults, a network's switch and subnets), so a large run
+        # builds, stores and serialises each once (CompiledRun.to_json keys on identity)
+        self._inputs: dict[Any, StepInput] = {}
+        self._zones: dict[str, ZoneTarget] = {}
+
+    def _shared(self, params: StepInput | None, kind: StepKind) -> StepInput:
+        """``params`` (default: the kind's defaults), or an equal input built before."""
+        if params is None:
+            params = _default_input(kind)
+        try:
+            return self._inputs.setdefault(params, params)
+        except TypeError:  # a field holds a mapping (UpdateDnsInput's zones): not hashable
+            return params
 
     # -- stages
 
@@ -415,8 +441,9 @@ class _Compiler:
             params: StepInput | None = None,
             on_error: OnError = OnError.STOP,
         ) -> None:
-            params = params or step_input(kind.value)
-            steps.append(StepSpec(key(kind), kind, vm.name, host, params, on_error))
+            steps.append(
+                StepSpec(key(kind), kind, vm.name, host, self._shared(params, kind), on_error)
+            )
 
         if self.type is FailoverType.TEST:
             add(StepKind.TEST_FAILOVER, target)
@@ -517,6 +544,12 @@ class _Compiler:
         return UpdateDnsInput(records=tuple(records), zones=zones)
 
     def _zone_target(self, zone_name: str) -> ZoneTarget:
+        found = self._zones.get(zone_name)
+        if found is None:
+            found = self._zones[zone_name] = self._new_zone_target(zone_name)
+        return found
+
+    def _new_zone_target(self, zone_name: str) -> ZoneTarget:
         zone = self.fabric.dns_zones.get(zone_name)
         if zone is None:
             raise CompileError(f"DNS zone {zone_name} is not in the fabric's dns_zones")
@@ -585,7 +618,7 @@ class _Compiler:
                     continue
             elif kind is StepKind.HEALTH_CHECK:
                 params = _build(HealthCheckInput, key, timeout=action.timeout)
-            step = StepSpec(key, kind, vm.name, target, params or step_input(kind.value))
+            step = StepSpec(key, kind, vm.name, target, self._shared(params, kind))
             units.append(self._unit(name, vm.name, group.name, self.roles.target_site, (step,)))
         self._add(
             name=name,

@@ -151,14 +151,25 @@ class StepSpec:
         object.__setattr__(self, "params", params)
         object.__setattr__(self, "on_error", OnError(self.on_error))
 
-    def to_json(self) -> dict[str, Any]:
-        """The step as plain data (its input without the kind it repeats)."""
+    def to_json(self, inputs: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The step as plain data (its input without the kind it repeats).
+
+        ``inputs`` (input object id -> its JSON): inputs already dumped by the caller, which
+        keeps them alive meanwhile, so one input shared by many steps is dumped once.
+        """
+        if inputs is None:
+            params = input_json(self.params)
+        else:
+            dumped = inputs.get(id(self.params))
+            if dumped is None:
+                dumped = inputs[id(self.params)] = input_json(self.params)
+            params = dumped
         return {
             "key": self.key,
             "kind": self.kind.value,
             "vm": self.vm,
             "host": self.host,
-            "params": input_json(self.params),
+            "params": params,
             "on_error": self.on_error.value,
         }
 
@@ -186,13 +197,14 @@ class TaskUnit:
     vm: str | None = None
     group: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        """The unit as plain data (what a task message carries)."""
+    def to_json(self, inputs: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The unit as plain data (what a task message carries; ``inputs``: see
+        :meth:`StepSpec.to_json`)."""
         return {
             "key": self.key,
             "task": self.task,
             "queue": self.queue,
-            "steps": [step.to_json() for step in self.steps],
+            "steps": [step.to_json(inputs) for step in self.steps],
             "vm": self.vm,
             "group": self.group,
         }

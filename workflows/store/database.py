@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import fcntl
+import select
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +28,10 @@ EXTRA_CONNECTIONS = 3
 SCHEMA_LOCK_KEY = 0x4665727279  # "Ferry"
 # one process's threads share SQLite's lock file through one flock; serialise them here
 _SQLITE_SCHEMA_THREADS = threading.Lock()
+# A server connection idle longer than this is pinged (a round trip) before it is used again;
+# one used more recently is only checked for what the server sent it meanwhile (no round trip)
+PING_AFTER_IDLE_S = 10.0
+_RETURNED_AT = "ferryman_returned_at"
 
 
 def pool_size_for(concurrency: int) -> int:
@@ -107,6 +113,49 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _returned(_dbapi_connection: Any, record: Any) -> None:
+    record.info[_RETURNED_AT] = time.monotonic()
+
+
+def _server_closed(dbapi_connection: Any) -> bool:
+    """Whether the server has sent anything to an idle connection: Ferryman listens for no
+    notifications, so anything waiting on its socket is the server ending the session (a
+    restart's termination notice, then the end of the stream), or the socket is gone."""
+    if getattr(dbapi_connection, "closed", False) or getattr(dbapi_connection, "broken", False):
+        return True
+    try:
+        fd = dbapi_connection.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return True
+
+
+def _checked_out(dialect: Any) -> Any:
+    """The pool's liveness check of a server connection as it is handed out.
+
+    SQLAlchemy's ``pool_pre_ping`` costs a round trip (and the server's CPU) every time a
+    session takes a connection, several times per step. A connection used moments ago is
+    checked without one: if the server ended it (a restart, an administrator's terminate),
+    its termination notice or end of stream is waiting on the socket. One idle longer than
+    :data:`PING_AFTER_IDLE_S` (time enough for a server host to go away without a word) is
+    pinged as before. Either way a dead connection is replaced before anyone uses it.
+    """
+
+    def check(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned = record.info.get(_RETURNED_AT)
+        if _server_closed(dbapi_connection):
+            raise exc.DisconnectionError("the server closed the connection")
+        if returned is None or time.monotonic() - returned > PING_AFTER_IDLE_S:
+            try:
+                dialect.do_ping(dbapi_connection)
+            except Exception as error:
+                raise exc.DisconnectionError(f"the connection failed a ping: {error}") from error
+
+    return check
+
+
 class Database:
     """An engine plus a session factory; pass it to whatever needs the store."""
 
@@ -129,11 +178,14 @@ class Database:
             kwargs["pool_size"] = max(SQLITE_POOL_SIZE, pool_size or 0)
             kwargs["max_overflow"] = -1
         else:
-            kwargs["pool_pre_ping"] = True
             kwargs["pool_size"] = pool_size or POOL_SIZE
         self.engine: Engine = create_engine(self.url, **kwargs)
         if self.url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            # in place of pool_pre_ping: see _checked_out
+            event.listen(self.engine.pool, "checkout", _checked_out(self.engine.dialect))
+            event.listen(self.engine.pool, "checkin", _returned)
         if create:
             self.create_all()
 

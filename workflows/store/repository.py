@@ -124,12 +124,60 @@ def add_run(session: Session, *, run: Run, steps: Sequence[Step | dict[str, Any]
     """
     session.add(run)
     session.flush()
-    rows = [_step_row(s) for s in steps]
-    take_vms(session, run=run, vms=[row["vm"] for row in rows if row["vm"]])
+    rows = [_step_values(s) for s in steps]
+    take_vms(session, run=run, vms=[row["vm"] for row in rows if row.get("vm")])
     if rows:
-        # SQLModel builds __table__ when the class is created but does not declare it
-        session.connection().execute(insert(Step.__table__), rows)  # type: ignore[attr-defined]
+        _insert_steps(session, rows)
     return run
+
+
+@functools.lru_cache(maxsize=8)
+def _step_insert(dialect: Any) -> tuple[str, tuple[str, ...], bool, dict[str, Any]]:
+    """The step INSERT as the dialect's SQL text: (text, bind names in order, positional?,
+    bind name -> the column type's value processor)."""
+    # SQLModel builds __table__ when the class is created but does not declare it
+    table: Any = Step.__table__  # type: ignore[attr-defined]
+    names = tuple(column.name for column in table.columns if column.name != "id")
+    compiled: Any = (
+        insert(table).values({name: bindparam(name) for name in names}).compile(dialect=dialect)
+    )
+    positional = compiled.positiontup is not None
+    order = tuple(compiled.positiontup) if positional else names
+    return compiled.string, order, positional, dict(compiled._bind_processors)
+
+
+def _insert_steps(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert step rows (each the columns given, :func:`_step_values`) with the driver's
+    executemany.
+
+    The statement is compiled once per dialect and each value goes through its column type's
+    processor (JSON columns as JSON text, times as the dialect stores them), as SQLAlchemy's
+    own INSERT would do, without SQLAlchemy's per-row parameter processing: on a 5,000-VM run
+    (30,000 steps) that processing cost more than the database's write. A column a row does
+    not give gets the model's default, processed once.
+    """
+    connection = session.connection()
+    text, order, positional, processors = _step_insert(connection.dialect)
+    missing = object()
+    columns = []
+    for name in order:
+        process = processors.get(name)
+        default = _STEP_DEFAULTS.get(name, missing)
+        if default is not missing and process is not None:
+            default = process(default)
+        columns.append((name, process, default))
+    params: list[Any] = []
+    for row in rows:
+        values = []
+        for name, process, default in columns:
+            value = row.get(name, missing)
+            if value is missing:
+                value = default
+            elif process is not None:
+                value = process(value)
+            values.append(value)
+        params.append(tuple(values) if positional else dict(zip(order, values, strict=True)))
+    connection.exec_driver_sql(text, params)
 
 
 def _step_defaults() -> dict[str, Any]:
@@ -146,16 +194,14 @@ _STEP_REQUIRED = {
 }
 
 
-def _step_row(step: Step | dict[str, Any]) -> dict[str, Any]:
-    """Every column of a new step row (the model's defaults for those not given)."""
+def _step_values(step: Step | dict[str, Any]) -> dict[str, Any]:
+    """The columns given for a new step row (the model's defaults fill in the others when it
+    is inserted); a row without a required column is refused."""
     if isinstance(step, Step):
-        values = {name: getattr(step, name) for name in (*_STEP_DEFAULTS, *_STEP_REQUIRED)}
-    else:
-        values = {**_STEP_DEFAULTS, **step}
-    missing = _STEP_REQUIRED - values.keys()
-    if missing:
-        raise ValueError(f"a step row needs {sorted(missing)}")
-    return values
+        return {name: getattr(step, name) for name in (*_STEP_DEFAULTS, *_STEP_REQUIRED)}
+    if not step.keys() >= _STEP_REQUIRED:
+        raise ValueError(f"a step row needs {sorted(_STEP_REQUIRED - step.keys())}")
+    return step
 
 
 def set_run_status(
