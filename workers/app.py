@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery
+from celery.backends.redis import RedisBackend
 
 from workers.compat import serialise_ast_parse
 from workflows.settings import Settings
@@ -47,13 +48,54 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     return {}
 
 
+class UnawaitedRedisBackend(RedisBackend):
+    """Redis results that nobody in Ferryman waits on: chords count their parts here, but a
+    run's state is read from the store, never from a task's result.
+
+    Celery's Redis backend subscribes to a result's channel whenever a result might be
+    waited on: every task sent outside a worker, and every part of a chord's header (the
+    group result's barrier), in workers too. The subscriptions are dropped only when the
+    result objects are garbage collected, by a Redis call each, which may come after Redis has
+    gone (then it retries the connection at exit). Here nothing subscribes, and waiting on a
+    result is refused with what to do instead.
+    """
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        """Sending a task subscribes to nothing."""
+
+    def add_pending_result(
+        self, result: Any, weak: bool = False, start_drainer: bool = True
+    ) -> Any:
+        """A result is never waited on here: nothing to subscribe to."""
+        return result
+
+    def add_pending_results(self, results: Any, weak: bool = False) -> Any:
+        """As :meth:`add_pending_result`, for a group's results."""
+        return results
+
+    def wait_for_pending(self, result: Any, *args: Any, **kwargs: Any) -> Any:
+        """Refused: a run's progress is in the store (``ferryman runs show``), not in a
+        Celery result."""
+        raise RuntimeError(
+            f"task {result.id}: Ferryman does not wait on Celery results; read the run's "
+            "state from the store (ferryman runs show RUN)"
+        )
+
+
+def result_backend_url(url: str | None) -> str | None:
+    """The result backend for Celery: Redis through :class:`UnawaitedRedisBackend`."""
+    if url is not None and url.startswith(("redis://", "rediss://")):
+        return f"{UnawaitedRedisBackend.__module__}:{UnawaitedRedisBackend.__name__}+{url}"
+    return url
+
+
 def create_app(settings: Settings, *, name: str = "ferryman") -> Celery:
     """A configured Celery app; tasks are registered by :func:`workers.tasks.register`."""
     serialise_ast_parse()  # threads-pool workers format tracebacks concurrently
     app = Celery(
         name,
         broker=settings.broker_url,
-        backend=settings.result_backend,
+        backend=result_backend_url(settings.result_backend),
         set_as_current=False,
     )
     app.conf.update(
@@ -144,4 +186,3 @@ def __getattr__(name: str) -> Any:
     if name == "celery":
         return tools_app()
     raise AttributeError(f"module 'workers.app' has no attribute {name!r}")
-

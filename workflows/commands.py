@@ -12,7 +12,8 @@ principal and vouches for its role; the role is then checked like a token's
 (:mod:`workflows.api.actions`). A message with the idempotency key of one already taken does
 nothing again. A message that is not signed, not valid, not allowed for its role, or does not
 fit the run goes to ``ferryman.commands.dead`` with the reason; one that failed only because
-the store or broker is away for the moment is requeued (as the run triggers are).
+the store or broker is away for the moment is requeued (as the run triggers are). Both queues
+are quorum queues on RabbitMQ, declared as the trigger queues are.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import json
 import logging
 from typing import Any, Literal
 
-from kombu import Connection, Exchange, Message, Queue
+from kombu import Connection, Message, Queue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
@@ -37,7 +38,7 @@ from workflows.statuses import RunStatus
 from workflows.store import Run, repository
 from workflows.store.tables import CommandReceipt
 from workflows.tokens import Principal, Role
-from workflows.triggers import JSON, Refused, TriggerConsumer
+from workflows.triggers import JSON, Refused, TriggerConsumer, declaring, durable_queue
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,8 @@ def sign(key: bytes, body: bytes) -> str:
 
 
 def queues() -> tuple[Queue, Queue]:
-    """The command queue and its dead-letter queue."""
-    return (
-        Queue(COMMANDS_QUEUE, Exchange(COMMANDS_QUEUE, "direct"), routing_key=COMMANDS_QUEUE),
-        Queue(DEAD_QUEUE, Exchange(DEAD_QUEUE, "direct"), routing_key=DEAD_QUEUE),
-    )
+    """The command queue and its dead-letter queue (quorum queues on RabbitMQ)."""
+    return durable_queue(COMMANDS_QUEUE), durable_queue(DEAD_QUEUE)
 
 
 class CommandConsumer(TriggerConsumer):
@@ -89,8 +87,11 @@ class CommandConsumer(TriggerConsumer):
     def get_consumers(self, consumer: Any, channel: Any) -> list[Any]:
         """One consumer of ``ferryman.commands``; the dead-letter queue is declared beside it."""
         commands, dead = queues()
-        dead.bind(channel).declare()
-        return [consumer([commands], on_message=self._on_message, accept=None, prefetch_count=1)]
+        with declaring():
+            dead.bind(channel).declare()
+            return [
+                consumer([commands], on_message=self._on_message, accept=None, prefetch_count=1)
+            ]
 
     def _on_message(self, message: Message) -> None:
         self._headers = dict(message.headers or {})

@@ -42,24 +42,10 @@ class CeleryDispatcher:
             immutable=True,  # advance reads the store, not the units' return values
         )
         if not stage.units:
-            self._stop_listening(callback.apply_async())
+            callback.apply_async()
             return
         header = [
             self.app.signature(unit.task, kwargs=unit_kwargs(run_id, stage, unit), queue=unit.queue)
             for unit in stage.units
         ]
-        self._stop_listening(chord(group(header), callback).apply_async())
-
-    def _stop_listening(self, result: Any) -> None:
-        """Unsubscribe from the results just sent: the engine reads the store, never results.
-
-        Outside a worker, Redis' result backend subscribes to every task sent; left alone,
-        the subscriptions are dropped only when the results are garbage collected, which may
-        be after Redis is gone (a process exit then retries the connection for a long time).
-        """
-        remove = getattr(self.app.backend, "remove_pending_result", None)
-        if remove is None:
-            return
-        parent = getattr(result, "parent", None)
-        for sent in [result, *(getattr(parent, "results", None) or [])]:
-            remove(sent)
+        chord(group(header), callback).apply_async()

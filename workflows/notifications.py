@@ -35,6 +35,7 @@ from sqlmodel import Session, col, select
 
 from plans.credentials import SecretRef
 from plans.errors import ConfigurationError, FerrymanError
+from plans.files import FileRefused, resolve_secret
 from workflows.store import AuditEvent, Database, Run, utcnow
 from workflows.store.tables import NotificationOutbox, Webhook, WebhookDelivery
 
@@ -93,6 +94,11 @@ def create_webhook(
     if not url.startswith(("http://", "https://")):
         raise WebhookError(f"webhook url {url!r}: give an http:// or https:// URL")
     ref = SecretRef.parse(secret)  # refuses a literal key
+    if ref.scheme == "file":  # outside the secret folders it could never be read: say so now
+        try:
+            resolve_secret(ref.target, what="webhook secret file")
+        except FileRefused as exc:
+            raise WebhookError(str(exc)) from None
     chosen = sorted(set(events))
     unknown = [e for e in chosen if e not in NotificationEvent.__members__.values()]
     if unknown or not chosen:

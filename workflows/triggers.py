@@ -17,7 +17,10 @@ idempotency key already used for another request (the reason names both), an unk
 one that does not compile. A store or broker failure is not the message's fault: the message
 is requeued after a pause and tried again, so a PostgreSQL or Redis restart loses nothing, and
 kombu's ConsumerMixin reconnects to the broker. Both queues sit on direct exchanges of the same
-name.
+name, and are declared as quorum queues (``x-queue-type: quorum``: replicated, durable, for
+RabbitMQ; Redis ignores the argument). A queue of the same name already on RabbitMQ with
+other settings (a classic queue made before) stops the consumer with one line saying what
+to do (:class:`QueueMismatch`).
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ import base64
 import binascii
 import json
 import logging
+import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from queue import Empty
 from typing import Any, Literal
@@ -125,12 +130,53 @@ def bundle_loader(paths: Sequence[str]) -> Callable[[], BundleLike]:
     return load
 
 
+QUORUM = {"x-queue-type": "quorum"}
+
+
+def durable_queue(name: str) -> Queue:
+    """``name`` on a direct exchange of the same name, as a quorum queue on RabbitMQ (other
+    transports ignore the queue type): what every producer and consumer declares."""
+    return Queue(name, Exchange(name, "direct"), routing_key=name, queue_arguments=dict(QUORUM))
+
+
 def queues() -> tuple[Queue, Queue]:
     """The trigger queue and its dead-letter queue."""
-    return (
-        Queue(RUNS_QUEUE, Exchange(RUNS_QUEUE, "direct"), routing_key=RUNS_QUEUE),
-        Queue(DEAD_QUEUE, Exchange(DEAD_QUEUE, "direct"), routing_key=DEAD_QUEUE),
+    return durable_queue(RUNS_QUEUE), durable_queue(DEAD_QUEUE)
+
+
+class QueueMismatch(FerrymanError):
+    """A queue exists on the broker with settings other than Ferryman declares."""
+
+
+def queue_mismatch(exc: BaseException) -> QueueMismatch | None:
+    """The one-line error for RabbitMQ's PRECONDITION_FAILED on declaring a queue that exists
+    with other arguments (a classic queue where a quorum queue is declared); else None."""
+    text = str(getattr(exc, "reply_text", "") or exc)
+    if getattr(exc, "reply_code", getattr(exc, "code", None)) != 406 or "inequivalent" not in text:
+        return None
+    found = re.search(r"for queue '([^']*)' in vhost '([^']*)'", text)
+    queue, vhost = found.groups() if found else ("the queue", "/")
+    return QueueMismatch(
+        f"queue {queue!r} already exists on the broker with other settings ({text.strip()}); "
+        f"Ferryman declares it as a quorum queue: move its messages elsewhere, delete it "
+        f"(rabbitmqctl delete_queue -p {vhost} {queue}) and start again"
     )
+
+
+@contextmanager
+def declaring() -> Iterator[None]:
+    """Declare queues: a queue that exists with other settings is :class:`QueueMismatch`.
+
+    kombu's ConsumerMixin would take RabbitMQ's refusal, a channel error, for a lost
+    connection and retry it every second forever.
+    """
+    try:
+        yield
+    except Exception as exc:
+        mismatch = queue_mismatch(exc)
+        if mismatch is None:
+            raise
+        raise mismatch from None
 
 
 class Refused(FerrymanError):
@@ -294,9 +340,10 @@ class TriggerConsumer(ConsumerMixin):
     def get_consumers(self, consumer: Any, channel: Any) -> list[Any]:
         """One consumer of ``ferryman.runs``; the dead-letter queue is declared beside it."""
         runs, dead = queues()
-        dead.bind(channel).declare()
-        # on_message: the raw message, undecoded: decoding is ours, so a bad body is a reason
-        return [consumer([runs], on_message=self._on_message, accept=None, prefetch_count=1)]
+        with declaring():
+            dead.bind(channel).declare()
+            # on_message: the raw message, undecoded: decoding is ours, so a bad body is a reason
+            return [consumer([runs], on_message=self._on_message, accept=None, prefetch_count=1)]
 
     def on_connection_error(self, exc: BaseException, interval: float) -> None:
         """Log, then kombu retries the connection after ``interval`` seconds."""

@@ -9,9 +9,10 @@ machine's own servers. What a container would provide is made from the compose f
   ``http://lab:15985``) and an argument equal to a service's ``hostname:`` become its
   address; inside a container ``0.0.0.0`` / ``any`` (every interface) and ``127.0.0.1`` (its
   own loopback) are the service's address here;
-- **files**: ``secrets:`` appear at ``/run/secrets/NAME`` and ``volumes:`` at their container
-  paths, as folders of the stand-in's; every container path in a command, an environment
-  value or a mounted text file is replaced by the folder that stands in for it;
+- **files**: ``secrets:`` appear at ``/run/secrets/NAME``, ``volumes:`` at their container
+  paths and a private ``/tmp``, as folders of the stand-in's; every container path in a
+  command, an environment value or a mounted text file is replaced by the folder that stands
+  in for it;
 - **environment**: ``env_file:`` then ``environment:``, over the image's own (``PATH`` with
   the project's venv first, where the image has ``ferryman``, ``celery`` and ``python``), and
   ``FERRYMAN_SECRET_ROOTS`` naming the folder that is /run/secrets here (a default secret
@@ -145,6 +146,9 @@ class LocalCompose:
                     local = volumes / source
                     local.mkdir(parents=True, exist_ok=True)
                 service.mounts[target] = local
+            # a container's /tmp is its own
+            service.mounts["/tmp"] = service.home / "tmp"
+            service.mounts["/tmp"].mkdir()
             # text mounted from the project may name other mounts: translate it again
             for local in service.mounts.values():
                 if local.is_relative_to(service.home / "mounts"):
@@ -220,8 +224,14 @@ class LocalCompose:
         """``text`` as the service's process sees it here: its mounts' container paths
         replaced by their folders, service names by their addresses, every interface by the
         service's own address."""
-        for target in sorted(service.mounts, key=len, reverse=True):
-            text = text.replace(target, str(service.mounts[target]))
+        if service.mounts:
+            # one pass, longest path first, so a folder put in is never translated again
+            paths = "|".join(re.escape(t) for t in sorted(service.mounts, key=len, reverse=True))
+            text = re.sub(
+                rf"(?<![\w./-])({paths})(?![\w.-])",
+                lambda found: str(service.mounts[found.group(1)]),
+                text,
+            )
         text = self.hosts(text)
         return text.replace("0.0.0.0", service.address)
 

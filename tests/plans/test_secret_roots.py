@@ -194,3 +194,39 @@ def test_a_worker_refuses_a_compiled_key_outside_its_folders(home: Path, tmp_pat
     assert target.key_file == str(outside)
     with pytest.raises((DnsKeyFileError, ConfigurationError), match="outside the allowed"):
         target.load_key()
+
+
+def test_a_webhook_secret_file_outside_the_folders_is_refused_when_made(
+    home: Path, tmp_path: Path
+) -> None:
+    from workflows.notifications import WebhookError, create_webhook
+    from workflows.store import Database
+
+    db = Database(f"sqlite:///{tmp_path}/hooks.db")
+    db.create_all()
+    outside = tmp_path / "hook.key"
+    outside.write_text("k3y\n")
+    inside = home / ".config" / "ferryman" / "hook.key"
+    inside.write_text("k3y\n")
+
+    def make(name: str, key: Path) -> str:
+        with db.session() as session:
+            hook = create_webhook(
+                session,
+                name=name,
+                url="http://127.0.0.1:9/hook",
+                secret=f"file:{key}",
+                events=["run_failed"],
+                plan=None,
+                created_by="test",
+            )
+            return hook.secret_ref
+
+    try:
+        with pytest.raises(WebhookError) as caught:
+            make("out", outside)
+        assert "outside the allowed secret folders" in str(caught.value)
+        assert "FERRYMAN_SECRET_ROOTS" in str(caught.value)
+        assert make("in", inside) == f"file:{inside}"
+    finally:
+        db.dispose()

@@ -17,6 +17,7 @@ again on another.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import signal
@@ -228,6 +229,9 @@ def redis_server(
         try:
             yield server
         finally:
+            # results nobody holds any more unsubscribe while the server still answers, not in
+            # a later collection after it has gone (Celery's AsyncResult.__del__)
+            gc.collect()
             server.stop()
 
 

@@ -1,6 +1,8 @@
 """Authenticating a request: a bearer token, or the console's cookie holding one.
 
-A request without a valid token is answered 401 and one whose role lacks the permission 403,
+With single sign-on configured (:mod:`workflows.api.sso`), a request from the trusted proxy
+without a token is signed on by the proxy's header instead. A request without a valid token
+is answered 401 and one whose role lacks the permission 403,
 before anything changes; each refusal is written to the audit trail (event ``access_denied``:
 the principal when known, method, path, status and the permission with the roles granting it;
 never the token). The console keeps the token in an HttpOnly, SameSite=Strict cookie;
@@ -16,6 +18,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
+from workflows.api.sso import Refused, TrustedHeader
 from workflows.store import AuditEvent
 from workflows.tokens import GRANTS, Permission, Principal, Role, authenticate
 
@@ -103,6 +106,21 @@ def authenticated(request: Request, *, audit: bool = True) -> Principal:
     except HTTPException as exc:
         raise refuse(exc.status_code, str(exc.detail)) from None
     if token is None:
+        trusted: TrustedHeader | None = request.app.state.services.trusted
+        user = request.headers.get(trusted.header) if trusted is not None else None
+        if trusted is not None and user is not None:
+            if not trusted.trusts(request.client.host if request.client else None):
+                raise refuse(401, f"the {trusted.header} header is believed only from the proxy")
+            try:
+                signed_on = trusted.principal(user)
+            except Refused as exc:
+                raise refuse(403, str(exc)) from None
+            if request.method not in SAFE_METHODS and not _same_origin(request):
+                raise refuse(
+                    403, "cross-site request refused: use the console's own pages", signed_on
+                )
+            request.state.principal = signed_on
+            return signed_on
         raise refuse(401, "authentication required: send 'Authorization: Bearer TOKEN'")
     with request.app.state.services.db.session() as session:
         principal = authenticate(session, token)

@@ -17,6 +17,7 @@ from plans import Bundle
 from plans.bundle import ValidationReport, validate
 from plans.errors import FerrymanError
 from workflows.api.actions import Actions
+from workflows.api.sso import TrustedHeader
 from workflows.compiler import compile_run
 from workflows.engine import Engine
 from workflows.notifications import Backoff
@@ -39,6 +40,9 @@ class Services:
     # seconds between rounds of the webhook notifier (None: this process sends none)
     notify_interval: float | None = None
     notify_backoff: Backoff | None = None
+    # single sign-on by a trusted proxy's header (None: read FERRYMAN_API_TRUSTED_* when the
+    # app is made; off unless they are set)
+    trusted: TrustedHeader | None = None
     _health: tuple[float, list[dict[str, Any]]] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
