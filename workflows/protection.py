@@ -109,6 +109,8 @@ class Observed:
     settings: ReplicationSettings
     last_replication: datetime | None = None
     pending_bytes: int = 0
+    # the primary's own clock when it was read: lag is measured on it (None: the caller's)
+    host_now: datetime | None = None
 
 
 class ProtectionReader(Protocol):
@@ -174,6 +176,7 @@ class VmReport:
             "last_replication": (
                 obs.last_replication.isoformat() if obs and obs.last_replication else None
             ),
+            "host_time": obs.host_now.isoformat() if obs and obs.host_now else None,
             "lag_seconds": self.lag_seconds,
             "rpo_at_risk": self.rpo_at_risk,
             "resync_pending": self.resync_pending,
@@ -279,7 +282,8 @@ def assess(
     risk_cycles: float = RPO_RISK_CYCLES,
 ) -> list[VmReport]:
     """Compare the fabric with what replicates; ``present``: listed VMs found on their primary
-    host (a listed VM neither replicating nor present is MISSING)."""
+    host (a listed VM neither replicating nor present is MISSING). Lag is measured on each
+    primary's clock as read with its relationships, ``now`` only for a host that gave none."""
     desired = desired_protection(fabric)
     present_vms = set(present)
     recovery_hosts = {
@@ -336,7 +340,9 @@ def _lag(report: VmReport, now: datetime, risk_cycles: float) -> None:
     if obs.last_replication is None:
         report.rpo_at_risk = True
         return
-    report.lag_seconds = max(0.0, (now - obs.last_replication).total_seconds())
+    # on the host's clock when it gave one: a host in another zone, with a skewed clock or
+    # on a lab's scaled clock is measured against itself, not against this machine's clock
+    report.lag_seconds = max(0.0, ((obs.host_now or now) - obs.last_replication).total_seconds())
     report.rpo_at_risk = report.lag_seconds > risk_cycles * frequency or obs.health == "Critical"
 
 

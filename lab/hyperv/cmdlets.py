@@ -371,7 +371,36 @@ GET_SNAPSHOT = Cmdlet(
     get_snapshot,
 )
 
+
+# ----------------------------------------------------------------------------- host clock
+def get_date(ctx: Context) -> list[Any]:
+    """Get-Date [-Format o]: the host's clock, which is lab time (a DateTime, or with ``-Format
+    o`` the round-trip text .NET writes: seven fractional digits and the UTC offset).
+
+    Only the round-trip format is modelled; the workers read a host's clock with it, so that
+    a lag is measured on the host's own clock, never the caller's.
+    """
+    now = ctx.world.clock.datetime()
+    if not ctx.bound.has("Format"):
+        return [now]
+    wanted = str(ctx.bound.get("Format"))
+    if wanted not in ("o", "O"):
+        ctx.fail(
+            errors.bad_argument(
+                ctx.cmdlet, "Format", f"the lab's Get-Date knows only -Format o, not {wanted!r}"
+            )
+        )
+        return []
+    return [now.strftime("%Y-%m-%dT%H:%M:%S.%f0+00:00")]  # lab time is UTC
+
+
+GET_DATE = Cmdlet(
+    Signature("Get-Date", (Param("Format", "string"),), (pset("Format", (), ("Format",)),)),
+    get_date,
+)
+
 CMDLETS = (
+    GET_DATE,
     GET_VM,
     START_VM,
     STOP_VM,

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 from sqlmodel import col, select
 
 from tests.api.conftest import Receiver, Stack
@@ -70,10 +71,16 @@ def _drill_reaches(stack: Stack, *statuses: str) -> Drill:
 
 @pytest.fixture(autouse=True)
 def no_drills(runtime: Runtime) -> None:
-    """Each test starts without schedules or drills (the module's tests share a store)."""
+    """Each test starts without schedules or drills (the module's tests share a store, and a
+    slot of one test can be a slot of the next: its run's idempotency key is let go)."""
     with runtime.db.session() as session:
         for row in [*session.exec(select(Drill)).all(), *session.exec(select(DrillSchedule))]:
             session.delete(row)
+        session.execute(
+            update(Run)
+            .where(col(Run.idempotency_key).startswith("drill:"))
+            .values(idempotency_key=None)
+        )
 
 
 def test_schedules_are_validated_and_need_an_administrator(stack: Stack) -> None:
@@ -230,3 +237,27 @@ def test_a_failed_and_a_missed_drill_notify(
         assert told["drill"]["report"] == f"/api/v1/runs/{drill.run_id}/report"
         assert receiver.received("drill_succeeded") == []
         until(lambda: stack.test_vms() == [], what="the rejected drill's test VMs undone")
+
+
+def test_a_slot_whose_vms_are_held_is_missed(stack: Stack) -> None:
+    manual = stack.client.post(
+        "/api/v1/runs", json={"plan": PLAN, "type": "test"}, headers=stack.as_(Role.OPERATOR)
+    )
+    assert manual.status_code == 201, manual.text
+    held_by = manual.json()["id"]
+    stack.settle(held_by, RunStatus.WAITING)
+    slot = _schedule(stack, stack.client)
+    result = Drills(stack.runtime.engine, plans_loader(stack.services.settings)).tick(
+        slot + timedelta(seconds=1)
+    )
+    assert result.started == [] and len(result.missed) == 1
+    (missed,) = _drills(stack)
+    assert missed.status == "missed" and missed.run_id is None
+    assert missed.error.startswith("not started: ") and held_by in missed.error
+
+    stack.client.post(
+        f"/api/v1/runs/{held_by}/gates/{GATE}/approve", headers=stack.as_(Role.APPROVER), json={}
+    )
+    stack.settle(held_by, RunStatus.SUCCEEDED)
+    cleanup = stack.client.post(f"/api/v1/runs/{held_by}/cleanup", headers=stack.as_(Role.OPERATOR))
+    stack.settle(cleanup.json()["id"], RunStatus.SUCCEEDED)

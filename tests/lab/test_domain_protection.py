@@ -171,3 +171,18 @@ def test_remove_vm_deletes_a_replica_only_once_replication_is_removed() -> None:
     ok(lab, GOT, "Remove-VM", Name="sql-01", Force=True)
     assert ok(lab, GOT, "Get-VM", Name="sql-0*") == []
     assert vm(lab, STO, "sql-01")["ReplicationState"] == "Disabled"
+
+
+def test_get_date_reads_the_hosts_clock_which_is_lab_time() -> None:
+    from datetime import datetime
+
+    lab = make_lab()
+    lab.clock.advance(3600)
+    (text,) = ok(lab, STO, "Get-Date", Format="o")
+    # .NET's round-trip text: seven fractional digits and the offset
+    assert text.endswith("+00:00") and len(text.split(".")[1]) == len("1234567+00:00")
+    read = datetime.fromisoformat(text[:26] + text[27:])
+    assert abs((read - lab.clock.datetime()).total_seconds()) < 5
+    (now,) = ok(lab, STO, "Get-Date")
+    assert isinstance(now, datetime)
+    assert "-Format o" in error_of(lab, STO, "Get-Date", Format="yyyy").message

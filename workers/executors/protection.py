@@ -30,6 +30,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from workers.errors import CmdletFailed
 from workers.executors.base import host_of, input_of, refused_as_step_error, vm_of
 from workers.executors.context import StepContext
 from workers.executors.errors import InvalidReplicationState, StepFailed, StepParamsError
@@ -346,9 +347,16 @@ class HostProtectionReader:
         self.ctx = ctx
 
     def replications(self, host: str) -> list[Observed]:
-        """Every relationship ``host`` is the primary of."""
+        """Every relationship ``host`` is the primary of, with the host's clock read right
+        after them (a host that refuses Get-Date leaves lag to the caller's clock)."""
         out = []
-        for rel in _host(self.ctx, host).relationships():
+        end = _host(self.ctx, host)
+        relationships = end.relationships()
+        try:
+            host_now = end.clock() if relationships else None
+        except CmdletFailed:
+            host_now = None
+        for rel in relationships:
             out.append(
                 Observed(
                     vm=rel.vm,
@@ -360,6 +368,7 @@ class HostProtectionReader:
                     settings=settings_of(rel),
                     last_replication=rel.last_replication,
                     pending_bytes=rel.pending_bytes,
+                    host_now=host_now,
                 )
             )
         return out

@@ -96,6 +96,13 @@ class ProtectionHost:
         found = self.relationships(vm)
         return found[0] if found else None
 
+    def clock(self) -> datetime | None:
+        """The host's own clock now (``Get-Date -Format o``: the round-trip text, with its UTC
+        offset), as aware UTC; what a replication's age is measured against, so the caller's
+        clock, zone or skew never enters it."""
+        found = self.host._call("Get-Date", {"Format": "o"}).output
+        return parse_time(first(found[0], "Value")) if found else None
+
     def has_vm(self, vm: str) -> bool:
         """Whether a VM called ``vm`` is on this host (Hyper-V's "unable to find" error, a
         non-terminating one, is the answer no, not a failure)."""

@@ -150,7 +150,7 @@ def _one_line(exc: Exception) -> str:
 
 def create_app(services: Services) -> FastAPI:
     """The API and console over ``services``."""
-    from workflows.api import console, drill_routes, metrics
+    from workflows.api import console, console_admin, drill_routes, metrics
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -202,6 +202,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(drill_routes.router(), prefix=API)
     app.include_router(metrics.router())
     app.include_router(console.router())
+    app.include_router(console_admin.router())
     app.mount("/static", StaticFiles(packages=[("workflows.api", "static")]), name="static")
     return app
 

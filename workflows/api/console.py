@@ -50,6 +50,11 @@ def page(title: str, body: str, who: Principal | None, *, status_code: int = 200
         nav = (
             '<nav><a href="/">Overview</a> <a href="/runs">Runs</a> '
             + ('<a href="/start">Start a test failover</a> ' if who.may(Permission.TEST) else "")
+            + (
+                '<a href="/tokens">Tokens</a> <a href="/webhooks">Webhooks</a> '
+                if who.may(Permission.ADMINISTER)
+                else ""
+            )
             + f'<span class="who">signed in as <b id="principal">{_e(who.name)}</b> '
             f"({_e(who.role.value)})</span>"
             '<form method="post" action="/logout" class="inline">'
