@@ -5,7 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from pypsrp.complex_objects import Command, Pipeline
+from pypsrp import serializer
+from pypsrp.complex_objects import Command, ComplexObject, Pipeline
 from pypsrp.serializer import Serializer
 
 from workers.hyperv import lean
@@ -73,3 +74,79 @@ def test_several_statements_keep_pypsrps_copies() -> None:
     assert result[0][0] is not _commands(pipeline)[0]
     wire = _wire(_pipeline, statements)
     assert b"ExtraCmds" in wire and b"Get-VMNetworkAdapter" in wire
+
+
+def _reply() -> tuple[str, str]:
+    """CLIXML as a Hyper-V host sends it: nested objects, enums, lists, a repeated object (a
+    <Ref>), escaped and plain strings, times, numbers, a GUID, a null and an error record."""
+    import datetime
+    import uuid
+
+    from psrpcore.types import PSCryptoProvider, serialize
+
+    from lab.objects import ErrorInfo, LabEnum, LabObject
+    from lab.server.serialize import to_error_record, to_ps_value
+
+    adapter = LabObject(
+        ["Microsoft.HyperV.PowerShell.VMNetworkAdapter", "System.Object"],
+        {"SwitchName": "corp-got", "IPAddresses": ["10.20.1.11", "fe80::1"], "Index": 7},
+    )
+    vm = LabObject(
+        ["Microsoft.HyperV.PowerShell.VirtualMachine"],
+        {
+            "Id": uuid.UUID("ae2823b6-8d59-51cc-98fd-5ae9267e3dec"),
+            "Name": "sql-01",
+            "Notes": "line one\nline two\ttab _x0041_ and <angle> & amp",
+            "State": LabEnum("Microsoft.HyperV.PowerShell.VMState", "Off", 3),
+            "LastReplicationTime": datetime.datetime(2026, 11, 29, 14, 0, tzinfo=datetime.UTC),
+            "Uptime": datetime.timedelta(minutes=5),
+            "NetworkAdapters": [adapter, adapter],
+            "MemoryStartup": 2**33,
+            "Ratio": 0.25,
+            "Missing": None,
+            "IsClustered": False,
+        },
+        to_string="VirtualMachine (Name = 'sql-01')",
+    )
+    element = serialize(to_ps_value(vm), PSCryptoProvider())
+    error = serialize(
+        to_error_record(ErrorInfo("no such VM", "InvalidParameter,Get-VM", "ObjectNotFound")),
+        PSCryptoProvider(),
+    )
+    return ET.tostring(element, encoding="unicode"), ET.tostring(error, encoding="unicode")
+
+
+def _shape(value: Any, depth: int = 0) -> Any:
+    """Everything a deserialised value holds, as comparable plain data."""
+    assert depth < 40
+    if isinstance(value, list | tuple):
+        return [_shape(item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        return {key: _shape(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, ComplexObject):
+        fields = {k: v for k, v in vars(value).items() if k != "_lean_xml"}
+        return (type(value).__name__, _shape({**fields, "_xml": value._xml}, depth + 1))
+    if hasattr(value, "__dict__"):
+        return (type(value).__name__, _shape(vars(value), depth + 1))
+    return value
+
+
+def test_replies_read_the_same_without_writing_each_value_as_xml() -> None:
+    lean.install()
+    for text in _reply():
+        leaner = Serializer().deserialize(text)
+        patched = (Serializer.deserialize, Serializer._deserialize_string, serializer.ET)
+        Serializer.deserialize = lean._original_deserialize  # type: ignore[method-assign]
+        Serializer._deserialize_string = lean._original_deserialize_string  # type: ignore[method-assign]
+        serializer.ET = ET
+        try:
+            reference = Serializer().deserialize(text)
+        finally:
+            Serializer.deserialize, Serializer._deserialize_string, serializer.ET = patched  # type: ignore[method-assign]
+        assert _shape(leaner) == _shape(reference)
+    vm = Serializer().deserialize(_reply()[0])
+    nic = vm.adapted_properties["NetworkAdapters"][0]
+    assert not isinstance(nic.__dict__["_lean_xml"], str)  # not written until read
+    assert nic._xml.startswith("<Obj ") and "corp-got" in nic._xml
+    notes = Serializer().deserialize(_reply()[0]).adapted_properties["Notes"]
+    assert notes == "line one\nline two\ttab _x0041_ and <angle> & amp"
