@@ -40,6 +40,9 @@ class Services:
     # seconds between rounds of the webhook notifier (None: this process sends none)
     notify_interval: float | None = None
     notify_backoff: Backoff | None = None
+    # seconds between ticks of the drill schedules in this process (None: Celery beat ticks;
+    # ``ferryman serve`` ticks itself with the in-memory broker, which no beat can reach)
+    drill_interval: float | None = None
     # single sign-on by a trusted proxy's header (None: read FERRYMAN_API_TRUSTED_* when the
     # app is made; off unless they are set)
     trusted: TrustedHeader | None = None
