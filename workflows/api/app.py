@@ -189,7 +189,7 @@ def create_app(services: Services) -> FastAPI:
     if services.trusted is None:
         from workflows.api.sso import TrustedHeader
 
-        services.trusted = TrustedHeader.from_env()
+        services.trusted = TrustedHeader.from_settings(services.settings)
     app.state.services = services
 
     @app.exception_handler(FerrymanError)
