@@ -113,6 +113,14 @@ def check_text(text: str) -> str:
     return text.replace("\r\n", "\n")
 
 
+def check_line(text: str) -> str:
+    """Pydantic validator: one line of free ``text`` (an actor's name), else ValueError."""
+    problem = text_problem(text, lines=False)
+    if problem:
+        raise ValueError(f"text {problem}")
+    return text
+
+
 def require_text(text: str, what: str, *, lines: bool = True) -> str:
     """Free ``text`` an operator gave at run time (``what`` names it: "comment", "by"), with
     CR LF read as LF; ConfigurationError saying why when it is not free text."""

@@ -24,7 +24,9 @@ A drill's run is an ordinary test failover: it waits at the plan's gates like an
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -43,9 +45,11 @@ from workflows.operations import Operations
 from workflows.settings import Settings
 from workflows.statuses import RunStatus
 from workflows.steps import DRILL_TICK, TASK_DRILLS
-from workflows.store import AuditEvent, Database, Run, utcnow
+from workflows.store import AuditEvent, Database, Run, repository, utcnow
 from workflows.store.repository import VmLocked
 from workflows.store.tables import Drill, DrillSchedule
+
+log = logging.getLogger(__name__)
 
 GRACE = timedelta(minutes=10)  # a slot not started within this is missed
 BACKFILL = 20  # slots looked back at per schedule and tick
@@ -478,15 +482,19 @@ class Drills:
         with self.db.session() as session:
             drill = session.get(Drill, drill_id)
             assert drill is not None
+        key = slot_key(drill.plan, drill.slot)
         try:
             outcome = self.operations.start(
-                self.bundle(),
-                drill.plan,
-                "test",
-                "failover",
-                by=ACTOR,
-                idempotency_key=slot_key(drill.plan, drill.slot),
+                self.bundle(), drill.plan, "test", "failover", by=ACTOR, idempotency_key=key
             )
+            run_id = outcome.run.id
+        except IntegrityError:
+            # a tick retrying a stale start raced another with the same key: its run stands
+            with self.db.session() as session:
+                found = repository.find_run_by_key(session, idempotency_key=key)
+            if found is None:
+                raise
+            run_id = found.id
         except VmLocked as exc:
             self._finish(drill_id, (STARTING,), MISSED, error=f"not started: {exc}")
             result.missed.append(drill_id)
@@ -499,7 +507,7 @@ class Drills:
             session.execute(
                 update(Drill)
                 .where(col(Drill.id) == drill_id, col(Drill.status) == STARTING)
-                .values(status=TESTING, run_id=outcome.run.id, updated_at=utcnow())
+                .values(status=TESTING, run_id=run_id, updated_at=utcnow())
             )
         result.started.append(drill_id)
 
@@ -706,6 +714,38 @@ def _notify(session: Session, drill: Drill, event: NotificationEvent) -> None:
     )
 
 
+class DrillTicker:
+    """Ticks every ``interval`` seconds in a daemon thread: the beat of a single process
+    (``ferryman serve`` with the in-memory broker, where no Celery beat can reach its
+    worker). A tick at the same time as another starts nothing twice."""
+
+    def __init__(self, drills: Drills, *, interval: float = DRILL_TICK) -> None:
+        self.drills = drills
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="ferryman-drills", daemon=True)
+
+    def start(self) -> DrillTicker:
+        """Start the thread."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the thread (after its current tick)."""
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                result = self.drills.tick()
+                for line in result.errors:
+                    log.warning("drills: %s", line)
+            except Exception:  # a bad tick must not end the schedule; it is logged
+                log.exception("drill tick failed")
+            self._stop.wait(self.interval)
+
+
 def plans_loader(settings: Settings) -> Callable[[], BundleLike]:
     """Reads the configured plan files (``FERRYMAN_PLAN_PATHS``) afresh at each call."""
 
@@ -738,6 +778,7 @@ __all__ = [
     "Cron",
     "CronInvalid",
     "DrillScheduleNotFound",
+    "DrillTicker",
     "Drills",
     "TickResult",
     "drill_json",

@@ -321,6 +321,18 @@ def assess(
     return reports
 
 
+def read_protection(fabric: Fabric, reader: ProtectionReader, now: datetime) -> list[VmReport]:
+    """What ``ferryman protect status`` shows: the hosts read and compared with the fabric
+    (``now``: the caller's clock, for a host that gives none of its own)."""
+    observed = observe(fabric, reader)
+    present = [
+        d.vm
+        for d in desired_protection(fabric).values()
+        if d.vm not in observed and reader.has_vm(d.primary_host, d.vm)
+    ]
+    return assess(fabric, observed, now, present=present)
+
+
 def _known_host(fabric: Fabric, host: str) -> bool:
     try:
         fabric.host_endpoint(host)

@@ -145,7 +145,7 @@ def replication_checks(
             )
         elif health == "Warning" or info.last_replication_time is None:
             checks.append(Check(vm, f"replication on {host}", Verdict.WARN, detail))
-        elif failover_type != "planned" and (stale := _past_rpo(info)):
+        elif failover_type != "planned" and (stale := _past_rpo(info, ctx.hyperv(host))):
             # A test (or unplanned failover) would start from a copy older than the RPO.
             checks.append(Check(vm, f"replication on {host}", Verdict.WARN, f"{detail}: {stale}"))
         else:
@@ -187,14 +187,17 @@ def _state_hint(state: str, run_id: str | None) -> str:
     return f"; {hint}" if hint else ""
 
 
-def _past_rpo(info: Any) -> str | None:
+def _past_rpo(info: Any, hv: Any) -> str | None:
     """Why the VM's last replication is older than its recovery point objective (None: it
-    is not): more than RPO_RISK_CYCLES copy intervals ago."""
+    is not): more than RPO_RISK_CYCLES copy intervals ago, on the host's own clock (``hv``'s
+    Get-Date; this machine's only when the host gives none)."""
+    from workflows.runtime import host_clock
+
     frequency = getattr(info, "frequency", 0) or 0
     last = info.last_replication_time
     if not frequency or last is None:
         return None
-    age = (datetime.now(UTC) - last).total_seconds()
+    age = ((host_clock(hv) or datetime.now(UTC)) - last).total_seconds()
     if age <= RPO_RISK_CYCLES * frequency:
         return None
     return (

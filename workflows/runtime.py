@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from plans.errors import FerrymanError, TransientError
@@ -175,6 +176,18 @@ def protection_reader(context: Any) -> Any:
     from workers.executors.protection import HostProtectionReader
 
     return HostProtectionReader(context)
+
+
+def host_clock(hv: Any) -> datetime | None:
+    """A Hyper-V host's own clock now (``Get-Date -Format o``), to measure a replication's
+    age on; None when the host does not answer it (the caller's clock is all there is)."""
+    from workers.errors import CmdletFailed
+    from workers.hyperv.protection import ProtectionHost
+
+    try:
+        return ProtectionHost(hv).clock()
+    except CmdletFailed:
+        return None
 
 
 def leftover_test_vm_lookup() -> tuple[

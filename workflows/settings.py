@@ -208,6 +208,21 @@ class Settings(BaseSettings):
         "user:password[,user:password]",
         secret=True,
     )
+    api_trusted_header: str = _setting(
+        "",
+        "Header in which a trusted reverse proxy names the signed-on user (empty: off).",
+        "a header name, e.g. X-Remote-User",
+    )
+    api_trusted_proxies: str = _setting(
+        "",
+        "Addresses of that proxy; the header from anywhere else is not believed.",
+        "comma-separated addresses or networks",
+    )
+    api_trusted_roles: str = _setting(
+        "",
+        "Role of each user signed on by the header; `*` for everyone else.",
+        "comma-separated USER=ROLE",
+    )
     debug: bool = _setting(False, "Show tracebacks on errors (like --debug).", "true or false")
 
     @field_validator("plan_paths", "plan_roots", "secret_roots", mode="before")

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from queue import Empty
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import sqlalchemy.exc
 from kombu import Connection, Exchange, Message, Producer, Queue
@@ -43,9 +43,10 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.mixins import ConsumerMixin
 from kombu.transport import redis as redis_transport
 from kombu.utils.encoding import bytes_to_str
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from plans.errors import FerrymanError, TransientError
+from plans.names import check_line
 from workflows.engine import BundleLike, Engine
 from workflows.options import OptionsInvalid, validate_options
 from workflows.steps import RUNS_QUEUE
@@ -67,7 +68,7 @@ class TriggerRequest(BaseModel):
     plan: str = Field(min_length=1)
     type: Literal["test", "planned", "unplanned"]
     direction: Literal["failover", "failback"] = "failover"
-    requested_by: str = Field(min_length=1)
+    requested_by: Annotated[str, Field(min_length=1), AfterValidator(check_line)]
     idempotency_key: str = Field(min_length=1, max_length=200)
     options: dict[str, Any] = Field(default_factory=dict)
 

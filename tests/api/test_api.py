@@ -165,7 +165,7 @@ def test_a_test_failover_is_started_approved_by_its_principal_and_cleaned_up(
     assert 'ferryman_runs{status="succeeded",type="test"}' in metrics
     assert 'ferryman_rto_achieved_seconds{gates="excluded",plan="three-tier"}' in metrics
     assert 'ferryman_step_duration_seconds_count{kind="test_failover"}' in metrics
-    assert 'ferryman_replication_health{host="hv-got-1"' in metrics
+    assert 'ferryman_replication_health{host="hv-sto-1",pairing="gold",plan="three-tier"' in metrics
 
 
 def test_an_idempotency_key_returns_the_same_run_and_a_rejected_gate_fails_it(

@@ -261,3 +261,36 @@ def test_a_slot_whose_vms_are_held_is_missed(stack: Stack) -> None:
     stack.settle(held_by, RunStatus.SUCCEEDED)
     cleanup = stack.client.post(f"/api/v1/runs/{held_by}/cleanup", headers=stack.as_(Role.OPERATOR))
     stack.settle(cleanup.json()["id"], RunStatus.SUCCEEDED)
+
+
+def test_serve_with_the_in_memory_broker_ticks_drills_itself(stack: Stack) -> None:
+    services = Services(
+        stack.runtime.engine, stack.services.settings, app=stack.runtime.app, drill_interval=0.2
+    )
+    now = datetime.now(UTC)
+    slot = now.replace(second=0, microsecond=0)
+    with stack.runtime.db.session() as session:  # set a second before this minute's slot
+        session.add(DrillSchedule(plan=PLAN, cron=EVERY_MINUTE, since=slot - timedelta(seconds=1)))
+    with TestClient(create_app(services)) as client:
+
+        def started() -> Drill | None:
+            return next((d for d in _drills(stack) if d.slot == slot and d.run_id), None)
+
+        drill = until(started, what="the ticker to start this minute's drill")
+        admin = stack.as_(Role.ADMINISTRATOR)
+        assert client.delete(f"/api/v1/plans/{PLAN}/drill", headers=admin).status_code == 200
+        assert drill.run_id is not None
+        stack.settle(drill.run_id, RunStatus.WAITING)
+        client.post(
+            f"/api/v1/runs/{drill.run_id}/gates/{GATE}/approve",
+            json={},
+            headers=stack.as_(Role.APPROVER),
+        )
+
+        def finished() -> Drill | None:
+            done = [d for d in _drills(stack) if d.id == drill.id and d.finished_at]
+            return done[0] if done else None
+
+        outcome = until(finished, what="the ticker to clean the drill up")
+        assert outcome.status == "succeeded", outcome.error
+    assert stack.test_vms() == []

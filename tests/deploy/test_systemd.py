@@ -14,7 +14,13 @@ import pytest
 from workflows.settings import Settings
 
 UNITS = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
-SERVICES = ("ferryman-api", "ferryman-triggers", "ferryman-flower", "ferryman-worker@")
+SERVICES = (
+    "ferryman-api",
+    "ferryman-triggers",
+    "ferryman-flower",
+    "ferryman-beat",
+    "ferryman-worker@",
+)
 MAX_EXPOSURE = 4.0
 
 

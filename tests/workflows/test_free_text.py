@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from plans import Bundle
 from plans.errors import ConfigurationError
+from tests.workflows.conftest import EXAMPLE
 from workflows.cli import main
 from workflows.engine import Engine
 from workflows.operations import Operations
@@ -142,3 +143,23 @@ def test_the_api_answers_422_and_keeps_the_run(
     assert "U+202E" in followed.json()["detail"]
     after, _ = fresh(engine, run.id)
     assert after.status != RunStatus.CANCELLED
+
+
+def test_a_trigger_whose_requester_holds_control_characters_is_refused(engine: Engine) -> None:
+    import json
+
+    from kombu import Connection
+
+    from plans.errors import FerrymanError
+    from workflows.triggers import TriggerConsumer, bundle_loader
+
+    consumer = TriggerConsumer(engine, Connection("memory://"), bundle_loader([str(EXAMPLE)]))
+    body = {"plan": "three-tier", "type": "test", "idempotency_key": "incident-9"}
+    with pytest.raises(FerrymanError) as caught:
+        consumer.handle(json.dumps({**body, "requested_by": "monitoring\x1b[2J"}))
+    assert "requested_by: Value error, text contains the control character U+001B" in str(
+        caught.value
+    )
+    assert engine.dispatcher.sent == []  # type: ignore[attr-defined]
+    run = consumer.handle(json.dumps({**body, "requested_by": "monitoring\tsystem"}))
+    assert run.requested_by == "monitoring\tsystem"

@@ -164,9 +164,17 @@ def create_app(services: Services) -> FastAPI:
                 readings=services.replication,
                 backoff=services.notify_backoff,
             ).start()
+        ticker = None
+        if services.drill_interval is not None:
+            from workflows.drills import Drills, DrillTicker, plans_loader
+
+            drills = Drills(services.engine, plans_loader(services.settings))
+            ticker = DrillTicker(drills, interval=services.drill_interval).start()
         try:
             yield
         finally:
+            if ticker is not None:
+                ticker.stop()
             if notifier is not None:
                 notifier.stop()
 
@@ -181,7 +189,7 @@ def create_app(services: Services) -> FastAPI:
     if services.trusted is None:
         from workflows.api.sso import TrustedHeader
 
-        services.trusted = TrustedHeader.from_env()
+        services.trusted = TrustedHeader.from_settings(services.settings)
     app.state.services = services
 
     @app.exception_handler(FerrymanError)

@@ -20,6 +20,7 @@ from rich.table import Table
 from plans.errors import FerrymanError
 from workflows.runtime import open_store
 from workflows.settings import Settings
+from workflows.steps import DRILL_TICK
 from workflows.tokens import Role, create_token, list_tokens, local_administrator, revoke_token
 
 if TYPE_CHECKING:
@@ -71,7 +72,13 @@ def serve(host: str, port: int, log_level: str) -> None:
     except FerrymanError as exc:
         _fail(str(exc))
         return
-    services = Services(runtime.engine, settings, app=runtime.app, notify_interval=2.0)
+    services = Services(
+        runtime.engine,
+        settings,
+        app=runtime.app,
+        notify_interval=2.0,
+        drill_interval=DRILL_TICK if settings.embedded else None,
+    )
     with ExitStack() as stack:
         stack.callback(runtime.db.dispose)
         if settings.embedded:

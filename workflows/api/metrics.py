@@ -3,13 +3,19 @@
 The store is the only truth (runs are moved by many processes), so a collector reads it when
 Prometheus asks instead of counters kept in this process: runs by type and outcome, step
 durations by kind, time waiting at gates, RTO achieved per plan (its latest finished failover),
-replication lag and health per VM (live, cached briefly), and stages sent but not finished.
+stages sent but not finished, and replication lag, health and RPO risk per VM from the reading
+``ferryman protect status`` does (lag on each primary's own clock), taken at most every 15 s.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -23,8 +29,9 @@ from prometheus_client.core import (
 from sqlmodel import col, select
 
 from workflows import report
-from workflows.api.services import Services
+from workflows.api.services import HEALTH_TTL, Services
 from workflows.compiler import RunOperation
+from workflows.protection import VmReport, read_protection
 from workflows.statuses import RunStatus
 from workflows.store import Approval, Run, Step
 
@@ -32,6 +39,7 @@ STEP_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3
 GATE_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
 HEALTH = {"Normal": 0, "Warning": 1, "Critical": 2}
 RECENT_STEPS = 100_000  # durations of at most this many latest steps go into the histograms
+log = logging.getLogger(__name__)
 
 
 def _histogram(
@@ -50,8 +58,9 @@ def _histogram(
 class StoreCollector:
     """Reads the figures from the store (and live replication) at each collection."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, readings: ProtectionReadings | None = None) -> None:
         self.services = services
+        self.readings = readings or ProtectionReadings()
 
     def collect(self) -> Iterator[Metric]:
         """The metric families, as of now."""
@@ -148,40 +157,108 @@ class StoreCollector:
         yield from self._replication()
 
     def _replication(self) -> Iterator[Metric]:
+        labels = ["plan", "pairing", "vm", "host", "replica_host"]
         lag = GaugeMetricFamily(
             "ferryman_replication_lag_seconds",
-            "Seconds since the VM's last replication, on its replica host",
-            labels=["plan", "vm", "host"],
+            "Seconds since the VM's last replication, on its primary host's own clock (as "
+            "ferryman protect status reads it)",
+            labels=labels,
         )
         health = GaugeMetricFamily(
             "ferryman_replication_health",
             "Replication health per VM: 0 Normal, 1 Warning, 2 Critical, -1 unknown",
-            labels=["plan", "vm", "host", "state"],
+            labels=[*labels, "state"],
+        )
+        at_risk = GaugeMetricFamily(
+            "ferryman_replication_rpo_at_risk",
+            "1 when the VM's lag passed two copy intervals or its health is Critical",
+            labels=labels,
+        )
+        read = GaugeMetricFamily(
+            "ferryman_replication_read_ok",
+            "1 when the protection reading of the hosts succeeded (0: see the server's log)",
         )
         if self.services.settings.plan_paths:
-            for reading in self.services.replication():
-                if reading["vm"] == "-":
-                    continue
-                labels = [reading["plan"], reading["vm"], reading["host"]]
-                if reading.get("lag") is not None:
-                    lag.add_metric(labels, reading["lag"])
-                health.add_metric(
-                    [*labels, reading["state"]], HEALTH.get(reading.get("health", ""), -1)
-                )
+            reading = self.readings.get(self.services)
+            read.add_metric([], 0 if reading.error else 1)
+            for report in reading.reports:
+                obs, want = report.observed, report.desired
+                host = obs.host if obs else (want.primary_host if want else "")
+                replica = obs.replica_host if obs else (want.replica_host if want else "")
+                for plan in reading.plans.get(report.vm, [""]):
+                    names = [plan, report.pairing, report.vm, host, replica]
+                    if report.lag_seconds is not None:
+                        lag.add_metric(names, report.lag_seconds)
+                    state = obs.state if obs else "Disabled"
+                    health.add_metric([*names, state], HEALTH.get(obs.health if obs else "", -1))
+                    at_risk.add_metric(names, 1 if report.rpo_at_risk else 0)
         yield lag
         yield health
+        yield at_risk
+        yield read
+
+
+@dataclass
+class Reading:
+    """One protection reading of the hosts, with the plans each VM is in."""
+
+    reports: list[VmReport] = field(default_factory=list)
+    plans: dict[str, list[str]] = field(default_factory=dict)
+    error: str = ""
+
+
+class ProtectionReadings:
+    """The reading ``ferryman protect status`` does, taken at most once per ``ttl`` seconds
+    (scrapes in between get the same one; one reading at a time)."""
+
+    def __init__(self, ttl: float = HEALTH_TTL) -> None:
+        self.ttl = ttl
+        self._taken: tuple[float, Reading] | None = None
+        self._lock = threading.Lock()
+
+    def get(self, services: Services) -> Reading:
+        """The latest reading, taken now if the last one is older than ``ttl``."""
+        with self._lock:
+            if self._taken is not None and time.monotonic() - self._taken[0] < self.ttl:
+                return self._taken[1]
+            reading = self._read(services)
+            self._taken = (time.monotonic(), reading)
+            return reading
+
+    @staticmethod
+    def _read(services: Services) -> Reading:
+        from workflows.compiler import _all_hosts
+        from workflows.runtime import protection_reader
+
+        try:
+            bundle = services.bundle()
+            fabric = bundle.fabric
+            hosts = _all_hosts(fabric, list(fabric.sites))
+            ctx = services.executor().context("metrics", "protect", "failover", hosts, {})
+            reports = read_protection(fabric, protection_reader(ctx), datetime.now(UTC))
+        except Exception as exc:  # a host down or a plan invalid: the other metrics still go
+            log.warning("replication metrics: the hosts could not be read: %s", exc)
+            return Reading(error=str(exc) or type(exc).__name__)
+        plans: dict[str, list[str]] = defaultdict(list)
+        for name, plan in sorted(bundle.plans.items()):
+            for group in plan.groups:
+                for vm in group.vms:
+                    if name not in plans[vm.name]:
+                        plans[vm.name].append(name)
+        return Reading(reports, dict(plans))
 
 
 def router() -> APIRouter:
     """``GET /metrics`` in the Prometheus text format (no token: scrape it from inside)."""
     routes = APIRouter(tags=["metrics"])
+    readings = ProtectionReadings()  # this app's, reused by scrapes for HEALTH_TTL seconds
 
     @routes.get("/metrics", response_class=Response)
     def metrics(request: Request) -> Response:
         """Prometheus metrics."""
         services: Services = request.app.state.services
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(StoreCollector(services))
+        registry.register(StoreCollector(services, readings))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return routes

@@ -40,8 +40,11 @@ class Services:
     # seconds between rounds of the webhook notifier (None: this process sends none)
     notify_interval: float | None = None
     notify_backoff: Backoff | None = None
-    # single sign-on by a trusted proxy's header (None: read FERRYMAN_API_TRUSTED_* when the
-    # app is made; off unless they are set)
+    # seconds between ticks of the drill schedules in this process (None: Celery beat ticks;
+    # ``ferryman serve`` ticks itself with the in-memory broker, which no beat can reach)
+    drill_interval: float | None = None
+    # single sign-on by a trusted proxy's header (None: taken from the settings' api_trusted_
+    # fields when the app is made; off unless they are set)
     trusted: TrustedHeader | None = None
     _health: tuple[float, list[dict[str, Any]]] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

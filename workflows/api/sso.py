@@ -19,12 +19,12 @@ by the header must come from the console's own origin, as one signed on by the c
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from plans.errors import ConfigurationError
+from workflows.settings import Settings
 from workflows.tokens import Principal, Role
 
 HEADER = "FERRYMAN_API_TRUSTED_HEADER"
@@ -48,9 +48,18 @@ class TrustedHeader:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TrustedHeader | None:
-        """The configuration of ``environ`` (None: off); raises ConfigurationError saying
+        """The configuration of the ``FERRYMAN_*`` variables of ``environ``."""
+        return cls.from_settings(Settings.from_env(environ))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TrustedHeader | None:
+        """The configuration of ``settings`` (None: off); raises ConfigurationError saying
         which variable to fix."""
-        env = os.environ if environ is None else environ
+        env = {
+            HEADER: settings.api_trusted_header,
+            PROXIES: settings.api_trusted_proxies,
+            ROLES: settings.api_trusted_roles,
+        }
         header = env.get(HEADER, "").strip()
         if not header:
             return None

@@ -22,11 +22,9 @@ from workflows.operations import Outcome
 from workflows.protection import (
     Action,
     VmReport,
-    assess,
     compile_disable,
     compile_protection,
-    desired_protection,
-    observe,
+    read_protection,
 )
 from workflows.runtime import BrokerUnavailable, for_command
 
@@ -61,14 +59,7 @@ def read_reports(bundle: Any, loaded: Any) -> list[VmReport]:
     fabric = bundle.fabric
     hosts = _all_hosts(fabric, list(fabric.sites))
     ctx = executor_for(loaded).context("protect-status", "protect", "failover", hosts, {})
-    reader = protection_reader(ctx)
-    observed = observe(fabric, reader)
-    present = [
-        d.vm
-        for d in desired_protection(fabric).values()
-        if d.vm not in observed and reader.has_vm(d.primary_host, d.vm)
-    ]
-    return assess(fabric, observed, datetime.now(UTC), present=present)
+    return read_protection(fabric, protection_reader(ctx), datetime.now(UTC))
 
 
 def _cell(value: Any) -> str:
