@@ -3,7 +3,8 @@ services' own commands with their own environment, secrets and mounts, in the co
 order; every healthcheck the file declares passes; a test failover triggered on the queue, as
 a monitoring system would, runs through the workers, its gate is approved and its cleanup
 started over the API with a token made as an operator would (``docker compose exec api
-ferryman tokens create``), and Flower answers only with its login.
+ferryman tokens create``); a planned failover started over the API moves the records on the
+compose BIND; and Flower answers only with its login.
 """
 
 from __future__ import annotations
@@ -104,6 +105,34 @@ def test_a_test_failover_and_its_cleanup_through_the_stack(stack: LocalCompose) 
     assert "test" not in str(_vm_names(state)).lower()
 
 
+def test_a_planned_failover_moves_the_records_on_the_compose_dns(stack: LocalCompose) -> None:
+    # after the test failover: a planned one started over the API, its DNS updates signed with
+    # the corp_example_key secret and sent to the dns service the fabric names ("dns:53")
+    api, dns = stack.services["api"], stack.services["dns"]
+    assert _lookup(dns, "sql-01") == ["10.10.1.11"]  # as deploy/compose/bind's zone has it
+    with httpx.Client(
+        base_url=f"http://{api.address}:8080/api/v1",
+        headers={"Authorization": f"Bearer {_token(stack, 'compose-planned')}"},
+    ) as client:
+        started = client.post(
+            "/runs", json={"plan": "three-tier", "type": "planned", "idempotency_key": "planned-1"}
+        )
+        assert started.status_code == 201, started.text
+        final = _drive(client, started.json()["id"])
+    assert final["run"]["status"] == "succeeded", final["run"]["error"]
+    moved = _lookup(dns, "sql-01")
+    assert len(moved) == 1 and moved[0].startswith("10.20."), moved  # corp-got's subnet
+
+
+def _lookup(dns: Service, name: str) -> list[str]:
+    port = dns.ports.get(53, 53)
+    done = subprocess.run(
+        ["dig", "+short", "-p", str(port), f"@{dns.address}", f"{name}.corp.example", "A"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    return done.stdout.split()
+
+
 def test_flower_answers_only_with_its_login(stack: LocalCompose) -> None:
     flower = stack.services["flower"]
     login = Path(flower.env["FERRYMAN_FLOWER_BASIC_AUTH_FILE"]).read_text().strip()
@@ -125,11 +154,11 @@ def test_flower_answers_only_with_its_login(stack: LocalCompose) -> None:
     assert {"ferryman-stockholm", "ferryman-gothenburg"} <= seen
 
 
-def _token(stack: LocalCompose) -> str:
+def _token(stack: LocalCompose, name: str = "compose-test") -> str:
     """``docker compose exec api ferryman tokens create ...``: the api's environment."""
     api = stack.services["api"]
     done = subprocess.run(
-        ["ferryman", "tokens", "create", "--name", "compose-test", "--role", "administrator"],
+        ["ferryman", "tokens", "create", "--name", name, "--role", "administrator"],
         env=api.env, cwd=api.home, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
