@@ -27,7 +27,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from plans.names import check_name, check_text, url_problem
+from plans.names import check_line, check_name, check_text, url_problem
 
 # --- shared pieces -------------------------------------------------------------------------
 
@@ -36,6 +36,8 @@ Name = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(check_
 
 FreeText = Annotated[str, AfterValidator(check_text)]
 """Descriptions and instructions: printable text, line breaks and tabs; see plans.names."""
+HostPath = Annotated[str, Field(min_length=1), AfterValidator(check_line)]
+"""A path on a Windows host: one line, no control characters (it is sent to the host)."""
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -253,10 +255,10 @@ class InitialReplication(Model):
     """``network`` (now), ``scheduled`` (at start_time) or ``offline`` (export/import)."""
     start_time: datetime | None = None
     """When a scheduled copy starts: in the future, at most 7 days ahead (ISO 8601)."""
-    export_path: str | None = None
-    """Offline only: where the source host exports the initial copy."""
-    import_path: str | None = None
-    """Offline only: where the target host imports the initial copy from."""
+    export_path: HostPath | None = None
+    """Offline only: where the source host exports the initial copy (one line of text)."""
+    import_path: HostPath | None = None
+    """Offline only: where the target host imports the initial copy from (one line of text)."""
 
 
 class ProtectionProfile(Model):

@@ -279,7 +279,7 @@ class UnitRunner:
                     summary["step"] = spec.key
                 break
         if done is not None:
-            with self.engine.db.session() as session:
+            with self.engine.db.statements() as session:
                 if not self._record(session, done):
                     summary["status"] = "duplicate"
         return summary
@@ -369,7 +369,10 @@ class UnitRunner:
         recorded ``FAILED``).
         """
         delivery = task_id(task)
-        with self.engine.db.session() as session:
+        # each statement here is a compare-and-set that stands on its own (a crash between
+        # them leaves states a crash before or after either leaves), so they commit one by
+        # one, without BEGIN and COMMIT round trips around them
+        with self.engine.db.statements() as session:
             if done is not None:
                 if not self._record(session, done):
                     return StepVerdict.DUPLICATE, None

@@ -98,3 +98,18 @@ def test_a_description_with_line_breaks_and_marks_validates(world: World) -> Non
         report.bundle.plans["three-tier"].description
         == "Tier one\nowner: \u200f\u05e6\u05d5\u05d5\u05ea\u200e DBA\tonly"
     )
+
+
+def test_host_paths_are_one_line_without_control_characters(world: World) -> None:
+    initial = ("fabric", "pairings", "gold", "profile", "initial_replication")
+    world.set(
+        initial,
+        {"method": "offline", "export_path": "D:\\Export\nrm", "import_path": "E:\\Import\x00"},
+    )
+    report = world.validate()
+    messages = sorted(p.message for p in report.errors)
+    assert len(messages) == 2, messages
+    assert "U+0000 at line 1, column 10" in messages[0]
+    assert "U+000A at line 1, column 10" in messages[1] and "only tabs" in messages[1]
+    world.set(initial, {"method": "offline", "export_path": "D:\\Export", "import_path": "E:\\In"})
+    assert world.validate().ok

@@ -186,6 +186,8 @@ class Database:
             # in place of pool_pre_ping: see _checked_out
             event.listen(self.engine.pool, "checkout", _checked_out(self.engine.dialect))
             event.listen(self.engine.pool, "checkin", _returned)
+        # the same pool, connections handed out in autocommit (see statements())
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         if create:
             self.create_all()
 
@@ -205,6 +207,21 @@ class Database:
             if fresh:
                 stamp_head(connection, self.url)
             connection.commit()
+
+    @contextmanager
+    def statements(self) -> Iterator[Session]:
+        """A session whose statements each take effect on their own (the driver's autocommit):
+        no BEGIN and COMMIT round trips around them, for work that is a sequence of single
+        compare-and-set statements, each of which leaves the store consistent by itself (a
+        step's per-step bookkeeping). Anything that must be all or nothing uses
+        :meth:`session`."""
+        with Session(self._autocommit, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
 
     @contextmanager
     def session(self) -> Iterator[Session]:
