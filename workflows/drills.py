@@ -29,7 +29,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -183,7 +183,7 @@ class Cron:
             for m in sorted(self.minutes, reverse=reverse)
         ]
 
-    def previous(self, at: datetime, zone: ZoneInfo | Any) -> datetime | None:
+    def previous(self, at: datetime, zone: tzinfo) -> datetime | None:
         """The latest slot at or before ``at`` (UTC), or None within four years."""
         local = at.astimezone(zone)
         day = local.date()
@@ -197,7 +197,7 @@ class Cron:
             day -= timedelta(days=1)
         return None
 
-    def following(self, at: datetime, zone: ZoneInfo | Any) -> datetime | None:
+    def following(self, at: datetime, zone: tzinfo) -> datetime | None:
         """The first slot after ``at`` (UTC), or None within four years."""
         local = at.astimezone(zone)
         day = local.date()
