@@ -50,7 +50,8 @@ class StepProgress:
         self.step_id = step.id
         self.delivery = delivery
         self.interval = interval
-        self.last = last_progress(step.result)
+        # as read with the step (never loaded afresh: a column left unread stays unread)
+        self.last = last_progress(step.__dict__.get("result"))
         self._written_at: float | None = None
         self._unwritten: dict[str, Any] | None = None
         self._lock = threading.Lock()

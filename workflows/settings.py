@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import stat
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -40,6 +39,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from plans.errors import ConfigurationError
+from plans.files import FileRefused, FileTooLarge, read_bounded
 
 PREFIX = "FERRYMAN_"
 SECRET_FILE_LIMIT = 64 * 1024  # a URL or a password, never more
@@ -406,18 +406,22 @@ def _is_secret(name: str) -> bool:
 
 
 def read_secret_file(path: Path, variable_name: str) -> str:
-    """A secret's text from a regular file of at most 64 KB, without its final newline."""
+    """A secret's text from a regular file of at most 64 KB, without its final newline; read
+    without blocking (a FIFO is refused, not waited on) and within a deadline.
+
+    The file is named by the environment (``NAME_FILE``, ``$CREDENTIALS_DIRECTORY``), which
+    the administrator sets, so it is not confined to the secret folders that files named by
+    plans and commands are (plans/FORMAT.md, "Files a plan names")."""
     try:
-        mode = path.stat().st_mode
-        if not stat.S_ISREG(mode):
-            raise ConfigurationError(f"{variable_name}: {path} is not a regular file")
-        with path.open("rb") as handle:
-            data = handle.read(SECRET_FILE_LIMIT + 1)
-    except OSError as exc:
-        raise ConfigurationError(f"{variable_name}: cannot read {path}: {exc.strerror}") from None
-    if len(data) > SECRET_FILE_LIMIT:
-        raise ConfigurationError(f"{variable_name}: {path} is larger than 64 KB")
-    return data.decode("utf-8", errors="strict").rstrip("\r\n")
+        data = read_bounded(path, limit=SECRET_FILE_LIMIT, what="file")
+    except FileTooLarge:
+        raise ConfigurationError(f"{variable_name}: {path} is larger than 64 KB") from None
+    except FileRefused as exc:
+        raise ConfigurationError(f"{variable_name}: {exc}") from None
+    try:
+        return data.decode("utf-8", errors="strict").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{variable_name}: {path} is not UTF-8 text") from None
 
 
 class FerrymanEnvironment(PydanticBaseSettingsSource):

@@ -131,7 +131,9 @@ def bundle_loader(paths: Sequence[str]) -> Callable[[], BundleLike]:
     return load
 
 
-QUORUM = {"x-queue-type": "quorum"}
+# A quorum queue drops a message returned more often than its delivery limit (20 by default
+# from RabbitMQ 4.0); a trigger requeued while the store is down must outlast a long outage.
+QUORUM = {"x-queue-type": "quorum", "x-delivery-limit": 1_000_000}
 
 
 def durable_queue(name: str) -> Queue:

@@ -185,6 +185,14 @@ def test_trigger_and_command_queues_are_quorum_queues(amqp_url: str, tmp_path: P
             "ferryman.commands.dead",
         ]
         assert {name: types.get(name) for name in wanted} == dict.fromkeys(wanted, "quorum")
+        # a trigger requeued through a long store outage is not dropped at a delivery limit
+        vhost = amqp_url.rsplit("/", 1)[1]
+        out = rabbitmqctl(
+            "list_queues", "-p", vhost, "--quiet", "--no-table-headers", "name", "arguments"
+        )
+        arguments = dict(line.split("\t")[:2] for line in out.splitlines() if "\t" in line)
+        for name in wanted:
+            assert '"x-delivery-limit",1000000' in arguments[name].replace(" ", ""), arguments
     finally:
         for process in processes:
             process.terminate()

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,12 @@ import pytest
 from rich.console import Console
 
 from tests.protection.conftest import Sites
+from workers.executors import context as step_context
+from workers.executors.errors import StepFailed
+from workers.executors.protection import enable_replication, initial_replication
 from workers.progress import StepProgress
 from workflows import report
+from workflows.compiler import _all_hosts
 from workflows.progress import snapshot, step_progress, wait_for
 from workflows.protection import compile_protection
 from workflows.statuses import TERMINAL_RUN, RunStatus, StepStatus
@@ -178,3 +184,35 @@ def test_progress_writes_are_throttled_and_the_last_figures_kept_on_failure(
     # Another delivery's writer never touches the step.
     StepProgress(db, step, "d2").report({"percent": 99.0})
     assert _recorded(db, run.id) == {"percent": 20.0}
+
+
+def test_a_resumed_initial_replication_keeps_its_total_and_percent(frozen_sites: Sites) -> None:
+    """A step started again (its worker died) reads the backlog left, not the whole copy:
+    the figures its earlier start recorded keep the total, so it goes on from 58 %, not 0 %."""
+    sites = frozen_sites
+    compiled = compile_protection(sites.bundle.fabric, sites.reports(), vms=["crm-01"])
+    assert compiled is not None
+    enable, initial = compiled.stages[0].units[0].steps
+    short = replace(initial, params=initial.params.model_copy(update={"timeout": 0.2}))
+    hosts = _all_hosts(sites.bundle.fabric, list(sites.bundle.fabric.sites))
+    first: list[dict[str, Any]] = []
+    ctx = step_context("r", "protect", "failover", hosts, poll_interval=0.02)
+    ctx.on_progress = first.append
+    enable_replication(ctx, enable)
+    with pytest.raises(StepFailed, match="did not finish"):
+        initial_replication(ctx, short)  # gives up waiting, as a killed worker stops
+    assert first[-1]["percent"] == 0.0 and first[-1]["bytes_total"] == TOTAL
+    assert sites.lab.admin("POST", "/time/advance", {"seconds": 30})[0] == 200
+
+    again: list[dict[str, Any]] = []
+    resumed = step_context("r", "protect", "failover", hosts, attempt=2, poll_interval=0.02)
+    resumed.on_progress, resumed.last_progress = again.append, first[-1]
+    with ThreadPoolExecutor(1) as pool:
+        done = pool.submit(initial_replication, resumed, initial)
+        assert wait_until(lambda: again or None, timeout=60, interval=0.02)
+        assert sites.lab.admin("POST", "/time/advance", {"seconds": 30})[0] == 200
+        outcome = done.result(timeout=60)
+    assert again[0]["bytes_total"] == TOTAL
+    assert 58 <= again[0]["percent"] <= 59  # 30 of 51.5 lab seconds
+    assert outcome.result["progress"]["percent"] == 100.0
+    assert outcome.result["progress"]["bytes_total"] == TOTAL

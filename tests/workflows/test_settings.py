@@ -124,6 +124,10 @@ def test_a_secret_file_must_be_a_small_regular_file(tmp_path: Path) -> None:
         Settings.from_env({"FERRYMAN_DATABASE_URL_FILE": str(tmp_path / "nope")})
     missing = str(caught.value)
     assert missing.startswith("FERRYMAN_DATABASE_URL_FILE: cannot read")
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xffredis://:Secret@127.0.0.1/0")
+    message = refused({"FERRYMAN_BROKER_URL_FILE": str(binary)})
+    assert message == f"FERRYMAN_BROKER_URL_FILE: {binary} is not UTF-8 text"
 
 
 def test_a_bad_secret_is_named_without_its_value() -> None:
