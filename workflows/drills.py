@@ -487,14 +487,14 @@ class Drills:
             outcome = self.operations.start(
                 self.bundle(), drill.plan, "test", "failover", by=ACTOR, idempotency_key=key
             )
-            run_id = outcome.run.id
+            run_id, new = outcome.run.id, not outcome.replayed
         except IntegrityError:
             # a tick retrying a stale start raced another with the same key: its run stands
             with self.db.session() as session:
                 found = repository.find_run_by_key(session, idempotency_key=key)
             if found is None:
                 raise
-            run_id = found.id
+            run_id, new = found.id, False
         except VmLocked as exc:
             self._finish(drill_id, (STARTING,), MISSED, error=f"not started: {exc}")
             result.missed.append(drill_id)
@@ -509,12 +509,15 @@ class Drills:
                 .where(col(Drill.id) == drill_id, col(Drill.status) == STARTING)
                 .values(status=TESTING, run_id=run_id, updated_at=utcnow())
             )
-        result.started.append(drill_id)
+        if new:  # not when a retried start found the run made before
+            result.started.append(drill_id)
 
     # -- moving on
 
     def _advance(self, drill: Drill, now: datetime, result: TickResult) -> None:
-        stale = _older(drill.updated_at, now, RESTART_AFTER)
+        # how long a drill or run has been in a state is measured on the store's clock (the
+        # tick's ``now`` may be given, to act as of a slot)
+        stale = _older(drill.updated_at, utcnow(), RESTART_AFTER)
         if drill.status == STARTING:
             if stale:  # the tick that inserted it died before starting the run
                 self._start(drill.id or 0, result)
@@ -534,7 +537,7 @@ class Drills:
             if run.status != RunStatus.SUCCEEDED and self.engine.settings.auto_compensate_test:
                 # a failed test failover is undone by a compensation run of its own
                 undo = self._child(run, RunOperation.COMPENSATE)
-                if undo is None and not _older(run.finished_at, now, RESTART_AFTER):
+                if undo is None and not _older(run.finished_at, utcnow(), RESTART_AFTER):
                     return  # its compensation is about to start
                 if undo is not None:
                     if RunStatus(undo.status) not in FINISHED_RUN:

@@ -144,6 +144,13 @@ def test_the_example_plan_validates_with_the_default_folders(home: Path) -> None
     assert report.ok, report.problems
 
 
+def test_the_compose_plan_validates_with_the_default_folders(home: Path) -> None:
+    # its secrets are Compose secrets: file:/run/secrets/lab_password, .../corp_example_key
+    compose = EXAMPLES.parents[1] / "deploy" / "compose" / "plans" / "three-tier.yaml"
+    report = plans.validate([compose])
+    assert report.ok, report.problems
+
+
 def test_plan_validate_command_prints_one_line_and_fails(home: Path, tmp_path: Path) -> None:
     text = (EXAMPLES / "fabric.yaml").read_text()
     assert "file:/etc/ferryman/corp-example.key" in text
