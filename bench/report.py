@@ -36,6 +36,10 @@ HEADLINE = (
     "compile_5000_s",
     "peak_mb_5000",
     "concurrent_plans_ok",
+    # full mode only (bench.scale's end-to-end runs)
+    "worker_rss_growth_1k_5k",
+    "lab_cpu_ms_per_call_1k",
+    "lab_cpu_ms_per_call_5k",
 )
 
 
@@ -111,6 +115,9 @@ def table(document: dict[str, Any]) -> str:
         ("validate+compile 5,000 VMs", "compile_5000_s", "< 2 s"),
         ("peak RSS 5,000 VMs (MB)", "peak_mb_5000", "< 300 MB"),
         ("20 concurrent plans succeeded", "concurrent_plans_ok", "true"),
+        ("worker RSS after 5k / after 1k VMs", "worker_rss_growth_1k_5k", "<= 1.2 (full)"),
+        ("lab CPU per call, 1k VMs (ms)", "lab_cpu_ms_per_call_1k", "within 10% of 5k (full)"),
+        ("lab CPU per call, 5k VMs (ms)", "lab_cpu_ms_per_call_5k", "(full)"),
     ]
     lines = [f"{'figure':34} {'value':>12}  target", "-" * 72]
     for label, key, target in rows:

@@ -239,7 +239,7 @@ def end_to_end(shape: Shape, *, concurrency: int, timeout: float) -> dict[str, A
     """Run the plan on the lab at zero latency; seconds, or how far it got by ``timeout``."""
     from bench.engine import ferryman, ferryman_env
     from bench.overhead import FERRYMAN_DB, lab_for, urls_of
-    from bench.services import redis_server
+    from bench.services import CpuMeter, redis_server
 
     with (
         tempfile.TemporaryDirectory(prefix="ferryman-bench-") as tmp,
@@ -252,9 +252,23 @@ def end_to_end(shape: Shape, *, concurrency: int, timeout: float) -> dict[str, A
             server, workdir, db=FERRYMAN_DB, password=lab.password, database_url=None
         )
         with ferryman(env, concurrency=concurrency, log_dir=workdir) as harness:
-            timing = harness.run(plan_file, "bench", timeout=timeout)
+            lab.calls.clear()
+            run_id, started = harness.start(plan_file, "bench")
+            # the lab runs in this process (its server threads), from here on with only the
+            # run's follow loop beside it (a read of the store every few hundred ms)
+            meter = CpuMeter({}, this_process="lab")
+            timing = harness.follow(run_id, started, timeout=timeout)
+            lab_cpu_s = meter.read()["lab"]
+            calls = len(lab.calls.calls())
+            worker_rss_mb = sum(rss_mb(pid) for pid in harness.worker_pids)
             done, total = harness.progress(timing.run_id)
-    figures: dict[str, Any] = {"vms": shape.vm_count, "status": timing.status}
+    figures: dict[str, Any] = {
+        "vms": shape.vm_count,
+        "status": timing.status,
+        "calls": calls,
+        "lab_cpu_ms_per_call": round(lab_cpu_s / calls * 1000, 3) if calls else None,
+        "worker_rss_mb": round(worker_rss_mb, 1),
+    }
     if timing.status == "succeeded":
         figures["e2e_s"] = round(timing.recorded_s, 2)
         figures["per_vm_ms"] = round(timing.recorded_s / shape.vm_count * 1000, 1)
@@ -307,6 +321,38 @@ def run(
             "end to end: "
             + ", ".join(f"{e['vms']}: {e.get('e2e_s', e.get('steps_done'))}" for e in out["e2e"])
         )
+        out.update(growth_figures(out["e2e"]))
+        out["summary"].append(
+            f"worker RSS after the 5,000-VM run / after the 1,000-VM run: "
+            f"{out.get('worker_rss_growth_1k_5k')}; lab CPU per call 1k / 5k: "
+            f"{out.get('lab_cpu_ms_per_call_1k')} / {out.get('lab_cpu_ms_per_call_5k')} ms"
+        )
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident set now (``VmRSS``), in MB; 0 when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def growth_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``worker_rss_growth_1k_5k`` (the worker's resident set after the 5,000-VM run over that
+    after the 1,000-VM run, each in a fresh worker) and ``lab_cpu_ms_per_call_1k``/``_5k``,
+    from the end-to-end runs that succeeded."""
+    done = {run["vms"]: run for run in runs if run.get("status") == "succeeded"}
+    out: dict[str, Any] = {}
+    small, large = done.get(1000), done.get(5000)
+    if small and large and small.get("worker_rss_mb"):
+        out["worker_rss_growth_1k_5k"] = round(large["worker_rss_mb"] / small["worker_rss_mb"], 2)
+    for vms, suffix in ((1000, "1k"), (5000, "5k")):
+        if vms in done and done[vms].get("lab_cpu_ms_per_call") is not None:
+            out[f"lab_cpu_ms_per_call_{suffix}"] = done[vms]["lab_cpu_ms_per_call"]
     return out
 
 

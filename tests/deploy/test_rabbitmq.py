@@ -177,13 +177,18 @@ def test_trigger_and_command_queues_are_quorum_queues(amqp_url: str, tmp_path: P
                 lambda p=log_path: "consuming ferryman." in p.read_text(errors="replace"),
                 timeout=60, interval=0.2, what=f"{name} consuming",
             )  # fmt: skip
-        types = queue_types(amqp_url)
         wanted = [
             "ferryman.runs",
             "ferryman.runs.dead",
             "ferryman.commands",
             "ferryman.commands.dead",
         ]
+        # "consuming" is said as the consumer connects; the queues are declared just after
+        wait_for(
+            lambda: set(wanted) <= set(queue_types(amqp_url)),
+            timeout=60, interval=0.5, what="the four queues declared",
+        )  # fmt: skip
+        types = queue_types(amqp_url)
         assert {name: types.get(name) for name in wanted} == dict.fromkeys(wanted, "quorum")
         # a trigger requeued through a long store outage is not dropped at a delivery limit
         vhost = amqp_url.rsplit("/", 1)[1]
