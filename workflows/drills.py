@@ -93,7 +93,8 @@ def _value(text: str, index: int) -> int:
     if names and text.lower() in names:
         return names.index(text.lower()) + (1 if index == 3 else 0)
     if not re.fullmatch(r"\d{1,2}", text):
-        raise ValueError(f"{name} {text!r} is not a number")
+        hint = f" or a name ({names[0]}..{names[-1]})" if names else ""
+        raise ValueError(f"{name} {text!r} is not a number{hint}")
     value = int(text)
     if not low <= value <= high:
         raise ValueError(f"{name} {value} is out of {low}-{high}")
@@ -414,7 +415,7 @@ class Drills:
             )
         for drill in going:
             try:
-                self._advance(drill, now, result)
+                self._advance(drill, result)
             except FerrymanError as exc:
                 result.errors.append(f"drill {drill.id} of plan {drill.plan}: {exc}")
         return result
@@ -514,7 +515,7 @@ class Drills:
 
     # -- moving on
 
-    def _advance(self, drill: Drill, now: datetime, result: TickResult) -> None:
+    def _advance(self, drill: Drill, result: TickResult) -> None:
         # how long a drill or run has been in a state is measured on the store's clock (the
         # tick's ``now`` may be given, to act as of a slot)
         stale = _older(drill.updated_at, utcnow(), RESTART_AFTER)

@@ -377,7 +377,9 @@ def _consume(
     try:
         with Connection(settings.broker_url, transport_options=transport_options(settings)) as conn:
             consumer = consumer_for(runtime.engine, conn)
-            announce(f"consuming {queue} on {conn.as_uri()}; Ctrl-C stops")
+            uri = conn.as_uri()
+            # said once the queues are declared: a queue the broker refuses is one error line
+            consumer.on_ready = lambda: announce(f"consuming {queue} on {uri}; Ctrl-C stops")
             try:
                 consumer.run(poll=poll)
             except KeyboardInterrupt:

@@ -331,6 +331,8 @@ class TriggerConsumer(ConsumerMixin):
         self.load = load
         self.stopping = threading.Event()
         self.backoff = 0.0
+        # called once, when the queues are declared and consuming has begun
+        self.on_ready: Callable[[], None] | None = None
 
     # -- consuming
 
@@ -347,6 +349,14 @@ class TriggerConsumer(ConsumerMixin):
             dead.bind(channel).declare()
             # on_message: the raw message, undecoded: decoding is ours, so a bad body is a reason
             return [consumer([runs], on_message=self._on_message, accept=None, prefetch_count=1)]
+
+    def on_consume_ready(
+        self, connection: Any, channel: Any, consumers: Any, **kwargs: Any
+    ) -> None:
+        """The queues are declared and consumed: say so once (not again on a reconnection)."""
+        ready, self.on_ready = self.on_ready, None
+        if ready is not None:
+            ready()
 
     def on_connection_error(self, exc: BaseException, interval: float) -> None:
         """Log, then kombu retries the connection after ``interval`` seconds."""

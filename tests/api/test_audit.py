@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from tests.api.conftest import make_tokens, settings_for
 from workers.embedded import Runtime
 from workflows.api.app import create_app
+from workflows.api.auth import DenialThrottle
 from workflows.api.services import Services
 from workflows.tokens import Role
 
@@ -91,3 +92,58 @@ def test_the_audit_listing_is_for_administrators(
         r for r in _denials(app, tokens[Role.ADMINISTRATOR]) if r["data"]["path"] == "/api/v1/audit"
     ][:1]
     assert row["data"]["principal"] == "approver-the_audit_listing_is_for_"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_flood_of_anonymous_refusals_is_written_once_a_minute_with_its_count(
+    client: tuple[TestClient, dict[Role, str]],
+) -> None:
+    app, tokens = client
+    admin = tokens[Role.ADMINISTRATOR]
+    clock = Clock()
+    app.app.state.denials = DenialThrottle(clock=clock)  # type: ignore[attr-defined]
+    before = {row["id"] for row in _denials(app, admin)}
+
+    for _ in range(30):
+        assert app.get("/api/v1/runs").status_code == 401  # every one is still refused
+    viewer = {"Authorization": f"Bearer {tokens[Role.VIEWER]}"}
+    for _ in range(3):  # a signed-in principal's refusals are always written
+        assert app.get("/api/v1/webhooks", headers=viewer).status_code == 403
+    new = [row for row in _denials(app, admin) if row["id"] not in before]
+    anonymous = [row for row in new if row["data"]["principal"] is None]
+    assert len(anonymous) == 1 and anonymous[0]["data"]["repeated"] == 0
+    assert len([row for row in new if row["data"]["principal"] is not None]) == 3
+
+    clock.now += 61
+    assert app.get("/api/v1/runs").status_code == 401
+    later = [
+        row
+        for row in _denials(app, admin)
+        if row["id"] not in before and row["data"]["principal"] is None
+    ]
+    assert len(later) == 2
+    assert sorted(row["data"]["repeated"] for row in later) == [0, 29]
+
+
+def test_the_throttle_caps_refusals_from_many_addresses_and_carries_the_count() -> None:
+    clock = Clock()
+    throttle = DenialThrottle(window=60, burst=3, capacity=2, clock=clock)
+    assert [throttle.admit(f"127.0.0.{n}", "no token") for n in range(5)] == [
+        0,
+        0,
+        0,
+        None,
+        None,
+    ]
+    clock.now += 60
+    # the two held back by the cap are counted into the next one written
+    assert throttle.admit("127.0.0.9", "no token") == 2
+    assert throttle.admit("127.0.0.9", "no token") is None
+    assert throttle.admit("127.0.0.9", "bad scheme") == 0  # another reason is another entry

@@ -228,6 +228,7 @@ def test_a_classic_queue_of_the_same_name_stops_the_consumer_with_what_to_do(
     output = done.stdout + done.stderr
     assert done.returncode == 1, output
     assert "Traceback" not in output, output
+    assert "consuming" not in output, output  # it never consumed: it says nothing else
     errors = [line for line in output.splitlines() if "error" in line.lower()]
     assert len(errors) == 1, output
     assert "queue 'ferryman.runs' already exists" in errors[0]

@@ -27,7 +27,7 @@ from plans.errors import ConfigurationError, FerrymanError
 from plans.problems import PlanInvalid
 from workflows import report
 from workflows.api import actions
-from workflows.api.auth import Administrator, Caller, Reader, record_denial
+from workflows.api.auth import Administrator, Caller, DenialThrottle, Reader, record_denial
 from workflows.api.services import Services
 from workflows.compiler import RunOperation
 from workflows.drills import DrillScheduleNotFound
@@ -191,6 +191,7 @@ def create_app(services: Services) -> FastAPI:
 
         services.trusted = TrustedHeader.from_settings(services.settings)
     app.state.services = services
+    app.state.denials = DenialThrottle()
 
     @app.exception_handler(FerrymanError)
     async def ferryman_error(request: Request, exc: FerrymanError) -> JSONResponse:

@@ -5,7 +5,8 @@ without a token is signed on by the proxy's header instead. A request without a 
 is answered 401 and one whose role lacks the permission 403,
 before anything changes; each refusal is written to the audit trail (event ``access_denied``:
 the principal when known, method, path, status and the permission with the roles granting it;
-never the token). The console keeps the token in an HttpOnly, SameSite=Strict cookie;
+never the token); refusals of unauthenticated requests at most once a minute per address and
+reason, with a count of those held back (:class:`DenialThrottle`). The console keeps the token in an HttpOnly, SameSite=Strict cookie;
 a state-changing request authenticated by that cookie must also come from the console's own
 origin, so a page elsewhere cannot forge one.
 """
@@ -13,6 +14,9 @@ origin, so a page elsewhere cannot forge one.
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Annotated
 
@@ -54,6 +58,54 @@ def _same_origin(request: Request) -> bool:
     return scheme in ("http", "https") and rest.split("/", 1)[0] == host
 
 
+class DenialThrottle:
+    """Refusals of requests nobody signed in for reach the audit trail at most once per
+    client address and reason every ``window`` seconds, and at most ``burst`` of them per
+    window in all; the ones held back are counted into the next one written (``repeated``).
+
+    Anyone who can reach the port can send unauthenticated requests, so writing each would let
+    them fill the audit trail and load the store; a refusal of a signed-in principal is always
+    written. Kept in memory (``capacity`` addresses), per process.
+    """
+
+    def __init__(
+        self,
+        window: float = 60.0,
+        *,
+        burst: int = 100,
+        capacity: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.window, self.burst, self.capacity, self.clock = window, burst, capacity, clock
+        self._last: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
+        self._written: list[float] = []
+        self._held = 0  # refused by the overall cap, carried into the next one written
+        self._lock = threading.Lock()
+
+    def admit(self, client: str, reason: str) -> int | None:
+        """None to hold this refusal back; otherwise how many like it were held back since
+        the last one written."""
+        key = (client, reason)
+        with self._lock:
+            now = self.clock()
+            last = self._last.get(key)
+            if last is not None and now - last[0] < self.window:
+                self._last[key] = (last[0], last[1] + 1)
+                return None
+            self._written = [at for at in self._written if now - at < self.window]
+            if len(self._written) >= self.burst:
+                self._held += 1
+                return None
+            repeated = (last[1] if last is not None else 0) + self._held
+            self._held = 0
+            self._written.append(now)
+            self._last[key] = (now, 0)
+            self._last.move_to_end(key)
+            while len(self._last) > self.capacity:
+                self._last.popitem(last=False)
+            return repeated
+
+
 def record_denial(
     request: Request,
     status: int,
@@ -65,6 +117,14 @@ def record_denial(
     """Write a refused request to the audit trail (a failure to write it is logged, and the
     refusal stands)."""
     principal = principal or getattr(request.state, "principal", None)
+    repeated = 0
+    throttle: DenialThrottle | None = getattr(request.app.state, "denials", None)
+    if principal is None and throttle is not None:
+        client = request.client.host if request.client else ""
+        admitted = throttle.admit(client, reason)
+        if admitted is None:
+            return
+        repeated = admitted
     data = {
         "method": request.method,
         "path": request.url.path,
@@ -74,6 +134,7 @@ def record_denial(
         "needed": needed.value if needed else None,
         "roles": [r.value for r in Role if needed in GRANTS[r]] if needed else None,
         "reason": reason,
+        "repeated": repeated,
     }
     where = f"{request.method} {request.url.path}"
     try:
