@@ -187,7 +187,7 @@ class Engine:
                 "group": unit.group,
                 "vm": spec.vm,
                 "host": spec.host,
-                "kind": spec.kind.value,
+                "kind": spec.kind._value_,
                 "on_error": spec.on_error,
                 "status": StepStatus.PENDING.value,
             }
