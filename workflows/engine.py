@@ -177,6 +177,7 @@ class Engine:
             return existing
 
     def _create(self, run: Run, compiled: CompiledRun, actor: str, message: str = "") -> Run:
+        pending = StepStatus.PENDING.value
         steps = [
             {
                 "run_id": run.id,
@@ -189,7 +190,7 @@ class Engine:
                 "host": spec.host,
                 "kind": spec.kind._value_,
                 "on_error": spec.on_error,
-                "status": StepStatus.PENDING.value,
+                "status": pending,
             }
             for seq, (stage, unit, spec) in enumerate(compiled.steps())
         ]
