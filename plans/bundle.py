@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from plans.collection import collector_paused
 from plans.errors import ConfigurationError
 from plans.files import (
     MAX_TEXT_BYTES,
@@ -151,6 +152,13 @@ def validate(
     """
     if isinstance(paths, str | Path):
         paths = [paths]
+    with collector_paused():
+        return _validate(paths, now, roots)
+
+
+def _validate(
+    paths: Sequence[str | Path], now: datetime | None, roots: Sequence[str | Path]
+) -> ValidationReport:
     allowed = allowed_roots(paths, roots)
     reader = _Reader(allowed)
     for path in paths:
