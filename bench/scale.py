@@ -357,7 +357,7 @@ def growth_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.scale [--quick]`` or the child mode ``child DIR``."""
+    """``python -m bench.scale [--quick | --start]`` or the child mode ``child DIR``."""
     args = sys.argv[1:] if argv is None else argv
     if args[:2] == ["child", "start"]:
         print(json.dumps(start_child(Path(args[2]), "bench")))
@@ -368,7 +368,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--start",
+        action="store_true",
+        help="only the start of the realistic 5,000-VM plan (start_5000_s, start_peak_mb_5000)",
+    )
     options = parser.parse_args(args)
+    if options.start:
+        with tempfile.TemporaryDirectory(prefix="ferryman-bench-") as tmp:
+            print(json.dumps(measure_start(Path(tmp)), indent=2))
+        return 0
     print(json.dumps(run(quick=options.quick), indent=2))
     return 0
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from plans.collection import collector_paused
 from plans.errors import ConfigurationError
 from plans.files import (
     MAX_TEXT_BYTES,
@@ -35,7 +36,7 @@ from plans.model import Document, Fabric, RecoveryPlan, ScriptAction
 from plans.problems import DocPath, PlanInvalid, Problem, Severity, sort_problems
 from plans.protection import PROTECTION_RULES
 from plans.rules import Finding, RuleContext, check_bundle
-from plans.structure import structural_problems
+from plans.structure import validated_structure
 
 MAX_FILES = 100  # files in one bundle, includes counted
 PLAN_SUFFIXES = (".yaml", ".yml")  # what an include may name: plan and fabric files only
@@ -151,6 +152,13 @@ def validate(
     """
     if isinstance(paths, str | Path):
         paths = [paths]
+    with collector_paused():
+        return _validate(paths, now, roots)
+
+
+def _validate(
+    paths: Sequence[str | Path], now: datetime | None, roots: Sequence[str | Path]
+) -> ValidationReport:
     allowed = allowed_roots(paths, roots)
     reader = _Reader(allowed)
     for path in paths:
@@ -296,7 +304,9 @@ def _assemble(loaded: list[LoadedFile], problems: list[Problem]) -> _Assembly | 
     plans: dict[str, RecoveryPlan] = {}
     plan_files: dict[str, LoadedFile] = {}
     for item in loaded:
-        problems.extend(structural_problems(Document, item.data, item.marks, item.file))
+        # a valid document's fabric and plans are those validated here, not validated again
+        document, found = validated_structure(Document, item.data, item.marks, item.file)
+        problems.extend(found)
         if "fabric" in item.data and item.data["fabric"] is not None:
             if fabric_file is not None:
                 line, col = item.marks.key(("fabric",))
@@ -313,7 +323,9 @@ def _assemble(loaded: list[LoadedFile], problems: list[Problem]) -> _Assembly | 
                 )
             else:
                 fabric_file = item
-                fabric = _quiet(Fabric, item.data["fabric"])
+                fabric = (
+                    document.fabric if document is not None else _quiet(Fabric, item.data["fabric"])
+                )
         raw_plans = item.data.get("plans")
         if not isinstance(raw_plans, dict):
             continue
@@ -334,7 +346,9 @@ def _assemble(loaded: list[LoadedFile], problems: list[Problem]) -> _Assembly | 
                 )
                 continue
             plan_files[name] = item
-            plan = _quiet(RecoveryPlan, raw)
+            plan = document.plans.get(name) if document is not None else None
+            if plan is None:
+                plan = _quiet(RecoveryPlan, raw)
             if plan is not None:
                 plans[name] = plan
     if fabric_file is None:

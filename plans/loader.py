@@ -48,6 +48,15 @@ _SCALAR_TAGS = {
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
+
+_ScalarEvent = yaml.ScalarEvent
+_MappingStartEvent = yaml.MappingStartEvent
+_MappingEndEvent = yaml.MappingEndEvent
+_SequenceStartEvent = yaml.SequenceStartEvent
+_SequenceEndEvent = yaml.SequenceEndEvent
+_AliasEvent = yaml.AliasEvent
+_DocumentStartEvent = yaml.DocumentStartEvent
 
 Position = tuple[int, int]  # 1-based line and column
 
@@ -119,24 +128,36 @@ def load_text(text: str) -> tuple[dict[str, Any], Marks, list[tuple[str, Positio
     """
     if not text.strip():
         raise _Refused("the file is empty; a plan file is a YAML mapping (version, fabric, plans)")
-    events = _checked_events(text)
-    try:
-        node = _EventComposer(events).get_single_node()
-    except yaml.YAMLError as exc:
-        raise _yaml_refusal(exc, text) from None
-    except RecursionError:
-        raise _Refused(f"the YAML nests deeper than {MAX_DEPTH} levels") from None
-    if node is None:
-        raise _Refused("the file holds only comments; a plan file is a YAML mapping")
-    builder = _Builder()
-    data = builder.build(node, ())
+    events, anchored = _checked_events(text)
+    if not anchored:
+        # No anchors and no aliases (the usual plan file): the events are built into data
+        # directly, without composing a node tree first; the result is the same.
+        direct = _EventBuilder(events)
+        top = direct.document()
+        if top is None:
+            raise _Refused("the file holds only comments; a plan file is a YAML mapping")
+        data, position = top
+        marks, issues = direct.marks, direct.issues
+    else:
+        try:
+            node = _EventComposer(events).get_single_node()
+        except yaml.YAMLError as exc:
+            raise _yaml_refusal(exc, text) from None
+        except RecursionError:
+            raise _Refused(f"the YAML nests deeper than {MAX_DEPTH} levels") from None
+        if node is None:
+            raise _Refused("the file holds only comments; a plan file is a YAML mapping")
+        builder = _Builder()
+        data = builder.build(node, ())
+        position = _pos(node)
+        marks, issues = builder.marks, builder.issues
     if not isinstance(data, dict):
         raise _Refused(
             "the top level must be a mapping with keys such as version, include, fabric and "
             f"plans, not {describe(data)}",
-            _pos(node),
+            position,
         )
-    return data, builder.marks, builder.issues
+    return data, marks, issues
 
 
 def describe(value: Any) -> str:
@@ -225,40 +246,62 @@ class _EventComposer(yaml.composer.Composer, yaml.resolver.Resolver):
         return self._events.popleft()
 
 
-def _checked_events(text: str) -> list[yaml.Event]:
+def _checked_events(text: str) -> tuple[list[yaml.Event], bool]:
     """Parse to events, refusing deep nesting, alias floods and multiple documents.
 
     The parser is iterative, but PyYAML's composer and our builder recurse, so depth must be
-    bounded here, on the event stream, before anything is built.
+    bounded here, on the event stream, before anything is built. Also returns whether any
+    node has an anchor or is an alias (such a document goes through PyYAML's composer).
     """
     depth = aliases = documents = nodes = 0
+    anchored = False
     events: list[yaml.Event] = []
+    append = events.append
+    event: Any
     try:
         for event in yaml.parse(text, Loader=_PARSER):
-            events.append(event)
-            if isinstance(event, yaml.NodeEvent):
+            append(event)
+            kind = type(event)
+            if kind is _ScalarEvent:
                 nodes += 1
                 if nodes > MAX_NODES:
                     raise _Refused(
                         f"the document has more than {MAX_NODES} values; split it",
                         _mark(event.start_mark),
                     )
-            if isinstance(event, yaml.CollectionStartEvent):
+                if event.anchor is not None:
+                    anchored = True
+            elif kind is _MappingStartEvent or kind is _SequenceStartEvent:
+                nodes += 1
+                if nodes > MAX_NODES:
+                    raise _Refused(
+                        f"the document has more than {MAX_NODES} values; split it",
+                        _mark(event.start_mark),
+                    )
+                if event.anchor is not None:
+                    anchored = True
                 depth += 1
                 if depth > MAX_DEPTH:
                     raise _Refused(
                         f"the YAML nests deeper than {MAX_DEPTH} levels", _mark(event.start_mark)
                     )
-            elif isinstance(event, yaml.CollectionEndEvent):
+            elif kind is _MappingEndEvent or kind is _SequenceEndEvent:
                 depth -= 1
-            elif isinstance(event, yaml.AliasEvent):
+            elif kind is _AliasEvent:
+                nodes += 1
+                if nodes > MAX_NODES:
+                    raise _Refused(
+                        f"the document has more than {MAX_NODES} values; split it",
+                        _mark(event.start_mark),
+                    )
+                anchored = True
                 aliases += 1
                 if aliases > MAX_ALIASES:
                     raise _Refused(
                         f"more than {MAX_ALIASES} aliases (*name); write the values out",
                         _mark(event.start_mark),
                     )
-            elif isinstance(event, yaml.DocumentStartEvent):
+            elif kind is _DocumentStartEvent:
                 documents += 1
                 if documents > 1:
                     raise _Refused(
@@ -268,7 +311,7 @@ def _checked_events(text: str) -> list[yaml.Event]:
                     )
     except yaml.YAMLError as exc:
         raise _yaml_refusal(exc, text) from None
-    return events
+    return events, anchored
 
 
 def _mark(mark: Any) -> Position:
@@ -385,3 +428,135 @@ class _Builder:
             self.marks.keys[child] = _pos(key_node)
             result[key] = self.build(value_node, child)
         return result
+
+
+class _EventBuilder:
+    """Builds plain data and marks straight from checked parser events of a document without
+    anchors or aliases: what :class:`_EventComposer` and :class:`_Builder` together give (the
+    same data, marks, issues and refusals, in the same order), without a node per value.
+
+    Tags are resolved as PyYAML's composer resolves them, and scalars other than text are
+    constructed by PyYAML's safe constructor.
+    """
+
+    def __init__(self, events: list[yaml.Event]) -> None:
+        self.events = events
+        self.index = 0
+        self.marks = Marks()
+        self.issues: list[tuple[str, Position]] = []
+        self.nodes = 0
+        self.resolver: Any = yaml.resolver.Resolver()
+        self.constructor = yaml.constructor.SafeConstructor()
+
+    def document(self) -> tuple[Any, Position] | None:
+        """The document's value and position, or None when the stream holds no document."""
+        events = self.events
+        index = 0
+        while index < len(events) and type(events[index]) is not _DocumentStartEvent:
+            index += 1
+        if index >= len(events):
+            return None
+        self.index = index + 1
+        first = events[self.index]
+        return self.build(()), _mark(first.start_mark)
+
+    def _tag(self, event: Any, kind: type[Node]) -> str:
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.resolver.resolve(
+                kind, event.value if kind is ScalarNode else None, event.implicit
+            )
+        return str(tag)
+
+    def build(self, path: DocPath) -> Any:
+        event = self.events[self.index]
+        self.index += 1
+        position = _mark(event.start_mark)
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _Refused(
+                f"the document expands to more than {MAX_NODES} nodes (aliases that repeat "
+                "aliases?); write it out plainly",
+                position,
+            )
+        if len(path) > MAX_DEPTH:
+            raise _Refused(f"the YAML nests deeper than {MAX_DEPTH} levels", position)
+        self.marks.values.setdefault(path, position)
+        kind = type(event)
+        if kind is _ScalarEvent:
+            return self._scalar(event, position)
+        if kind is _MappingStartEvent:
+            return self._mapping(event, path, position)
+        if kind is _SequenceStartEvent:
+            tag = self._tag(event, SequenceNode)
+            if tag != _SEQ_TAG:
+                raise _Refused(f"unsupported YAML tag {tag!r} on a list", position)
+            items: list[Any] = []
+            events = self.events
+            while type(events[self.index]) is not _SequenceEndEvent:
+                items.append(self.build((*path, len(items))))
+            self.index += 1
+            return items
+        raise _Refused("unsupported YAML node", position)
+
+    def _scalar(self, event: Any, position: Position) -> Any:
+        tag = self._tag(event, ScalarNode)
+        if tag == _STR_TAG:
+            return event.value
+        if tag not in _SCALAR_TAGS:
+            raise _Refused(f"unsupported YAML tag {tag!r}; plan files use plain values", position)
+        node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
+        try:
+            return self.constructor.construct_object(node)
+        except (yaml.YAMLError, ValueError, OverflowError) as exc:
+            reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise _Refused(
+                f"cannot read the value {node.value[:40]!r}: {reason}", position
+            ) from None
+
+    def _mapping(self, event: Any, path: DocPath, position: Position) -> dict[str, Any]:
+        tag = self._tag(event, MappingNode)
+        if tag != _MAP_TAG:
+            raise _Refused(f"unsupported YAML tag {tag!r} on a mapping", position)
+        result: dict[str, Any] = {}
+        events = self.events
+        keys = self.marks.keys
+        while True:
+            key_event = events[self.index]
+            if type(key_event) is _MappingEndEvent:
+                self.index += 1
+                return result
+            key_position = _mark(key_event.start_mark)
+            if type(key_event) is not _ScalarEvent:
+                raise _Refused("a key must be plain text, not a list or mapping", key_position)
+            if self._tag(key_event, ScalarNode) == _MERGE_TAG:
+                raise _Refused(
+                    "merge keys ('<<') are not supported; write the keys out", key_position
+                )
+            self.index += 1
+            # Keys are names: keep the text as written, so "300:" or "yes:" stay strings.
+            key = key_event.value
+            child = (*path, key)
+            if key in result:
+                # Not fatal: report it and keep the first value, so other problems still show.
+                first_line = keys[child][0]
+                message = f"duplicate key {key!r} (first defined on line {first_line}); keep one"
+                self.issues.append((message, key_position))
+                self._skip()
+                continue
+            keys[child] = key_position
+            result[key] = self.build(child)
+
+    def _skip(self) -> None:
+        """Step over one value's events (a duplicate key's value is not built)."""
+        events = self.events
+        depth = 0
+        while True:
+            kind = type(events[self.index])
+            self.index += 1
+            if kind is _MappingStartEvent or kind is _SequenceStartEvent:
+                depth += 1
+            elif kind is _MappingEndEvent or kind is _SequenceEndEvent:
+                depth -= 1
+            if depth == 0:
+                return

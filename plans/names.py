@@ -47,8 +47,14 @@ def _code(ch: str) -> str:
     return f"U+{ord(ch):04X}"
 
 
+# Any character :func:`name_problem` refuses: a name without one is checked by one search.
+_NOT_IN_NAME = re.compile("[\x00-\x1f\x7f-\x9f" + "".join(sorted(BIDI_CONTROLS | INVISIBLE)) + "]")
+
+
 def name_problem(text: str) -> str | None:
     """Why ``text`` cannot be a name, or None when it can."""
+    if _NOT_IN_NAME.search(text) is None:
+        return "starts or ends with white space; remove it" if text != text.strip() else None
     for ch in text:
         code = ord(ch)
         if code < 0x20 or code == 0x7F or 0x80 <= code <= 0x9F:

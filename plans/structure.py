@@ -26,11 +26,18 @@ def structural_problems(
     model: type[BaseModel], data: Any, marks: Marks, file: str, prefix: DocPath = ()
 ) -> list[Problem]:
     """Validate ``data`` against ``model``; every error as a :class:`Problem` (none if valid)."""
+    return validated_structure(model, data, marks, file, prefix)[1]
+
+
+def validated_structure(
+    model: type[BaseModel], data: Any, marks: Marks, file: str, prefix: DocPath = ()
+) -> tuple[Any, list[Problem]]:
+    """Validate ``data`` against ``model``: the model object and no problems when it is
+    valid, else None and every error as a :class:`Problem`."""
     try:
-        model.model_validate(data)
+        return model.model_validate(data), []
     except ValidationError as exc:
-        return _problems_from(exc, model, data, marks, file, prefix)
-    return []
+        return None, _problems_from(exc, model, data, marks, file, prefix)
 
 
 def _problems_from(

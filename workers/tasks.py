@@ -287,9 +287,9 @@ class UnitRunner:
     def _record(self, session: Session, done: Done) -> bool:
         """Write a step's success (only if this delivery still holds it); False if it does not.
 
-        A step's success is written in the transaction that starts the unit's next step (or
-        on its own after the last one): one commit per step instead of two, and nothing runs
-        on a host in between, so a crash leaves the same states as writing it at once.
+        A step's success is written just before the unit's next step starts (or on its own
+        after the last one), in the same session, and nothing runs on a host in between, so a
+        crash leaves the same states as writing it at once.
         """
         try:
             # ``step`` as this delivery set it running: the UPDATE checks that it still is,
@@ -361,7 +361,8 @@ class UnitRunner:
     def _start(
         self, task: Task, run_id: str, spec: StepSpec, done: Done | None
     ) -> tuple[StepVerdict, Done | None]:
-        """In one transaction: record the previous step's success, read the step, start it.
+        """Record the previous step's success, read the step, start it: each a compare-and-set
+        statement committed on its own (:meth:`Database.statements`).
 
         Returns :attr:`StepVerdict.START` with the step as this delivery set it running, or
         the verdict of :func:`decide.start_step` that stops it (``SUCCEEDED`` for a step done

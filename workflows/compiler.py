@@ -433,7 +433,7 @@ class _Compiler:
         steps: list[StepSpec] = []
 
         def key(kind: StepKind) -> str:
-            return f"{prefix}/{kind.value}"
+            return f"{prefix}/{kind._value_}"
 
         def add(
             kind: StepKind,

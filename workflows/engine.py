@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from plans.collection import collector_paused
 from plans.model import Direction, Fabric, FailoverType, RecoveryPlan
 from workflows import compensation, decide, gates
 from workflows.cache import CompiledRuns
@@ -150,33 +151,36 @@ class Engine:
             if existing is not None:
                 self.resend(existing.id)
                 return existing
-        compiled = self.compile(bundle, plan, failover_type, direction, options)
-        run = Run(
-            id=new_run_id(),
-            plan=plan,
-            operation=compiled.operation.value,
-            direction=compiled.direction.value,
-            status=RunStatus.PENDING.value,
-            requested_by=requested_by,
-            idempotency_key=idempotency_key or None,
-            content_hash=bundle.content_hash,
-            snapshot=bundle.snapshot(),
-            compiled=compiled.to_json(),
-            options=dict(options or {}),
-        )
-        try:
-            return self._create(run, compiled, requested_by)
-        except IntegrityError:
-            if not idempotency_key:
-                raise
-            # another trigger with the same key won the race: that run is the answer
-            with self.db.session() as session:
-                existing = repository.find_run_by_key(session, idempotency_key=idempotency_key)
-            if existing is None:
-                raise
-            return existing
+        # a large plan's compiled run and step rows are many objects: see plans.collection
+        with collector_paused():
+            compiled = self.compile(bundle, plan, failover_type, direction, options)
+            run = Run(
+                id=new_run_id(),
+                plan=plan,
+                operation=compiled.operation.value,
+                direction=compiled.direction.value,
+                status=RunStatus.PENDING.value,
+                requested_by=requested_by,
+                idempotency_key=idempotency_key or None,
+                content_hash=bundle.content_hash,
+                snapshot=bundle.snapshot(),
+                compiled=compiled.to_json(),
+                options=dict(options or {}),
+            )
+            try:
+                return self._create(run, compiled, requested_by)
+            except IntegrityError:
+                if not idempotency_key:
+                    raise
+                # another trigger with the same key won the race: that run is the answer
+                with self.db.session() as session:
+                    existing = repository.find_run_by_key(session, idempotency_key=idempotency_key)
+                if existing is None:
+                    raise
+                return existing
 
     def _create(self, run: Run, compiled: CompiledRun, actor: str, message: str = "") -> Run:
+        pending = StepStatus.PENDING.value
         steps = [
             {
                 "run_id": run.id,
@@ -187,9 +191,9 @@ class Engine:
                 "group": unit.group,
                 "vm": spec.vm,
                 "host": spec.host,
-                "kind": spec.kind.value,
+                "kind": spec.kind._value_,
                 "on_error": spec.on_error,
-                "status": StepStatus.PENDING.value,
+                "status": pending,
             }
             for seq, (stage, unit, spec) in enumerate(compiled.steps())
         ]

@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 SCAN_LIMIT = 1000  # outbox rows taken per collection
 LEASE = timedelta(seconds=60)  # a claimed delivery is not taken by another process meanwhile
-AT_RISK = ("Warning", "Critical")
 
 
 class NotificationEvent(enum.StrEnum):
@@ -227,7 +226,7 @@ def _collect_rpo(session: Session, hooks: list[Webhook], readings: list[dict[str
     added = 0
     hour = utcnow().strftime("%Y-%m-%dT%H")
     for reading in readings:
-        if reading.get("health") not in AT_RISK:
+        if not reading.get("rpo_at_risk"):
             continue
         for hook in hooks:
             if NotificationEvent.RPO_AT_RISK not in hook.events:

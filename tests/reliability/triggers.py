@@ -17,25 +17,44 @@ from workflows.steps import RUNS_QUEUE
 from workflows.store import Run
 from workflows.triggers import DEAD_QUEUE, queues
 
+CONFIRM_TIMEOUT = 20.0  # seconds to wait for a broker's confirm before sending again
+PUBLISH_ATTEMPTS = 6
+
 
 def publish(stack: Stack, bodies: list[str | bytes]) -> None:
-    """Put raw bodies on ``ferryman.runs`` as a client of any language would."""
+    """Put raw bodies on ``ferryman.runs`` as a client of any language would.
+
+    With publisher confirms (RabbitMQ) a publish waits for the broker's confirm at most
+    :data:`CONFIRM_TIMEOUT` seconds, then sends again on a new connection, as a careful
+    producer does: a node restarted under it may drop the connection without a word, and the
+    trigger is idempotent by its key, so sending twice is safe."""
     settings = stack.settings()
     runs = queues()[0]
-    with (
-        Connection(settings.broker_url, transport_options=transport_options(settings)) as conn,
-        conn.Producer() as producer,
-    ):
-        for body in bodies:
-            producer.publish(
-                body,
-                exchange=runs.exchange,
-                routing_key=RUNS_QUEUE,
-                declare=[runs],
-                content_type="application/json",
-                content_encoding="utf-8" if isinstance(body, str) else "binary",
-                retry=True,
-            )
+    lost = (OSError, TimeoutError, *Connection(settings.broker_url).connection_errors)
+    for body in bodies:
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                with (
+                    Connection(
+                        settings.broker_url, transport_options=transport_options(settings)
+                    ) as conn,
+                    conn.Producer() as producer,
+                ):
+                    producer.publish(
+                        body,
+                        exchange=runs.exchange,
+                        routing_key=RUNS_QUEUE,
+                        declare=[runs],
+                        content_type="application/json",
+                        content_encoding="utf-8" if isinstance(body, str) else "binary",
+                        retry=True,
+                        timeout=CONFIRM_TIMEOUT,
+                        confirm_timeout=CONFIRM_TIMEOUT,
+                    )
+                break
+            except lost as exc:
+                if attempt == PUBLISH_ATTEMPTS:
+                    raise AssertionError(f"the broker did not take the trigger: {exc}") from exc
 
 
 def request(key: str, **fields: Any) -> str:

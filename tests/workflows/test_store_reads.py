@@ -132,10 +132,12 @@ def test_a_postgres_connection_the_server_dropped_is_replaced_before_use(
     postgres_url: str,
 ) -> None:
     """An operator's command right after a database restart must not fail on a stale
-    pooled connection: every checkout is pinged (one round trip), and a dead one replaced."""
+    pooled connection: a checkout finds the server's termination waiting on the socket (one
+    idle longer is pinged), and a dead connection is replaced."""
     import psycopg
     from sqlalchemy import text
 
+    from tests.support.servers import wait_for
     from tests.workflows.conftest import PG_ADMIN
 
     db = Database(postgres_url)
@@ -144,6 +146,13 @@ def test_a_postgres_connection_the_server_dropped_is_replaced_before_use(
             pid = session.execute(text("SELECT pg_backend_pid()")).scalar()
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+            # the terminate is a signal: the backend ends (and its socket says so) a moment later
+            def gone() -> bool:
+                found = admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,))
+                return found.fetchone() is None
+
+            wait_for(gone, timeout=30, what=f"backend {pid} to end")
         with db.session() as session:
             assert session.execute(text("SELECT pg_backend_pid()")).scalar() != pid
     finally:

@@ -2,13 +2,13 @@
 
 With single sign-on configured (:mod:`workflows.api.sso`), a request from the trusted proxy
 without a token is signed on by the proxy's header instead. A request without a valid token
-is answered 401 and one whose role lacks the permission 403,
-before anything changes; each refusal is written to the audit trail (event ``access_denied``:
-the principal when known, method, path, status and the permission with the roles granting it;
-never the token); refusals of unauthenticated requests at most once a minute per address and
-reason, with a count of those held back (:class:`DenialThrottle`). The console keeps the token in an HttpOnly, SameSite=Strict cookie;
-a state-changing request authenticated by that cookie must also come from the console's own
-origin, so a page elsewhere cannot forge one.
+is answered 401 and one whose role lacks the permission 403, before anything changes; each
+refusal is written to the audit trail (event ``access_denied``: the principal when known,
+method, path, status and the permission with the roles granting it; never the token), those
+of unauthenticated requests at most once a minute per address and reason, with a count of
+those held back (:class:`DenialThrottle`). The console keeps the token in an HttpOnly,
+SameSite=Strict cookie; a state-changing request authenticated by that cookie must also come
+from the console's own origin, so a page elsewhere cannot forge one.
 """
 
 from __future__ import annotations

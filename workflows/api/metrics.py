@@ -10,12 +10,8 @@ stages sent but not finished, and replication lag, health and RPO risk per VM fr
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -29,9 +25,8 @@ from prometheus_client.core import (
 from sqlmodel import col, select
 
 from workflows import report
-from workflows.api.services import HEALTH_TTL, Services
+from workflows.api.services import Services
 from workflows.compiler import RunOperation
-from workflows.protection import VmReport, read_protection
 from workflows.statuses import RunStatus
 from workflows.store import Approval, Run, Step
 
@@ -58,9 +53,8 @@ def _histogram(
 class StoreCollector:
     """Reads the figures from the store (and live replication) at each collection."""
 
-    def __init__(self, services: Services, readings: ProtectionReadings | None = None) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
-        self.readings = readings or ProtectionReadings()
 
     def collect(self) -> Iterator[Metric]:
         """The metric families, as of now."""
@@ -179,7 +173,7 @@ class StoreCollector:
             "1 when the protection reading of the hosts succeeded (0: see the server's log)",
         )
         if self.services.settings.plan_paths:
-            reading = self.readings.get(self.services)
+            reading = self.services.protection()
             read.add_metric([], 0 if reading.error else 1)
             for report in reading.reports:
                 obs, want = report.observed, report.desired
@@ -198,67 +192,15 @@ class StoreCollector:
         yield read
 
 
-@dataclass
-class Reading:
-    """One protection reading of the hosts, with the plans each VM is in."""
-
-    reports: list[VmReport] = field(default_factory=list)
-    plans: dict[str, list[str]] = field(default_factory=dict)
-    error: str = ""
-
-
-class ProtectionReadings:
-    """The reading ``ferryman protect status`` does, taken at most once per ``ttl`` seconds
-    (scrapes in between get the same one; one reading at a time)."""
-
-    def __init__(self, ttl: float = HEALTH_TTL) -> None:
-        self.ttl = ttl
-        self._taken: tuple[float, Reading] | None = None
-        self._lock = threading.Lock()
-
-    def get(self, services: Services) -> Reading:
-        """The latest reading, taken now if the last one is older than ``ttl``."""
-        with self._lock:
-            if self._taken is not None and time.monotonic() - self._taken[0] < self.ttl:
-                return self._taken[1]
-            reading = self._read(services)
-            self._taken = (time.monotonic(), reading)
-            return reading
-
-    @staticmethod
-    def _read(services: Services) -> Reading:
-        from workflows.compiler import _all_hosts
-        from workflows.runtime import protection_reader
-
-        try:
-            bundle = services.bundle()
-            fabric = bundle.fabric
-            hosts = _all_hosts(fabric, list(fabric.sites))
-            ctx = services.executor().context("metrics", "protect", "failover", hosts, {})
-            reports = read_protection(fabric, protection_reader(ctx), datetime.now(UTC))
-        except Exception as exc:  # a host down or a plan invalid: the other metrics still go
-            log.warning("replication metrics: the hosts could not be read: %s", exc)
-            return Reading(error=str(exc) or type(exc).__name__)
-        plans: dict[str, list[str]] = defaultdict(list)
-        for name, plan in sorted(bundle.plans.items()):
-            for group in plan.groups:
-                for vm in group.vms:
-                    if name not in plans[vm.name]:
-                        plans[vm.name].append(name)
-        return Reading(reports, dict(plans))
-
-
 def router() -> APIRouter:
     """``GET /metrics`` in the Prometheus text format (no token: scrape it from inside)."""
     routes = APIRouter(tags=["metrics"])
-    readings = ProtectionReadings()  # this app's, reused by scrapes for HEALTH_TTL seconds
-
     @routes.get("/metrics", response_class=Response)
     def metrics(request: Request) -> Response:
         """Prometheus metrics."""
         services: Services = request.app.state.services
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(StoreCollector(services, readings))
+        registry.register(StoreCollector(services))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return routes

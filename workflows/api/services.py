@@ -6,27 +6,22 @@ so edits apply without a restart, as the queue triggers do.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from plans import Bundle
 from plans.bundle import ValidationReport, validate
 from plans.errors import FerrymanError
 from workflows.api.actions import Actions
+from workflows.api.readings import ProtectionReadings, Reading, rows
 from workflows.api.sso import TrustedHeader
-from workflows.compiler import compile_run
 from workflows.engine import Engine
 from workflows.notifications import Backoff
 from workflows.operations import Operations
 from workflows.settings import Settings
 from workflows.store import Database
 from workflows.triggers import plan_files
-
-HEALTH_TTL = 15.0  # seconds a replication reading is reused (the console polls it)
 
 
 @dataclass
@@ -46,8 +41,7 @@ class Services:
     # single sign-on by a trusted proxy's header (None: taken from the settings' api_trusted_
     # fields when the app is made; off unless they are set)
     trusted: TrustedHeader | None = None
-    _health: tuple[float, list[dict[str, Any]]] | None = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _readings: ProtectionReadings = field(default_factory=ProtectionReadings, repr=False)
 
     @property
     def actions(self) -> Actions:
@@ -83,51 +77,11 @@ class Services:
             self.executor_factory = lambda: executor_for(self.settings)
         return self.executor_factory()
 
-    def replication(self, *, fresh: bool = False) -> list[dict[str, Any]]:
-        """Each planned VM's replication on its replica host: state, health, lag (cached)."""
-        with self._lock:
-            if not fresh and self._health and time.monotonic() - self._health[0] < HEALTH_TTL:
-                return self._health[1]
-        readings = self._read_replication()
-        with self._lock:
-            self._health = (time.monotonic(), readings)
-        return readings
+    def protection(self) -> Reading:
+        """The hosts' protection as ``ferryman protect status`` reads it (reused for
+        :data:`~workflows.api.readings.HEALTH_TTL` seconds)."""
+        return self._readings.get(self)
 
-    def _read_replication(self) -> list[dict[str, Any]]:
-        try:
-            bundle = self.bundle()
-        except FerrymanError as exc:
-            return [{"vm": "-", "plan": "-", "host": "-", "state": "unknown", "error": str(exc)}]
-        executor = self.executor()
-        readings: list[dict[str, Any]] = []
-        now = datetime.now(UTC)
-        for name, plan in sorted(bundle.plans.items()):
-            try:
-                compiled = compile_run(bundle.fabric, name, plan, "test")
-                ctx = executor.context("health", "test", "failover", compiled.hosts, {})
-            except FerrymanError as exc:
-                readings.append(
-                    {"vm": "-", "plan": name, "host": "-", "state": "unknown", "error": str(exc)}
-                )
-                continue
-            for _stage, _unit, spec in compiled.steps():
-                if spec.kind.value != "test_failover" or not spec.vm or not spec.host:
-                    continue
-                reading: dict[str, Any] = {"vm": spec.vm, "plan": name, "host": spec.host}
-                try:
-                    info = ctx.hyperv(spec.host).get_replication(spec.vm)
-                except FerrymanError as exc:
-                    reading.update(state="unknown", health="unknown", error=str(exc))
-                else:
-                    last = info.last_replication_time
-                    if last is not None and last.tzinfo is None:
-                        last = last.replace(tzinfo=UTC)
-                    reading.update(
-                        state=str(info.state.value),
-                        health=str(info.health.value),
-                        last_replication=last.isoformat() if last else None,
-                        lag=round((now - last).total_seconds(), 1) if last else None,
-                        error="",
-                    )
-                readings.append(reading)
-        return readings
+    def replication(self) -> list[dict[str, Any]]:
+        """Each VM's replication: replica host, state, health, lag, RPO at risk (cached)."""
+        return rows(self.protection())

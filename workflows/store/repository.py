@@ -8,6 +8,7 @@ operator's approval) cannot both win.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -158,25 +159,29 @@ def _insert_steps(session: Session, rows: list[dict[str, Any]]) -> None:
     """
     connection = session.connection()
     text, order, positional, processors = _step_insert(connection.dialect)
-    missing = object()
-    columns = []
+    # Each column's default, processed once; a row's own values replace them, and those its
+    # columns' types process are processed. Rows given with the same columns share the plan.
+    base = {}
     for name in order:
-        process = processors.get(name)
-        default = _STEP_DEFAULTS.get(name, missing)
-        if default is not missing and process is not None:
-            default = process(default)
-        columns.append((name, process, default))
+        if name in _STEP_DEFAULTS:
+            default = _STEP_DEFAULTS[name]
+            process = processors.get(name)
+            base[name] = process(default) if process is not None else default
+    pick = operator.itemgetter(*order)
     params: list[Any] = []
+    given: Any = None
+    processed: list[tuple[str, Any]] = []
     for row in rows:
-        values = []
-        for name, process, default in columns:
-            value = row.get(name, missing)
-            if value is missing:
-                value = default
-            elif process is not None:
-                value = process(value)
-            values.append(value)
-        params.append(tuple(values) if positional else dict(zip(order, values, strict=True)))
+        if row.keys() != given:
+            given = row.keys()
+            processed = [
+                (name, processors[name]) for name in order if name in given and name in processors
+            ]
+        values = {**base, **row}
+        for name, process in processed:
+            values[name] = process(values[name])
+        picked = pick(values)
+        params.append(picked if positional else dict(zip(order, picked, strict=True)))
     connection.exec_driver_sql(text, params)
 
 
