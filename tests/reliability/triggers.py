@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import threading
 from typing import Any, cast
 
 from kombu import Connection
@@ -17,44 +18,57 @@ from workflows.steps import RUNS_QUEUE
 from workflows.store import Run
 from workflows.triggers import DEAD_QUEUE, queues
 
-CONFIRM_TIMEOUT = 20.0  # seconds to wait for a broker's confirm before sending again
+CONFIRM_TIMEOUT = 20.0  # seconds to wait for a broker to take a message before sending again
 PUBLISH_ATTEMPTS = 6
 
 
 def publish(stack: Stack, bodies: list[str | bytes]) -> None:
     """Put raw bodies on ``ferryman.runs`` as a client of any language would.
 
-    With publisher confirms (RabbitMQ) a publish waits for the broker's confirm at most
-    :data:`CONFIRM_TIMEOUT` seconds, then sends again on a new connection, as a careful
-    producer does: a node restarted under it may drop the connection without a word, and the
-    trigger is idempotent by its key, so sending twice is safe."""
+    Each send gets :data:`CONFIRM_TIMEOUT` seconds (publisher confirms included, on RabbitMQ)
+    and is made again on a new connection after that, as a careful producer does: a node
+    restarted under it can leave a send waiting on a socket that never answers, whatever
+    timeout the client library was given. The trigger is idempotent by its key, so a message
+    sent twice is safe."""
     settings = stack.settings()
     runs = queues()[0]
-    lost = (OSError, TimeoutError, *Connection(settings.broker_url).connection_errors)
+
+    def send(body: str | bytes, outcome: list[BaseException | None]) -> None:
+        try:
+            with (
+                Connection(
+                    settings.broker_url, transport_options=transport_options(settings)
+                ) as conn,
+                conn.Producer() as producer,
+            ):
+                producer.publish(
+                    body,
+                    exchange=runs.exchange,
+                    routing_key=RUNS_QUEUE,
+                    declare=[runs],
+                    content_type="application/json",
+                    content_encoding="utf-8" if isinstance(body, str) else "binary",
+                    retry=True,
+                    timeout=CONFIRM_TIMEOUT,
+                    confirm_timeout=CONFIRM_TIMEOUT,
+                )
+            outcome.append(None)
+        except BaseException as exc:  # reported by the caller
+            outcome.append(exc)
+
     for body in bodies:
-        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
-            try:
-                with (
-                    Connection(
-                        settings.broker_url, transport_options=transport_options(settings)
-                    ) as conn,
-                    conn.Producer() as producer,
-                ):
-                    producer.publish(
-                        body,
-                        exchange=runs.exchange,
-                        routing_key=RUNS_QUEUE,
-                        declare=[runs],
-                        content_type="application/json",
-                        content_encoding="utf-8" if isinstance(body, str) else "binary",
-                        retry=True,
-                        timeout=CONFIRM_TIMEOUT,
-                        confirm_timeout=CONFIRM_TIMEOUT,
-                    )
+        problem: BaseException | None = None
+        for _attempt in range(PUBLISH_ATTEMPTS):
+            outcome: list[BaseException | None] = []
+            # a daemon thread: one left waiting on a dead socket does not hold the test up
+            sender = threading.Thread(target=send, args=(body, outcome), daemon=True)
+            sender.start()
+            sender.join(CONFIRM_TIMEOUT + 10)
+            if outcome == [None]:
                 break
-            except lost as exc:
-                if attempt == PUBLISH_ATTEMPTS:
-                    raise AssertionError(f"the broker did not take the trigger: {exc}") from exc
+            problem = outcome[0] if outcome else TimeoutError("no answer from the broker")
+        else:
+            raise AssertionError(f"the broker did not take the trigger: {problem}")
 
 
 def request(key: str, **fields: Any) -> str:
