@@ -95,7 +95,10 @@ def test_operator_starts_approver_approves_in_the_browser_and_the_test_is_cleane
 ) -> None:
     sign_in(browser, server, Role.OPERATOR)
     browser.find_element(By.LINK_TEXT, "Start a test failover").click()
+    WebDriverWait(browser, WAIT).until(lambda b: b.find_elements(By.ID, "review"))
     browser.find_element(By.ID, "review").click()
+    # a click submits the form; the confirmation is the next page, loaded when it is loaded
+    WebDriverWait(browser, WAIT).until(lambda b: b.find_elements(By.ID, "confirmation"))
     confirmation = browser.find_element(By.ID, "confirmation").text
     assert "acts on 7 VMs" in confirmation
     assert browser.find_element(By.ID, "vm-list").text == (
