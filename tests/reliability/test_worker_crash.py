@@ -94,8 +94,10 @@ def crash_trial(
             return len(lab.lab.audit.entries()) >= kill_after
 
         wait_for(reached, timeout=90, what=f"{kill_after} mutating calls in the lab")
-        in_flight = step_statuses(runtime, run.id)["running"]
         worker.kill()
+        # counted once the worker is gone: a step it finished between a look and the kill
+        # is not in flight, and only the steps it left running must be taken over
+        in_flight = step_statuses(runtime, run.id)["running"]
         if lose_messages:
             stack.redis.client(0).delete("unacked", "unacked_index")
         else:
