@@ -262,7 +262,7 @@ def _checked_events(text: str) -> tuple[list[yaml.Event], bool]:
         for event in yaml.parse(text, Loader=_PARSER):
             append(event)
             kind = type(event)
-            if kind is _ScalarEvent:
+            if kind is _ScalarEvent or kind is _MappingStartEvent or kind is _SequenceStartEvent:
                 nodes += 1
                 if nodes > MAX_NODES:
                     raise _Refused(
@@ -271,15 +271,8 @@ def _checked_events(text: str) -> tuple[list[yaml.Event], bool]:
                     )
                 if event.anchor is not None:
                     anchored = True
-            elif kind is _MappingStartEvent or kind is _SequenceStartEvent:
-                nodes += 1
-                if nodes > MAX_NODES:
-                    raise _Refused(
-                        f"the document has more than {MAX_NODES} values; split it",
-                        _mark(event.start_mark),
-                    )
-                if event.anchor is not None:
-                    anchored = True
+                if kind is _ScalarEvent:
+                    continue
                 depth += 1
                 if depth > MAX_DEPTH:
                     raise _Refused(
