@@ -35,6 +35,16 @@ def _undo(spec: StepSpec) -> UndoRecord | None:
     return None
 
 
+class Recording:
+    """A dispatcher that only remembers what it was asked to send."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def dispatch(self, run_id: str, stage: Any) -> None:
+        self.sent.append((run_id, stage))
+
+
 @dataclass
 class FakeContext:
     run_id: str

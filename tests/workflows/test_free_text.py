@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -15,20 +14,13 @@ from fastapi.testclient import TestClient
 from plans import Bundle
 from plans.errors import ConfigurationError
 from tests.workflows.conftest import EXAMPLE
+from tests.workflows.fakes import Recording
 from workflows.cli import main
 from workflows.engine import Engine
 from workflows.operations import Operations
 from workflows.settings import Settings
 from workflows.statuses import RunStatus
 from workflows.store import Database, Run, repository
-
-
-class Recording:
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    def dispatch(self, run_id: str, stage: Any) -> None:
-        self.sent.append((run_id, stage))
 
 
 @pytest.fixture
