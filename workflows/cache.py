@@ -1,21 +1,27 @@
-"""Decoded compiled runs, kept per process so a worker decodes a run's stages once.
+"""Compiled runs, kept per process so a worker reads and decodes a run's stored form once.
 
 A run's ``compiled`` column is written when the run is created and never changed afterwards
 (resume re-enters stages of the same compiled run; cleanup, commit, compensation and the like
-are *new* runs with their own ids), so a decoded copy stays valid for the life of the run.
-Decoding it per unit or per stage costs more than the steps themselves on large plans.
+are *new* runs with their own ids), so a copy read once stays valid for the life of the run.
+Reading it per unit or per stage costs more than the steps themselves on large plans.
+
+A run read from the store is kept compact (:meth:`CompiledRun.from_text`): its hosts and
+options decoded, its stages as their stored JSON compressed, each stage decoded when read. A
+worker needs the hosts and options for every unit but only one stage at a time, and a fully
+decoded step holds about 1.6 KB against about 10 bytes compressed. The text is walked one
+stage at a time, so the decode's peak is the text and one stage, not every stage's JSON
+objects and every decoded step at once (the process kept that peak as resident memory). A
+run put by its creator stays as compiled (it is already decoded).
 
 Two bounds keep a long-lived worker's memory flat: at most ``size`` runs, and at most
-``max_steps`` steps over all the runs kept (a decoded step of the benchmark's test failover
-holds about 1.6 KB, so the default keeps about 80 MB; the run used last is always kept,
-whatever its size). A run
-forgotten is read and decoded again when asked for, never wrong.
+``max_bytes`` over all the runs kept, a decoded run weighing about 1.6 KB a step and a
+compact one the size of its compressed stages (the run used last is always kept, whatever
+its size). A run forgotten is read and decoded again when asked for, never wrong.
 
-A run is decoded by one thread at a time: the first of a worker's threads to ask reads and
+A run is read by one thread at a time: the first of a worker's threads to ask reads and
 decodes it while the others asking for the same run wait for that copy. Every thread of a
-pool starts on a new run's units at once, and each decoding its own copy of a 5,000-VM run
-held several copies of the column's text and its objects at the same moment: the process
-kept that peak as resident memory long after the copies were dropped.
+pool starts on a new run's units at once, and each reading its own copy would hold several
+copies of the column's text at the same moment.
 """
 
 from __future__ import annotations
@@ -25,26 +31,35 @@ from collections import OrderedDict
 
 from sqlmodel import Session
 
-from workflows.compiler import CompiledRun
+from workflows.compiler import CompiledRun, StoredStages
 from workflows.store import repository
 
 DEFAULT_SIZE = 64  # runs in flight at once on one worker; more are decoded again, not wrong
-DEFAULT_MAX_STEPS = 50_000  # steps over all runs kept (two and a half 5,000-VM test failovers)
+STEP_BYTES = 1_600  # a decoded step of the benchmark's test failover, about
+HEADER_BYTES = 4_096  # a compact run's plan, hosts and options, about
+DEFAULT_MAX_BYTES = 80 * 2**20  # over all runs kept (fifty thousand decoded steps)
 
 
 def step_count(compiled: CompiledRun) -> int:
-    """How many steps a compiled run holds: the weight of its decoded copy."""
+    """How many steps a compiled run holds."""
     return sum(len(unit.steps) for stage in compiled.stages for unit in stage.units)
 
 
-class CompiledRuns:
-    """A bounded, thread-safe map from run id to its decoded :class:`CompiledRun`."""
+def weight(compiled: CompiledRun) -> int:
+    """About how many bytes a kept compiled run holds (its weight against ``max_bytes``)."""
+    if isinstance(compiled.stages, StoredStages):
+        return HEADER_BYTES + compiled.stages.nbytes
+    return HEADER_BYTES + STEP_BYTES * step_count(compiled)
 
-    def __init__(self, size: int = DEFAULT_SIZE, max_steps: int = DEFAULT_MAX_STEPS) -> None:
+
+class CompiledRuns:
+    """A bounded, thread-safe map from run id to its :class:`CompiledRun`."""
+
+    def __init__(self, size: int = DEFAULT_SIZE, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.size = size
-        self.max_steps = max_steps
+        self.max_bytes = max_bytes
         self._runs: OrderedDict[str, tuple[CompiledRun, int]] = OrderedDict()
-        self._steps = 0
+        self._bytes = 0
         self._lock = threading.Lock()
         self._decoding: dict[str, threading.Lock] = {}  # run id -> held while it is decoded
 
@@ -61,7 +76,9 @@ class CompiledRuns:
             if found is not None:
                 return found
             try:
-                compiled = CompiledRun.from_json(repository.compiled_of(session, run_id=run_id))
+                text = repository.compiled_text_of(session, run_id=run_id)
+                compiled = CompiledRun.from_text(text)
+                del text
                 self.put(run_id, compiled)
             finally:
                 with self._lock:
@@ -78,24 +95,24 @@ class CompiledRuns:
 
     def put(self, run_id: str, compiled: CompiledRun) -> None:
         """Remember a run's compiled form (the creator already has it decoded)."""
-        weight = step_count(compiled)
+        kept = weight(compiled)
         with self._lock:
             old = self._runs.pop(run_id, None)
             if old is not None:
-                self._steps -= old[1]
-            self._runs[run_id] = (compiled, weight)
-            self._steps += weight
+                self._bytes -= old[1]
+            self._runs[run_id] = (compiled, kept)
+            self._bytes += kept
             while len(self._runs) > 1 and (
-                len(self._runs) > self.size or self._steps > self.max_steps
+                len(self._runs) > self.size or self._bytes > self.max_bytes
             ):
                 _, (_, dropped) = self._runs.popitem(last=False)
-                self._steps -= dropped
+                self._bytes -= dropped
 
     @property
-    def steps(self) -> int:
-        """How many steps the runs kept hold together."""
+    def nbytes(self) -> int:
+        """About how many bytes the runs kept hold together."""
         with self._lock:
-            return self._steps
+            return self._bytes
 
     def __len__(self) -> int:
         with self._lock:

@@ -38,6 +38,7 @@ from plans.errors import ConfigurationError, FerrymanError
 from plans.files import FileRefused, resolve_secret
 from workflows.store import AuditEvent, Database, Run, utcnow
 from workflows.store.tables import NotificationOutbox, Webhook, WebhookDelivery
+from workflows.store.views import run_summary
 
 log = logging.getLogger(__name__)
 
@@ -132,19 +133,6 @@ def disable_webhook(session: Session, *, name: str) -> Webhook:
     return hook
 
 
-def _run_json(run: Run) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "plan": run.plan,
-        "operation": run.operation,
-        "direction": run.direction,
-        "status": run.status,
-        "requested_by": run.requested_by,
-        "parent": run.parent_id,
-        "error": run.error,
-    }
-
-
 def _add(session: Session, delivery: WebhookDelivery) -> bool:
     """Insert unless that webhook already has that subject (another process was first)."""
     try:
@@ -179,7 +167,7 @@ def collect(session: Session, readings: Callable[[], list[dict[str, Any]]] | Non
             run = runs[row.run_id]
         payload: dict[str, Any] = {"event": row.event, **(row.payload or {})}
         if run is not None:
-            payload["run"] = _run_json(run)
+            payload["run"] = run_summary(run)
         for hook in hooks:
             if row.event not in hook.events or hook.plan not in (None, row.plan):
                 continue

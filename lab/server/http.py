@@ -14,12 +14,16 @@ unread bytes can never be taken for the next request.
 from __future__ import annotations
 
 import contextlib
+import email.parser
+import http.client
 import logging
+import re
 import socket
 import ssl
 import struct
 import threading
 from collections.abc import Callable
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
@@ -61,6 +65,38 @@ def content_length(headers: Any) -> int | None:
     if not text.isascii() or not text.isdigit() or len(text) > 18:
         return None
     return int(text)
+
+
+# A header line the email parser reads as one field "Name: value" and nothing else: a name of
+# the characters its header pattern allows, then printable ASCII, spaces and tabs, then CRLF.
+_SIMPLE_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+):[ \t]*([\x20-\x7e\t]*)\r\n")
+
+
+def read_headers(fp: Any) -> http.client.HTTPMessage:
+    """``http.client.parse_headers(fp)``: the same fields, limits and errors, read faster.
+
+    The lines are read by ``http.client`` itself (its line-length and header-count limits and
+    errors). When every line is a plain ``Name: value`` field (:data:`_SIMPLE_FIELD`, as every
+    WinRM client sends), the fields go into the message as the email parser would store them
+    (the value without its leading blanks and line end); a folded, malformed or non-ASCII
+    line sends the whole block through the email parser as before. Only the header fields
+    are the application's: the lab never reads the (empty) body part of the message.
+    """
+    lines = http.client._read_headers(fp)  # type: ignore[attr-defined]
+    message = http.client.HTTPMessage()
+    fields = []
+    for line in lines[:-1]:
+        match = _SIMPLE_FIELD.fullmatch(line)
+        if match is None:
+            text = b"".join(lines).decode("iso-8859-1")
+            parsed: http.client.HTTPMessage = email.parser.Parser(
+                _class=http.client.HTTPMessage
+            ).parsestr(text)
+            return parsed
+        fields.append(match.groups())
+    for name, value in fields:
+        message[name.decode("ascii")] = value.decode("ascii")
+    return message
 
 
 class LabHTTPServer(ThreadingHTTPServer):
@@ -160,6 +196,79 @@ class _Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.state: dict[str, Any] = {}
+
+    def parse_request(self) -> bool:
+        """``BaseHTTPRequestHandler.parse_request`` (CPython 3.11) with the header block read by
+        :func:`read_headers` instead of the email parser; everything else as there."""
+        self.command = None  # type: ignore[assignment]  # set in case of error on the first line
+        self.request_version = version = self.default_request_version
+        self.close_connection = True
+        requestline = str(self.raw_requestline, "iso-8859-1")  # type: ignore[attr-defined]
+        requestline = requestline.rstrip("\r\n")
+        self.requestline = requestline
+        words = requestline.split()
+        if len(words) == 0:
+            return False
+        if len(words) >= 3:  # Enough to determine protocol version
+            version = words[-1]
+            try:
+                if not version.startswith("HTTP/"):
+                    raise ValueError
+                base_version_number = version.split("/", 1)[1]
+                version_number = base_version_number.split(".")
+                if len(version_number) != 2:
+                    raise ValueError
+                if any(not component.isdigit() for component in version_number):
+                    raise ValueError("non digit in http version")
+                if any(len(component) > 10 for component in version_number):
+                    raise ValueError("unreasonable length http version")
+                numbers = int(version_number[0]), int(version_number[1])
+            except (ValueError, IndexError):
+                self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request version ({version!r})")
+                return False
+            if numbers >= (1, 1) and self.protocol_version >= "HTTP/1.1":
+                self.close_connection = False
+            if numbers >= (2, 0):
+                self.send_error(
+                    HTTPStatus.HTTP_VERSION_NOT_SUPPORTED,
+                    f"Invalid HTTP version ({base_version_number})",
+                )
+                return False
+            self.request_version = version
+        if not 2 <= len(words) <= 3:
+            self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request syntax ({requestline!r})")
+            return False
+        command, path = words[:2]
+        if len(words) == 2:
+            self.close_connection = True
+            if command != "GET":
+                self.send_error(HTTPStatus.BAD_REQUEST, f"Bad HTTP/0.9 request type ({command!r})")
+                return False
+        self.command, self.path = command, path
+        if self.path.startswith("//"):
+            self.path = "/" + self.path.lstrip("/")  # Reduce to a single /
+        try:
+            self.headers = read_headers(self.rfile)
+        except http.client.LineTooLong as err:
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long", str(err))
+            return False
+        except http.client.HTTPException as err:
+            self.send_error(
+                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers", str(err)
+            )
+            return False
+        conntype = self.headers.get("Connection", "")
+        if conntype.lower() == "close":
+            self.close_connection = True
+        elif conntype.lower() == "keep-alive" and self.protocol_version >= "HTTP/1.1":
+            self.close_connection = False
+        expect = self.headers.get("Expect", "")
+        return not (
+            expect.lower() == "100-continue"
+            and self.protocol_version >= "HTTP/1.1"
+            and self.request_version >= "HTTP/1.1"
+            and not self.handle_expect_100()
+        )
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)

@@ -19,11 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from psrpcore import ServerPipeline, ServerRunspacePool
-from psrpcore._events import CreatePipelineEvent, GetCommandMetadataEvent
-from psrpcore._payload import PSRPPayload, StreamType
-from psrpcore.types import PSInvocationState
+from psrpcore._events import CreatePipelineEvent, GetCommandMetadataEvent, PSRPEvent
+from psrpcore._exceptions import InvalidPipelineState
+from psrpcore._payload import PSRPMessage, PSRPPayload, StreamType, create_message
+from psrpcore.types import PSInvocationState, PSRPMessageType
 
 from lab.objects import CmdletError, Command, ErrorInfo, InvokeResult, TransportFault
+from lab.server.clixml import output_clixml
+from lab.server.pipeline import plain_commands
 from lab.server.serialize import to_error_record, to_ps_value
 from lab.server.wsman import ReceiveChunk
 
@@ -60,13 +63,44 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def commands_of(event: CreatePipelineEvent) -> list[Command]:
-    """The lab's view of a CreatePipeline message: names and ``(name, value)`` parameters."""
+def commands_of(pipeline: ServerPipeline) -> list[Command]:
+    """The lab's view of a pipeline psrpcore read: names and ``(name, value)`` parameters."""
     commands = []
-    for cmd in event.pipeline.commands:
+    metadata: Any = pipeline.metadata  # psrpcore's PowerShell, set by its CreatePipeline
+    for cmd in metadata.commands:
         params = [(None if n is None else str(n), _plain(v)) for n, v in cmd.parameters]
         commands.append(Command(str(cmd.command_text), params, bool(cmd.is_script)))
     return commands
+
+
+class LabRunspacePool(ServerRunspacePool):
+    """psrpcore's server pool, reading plain CreatePipeline messages itself.
+
+    A CreatePipeline message for a pipeline the pool knows, whose CLIXML has the plain shape
+    (:func:`lab.server.pipeline.plain_commands`), becomes its event with the commands already
+    read, and psrpcore's own reading (PSObjects, then its pipeline metadata) is skipped; every
+    other message goes through psrpcore. :meth:`take_commands` hands the commands over.
+    """
+
+    def _process_message(self, message: PSRPMessage) -> PSRPEvent:
+        if (
+            message.message_type == PSRPMessageType.CreatePipeline
+            and message.pipeline_id in self.pipeline_table
+        ):
+            commands = plain_commands(bytes(message.data))
+            if commands is not None:
+                event = PSRPEvent.create(
+                    message.message_type, None, message.runspace_pool_id, message.pipeline_id
+                )
+                event._lab_commands = commands  # type: ignore[attr-defined]
+                return event
+        return super()._process_message(message)
+
+    @staticmethod
+    def take_commands(event: CreatePipelineEvent, pipeline: ServerPipeline) -> list[Command]:
+        """The commands of ``event`` (a CreatePipeline of ``pipeline`` just returned)."""
+        commands: list[Command] | None = getattr(event, "_lab_commands", None)
+        return commands if commands is not None else commands_of(pipeline)
 
 
 @dataclass
@@ -101,7 +135,7 @@ class Shell:
         self._invoker = invoker
         self._threads = threads if threads is not None else PipelineThreads()
         self.fragment_size = max(64, min(MAX_FRAGMENT, fragment_size))
-        self.pool = ServerRunspacePool()
+        self.pool = LabRunspacePool()
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.pool_queue: deque[bytes] = deque()
@@ -153,7 +187,7 @@ class Shell:
                     run.pipeline._change_state(PSInvocationState.Running, emit=False)
                     run.started = True
                     if isinstance(event, CreatePipelineEvent):
-                        starts.append((run, commands_of(event)))
+                        starts.append((run, self.pool.take_commands(event, run.pipeline)))
                     else:
                         run.pipeline.complete()
                         run.finished = True
@@ -201,7 +235,11 @@ class Shell:
         pipe = run.pipeline
         if result is not None:
             for obj in result.output:
-                pipe.write_output(to_ps_value(obj))
+                data = output_clixml(obj)
+                if data is None:
+                    pipe.write_output(to_ps_value(obj))
+                else:
+                    write_output_clixml(pipe, data)
             for info in result.errors:
                 record = to_error_record(info, activity=activity)
                 pipe.write_error(
@@ -324,6 +362,30 @@ class Shell:
                 log.debug("closing pool of shell %s", self.shell_id, exc_info=True)
             self.closed = True
             self.cond.notify_all()
+
+
+def write_output_clixml(pipe: ServerPipeline, data: bytes) -> None:
+    """``pipe.write_output(value)`` for a value already written as CLIXML ``data``.
+
+    What psrpcore's ``write_output`` and ``prepare_message`` do once the value is serialised:
+    the same state check, then a PipelineOutput message queued with the pool's next object id.
+    """
+    if pipe.state != PSInvocationState.Running:
+        raise InvalidPipelineState("write pipeline output", pipe.state, [PSInvocationState.Running])
+    pool: Any = pipe.runspace_pool
+    message_type = PSRPMessageType.PipelineOutput
+    pool_id, pipeline_id = pool.runspace_pool_id, pipe.pipeline_id
+    raw = create_message(pool._is_client, message_type, data, pool_id, pipeline_id)
+    pool._send_buffer.append(
+        PSRPMessage(
+            message_type,
+            bytearray(raw),
+            pool_id,
+            pipeline_id,
+            pool._fragment_counter,
+            StreamType.default,
+        )
+    )
 
 
 class PipelineThreads:

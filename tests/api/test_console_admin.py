@@ -1,4 +1,4 @@
-"""The console's tokens and webhooks pages: an administrator makes a token (shown once, then
+"""The console's tokens, webhooks and drills pages: an administrator makes a token (shown once, then
 usable), revokes it, adds and disables a webhook; anyone else is refused and the refusal
 audited; a cross-site form post is refused."""
 
@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import make_tokens, settings_for
 from workers.embedded import Runtime
+from workflows import drills
 from workflows.api.app import create_app
 from workflows.api.auth import COOKIE
 from workflows.api.services import Services
+from workflows.store.tables import Drill
 from workflows.tokens import Role
 
 ORIGIN = {"Origin": "http://testserver"}
@@ -116,3 +119,41 @@ def test_others_are_refused_and_audited(console: tuple[TestClient, dict[Role, st
     paths = {(d["data"]["method"], d["data"]["path"]) for d in approver}
     assert {("GET", "/tokens"), ("GET", "/webhooks"), ("POST", "/tokens")} <= paths
     assert all(d["data"]["needed"] == "administer" for d in approver if d["data"]["path"] != "/")
+
+
+def test_the_drills_page_shows_schedules_and_drills_to_a_viewer(
+    console: tuple[TestClient, dict[Role, str]], runtime: Runtime
+) -> None:
+    client, tokens = console
+    _signed_in(client, tokens[Role.VIEWER])
+    empty = client.get("/drills")
+    assert empty.status_code == 200 and "No plan is drilled." in empty.text
+    assert 'href="/drills"' in empty.text and "No drills yet." in empty.text
+
+    with runtime.engine.db.session() as session:
+        drills.set_schedule(session, plan="three-tier", cron="0 3 * * sun", by="admin")
+        session.add(
+            Drill(
+                plan="three-tier",
+                slot=datetime(2026, 12, 6, 3, 0, tzinfo=UTC),
+                status="succeeded",
+                run_id="run0drill001",
+                cleanup_run_id="run0clean001",
+                report={"rto": {"achieved": 42.25}},
+            )
+        )
+        missed = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
+        session.add(
+            Drill(plan="three-tier", slot=missed, status="missed", error="VMs held by run abc")
+        )
+    listing = client.get("/drills").text
+    schedule = re.search(r'<tr data-schedule="three-tier">.*?</tr>', listing)
+    assert schedule is not None
+    assert "<code>0 3 * * sun</code>" in schedule.group(0) and "admin" in schedule.group(0)
+    assert re.search(r"\d{4}-\d\d-\d\dT03:00:00", schedule.group(0))  # the next slot
+    rows = re.findall(r'<tr data-drill="\d+">.*?</tr>', listing)
+    assert len(rows) == 2
+    assert "succeeded" in rows[0] and "42.2 s" in rows[0]
+    assert 'href="/runs/run0drill001/report"' in rows[0]
+    assert 'href="/runs/run0clean001"' in rows[0]
+    assert "missed" in rows[1] and "VMs held by run abc" in rows[1] and "report" not in rows[1]

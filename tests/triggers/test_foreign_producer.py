@@ -21,6 +21,7 @@ import pytest
 from kombu import Connection
 
 from tests.support.servers import RedisServer
+from tests.workflows.fakes import Recording
 from workflows.engine import Engine
 from workflows.settings import Settings
 from workflows.store import Database, repository
@@ -37,14 +38,6 @@ def redis_port(tmp_path: Path) -> Iterator[int]:
     server.start()
     yield server.port
     server.stop()
-
-
-class Recording:
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    def dispatch(self, run_id: str, stage: Any) -> None:
-        self.sent.append((run_id, stage))
 
 
 def envelope(body: str) -> str:

@@ -11,19 +11,11 @@ from click.testing import CliRunner
 
 from plans import Bundle
 from tests.workflows.conftest import EXAMPLE
-from tests.workflows.fakes import on_other_vms
+from tests.workflows.fakes import Recording, on_other_vms
 from workflows.cli import main
 from workflows.engine import Engine
 from workflows.settings import Settings
 from workflows.store import Database
-
-
-class Recording:
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    def dispatch(self, run_id: str, stage: Any) -> None:
-        self.sent.append((run_id, stage))
 
 
 @pytest.fixture

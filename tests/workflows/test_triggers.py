@@ -14,18 +14,11 @@ from kombu import Connection
 
 from plans.errors import FerrymanError
 from tests.workflows.conftest import EXAMPLE
+from tests.workflows.fakes import Recording
 from workflows.engine import Engine
 from workflows.settings import Settings
 from workflows.store import Database, repository
 from workflows.triggers import DEAD_QUEUE, TriggerConsumer, bundle_loader, queues
-
-
-class Recording:
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    def dispatch(self, run_id: str, stage: Any) -> None:
-        self.sent.append((run_id, stage))
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""A leaner pypsrp: the pipeline message without a deep copy of every command, and replies
-read without writing every value they hold back out as XML text.
+"""A leaner pypsrp: the pipeline message without a deep copy of every command, replies read
+without writing every value they hold back out as XML text, and XML written in one pass.
 
 pypsrp serialises a pipeline's commands through ``Pipeline._get_statements``, which deep-copies
 every command each time it is read (twice per message: for ``Cmds`` and for ``ExtraCmds``)
@@ -22,6 +22,10 @@ read: a complex object's ``_xml`` when something reads it (Ferryman never does; 
 Strings without an ``_xHHHH_`` escape (nearly all of them) are returned as they are instead of
 being re-encoded through UTF-16 to look for one. The values read are the same
 (``tests/workers/hyperv/test_lean.py``).
+
+The envelopes and PSRP messages pypsrp's ``wsman`` and ``messages`` modules write go through
+:func:`workers.hyperv.envelope.tostring`, the same bytes as ``ET.tostring`` without its text
+stream (``tests/workers/hyperv/test_envelope.py``).
 """
 
 from __future__ import annotations
@@ -32,9 +36,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
 
+import pypsrp.messages
 import pypsrp.serializer
+import pypsrp.wsman
 from pypsrp.complex_objects import ComplexObject, ObjectMeta, Pipeline
 from pypsrp.serializer import Serializer
+
+from workers.hyperv import envelope
 
 _original = Pipeline._get_statements
 _original_deserialize = Serializer.deserialize
@@ -97,21 +105,15 @@ class _LazyXml:
         return self  # pypsrp's to_string() of what tostring returned: still unwritten
 
     def text(self) -> str:
-        return ET.tostring(self.element, encoding="utf-8", method="xml").decode("utf-8")
+        return envelope.tostring(self.element).decode("utf-8")
 
 
-class _SerializerElementTree:
-    """``xml.etree.ElementTree`` as pypsrp's serializer module sees it: the same module, but
-    for the one ``tostring`` its ``deserialize`` makes, which becomes a :class:`_LazyXml`."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(ET, name)
-
-    @staticmethod
-    def tostring(element: ET.Element, *args: Any, **kwargs: Any) -> Any:
-        if args or kwargs != {"encoding": "utf-8", "method": "xml"}:
-            return ET.tostring(element, *args, **kwargs)
-        return _LazyXml(element)
+def _serializer_tostring(element: ET.Element, *args: Any, **kwargs: Any) -> Any:
+    """``tostring`` as pypsrp's serializer module sees it: the one call its ``deserialize``
+    makes becomes a :class:`_LazyXml`, any other is written at once."""
+    if args or kwargs != {"encoding": "utf-8", "method": "xml"}:
+        return ET.tostring(element, *args, **kwargs)
+    return _LazyXml(element)
 
 
 def _get_xml(self: ComplexObject) -> Any:
@@ -155,11 +157,15 @@ def _deserialize_string(self: Serializer, value: str | None) -> str:
 
 def install() -> None:
     """Replace ``Pipeline._get_statements``, ``Serializer.deserialize`` and
-    ``Serializer._deserialize_string``, and make ``ComplexObject._xml`` written on first read,
+    ``Serializer._deserialize_string``, make ``ComplexObject._xml`` written on first read, and
+    give pypsrp's ``wsman``, ``messages`` and ``serializer`` modules the one-pass ``tostring``,
     once per process (idempotent)."""
     global _installed
     if not _installed:
-        pypsrp.serializer.ET = _SerializerElementTree()  # type: ignore[assignment]
+        serializer_et = envelope.element_tree_module(_serializer_tostring)
+        pypsrp.serializer.ET = serializer_et
+        pypsrp.wsman.ET = envelope.element_tree_module()
+        pypsrp.messages.ET = envelope.element_tree_module()
         ComplexObject._xml = property(_get_xml, _set_xml)  # type: ignore[assignment]
         Pipeline._get_statements = _statements_without_copy  # type: ignore[method-assign]
         Serializer.deserialize = _deserialize  # type: ignore[method-assign]

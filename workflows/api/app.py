@@ -36,6 +36,7 @@ from workflows.notifications import WebhookNotFound
 from workflows.operations import Outcome
 from workflows.statuses import TERMINAL_RUN, RunStatus
 from workflows.store import Conflict, Run, RunNotFound, repository
+from workflows.store.views import run_summary
 from workflows.tokens import Permission, Principal
 from workflows.waiting import apoll
 
@@ -102,24 +103,6 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
         "dispatched": outcome.dispatched,
         "replayed": outcome.replayed,
         "detail": outcome.detail,
-    }
-
-
-def run_summary(run: Run) -> dict[str, Any]:
-    """A run's row as listed."""
-    return {
-        "id": run.id,
-        "plan": run.plan,
-        "operation": run.operation,
-        "direction": run.direction,
-        "status": run.status,
-        "parent": run.parent_id,
-        "requested_by": run.requested_by,
-        "current_stage": run.current_stage,
-        "created_at": run.created_at.isoformat(),
-        "started_at": run.started_at.isoformat() if run.started_at else None,
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-        "error": run.error,
     }
 
 

@@ -1,6 +1,7 @@
 """The web console: server-rendered pages over the same actions as the API, no CDN.
 
-Pages: an overview (gates waiting, recent runs, replication health), the run history, a run's
+Pages: an overview (gates waiting, recent runs, replication health), the run history, the
+drills (every plan's schedule and the latest drills, linked to their reports), a run's
 page (a live Gantt of its stages and steps, its gate with approve/reject for those allowed,
 cleanup, the report), starting a failover after a confirmation naming its VMs, and the
 auditors' report. The one script (``static/console.js``) follows a run's server-sent events
@@ -23,7 +24,7 @@ from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
 from plans.errors import FerrymanError
-from workflows import report
+from workflows import drills, report
 from workflows.api.actions import Forbidden, permission_for
 from workflows.api.auth import COOKIE, authenticated, current_principal, record_denial
 from workflows.api.services import Services
@@ -48,7 +49,7 @@ def page(title: str, body: str, who: Principal | None, *, status_code: int = 200
     nav = ""
     if who is not None:
         nav = (
-            '<nav><a href="/">Overview</a> <a href="/runs">Runs</a> '
+            '<nav><a href="/">Overview</a> <a href="/runs">Runs</a> <a href="/drills">Drills</a> '
             + ('<a href="/start">Start a test failover</a> ' if who.may(Permission.TEST) else "")
             + (
                 '<a href="/tokens">Tokens</a> <a href="/webhooks">Webhooks</a> '
@@ -275,8 +276,16 @@ def router() -> APIRouter:
         )
         return page("Runs", body, who)
 
+    def drills_page(request: Request, who: Principal) -> Response:
+        services = _services(request)
+        with services.db.session() as session:
+            schedules = [drills.schedule_json(s) for s in drills.list_schedules(session)]
+            recent = [drills.drill_json(d) for d in drills.drills_of(session, None, 50)]
+        return page("Drills", _drills_body(schedules, recent), who)
+
     routes.add_api_route("/", signed_in(overview), methods=["GET"])
     routes.add_api_route("/runs", signed_in(history), methods=["GET"])
+    routes.add_api_route("/drills", signed_in(drills_page), methods=["GET"])
 
     # -- a run
 
@@ -515,3 +524,46 @@ def _run_body(data: dict[str, Any], gate: Any, who: Principal) -> str:
     parts.append("</div>")
     return "".join(parts)
 
+
+
+def _drills_body(schedules: list[dict[str, Any]], recent: list[dict[str, Any]]) -> str:
+    """Every plan's drill schedule with its next slot, and the latest drills with their RTO
+    and links to the run, its cleanup and its report."""
+    rows = "".join(
+        f'<tr data-schedule="{_e(s["plan"])}"><td>{_e(s["plan"])}</td>'
+        f"<td><code>{_e(s['cron'])}</code></td><td>{_e(s['timezone'])}</td>"
+        f"<td>{_e(s['next'] or '-') if s['enabled'] else 'disabled'}</td>"
+        f"<td>{_e(s['updated_by'] or s['created_by'] or '')}</td></tr>"
+        for s in schedules
+    )
+    drilled = "".join(_drill_row(d) for d in recent)
+    return (
+        "<h1>Drills</h1>"
+        "<p>A drill is a test failover of a plan at the times of its schedule, with the plan's "
+        "health checks, cleaned up afterwards; its report is kept. An administrator sets a "
+        "schedule with <code>ferryman drills set PLAN --cron '0 3 * * sun'</code> or "
+        "<code>PUT /api/v1/plans/PLAN/drill</code>.</p>"
+        '<h2>Schedules</h2><table id="drill-schedules"><tr><th>plan</th><th>cron</th>'
+        "<th>time zone</th><th>next slot</th><th>set by</th></tr>"
+        + (rows or '<tr><td colspan="5" class="empty">No plan is drilled.</td></tr>')
+        + "</table>"
+        '<h2>Latest drills</h2><table id="drills"><tr><th>slot</th><th>plan</th>'
+        "<th>status</th><th>RTO achieved</th><th>run</th><th>cleanup</th><th>report</th>"
+        "<th>error</th></tr>"
+        + (drilled or '<tr><td colspan="8" class="empty">No drills yet.</td></tr>')
+        + "</table>"
+    )
+
+
+def _drill_row(drill: dict[str, Any]) -> str:
+    rto = ((drill.get("summary") or {}).get("rto") or {}).get("achieved")
+    run, cleanup = drill["run"], drill["cleanup"]
+    return (
+        f'<tr data-drill="{_e(drill["id"])}"><td>{_e(drill["slot"])}</td>'
+        f"<td>{_e(drill['plan'])}</td><td>{_badge(drill['status'])}</td>"
+        f"<td>{'-' if rto is None else f'{rto:.1f} s'}</td>"
+        + (f'<td><a href="/runs/{_e(run)}">{_e(run)}</a></td>' if run else "<td>-</td>")
+        + (f'<td><a href="/runs/{_e(cleanup)}">{_e(cleanup)}</a></td>' if cleanup else "<td>-</td>")
+        + (f'<td><a href="/runs/{_e(run)}/report">report</a></td>' if run else "<td>-</td>")
+        + f"<td>{_e(drill['error'] or '')}</td></tr>"
+    )

@@ -29,6 +29,7 @@ from workflows.runtime import BrokerUnavailable, Runtime, build_runtime, for_com
 from workflows.settings import Settings
 from workflows.statuses import TERMINAL_RUN, RunStatus
 from workflows.store import Run, repository
+from workflows.store.views import run_summary
 from workflows.tokens import local_actor
 from workflows.waiting import poll
 
@@ -249,7 +250,7 @@ def list_runs(statuses: tuple[str, ...], limit: int, as_json: bool) -> None:
     with _store() as (_loaded, db), db.session() as session:
         rows = repository.list_runs(session, status=[RunStatus(s) for s in statuses], limit=limit)
     if as_json:
-        click.echo(json.dumps([run_json(r) for r in rows], indent=2))
+        click.echo(json.dumps([run_summary(r) for r in rows], indent=2))
         return
     table = Table(
         # run ids wrap, never get cut: a script or an operator copies them whole
@@ -272,21 +273,6 @@ def list_runs(statuses: tuple[str, ...], limit: int, as_json: bool) -> None:
             f"{r.created_at:%Y-%m-%d %H:%M:%S}",
         )
     console.print(table)
-
-
-def run_json(run: Run) -> dict[str, Any]:
-    """One run of a listing, as JSON."""
-    return {
-        "id": run.id,
-        "plan": run.plan,
-        "operation": run.operation,
-        "direction": run.direction,
-        "status": run.status,
-        "parent": run.parent_id,
-        "requested_by": run.requested_by,
-        "error": run.error,
-        "created_at": run.created_at.isoformat(),
-    }
 
 
 @contextmanager
@@ -316,7 +302,7 @@ def show(run_id: str, as_json: bool) -> None:
             found = repository.get_run(session, run_id=run_id)
             steps = repository.steps_of(session, run_id=found.id)
         if as_json:
-            data = run_json(found)
+            data = run_summary(found)
             data["steps"] = [
                 {
                     "key": s.key,

@@ -14,7 +14,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Update, and_, bindparam, delete, exists, func, insert, or_, update
+from sqlalchemy import (
+    Text,
+    Update,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import defer
 from sqlalchemy.orm.attributes import set_committed_value
@@ -93,6 +105,15 @@ def compiled_of(session: Session, *, run_id: str) -> dict[str, Any]:
     if compiled is None:
         raise RunNotFound(f"no run {run_id!r}; 'ferryman runs list' shows the runs")
     return dict(compiled)
+
+
+def compiled_text_of(session: Session, *, run_id: str) -> str:
+    """Only the run's compiled stages, as the JSON text stored (not decoded: see
+    :meth:`workflows.compiler.CompiledRun.from_text`)."""
+    text = session.exec(select(cast(Run.compiled, Text)).where(Run.id == run_id)).first()
+    if text is None:
+        raise RunNotFound(f"no run {run_id!r}; 'ferryman runs list' shows the runs")
+    return text
 
 
 def find_run_by_key(session: Session, *, idempotency_key: str) -> Run | None:
