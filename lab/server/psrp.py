@@ -20,10 +20,12 @@ from typing import Any
 
 from psrpcore import ServerPipeline, ServerRunspacePool
 from psrpcore._events import CreatePipelineEvent, GetCommandMetadataEvent, PSRPEvent
-from psrpcore._payload import PSRPMessage, PSRPPayload, StreamType
+from psrpcore._exceptions import InvalidPipelineState
+from psrpcore._payload import PSRPMessage, PSRPPayload, StreamType, create_message
 from psrpcore.types import PSInvocationState, PSRPMessageType
 
 from lab.objects import CmdletError, Command, ErrorInfo, InvokeResult, TransportFault
+from lab.server.clixml import output_clixml
 from lab.server.pipeline import plain_commands
 from lab.server.serialize import to_error_record, to_ps_value
 from lab.server.wsman import ReceiveChunk
@@ -233,7 +235,11 @@ class Shell:
         pipe = run.pipeline
         if result is not None:
             for obj in result.output:
-                pipe.write_output(to_ps_value(obj))
+                data = output_clixml(obj)
+                if data is None:
+                    pipe.write_output(to_ps_value(obj))
+                else:
+                    write_output_clixml(pipe, data)
             for info in result.errors:
                 record = to_error_record(info, activity=activity)
                 pipe.write_error(
@@ -356,6 +362,30 @@ class Shell:
                 log.debug("closing pool of shell %s", self.shell_id, exc_info=True)
             self.closed = True
             self.cond.notify_all()
+
+
+def write_output_clixml(pipe: ServerPipeline, data: bytes) -> None:
+    """``pipe.write_output(value)`` for a value already written as CLIXML ``data``.
+
+    What psrpcore's ``write_output`` and ``prepare_message`` do once the value is serialised:
+    the same state check, then a PipelineOutput message queued with the pool's next object id.
+    """
+    if pipe.state != PSInvocationState.Running:
+        raise InvalidPipelineState("write pipeline output", pipe.state, [PSInvocationState.Running])
+    pool: Any = pipe.runspace_pool
+    message_type = PSRPMessageType.PipelineOutput
+    pool_id, pipeline_id = pool.runspace_pool_id, pipe.pipeline_id
+    raw = create_message(pool._is_client, message_type, data, pool_id, pipeline_id)
+    pool._send_buffer.append(
+        PSRPMessage(
+            message_type,
+            bytearray(raw),
+            pool_id,
+            pipeline_id,
+            pool._fragment_counter,
+            StreamType.default,
+        )
+    )
 
 
 class PipelineThreads:

@@ -18,6 +18,7 @@ from pypsrp.wsman import WSMan
 
 from plans.credentials import SecretRef
 from plans.errors import ConfigurationError
+from workers.hyperv import transport
 from workflows.steps import HostRef
 
 # pypsrp's WSMan() registers its XML namespace prefixes in ElementTree's process-wide map every
@@ -95,7 +96,7 @@ class PsrpEndpoint:
         # Basic cannot wrap messages; over https TLS already protects them, over loopback http
         # (the lab) there is nothing to protect. The other protocols seal messages on http.
         encryption = "never" if self.auth is AuthMethod.BASIC else "auto"
-        return new_wsman(
+        wsman = new_wsman(
             parts.hostname or "",
             port=parts.port,
             path=parts.path.lstrip("/") or "wsman",
@@ -114,6 +115,8 @@ class PsrpEndpoint:
             # short because Ferryman's own retry policy (per error type) sits above this.
             reconnection_backoff=0.2,
         )
+        # messages after the first on a connection go out without requests' per-request work
+        return transport.lean(wsman)
 
     @classmethod
     def from_ref(cls, ref: HostRef) -> PsrpEndpoint:
