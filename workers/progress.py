@@ -22,6 +22,7 @@ from sqlmodel import col
 
 from workflows.statuses import StepStatus
 from workflows.store import Database, Step
+from workflows.store.steprows import StepRow
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class StepProgress:
     def __init__(
         self,
         db: Database,
-        step: Step,
+        step: Step | StepRow,
         delivery: str | None,
         *,
         interval: float = INTERVAL,
@@ -50,7 +51,7 @@ class StepProgress:
         self.step_id = step.id
         self.delivery = delivery
         self.interval = interval
-        # as read with the step (never loaded afresh: a column left unread stays unread)
+        # as read with the step (an ORM row's column left unread is never loaded afresh)
         self.last = last_progress(step.__dict__.get("result"))
         self._written_at: float | None = None
         self._unwritten: dict[str, Any] | None = None

@@ -25,7 +25,6 @@ from typing import Any, Protocol
 
 from celery import Celery, Task
 from celery.exceptions import Retry
-from sqlmodel import Session
 
 from plans.errors import FerrymanError, TransientError
 from workers.errors import retryable
@@ -50,8 +49,10 @@ from workflows.steps import (
     interrupted_script,
     reruns_after_a_crash,
 )
-from workflows.store import Step, repository, transient_database_error
+from workflows.store import repository, steprows, transient_database_error
+from workflows.store.database import Statements
 from workflows.store.repository import Conflict
+from workflows.store.steprows import StepRow
 
 log = logging.getLogger(__name__)
 
@@ -235,10 +236,10 @@ def describe_failure(spec: StepSpec, exc: BaseException) -> str:
 class Done:
     """A step this delivery set running; once its executor returns, the outcome to record."""
 
-    step: Step
+    step: StepRow
     delivery: str | None
     prior: dict[str, dict[str, Any]]  # the VM's earlier results, as the step's context saw them
-    rows: dict[str, Step]  # the rows read with it (the unit's next steps among them)
+    rows: dict[str, StepRow]  # the rows read with it (the unit's next steps among them)
     outcome: StepOutcome = field(default_factory=StepOutcome)
 
 
@@ -279,12 +280,12 @@ class UnitRunner:
                     summary["step"] = spec.key
                 break
         if done is not None:
-            with self.engine.db.statements() as session:
-                if not self._record(session, done):
+            with self.engine.db.statements() as statements:
+                if not self._record(statements, done):
                     summary["status"] = "duplicate"
         return summary
 
-    def _record(self, session: Session, done: Done) -> bool:
+    def _record(self, statements: Statements, done: Done) -> bool:
         """Write a step's success (only if this delivery still holds it); False if it does not.
 
         A step's success is written just before the unit's next step starts (or on its own
@@ -294,8 +295,8 @@ class UnitRunner:
         try:
             # ``step`` as this delivery set it running: the UPDATE checks that it still is,
             # and still this delivery's (a step taken over meanwhile is the other's)
-            repository.set_step_status(
-                session,
+            steprows.move_step(
+                statements,
                 step=done.step,
                 status=StepStatus.SUCCEEDED,
                 owner=done.delivery,
@@ -373,18 +374,20 @@ class UnitRunner:
         # each statement here is a compare-and-set that stands on its own (a crash between
         # them leaves states a crash before or after either leaves), so they commit one by
         # one, without BEGIN and COMMIT round trips around them
-        with self.engine.db.statements() as session:
+        with self.engine.db.statements() as statements:
             if done is not None:
-                if not self._record(session, done):
+                if not self._record(statements, done):
                     return StepVerdict.DUPLICATE, None
                 # the unit's next step, pending when the unit's first step read it: start it
                 # in one UPDATE that also checks the run still runs (else read all again)
                 row = done.rows.get(spec.key)
-                if row is not None and repository.start_step(session, step=row, task_id=delivery):
+                if row is not None and steprows.start_next(
+                    statements, step=row, task_id=delivery
+                ):
                     prior = {**done.prior, done.step.kind: done.outcome.result}
                     return StepVerdict.START, Done(row, delivery, prior, done.rows)
             # one narrow query: the run's status (not its large row), the step, the VM's results
-            read = repository.read_to_run(session, run_id=run_id, key=spec.key, vm=spec.vm)
+            read = steprows.read_unit(statements, run_id=run_id, key=spec.key, vm=spec.vm)
             step = read.step
             verdict = decide.start_step(
                 read.run_status,
@@ -396,8 +399,8 @@ class UnitRunner:
             if verdict is StepVerdict.START:
                 try:
                     # committed before the executor runs: attempts counts every start
-                    repository.set_step_status(
-                        session, step=step, status=StepStatus.RUNNING, task_id=delivery
+                    steprows.move_step(
+                        statements, step=step, status=StepStatus.RUNNING, task_id=delivery
                     )
                 except Conflict:
                     # another delivery of a duplicate stage took it

@@ -187,39 +187,49 @@ def test_the_executor_is_told_which_start_of_a_step_it_runs(engine: Engine) -> N
     assert [ctx.attempt for ctx in executor.contexts] == [1, 2] + [1] * (steps - 1)
 
 
-def test_a_unit_commits_once_per_step_plus_once(engine: Engine) -> None:
-    """Each step's success is written with the next step's start: n steps, n + 1 commits,
-    and only the first step reads."""
+def test_a_unit_writes_each_step_on_its_own_and_reads_once(engine: Engine) -> None:
+    """Each step's success is written with the next step's start, each statement taking
+    effect on its own (another connection sees it while the next step runs): n steps, 2n
+    UPDATEs, and only the first step reads."""
     from sqlalchemy import event
 
     run_id, unit = first_unit(engine)
     steps = len(unit["steps"])
     assert steps >= 3
-    runner = UnitRunner(engine, FakeExecutor())
+    seen_while_running: list[list[str]] = []
+    watching = [False]
+
+    class Watching(FakeExecutor):
+        def run_step(self, ctx: Any, spec: StepSpec) -> Any:
+            watching[0] = True
+            try:  # another connection, another session: what anyone else would read
+                seen_while_running.append(statuses(engine, run_id, unit))
+            finally:
+                watching[0] = False
+            return super().run_step(ctx, spec)
+
+    runner = UnitRunner(engine, Watching())
     with engine.db.session() as session:
         engine.compiled_runs.get(session, run_id)  # decoded before: not counted
-    commits: list[int] = []
-    selects: list[str] = []
-
-    def count(_conn: Any) -> None:
-        commits.append(1)
+    sent: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            selects.append(statement)
+        if not watching[0]:
+            sent.append(statement.lstrip().upper().split(None, 1)[0])
 
-    event.listen(engine.db.engine, "commit", count)
     event.listen(engine.db.engine, "before_cursor_execute", record)
     try:
         summary = runner.run(FakeTask(), run_id=run_id, unit=unit)
     finally:
-        event.remove(engine.db.engine, "commit", count)
         event.remove(engine.db.engine, "before_cursor_execute", record)
-    # the first step reads the VM's steps; the next ones start with one UPDATE each
-    assert len(selects) == 1, selects
+    # the first step reads the VM's steps; then one UPDATE per start and one per success
+    assert sent == ["SELECT"] + ["UPDATE"] * (2 * steps), sent
     assert summary["status"] == "succeeded"
     assert statuses(engine, run_id, unit) == ["succeeded"] * steps
-    assert len(commits) == steps + 1
+    assert seen_while_running == [
+        ["succeeded"] * index + ["running"] + ["pending"] * (steps - index - 1)
+        for index in range(steps)
+    ]
     with engine.db.session() as session:
         recorded = [
             repository.get_step(session, run_id=run_id, key=s["key"]) for s in unit["steps"]

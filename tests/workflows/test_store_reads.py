@@ -15,7 +15,15 @@ from tests.workflows.test_store import make_run
 from workflows.cache import CompiledRuns
 from workflows.compiler import CompiledRun
 from workflows.statuses import RunStatus, StepStatus
-from workflows.store import Database, Run, RunNotFound, repository, transient_database_error
+from workflows.store import (
+    Conflict,
+    Database,
+    Run,
+    RunNotFound,
+    repository,
+    steprows,
+    transient_database_error,
+)
 from workflows.store.database import EXTRA_CONNECTIONS, pool_size_for
 
 
@@ -294,3 +302,107 @@ def test_a_runs_steps_go_in_as_one_insert_with_the_models_defaults(db: Database)
     with pytest.raises(ValueError, match="needs \\['kind'\\]"), db.session() as session:
         incomplete = {k: v for k, v in rows[0].items() if k != "kind"}
         repository.add_run(session, run=run.model_copy(update={"id": "x" * 12}), steps=[incomplete])
+
+
+def test_a_units_steps_read_on_the_driver_match_the_orm_read(db: Database) -> None:
+    run = make_run(db)
+    with db.session() as session:
+        done = repository.get_step(session, run_id=run.id, key="s0")
+        repository.set_step_status(session, step=done, status=StepStatus.RUNNING)
+        repository.set_step_status(
+            session, step=done, status=StepStatus.SUCCEEDED, result={"addresses": ["10.0.0.5"]}
+        )
+        orm = repository.read_to_run(session, run_id=run.id, key="s1", vm="vm")
+    with statements(db) as seen, db.statements() as driver:
+        read = steprows.read_unit(driver, run_id=run.id, key="s1", vm="vm")
+    assert len(seen) == 1
+    assert read.run_status is orm.run_status is RunStatus.PENDING
+    assert (read.step.key, read.step.status, read.step.id) == ("s1", "pending", orm.step.id)
+    assert read.prior == orm.prior == {"start_vm": {"addresses": ["10.0.0.5"]}}
+    assert {key: (row.status, row.attempts) for key, row in read.rows.items()} == {
+        key: (row.status, row.attempts) for key, row in orm.rows.items()
+    }
+    with db.statements() as driver:
+        assert steprows.read_unit(driver, run_id=run.id, key="s1", vm=None).prior == {}
+        # a step not filed under the unit's VM is found by its key
+        assert steprows.read_unit(driver, run_id=run.id, key="s2", vm="other").step.key == "s2"
+        with pytest.raises(RunNotFound):
+            steprows.read_unit(driver, run_id="nope", key="s1", vm="vm")
+        with pytest.raises(FerrymanError, match="no step 'zz'"):
+            steprows.read_unit(driver, run_id=run.id, key="zz", vm="vm")
+
+
+def test_step_writes_on_the_driver_keep_their_compare_and_set_guards(db: Database) -> None:
+    run = make_run(db)  # pending: not running yet
+    with db.statements() as driver:
+        rows = steprows.read_unit(driver, run_id=run.id, key="s0", vm="vm").rows
+        assert not steprows.start_next(driver, step=rows["s1"], task_id="t")  # run not running
+    with db.session() as session:
+        session.execute(update(Run).where(Run.id == run.id).values(status="running"))  # type: ignore[arg-type]
+    with db.statements() as driver, statements(db) as seen:
+        assert steprows.start_next(driver, step=rows["s1"], task_id="t")
+        assert not steprows.start_next(driver, step=rows["s1"], task_id="t")  # not pending
+        with pytest.raises(Conflict):  # held by "t", not by "u"
+            steprows.move_step(driver, step=rows["s1"], status=StepStatus.SUCCEEDED, owner="u")
+        steprows.move_step(
+            driver,
+            step=rows["s1"],
+            status=StepStatus.SUCCEEDED,
+            owner="t",
+            result={"ip": ["10.0.0.7"], "n": 1},
+            undo=None,
+            changed=True,
+            error="",
+        )
+    assert [s.split()[0].upper() for s in seen] == ["UPDATE"] * 3
+    assert (rows["s1"].status, rows["s1"].attempts) == ("succeeded", 1)
+    with db.session() as session:
+        stale = repository.get_step(session, run_id=run.id, key="s2")
+        repository.set_step_status(session, step=stale, status=StepStatus.RUNNING, task_id="x")
+    with db.statements() as driver:
+        # the row read earlier still says pending; the UPDATE's check sees the truth
+        assert not steprows.start_next(driver, step=rows["s2"], task_id="t")
+        with pytest.raises(Conflict):
+            steprows.move_step(driver, step=rows["s3"], status=StepStatus.SKIPPED, owner=None)
+            steprows.move_step(driver, step=rows["s2"], status=StepStatus.RUNNING, task_id="t")
+    with db.session() as session:
+        stored = repository.get_step(session, run_id=run.id, key="s1")
+        other = repository.get_step(session, run_id=run.id, key="s2")
+    assert (stored.status, stored.task_id, stored.changed) == ("succeeded", "t", True)
+    assert stored.result == {"ip": ["10.0.0.7"], "n": 1}
+    assert stored.started_at is not None and stored.finished_at is not None
+    assert (other.status, other.task_id) == ("running", "x")
+
+
+def test_a_statement_on_a_connection_the_server_dropped_fails_as_transient(
+    postgres_url: str,
+) -> None:
+    """The driver path raises SQLAlchemy's error for a lost connection (so the retry policy
+    retries the unit), and the pool replaces the connection for the next statements."""
+    import psycopg
+
+    from tests.support.servers import wait_for
+    from tests.workflows.conftest import PG_ADMIN
+
+    db = Database(postgres_url)
+    run = make_run(db, run_id="droppedbackend1", vm="vm-of-dropped")
+    try:
+        with db.statements() as driver:
+            pid = driver.fetch("SELECT pg_backend_pid()", {})[0][0]
+            with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+                def gone() -> bool:
+                    found = admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,))
+                    return found.fetchone() is None
+
+                wait_for(gone, timeout=30, what=f"backend {pid} to end")
+            with pytest.raises(OperationalError) as lost:
+                steprows.read_unit(driver, run_id=run.id, key="s0", vm="vm-of-dropped")
+        assert transient_database_error(lost.value)
+        assert lost.value.connection_invalidated
+        with db.statements() as driver:
+            read = steprows.read_unit(driver, run_id=run.id, key="s0", vm="vm-of-dropped")
+        assert read.step.key == "s0"
+    finally:
+        db.dispose()

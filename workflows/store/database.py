@@ -156,6 +156,57 @@ def _checked_out(dialect: Any) -> Any:
     return check
 
 
+class Statements:
+    """Prebuilt SQL on one pooled driver connection in autocommit (:meth:`Database.statements`).
+
+    Each statement goes straight to the driver with parameters already in the dialect's form
+    (``workflows.store.steprows`` builds them once per dialect). What SQLAlchemy does around
+    a statement that matters here is kept: the engine's ``before_cursor_execute`` listeners
+    see every statement (``conn`` and ``context`` are None: there is no SQLAlchemy connection),
+    and a driver error is raised as SQLAlchemy's (``OperationalError``...), after a connection
+    it found dead is invalidated, so the pool replaces it and the retry policy reads it as it
+    reads any other database error (:func:`transient_database_error`).
+    """
+
+    def __init__(self, engine: Engine, proxy: Any) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect
+        self._proxy = proxy
+
+    def execute(self, sql: str, params: Any) -> int:
+        """Run one statement; how many rows it changed."""
+        with self._cursor(sql, params) as cursor:
+            return int(cursor.rowcount)
+
+    def fetch(self, sql: str, params: Any) -> list[Any]:
+        """Run one query; its rows as the driver returns them."""
+        with self._cursor(sql, params) as cursor:
+            return list(cursor.fetchall())
+
+    @contextmanager
+    def _cursor(self, sql: str, params: Any) -> Iterator[Any]:
+        cursor = self._proxy.cursor()
+        try:
+            for listener in self.engine.dispatch.before_cursor_execute:
+                sql, params = listener(None, cursor, sql, params, None, False)
+            cursor.execute(sql, params)
+            yield cursor
+        except self.dialect.loaded_dbapi.Error as error:
+            lost = self.dialect.is_disconnect(error, self._proxy.dbapi_connection, cursor)
+            if lost:
+                self._proxy.invalidate(error)
+            raise exc.DBAPIError.instance(
+                sql,
+                params,
+                error,
+                self.dialect.loaded_dbapi.Error,
+                connection_invalidated=lost,
+                dialect=self.dialect,
+            ) from error
+        finally:
+            cursor.close()
+
+
 class Database:
     """An engine plus a session factory; pass it to whatever needs the store."""
 
@@ -186,8 +237,6 @@ class Database:
             # in place of pool_pre_ping: see _checked_out
             event.listen(self.engine.pool, "checkout", _checked_out(self.engine.dialect))
             event.listen(self.engine.pool, "checkin", _returned)
-        # the same pool, connections handed out in autocommit (see statements())
-        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         if create:
             self.create_all()
 
@@ -209,19 +258,29 @@ class Database:
             connection.commit()
 
     @contextmanager
-    def statements(self) -> Iterator[Session]:
-        """A session whose statements each take effect on their own (the driver's autocommit):
-        no BEGIN and COMMIT round trips around them, for work that is a sequence of single
-        compare-and-set statements, each of which leaves the store consistent by itself (a
-        step's per-step bookkeeping). Anything that must be all or nothing uses
-        :meth:`session`."""
-        with Session(self._autocommit, expire_on_commit=False) as session:
-            try:
-                yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+    def statements(self) -> Iterator[Statements]:
+        """One pooled connection whose statements each take effect on their own (the
+        driver's autocommit): no BEGIN and COMMIT round trips around them, for work that is a
+        sequence of single compare-and-set statements, each of which leaves the store
+        consistent by itself (a step's per-step bookkeeping). Anything that must be all or
+        nothing uses :meth:`session`.
+
+        The statements are prebuilt SQL run on the driver's connection (:class:`Statements`),
+        without an ORM session or a SQLAlchemy connection around them: on a worker's per-step
+        path those cost several times the statements' own CPU.
+        """
+        proxy: Any = self.engine.raw_connection()  # the pool's checkout and liveness check
+        dialect = self.engine.dialect
+        try:
+            dialect.set_isolation_level(proxy.dbapi_connection, "AUTOCOMMIT")
+            yield Statements(self.engine, proxy)
+        finally:
+            if proxy.is_valid:
+                try:
+                    dialect.reset_isolation_level(proxy.dbapi_connection)
+                except Exception as error:  # a connection that cannot be reset is not reused
+                    proxy.invalidate(error)
+            proxy.close()
 
     @contextmanager
     def session(self) -> Iterator[Session]:

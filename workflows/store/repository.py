@@ -12,7 +12,7 @@ import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Text,
@@ -401,7 +401,11 @@ def get_step(session: Session, *, run_id: str, key: str) -> Step:
 _ANY = object()
 
 
-def _transition(step: Step, status: StepStatus, fields: dict[str, Any]) -> dict[str, Any]:
+class _Attempted(Protocol):
+    attempts: int
+
+
+def _transition(step: _Attempted, status: StepStatus, fields: dict[str, Any]) -> dict[str, Any]:
     """The columns a move of ``step`` to ``status`` writes: the status, the given fields, and
     the times and attempt count that go with it."""
     values: dict[str, Any] = {"status": status.value, **fields}

@@ -1,0 +1,216 @@
+"""A unit's per-step bookkeeping as prebuilt SQL on one autocommit connection, with plain rows.
+
+A worker runs these for every step: read the unit's VM's steps once, then per step one
+compare-and-set UPDATE that records the previous step's success and one that starts the
+step. They are the statements :mod:`workflows.store.repository` builds (the same columns,
+the same guards), compiled once per dialect and run by :class:`~workflows.store.database.
+Statements` with parameters processed as SQLAlchemy would process them (JSON as JSON text,
+times as the dialect stores them). The rows read are :class:`StepRow` values, not ORM
+objects: building, tracking and syncing an ORM object per step, a session per step and a
+statement's parameters per execution cost the worker several times the statements' own CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, select
+
+from plans.errors import FerrymanError
+from workflows.statuses import RunStatus, StepStatus, check_step
+from workflows.store.database import Statements
+from workflows.store.repository import (
+    Conflict,
+    RunNotFound,
+    _step_update,
+    _transition,
+)
+from workflows.store.tables import Run, Step
+
+ANY_OWNER: Any = object()  # :func:`move_step` without an owner check
+
+
+@dataclass
+class StepRow:
+    """A step as the per-step path reads it: the columns it decides on, as plain values."""
+
+    id: int
+    run_id: str
+    key: str
+    kind: str
+    status: str
+    attempts: int
+    task_id: str | None
+    result: dict[str, Any] | None
+
+    def show(self, values: Mapping[str, Any]) -> None:
+        """Take the values an UPDATE of this row wrote (those of its columns kept here)."""
+        for name in ("status", "attempts", "task_id", "result"):
+            if name in values:
+                setattr(self, name, values[name])
+
+
+@dataclass
+class UnitRead:
+    """What a worker reads before a unit's first step (see :func:`read_unit`)."""
+
+    run_status: RunStatus
+    step: StepRow
+    prior: dict[str, dict[str, Any]]  # the VM's succeeded steps' results by kind
+    rows: dict[str, StepRow]  # every row read, by key (the unit's next steps among them)
+
+
+@dataclass(frozen=True)
+class Prebuilt:
+    """A statement compiled once for a dialect: its SQL text and how to give it parameters."""
+
+    sql: str
+    names: tuple[str, ...] | None  # bind names in order when the dialect is positional
+    defaults: Mapping[str, Any]  # the statement's own values (literals in its WHERE clause)
+    processors: Mapping[str, Callable[[Any], Any]]  # bind name -> its type's processing
+
+    @classmethod
+    def of(cls, statement: Any, dialect: Any) -> Prebuilt:
+        """Compile ``statement`` for ``dialect``."""
+        compiled: Any = statement.compile(dialect=dialect)
+        names = tuple(compiled.positiontup) if compiled.positiontup is not None else None
+        processors = dict(compiled._bind_processors)
+        return cls(compiled.string, names, dict(compiled.params), processors)
+
+    def params(self, given: Mapping[str, Any]) -> Any:
+        """The driver's parameters: ``given`` over the defaults, each value processed by its
+        type as SQLAlchemy processes it (every value, None too)."""
+        values = {**self.defaults, **given}
+        for name, process in self.processors.items():
+            values[name] = process(values[name])
+        if self.names is None:
+            return values
+        return tuple(values[name] for name in self.names)
+
+
+@functools.lru_cache(maxsize=128)
+def _update(dialect: Any, columns: tuple[str, ...], guard: str) -> Prebuilt:
+    return Prebuilt.of(_step_update(columns, guard), dialect)
+
+
+_COLUMNS = ("id", "key", "kind", "status", "attempts", "task_id", "result")
+
+
+@functools.lru_cache(maxsize=8)
+def _read(dialect: Any, by: str) -> tuple[Prebuilt, Callable[[Any], Any] | None]:
+    """The unit read by ``vm`` or by ``key`` (both indexed with ``run_id``), and the JSON
+    result column's processing for this dialect."""
+    step: Any = Step.__table__  # type: ignore[attr-defined]
+    run: Any = Run.__table__  # type: ignore[attr-defined]
+    statement = (
+        select(*(step.c[name] for name in _COLUMNS), run.c.status.label("run_status"))
+        .join_from(step, run, run.c.id == step.c.run_id)
+        .where(step.c.run_id == bindparam("run_id"), step.c[by] == bindparam("by"))
+        .order_by(step.c.seq)
+    )
+    return Prebuilt.of(statement, dialect), step.c.result.type._cached_result_processor(
+        dialect, None
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _run_status(dialect: Any) -> Prebuilt:
+    run: Any = Run.__table__  # type: ignore[attr-defined]
+    return Prebuilt.of(select(run.c.status).where(run.c.id == bindparam("run_id")), dialect)
+
+
+def _rows(statements: Statements, run_id: str, by: str, value: str) -> list[tuple[StepRow, str]]:
+    prebuilt, load = _read(statements.dialect, by)
+    rows = statements.fetch(prebuilt.sql, prebuilt.params({"run_id": run_id, "by": value}))
+    return [
+        (
+            StepRow(
+                row[0],
+                run_id,
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                row[5],
+                load(row[6]) if load is not None else row[6],
+            ),
+            row[7],
+        )
+        for row in rows
+    ]
+
+
+def read_unit(statements: Statements, *, run_id: str, key: str, vm: str | None) -> UnitRead:
+    """The run's status, the step ``key`` and, with ``vm``, every step of the VM and the
+    results of its succeeded steps (as :func:`repository.read_to_run`), in one query."""
+    rows = _rows(statements, run_id, "vm", vm) if vm is not None else []
+    found = [row for row, _ in rows if row.key == key]
+    if not found:  # no VM, or a step not filed under the unit's VM
+        extra = _rows(statements, run_id, "key", key)
+        rows += extra
+        found = [row for row, _ in extra]
+    if not found:
+        prebuilt = _run_status(statements.dialect)
+        if not statements.fetch(prebuilt.sql, prebuilt.params({"run_id": run_id})):
+            raise RunNotFound(f"no run {run_id!r}; 'ferryman runs list' shows the runs")
+        raise FerrymanError(f"run {run_id} has no step {key!r}; was the run recompiled?")
+    prior: dict[str, dict[str, Any]] = {}
+    if vm is not None:
+        for row, _ in rows:
+            if row.status == StepStatus.SUCCEEDED and row.result is not None:
+                prior[row.kind] = row.result
+    return UnitRead(RunStatus(rows[0][1]), found[0], prior, {row.key: row for row, _ in rows})
+
+
+def start_next(statements: Statements, *, step: StepRow, task_id: str | None) -> bool:
+    """Set a pending step running for ``task_id`` if its run is still running, in one UPDATE
+    (as :func:`repository.start_step`); False when the step or its run changed since it was
+    read, and the caller reads them again to see why."""
+    if StepStatus(step.status) is not StepStatus.PENDING:
+        return False
+    values = _transition(step, StepStatus.RUNNING, {"task_id": task_id})
+    params = {"w_id": step.id, "w_status": StepStatus.PENDING.value, "w_run": step.run_id}
+    if not _execute(statements, tuple(sorted(values)), "run_running", params, values):
+        return False
+    step.show(values)
+    return True
+
+
+def move_step(
+    statements: Statements,
+    *,
+    step: StepRow,
+    status: StepStatus,
+    owner: Any = ANY_OWNER,
+    **fields: Any,
+) -> StepRow:
+    """Move a step to ``status`` (checked) and set other columns, as
+    :func:`repository.set_step_status` does: ``owner``, only while the step is held by that
+    delivery (None: by none); a step changed meanwhile raises :class:`Conflict`."""
+    current = StepStatus(step.status)
+    check_step(current, status)
+    values = _transition(step, status, fields)
+    guard, params = "none", {"w_id": step.id, "w_status": current.value}
+    if owner is not ANY_OWNER:
+        guard = "unowned" if owner is None else "owner"
+        if owner is not None:
+            params["w_owner"] = owner
+    if not _execute(statements, tuple(sorted(values)), guard, params, values):
+        raise Conflict(f"step {step.key} of run {step.run_id} changed while being updated")
+    step.show(values)
+    return step
+
+
+def _execute(
+    statements: Statements,
+    columns: tuple[str, ...],
+    guard: str,
+    params: dict[str, Any],
+    values: dict[str, Any],
+) -> bool:
+    prebuilt = _update(statements.dialect, columns, guard)
+    params.update({f"v_{name}": value for name, value in values.items()})
+    return statements.execute(prebuilt.sql, prebuilt.params(params)) == 1
