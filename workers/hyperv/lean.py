@@ -1,5 +1,5 @@
-"""A leaner pypsrp: the pipeline message without a deep copy of every command, replies read
-without writing every value they hold back out as XML text, and XML written in one pass.
+"""A leaner pypsrp: messages written without deep copies and per-value tables, replies read
+without writing every value back out as XML text, and XML written in one pass.
 
 pypsrp serialises a pipeline's commands through ``Pipeline._get_statements``, which deep-copies
 every command each time it is read (twice per message: for ``Cmds`` and for ``ExtraCmds``)
@@ -25,6 +25,12 @@ builds its table of known types (some fifty metadata objects) anew, to pick one 
 patched method reads that table once (:func:`_pypsrp_structures`) and picks a fresh copy of the
 entry with pypsrp's own loop over the type names, then reads the object with pypsrp's methods.
 The values read are the same (``tests/workers/hyperv/test_lean.py``).
+
+Writing a message, pypsrp's ``Serializer.serialize`` builds its table of how each tag is
+written (two dozen closures) for every value it writes, and runs two regular expressions over
+every string to escape ``_x``/``_X`` and characters PSRP encodes as ``_xHHHH_``. The patched
+method keeps one table with the same expressions, and a string with nothing to escape is
+written as it is. The messages are the same bytes (``tests/workers/hyperv/test_lean.py``).
 
 The envelopes and PSRP messages pypsrp's ``wsman`` and ``messages`` modules write go through
 :func:`workers.hyperv.envelope.tostring`, the same bytes as ``ET.tostring`` without its text
@@ -52,13 +58,15 @@ from pypsrp.complex_objects import (
     ObjectMeta,
     Pipeline,
 )
-from pypsrp.serializer import Serializer
+from pypsrp.serializer import Serializer, TaggedValue
 
 from workers.hyperv import envelope
 
 _original = Pipeline._get_statements
 _original_deserialize = Serializer.deserialize
 _original_deserialize_string = Serializer._deserialize_string
+_original_serialize = Serializer.serialize
+_original_serialize_string = Serializer._serialize_string
 _installed = False
 _serializer_log = logging.getLogger("pypsrp.serializer")  # pypsrp's logger, for its warning
 
@@ -287,6 +295,95 @@ def _pypsrp_structures() -> dict[str, ObjectMeta]:
 _STRUCTURES: dict[str, ObjectMeta] = _pypsrp_structures()
 
 
+Pack = Callable[[Any, Any, Any], Any]  # (serializer, metadata, value) -> text or element
+
+# pypsrp's ``Serializer.serialize`` table of how each tag is written, the same expressions; it
+# builds the table (two dozen closures) anew for every value it writes. "ToString" and "DT"
+# are left to pypsrp's own method: its entries for them do not write a value.
+_PACKERS: dict[str, Pack] = {
+    "S": lambda s, m, d: s._serialize_string(d),
+    "C": lambda s, m, d: str(ord(d)),
+    "B": lambda s, m, d: str(d).lower(),
+    "TS": lambda s, m, d: str(d),
+    "By": lambda s, m, d: str(d),
+    "SB": lambda s, m, d: str(d),
+    "U16": lambda s, m, d: str(d),
+    "I16": lambda s, m, d: str(d),
+    "U32": lambda s, m, d: str(d),
+    "I32": lambda s, m, d: str(d),
+    "U64": lambda s, m, d: str(d),
+    "I64": lambda s, m, d: str(d),
+    "Sg": lambda s, m, d: str(d),
+    "Db": lambda s, m, d: str(d),
+    "D": lambda s, m, d: str(d),
+    "BA": lambda s, m, d: base64.b64encode(d).decode("utf-8"),
+    "G": lambda s, m, d: str(d),
+    "URI": lambda s, m, d: s._serialize_string(d),
+    "Version": lambda s, m, d: str(d),
+    "XD": lambda s, m, d: s._serialize_string(d),
+    "SBK": lambda s, m, d: s._serialize_string(d),
+    "SS": lambda s, m, d: s._serialize_secure_string(d),
+    "Obj": lambda s, m, d: s._serialize_obj(m, d),
+    "ObjDynamic": lambda s, m, d: s._serialize_dynamic_obj(m, d),
+    "LST": lambda s, m, d: s._serialize_lst(m, d),
+    "IE": lambda s, m, d: s._serialize_ie(m, d),
+    "QUE": lambda s, m, d: s._serialize_que(m, d),
+    "STK": lambda s, m, d: s._serialize_stk(m, d),
+    "DCT": lambda s, m, d: s._serialize_dct(m, d),
+}
+
+
+def _serialize(
+    self: Serializer,
+    value: Any,
+    metadata: ObjectMeta | None = None,
+    parent: ET.Element | None = None,
+    clear: bool = True,
+) -> ET.Element | None:
+    if isinstance(value, ET.Element):
+        return _original_serialize(self, value, metadata, parent, clear)
+    if clear:
+        self._clear()
+    metadata = metadata or ObjectMeta()
+    if metadata.tag == "*":
+        if isinstance(value, TaggedValue):
+            metadata.tag = value.tag
+            value = value.value
+        else:
+            metadata.tag = self._get_tag_from_value(value)
+    pack = _PACKERS.get(metadata.tag)
+    if pack is None:  # "ToString", "DT", or a tag pypsrp does not know (a KeyError there)
+        return _original_serialize(self, value, metadata, parent, False)
+    element: Any
+    if value is None:
+        if metadata.optional:
+            return None
+        element = ET.Element("Nil")
+    else:
+        packed = pack(self, metadata, value)
+        if isinstance(packed, str):
+            element = ET.Element(metadata.tag)
+            element.text = packed
+        else:
+            element = packed
+    if metadata.name is not None:
+        element.attrib["N"] = metadata.name
+    if parent is not None:
+        parent.append(element)
+    return element
+
+
+def _serialize_string(self: Serializer, value: str | None) -> str | None:
+    if (
+        isinstance(value, str)
+        and "_x" not in value
+        and "_X" not in value
+        and self._serial_str.search(value) is None
+    ):
+        return value  # nothing pypsrp would escape
+    return _original_serialize_string(self, value)
+
+
 def _deserialize_string(self: Serializer, value: str | None) -> str:
     if isinstance(value, str) and "_x" not in value:
         return value  # no _xHHHH_ escape to decode
@@ -294,8 +391,8 @@ def _deserialize_string(self: Serializer, value: str | None) -> str:
 
 
 def install() -> None:
-    """Replace ``Pipeline._get_statements``, ``Serializer.deserialize`` and
-    ``Serializer._deserialize_string``, make ``ComplexObject._xml`` written on first read, and
+    """Replace ``Pipeline._get_statements``, ``Serializer.serialize``, ``.deserialize`` and
+    their string helpers, make ``ComplexObject._xml`` written on first read, and
     give pypsrp's ``wsman``, ``messages`` and ``serializer`` modules the one-pass ``tostring``,
     once per process (idempotent)."""
     global _installed
@@ -308,4 +405,6 @@ def install() -> None:
         Pipeline._get_statements = _statements_without_copy  # type: ignore[method-assign]
         Serializer.deserialize = _deserialize  # type: ignore[method-assign]
         Serializer._deserialize_string = _deserialize_string  # type: ignore[method-assign]
+        Serializer.serialize = _serialize  # type: ignore[method-assign]
+        Serializer._serialize_string = _serialize_string  # type: ignore[method-assign]
         _installed = True

@@ -199,3 +199,61 @@ def test_collections_and_unknown_types_read_the_same_as_pypsrp_reads_them() -> N
             Serializer.deserialize, Serializer._deserialize_string, serializer.ET = patched  # type: ignore[method-assign]
         assert _shape(leaner) == _shape(reference), text
     assert Serializer().deserialize(ET.fromstring(_COLLECTIONS[1])) == ["p", "q"]
+
+
+def _create_pipeline(commands: list[tuple[str, dict[str, Any]]], script: bool = False) -> Any:
+    from pypsrp.complex_objects import (
+        ApartmentState,
+        CommandParameter,
+        HostInfo,
+        RemoteStreamOptions,
+    )
+    from pypsrp.messages import CreatePipeline
+
+    cmds = []
+    for name, parameters in commands:
+        command = Command(cmd=name, protocol_version="2.3", is_script=script, use_local_scope=None)
+        for key, value in parameters.items():
+            command.args.append(CommandParameter(name=key, value=value))
+        cmds.append(command)
+    cmds[-1].end_of_statement = True
+    pipeline = Pipeline(is_nested=False, cmds=cmds, history=None, redirect_err_to_out=False)
+    return CreatePipeline(
+        True, ApartmentState(value=2), RemoteStreamOptions(value=15), False, HostInfo(),
+        pipeline, False,
+    )  # fmt: skip
+
+
+def _pack(value: Any) -> bytes:
+    from pypsrp.messages import Message
+
+    zero = "00000000-0000-0000-0000-000000000000"
+    return Message(2, zero, zero, value, Serializer()).pack()
+
+
+def test_pipeline_messages_are_written_as_pypsrp_writes_them() -> None:
+    import uuid
+
+    lean.install()
+    values: list[dict[str, Any]] = [
+        {"Name": "sql-01"},
+        {"Name": "under_score _x0041_ _X0041_ tab\tnew\nline \x7f \x85 \U0001f600 <&>"},
+        {"Count": 3, "Big": 2**40, "Ratio": 0.25, "Enabled": False, "Force": True},
+        {"Names": ["a", "b", ["nested", 1]], "Map": {"k": "v", "n": None}, "Empty": []},
+        {"Id": uuid.UUID("ae2823b6-8d59-51cc-98fd-5ae9267e3dec"), "Raw": b"\x00\x01"},
+        {"Nothing": None, "Upper": "only _X0041_ in upper case"},
+    ]
+    messages = [_create_pipeline([("Get-VM", v)]) for v in values]
+    messages.append(_create_pipeline([("Get-VMSnapshot", values[0]), ("Start-VMFailover", {})]))
+    messages.append(_create_pipeline([("param($VMName) Get-VM -Name $VMName", values[0])], True))
+    for message in messages:
+        leaner = _pack(message)
+        patched = (Serializer.serialize, Serializer._serialize_string)
+        Serializer.serialize = lean._original_serialize  # type: ignore[method-assign]
+        Serializer._serialize_string = lean._original_serialize_string  # type: ignore[method-assign]
+        try:
+            reference = _pack(message)
+        finally:
+            Serializer.serialize, Serializer._serialize_string = patched  # type: ignore[method-assign]
+        assert leaner == reference
+    assert b"_x005F_x0041_" in _pack(messages[1])  # the escapes pypsrp writes are written
