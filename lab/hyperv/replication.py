@@ -227,12 +227,7 @@ def apply_settings(ctx: Context, vm: VM, rep: Replication) -> bool:
 def listener_ports(ctx: Context, host: str, auth: AuthenticationType) -> set[int]:
     """Ports ``host``'s Replica server listens on for ``auth``: the default, plus any port
     override the topology gives a VM replicating to or from that host."""
-    ports = {_AUTH_PORT[auth]}
-    for spec in ctx.world.topology.vms:
-        r = spec.replication
-        if r is not None and r.auth == auth.name.lower() and host in (spec.primary, spec.replica):
-            ports.add(r.port)
-    return ports
+    return {_AUTH_PORT[auth], *ctx.world.port_overrides.get((host, auth.name.lower()), ())}
 
 
 def enable_replication(ctx: Context) -> list[Any]:

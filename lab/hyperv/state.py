@@ -264,6 +264,18 @@ class HyperVWorld:
         # to it and where their replicas are stored (New-VMReplicationAuthorizationEntry).
         self.authorizations: dict[str, list[Authorization]] = {h: [] for h in self.vms}
         self.no_ip: set[str] = set()
+        # Each host's VM records by lower-case ID (find_by_id), kept by add and remove.
+        self._by_id: dict[str, dict[str, list[VM]]] = {h: {} for h in self.vms}
+        # The topology's VMs by name (the first of a name, as a search in file order finds).
+        self._specs: dict[str, VMSpec] = {}
+        # The ports the topology gives replication by (host at either end, authentication).
+        self.port_overrides: dict[tuple[str, str], set[int]] = {}
+        for spec in topology.vms:
+            self._specs.setdefault(spec.name, spec)
+            r = spec.replication
+            if r is not None:
+                for end in {spec.primary, spec.replica} - {None}:
+                    self.port_overrides.setdefault((str(end), r.auth), set()).add(r.port)
         # DNS zones by lower-case name (lab.hyperv.dns.Zone), filled in by the lab facade.
         self.zones: dict[str, Any] = {}
         # The advance schedule: (due lab time, sequence, relationship), one valid entry per
@@ -347,14 +359,27 @@ class HyperVWorld:
         slot[key] = vm
         if old is not vm:
             self._enlist(vm)
+            self._by_id[vm.host].setdefault(str(vm.id).lower(), []).append(vm)
             if old is not None:
                 self._dismiss(old)
+                self._unindex(old)
 
     def remove(self, vm: VM) -> None:
         """Delete ``vm`` from its host."""
         old = self.vms[vm.host].pop(vm.name.lower(), None)
         if old is not None:
             self._dismiss(old)
+            self._unindex(old)
+
+    def _unindex(self, vm: VM) -> None:
+        """``vm`` left its host's slot: forget it in the ID index."""
+        index = self._by_id[vm.host]
+        key = str(vm.id).lower()
+        same = [other for other in index.get(key, ()) if other is not vm]
+        if same:
+            index[key] = same
+        else:
+            index.pop(key, None)
 
     def _enlist(self, vm: VM) -> None:
         """``vm`` took a slot on a host: its relationship (now or later) is advanced."""
@@ -382,7 +407,12 @@ class HyperVWorld:
 
     def find_by_id(self, host: str, vm_id: str) -> VM | None:
         """The VM with Hyper-V ID ``vm_id`` on ``host``."""
-        for vm in self.vms.get(host, {}).values():
+        found = self._by_id.get(host, {}).get(vm_id.lower())
+        if not found:
+            return None
+        if len(found) == 1:
+            return found[0]
+        for vm in self.vms.get(host, {}).values():  # several of one ID: the first in order
             if str(vm.id).lower() == vm_id.lower():
                 return vm
         return None
@@ -623,7 +653,7 @@ class HyperVWorld:
 
     def disk_bytes(self, rep: Replication) -> int:
         """The size of the replicated VM's disks, in bytes."""
-        spec = next((s for s in self.topology.vms if s.name == rep.vm_name), None)
+        spec = self._specs.get(rep.vm_name)
         return int((spec.disk_gb if spec else 40.0) * GIGABYTE)
 
     def transfer_seconds(self, size: float) -> float:

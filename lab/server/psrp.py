@@ -252,7 +252,7 @@ class Shell:
                 pipe.write_warning(text)
             for text in result.verbose:
                 pipe.write_verbose(text)
-            pipe.complete()
+            complete(pipe)
         else:
             assert error is not None
             # psrpcore 0.3 has no public "fail" call: a terminating error is the Failed state
@@ -364,16 +364,16 @@ class Shell:
             self.cond.notify_all()
 
 
-def write_output_clixml(pipe: ServerPipeline, data: bytes) -> None:
-    """``pipe.write_output(value)`` for a value already written as CLIXML ``data``.
+# The PipelineState message of a pipeline that completed, as psrpcore writes it.
+COMPLETED_STATE = (
+    f'<Obj RefId="0"><MS><I32 N="PipelineState">{int(PSInvocationState.Completed)}</I32></MS></Obj>'
+).encode()
 
-    What psrpcore's ``write_output`` and ``prepare_message`` do once the value is serialised:
-    the same state check, then a PipelineOutput message queued with the pool's next object id.
-    """
-    if pipe.state != PSInvocationState.Running:
-        raise InvalidPipelineState("write pipeline output", pipe.state, [PSInvocationState.Running])
+
+def _queue(pipe: ServerPipeline, message_type: PSRPMessageType, data: bytes) -> None:
+    """What psrpcore's ``prepare_message`` does once a message is serialised as ``data``:
+    queue it for the pipeline with the pool's next object id."""
     pool: Any = pipe.runspace_pool
-    message_type = PSRPMessageType.PipelineOutput
     pool_id, pipeline_id = pool.runspace_pool_id, pipe.pipeline_id
     raw = create_message(pool._is_client, message_type, data, pool_id, pipeline_id)
     pool._send_buffer.append(
@@ -386,6 +386,21 @@ def write_output_clixml(pipe: ServerPipeline, data: bytes) -> None:
             StreamType.default,
         )
     )
+
+
+def write_output_clixml(pipe: ServerPipeline, data: bytes) -> None:
+    """``pipe.write_output(value)`` for a value already written as CLIXML ``data``: the same
+    state check, then the PipelineOutput message."""
+    if pipe.state != PSInvocationState.Running:
+        raise InvalidPipelineState("write pipeline output", pipe.state, [PSInvocationState.Running])
+    _queue(pipe, PSRPMessageType.PipelineOutput, data)
+
+
+def complete(pipe: ServerPipeline) -> None:
+    """``pipe.complete()``: the Completed PipelineState message (written once, above), then
+    the pipeline's state."""
+    _queue(pipe, PSRPMessageType.PipelineState, COMPLETED_STATE)
+    pipe._change_state(PSInvocationState.Completed, emit=False)
 
 
 class PipelineThreads:

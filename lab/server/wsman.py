@@ -146,6 +146,15 @@ def parse_duration(text: str | None, default: float) -> float:
     return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
 
 
+_ACTION = f"{{{NS['wsa']}}}Action"
+_MESSAGE_ID = f"{{{NS['wsa']}}}MessageID"
+_RESOURCE_URI = f"{{{NS['wsman']}}}ResourceURI"
+_MAX_ENVELOPE_SIZE = f"{{{NS['wsman']}}}MaxEnvelopeSize"
+_OPERATION_TIMEOUT = f"{{{NS['wsman']}}}OperationTimeout"
+_SELECTOR_SET = f"{{{NS['wsman']}}}SelectorSet"
+_SELECTOR = f"{{{NS['wsman']}}}Selector"
+
+
 def parse_request(data: bytes) -> Request:
     """Parse a SOAP envelope; raises :class:`WSManFault` on anything malformed."""
     try:
@@ -156,25 +165,31 @@ def parse_request(data: bytes) -> Request:
     body = root.find("s:Body", NS)
     if header is None or body is None:
         raise WSManFault(FaultCode.INVALID_PARAMETER, "w:SchemaValidationError", "no Header/Body")
+    # One pass over the header: the first child of each name (what ``find`` returns) and the
+    # selectors of every SelectorSet in document order (what ``findall`` returns).
+    first: dict[str, ET.Element] = {}
+    selectors: dict[str, str] = {}
+    for child in header:
+        first.setdefault(child.tag, child)
+        if child.tag == _SELECTOR_SET:
+            for sel in child:
+                if sel.tag == _SELECTOR:
+                    selectors[sel.attrib.get("Name", "")] = sel.text or ""
 
-    def text(path: str) -> str:
-        el = header.find(path, NS)
+    def text(tag: str) -> str:
+        el = first.get(tag)
         return (el.text or "").strip() if el is not None else ""
 
-    selectors = {
-        sel.attrib.get("Name", ""): (sel.text or "")
-        for sel in header.findall("wsman:SelectorSet/wsman:Selector", NS)
-    }
     try:
-        max_env = int(text("wsman:MaxEnvelopeSize") or 153600)
+        max_env = int(text(_MAX_ENVELOPE_SIZE) or 153600)
     except ValueError:
         max_env = 153600
     return Request(
-        action=text("wsa:Action"),
-        message_id=text("wsa:MessageID"),
-        resource_uri=text("wsman:ResourceURI"),
+        action=text(_ACTION),
+        message_id=text(_MESSAGE_ID),
+        resource_uri=text(_RESOURCE_URI),
         max_envelope_size=max_env,
-        operation_timeout=parse_duration(text("wsman:OperationTimeout"), 60.0),
+        operation_timeout=parse_duration(text(_OPERATION_TIMEOUT), 60.0),
         selectors=selectors,
         body=body,
     )

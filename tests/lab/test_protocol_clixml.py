@@ -12,10 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from psrpcore import ServerPipeline
 from psrpcore.types import PSInvocationState, serialize
+from psrpcore.types._serializer import _serialize_string
 
 from lab.objects import Command, LabEnum, LabObject
-from lab.server.clixml import output_clixml
-from lab.server.psrp import LabRunspacePool, write_output_clixml
+from lab.server.clixml import _string, output_clixml
+from lab.server.psrp import LabRunspacePool, complete, write_output_clixml
 from lab.server.serialize import to_ps_value
 from lab.world import Lab
 from tests.lab.scenario import scenario_topology
@@ -152,7 +153,7 @@ def test_any_output_value_is_written_as_psrpcore_writes_it(value: Any) -> None:
     assert ours == reference
 
 
-def test_the_output_message_is_the_one_write_output_queues() -> None:
+def test_the_output_and_state_messages_are_the_ones_psrpcore_queues() -> None:
     lab = Lab.from_topology(scenario_topology(), time_scale=0)
     vm = lab.invoke("hv-sto-1", [Command("Get-VM", [])]).output[0]
     sent = []
@@ -167,10 +168,23 @@ def test_the_output_message_is_the_one_write_output_queues() -> None:
                 write_output_clixml(pipe, data)
             else:
                 pipe.write_output(to_ps_value(vm))
-        pipe.complete()
+        if direct:
+            complete(pipe)
+        else:
+            pipe.complete()
+        assert pipe.state == PSInvocationState.Completed
         payloads = []
         while (payload := pool.data_to_send(500)) is not None:
             payloads.append((payload.data, payload.stream_type, payload.pipeline_id))
         sent.append(payloads)
     assert sent[0] == sent[1]
     assert len(sent[0]) > 4  # fragments of two objects and the state
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(alphabet=st.characters(exclude_categories=()), max_size=10)
+    | st.sampled_from(["_x", "a_X1", "\ud900", "\udc00x", "\x85"])
+)
+def test_strings_are_escaped_as_psrpcore_escapes_them(text: str) -> None:
+    assert _string(text) == _serialize_string(text)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import random
 import re
 import secrets
 import socket
+import xml.etree.ElementTree as ET
 from urllib.parse import urlsplit
 
 import pytest
@@ -233,3 +235,62 @@ def test_the_envelope_limit_is_500_kb_after_authentication() -> None:
         under = session.post(url, data=b"<" + b"x" * 400 * 1024, auth=auth, headers=headers)
         assert under.status_code == 500
         assert "InvalidXml" in under.text
+
+
+def _parse_with_find(data: bytes) -> tuple[object, ...]:
+    """The request's fields read with ElementTree paths (how the lab read them before)."""
+    root = ET.fromstring(data)
+    header = root.find("s:Header", wsman.NS)
+    assert header is not None
+
+    def text(path: str) -> str:
+        el = header.find(path, wsman.NS)
+        return (el.text or "").strip() if el is not None else ""
+
+    selectors = {
+        sel.attrib.get("Name", ""): (sel.text or "")
+        for sel in header.findall("wsman:SelectorSet/wsman:Selector", wsman.NS)
+    }
+    return (
+        text("wsa:Action"),
+        text("wsa:MessageID"),
+        text("wsman:ResourceURI"),
+        text("wsman:MaxEnvelopeSize"),
+        text("wsman:OperationTimeout"),
+        selectors,
+    )
+
+
+_HEADER_PARTS = [
+    '<wsa:Action s:mustUnderstand="true"> http://x/Command </wsa:Action>',
+    "<wsa:Action>http://x/Second</wsa:Action>",
+    "<wsa:MessageID>uuid:A</wsa:MessageID>",
+    "<wsman:ResourceURI>http://schemas.microsoft.com/powershell/Microsoft.PowerShell"
+    "</wsman:ResourceURI>",
+    "<wsman:MaxEnvelopeSize>512000</wsman:MaxEnvelopeSize>",
+    "<wsman:OperationTimeout>PT20S</wsman:OperationTimeout>",
+    '<wsman:SelectorSet><wsman:Selector Name="ShellId">s-1</wsman:Selector>'
+    '<wsman:Selector Name="Other">o</wsman:Selector><x:Selector xmlns:x="urn:x" Name="N">n'
+    "</x:Selector></wsman:SelectorSet>",
+    '<wsman:SelectorSet><wsman:Selector Name="ShellId">s-2</wsman:Selector></wsman:SelectorSet>',
+    '<wsman:Selector Name="Stray">z</wsman:Selector>',
+    "<wsa:MessageID />",
+    "<other:Action xmlns:other='urn:other'>not this one</other:Action>",
+]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_header_fields_are_read_as_element_paths_read_them(seed: int) -> None:
+    rng = random.Random(seed)
+    parts = rng.sample(_HEADER_PARTS, rng.randint(0, len(_HEADER_PARTS)))
+    envelope = (
+        f'<s:Envelope xmlns:s="{wsman.NS["s"]}" xmlns:wsa="{wsman.NS["wsa"]}" '
+        f'xmlns:wsman="{wsman.NS["wsman"]}"><s:Header>{"".join(parts)}</s:Header>'
+        "<s:Body /></s:Envelope>"
+    ).encode()
+    action, message_id, uri, max_env, timeout, selectors = _parse_with_find(envelope)
+    request = wsman.parse_request(envelope)
+    assert (request.action, request.message_id, request.resource_uri) == (action, message_id, uri)
+    assert request.max_envelope_size == int(str(max_env) or 153600)
+    assert request.operation_timeout == wsman.parse_duration(str(timeout), 60.0)
+    assert request.selectors == selectors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -121,6 +122,8 @@ def _shape(value: Any, depth: int = 0) -> Any:
     assert depth < 40
     if isinstance(value, list | tuple):
         return [_shape(item, depth + 1) for item in value]
+    if isinstance(value, queue.Queue):
+        return ("Queue", _shape(list(value.queue), depth + 1))
     if isinstance(value, dict):
         return {key: _shape(item, depth + 1) for key, item in value.items()}
     if isinstance(value, ComplexObject):
@@ -150,3 +153,107 @@ def test_replies_read_the_same_without_writing_each_value_as_xml() -> None:
     assert nic._xml.startswith("<Obj ") and "corp-got" in nic._xml
     notes = Serializer().deserialize(_reply()[0]).adapted_properties["Notes"]
     assert notes == "line one\nline two\ttab _x0041_ and <angle> & amp"
+
+
+_COLLECTIONS = [
+    # a hashtable, nested list, a generic list and dictionary, Deserialized. types
+    '<Obj RefId="0"><TN RefId="0"><T>System.Collections.Hashtable</T><T>System.Object</T></TN>'
+    '<DCT><En><S N="Key">a</S><I32 N="Value">1</I32></En>'
+    '<En><S N="Key">b</S><Obj N="Value" RefId="1"><TN RefId="1"><T>System.Object[]</T>'
+    '<T>System.Array</T><T>System.Object</T></TN><LST><S>x</S><I32>2</I32><Nil /></LST></Obj>'
+    "</En></DCT></Obj>",
+    '<Obj RefId="0"><TN RefId="0"><T>System.Collections.Generic.List`1[[System.String, '
+    'mscorlib, Version=4.0.0.0]]</T><T>System.Object</T></TN><LST><S>p</S><S>q</S></LST></Obj>',
+    '<Obj RefId="0"><TN RefId="0"><T>System.Collections.Generic.Dictionary`2[[System.String, '
+    "mscorlib],[System.Int32, mscorlib]]</T><T>System.Object</T></TN><DCT><En>"
+    '<S N="Key">k</S><I32 N="Value">7</I32></En></DCT></Obj>',
+    '<Obj RefId="0"><TN RefId="0"><T>Deserialized.System.Collections.Queue</T></TN>'
+    '<QUE><S>first</S><S>second</S></QUE></Obj>',
+    '<Obj RefId="0"><TN RefId="0"><T>System.Collections.Stack</T></TN>'
+    "<STK><I32>1</I32><I32>2</I32></STK></Obj>",
+    # an object without type names, one of a type only its XML describes, and a reused TN
+    '<Obj RefId="0"><MS><S N="Plain">v</S><Obj N="Bare" RefId="1"><Props><B N="Ok">true</B>'
+    '</Props></Obj><Obj N="Custom" RefId="2"><TN RefId="0"><T>Vendor.Thing</T></TN>'
+    '<ToString>thing</ToString><Props><S N="Name">n</S></Props></Obj><Obj N="Again" RefId="3">'
+    '<TNRef RefId="0" /><ToString>thing 2</ToString></Obj><Ref N="Same" RefId="1" /></MS></Obj>',
+    '<Obj RefId="0"><TN RefId="0"><T>System.Management.Automation.PSCustomObject</T>'
+    '<T>System.Object</T></TN><MS><G N="Id">ae2823b6-8d59-51cc-98fd-5ae9267e3dec</G>'
+    '<Obj N="List" RefId="1"><TN RefId="1"><T>System.Collections.ObjectModel.Collection`1'
+    '[[System.Int32, mscorlib]]</T></TN><LST><I32>5</I32></LST></Obj></MS></Obj>',
+    "<Unknown>kept as text</Unknown>",
+]
+
+
+def test_collections_and_unknown_types_read_the_same_as_pypsrp_reads_them() -> None:
+    lean.install()
+    assert "System.Collections.Hashtable" in lean._STRUCTURES  # pypsrp's table was read
+    for text in _COLLECTIONS:
+        leaner = Serializer().deserialize(ET.fromstring(text))
+        patched = (Serializer.deserialize, Serializer._deserialize_string, serializer.ET)
+        Serializer.deserialize = lean._original_deserialize  # type: ignore[method-assign]
+        Serializer._deserialize_string = lean._original_deserialize_string  # type: ignore[method-assign]
+        serializer.ET = ET
+        try:
+            reference = Serializer().deserialize(ET.fromstring(text))
+        finally:
+            Serializer.deserialize, Serializer._deserialize_string, serializer.ET = patched  # type: ignore[method-assign]
+        assert _shape(leaner) == _shape(reference), text
+    assert Serializer().deserialize(ET.fromstring(_COLLECTIONS[1])) == ["p", "q"]
+
+
+def _create_pipeline(commands: list[tuple[str, dict[str, Any]]], script: bool = False) -> Any:
+    from pypsrp.complex_objects import (
+        ApartmentState,
+        CommandParameter,
+        HostInfo,
+        RemoteStreamOptions,
+    )
+    from pypsrp.messages import CreatePipeline
+
+    cmds = []
+    for name, parameters in commands:
+        command = Command(cmd=name, protocol_version="2.3", is_script=script, use_local_scope=None)
+        for key, value in parameters.items():
+            command.args.append(CommandParameter(name=key, value=value))
+        cmds.append(command)
+    cmds[-1].end_of_statement = True
+    pipeline = Pipeline(is_nested=False, cmds=cmds, history=None, redirect_err_to_out=False)
+    return CreatePipeline(
+        True, ApartmentState(value=2), RemoteStreamOptions(value=15), False, HostInfo(),
+        pipeline, False,
+    )  # fmt: skip
+
+
+def _pack(value: Any) -> bytes:
+    from pypsrp.messages import Message
+
+    zero = "00000000-0000-0000-0000-000000000000"
+    return Message(2, zero, zero, value, Serializer()).pack()
+
+
+def test_pipeline_messages_are_written_as_pypsrp_writes_them() -> None:
+    import uuid
+
+    lean.install()
+    values: list[dict[str, Any]] = [
+        {"Name": "sql-01"},
+        {"Name": "under_score _x0041_ _X0041_ tab\tnew\nline \x7f \x85 \U0001f600 <&>"},
+        {"Count": 3, "Big": 2**40, "Ratio": 0.25, "Enabled": False, "Force": True},
+        {"Names": ["a", "b", ["nested", 1]], "Map": {"k": "v", "n": None}, "Empty": []},
+        {"Id": uuid.UUID("ae2823b6-8d59-51cc-98fd-5ae9267e3dec"), "Raw": b"\x00\x01"},
+        {"Nothing": None, "Upper": "only _X0041_ in upper case"},
+    ]
+    messages = [_create_pipeline([("Get-VM", v)]) for v in values]
+    messages.append(_create_pipeline([("Get-VMSnapshot", values[0]), ("Start-VMFailover", {})]))
+    messages.append(_create_pipeline([("param($VMName) Get-VM -Name $VMName", values[0])], True))
+    for message in messages:
+        leaner = _pack(message)
+        patched = (Serializer.serialize, Serializer._serialize_string)
+        Serializer.serialize = lean._original_serialize  # type: ignore[method-assign]
+        Serializer._serialize_string = lean._original_serialize_string  # type: ignore[method-assign]
+        try:
+            reference = _pack(message)
+        finally:
+            Serializer.serialize, Serializer._serialize_string = patched  # type: ignore[method-assign]
+        assert leaner == reference
+    assert b"_x005F_x0041_" in _pack(messages[1])  # the escapes pypsrp writes are written
