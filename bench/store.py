@@ -5,7 +5,8 @@ every stage through the workers' own code (``workers.tasks.UnitRunner``) with an
 that does nothing (``tests.workflows.fakes.FakeExecutor``), and ``Engine.advance`` after each
 stage; no Celery, no broker, no lab. It counts what psycopg sends: statements, and the
 BEGIN/COMMIT/ROLLBACK it sends on its own. The round trips do not depend on the machine's
-load, so this figure can be compared across runs; the CPU per step can not, quite.
+load, so this figure can be compared across runs; the CPU per step can not, quite: this
+process's, and the PostgreSQL server's (all its processes, read from ``/proc``).
 
 Run alone: ``python -m bench.store [--rounds N]`` (JSON on stdout).
 """
@@ -26,6 +27,7 @@ from typing import Any
 
 from bench import pipeline
 from bench.plans import PLAN_NAME, Shape, placeholder_urls, write_bundle
+from bench.services import cpu_seconds
 
 
 class _Sent:
@@ -98,12 +100,12 @@ def run(*, quick: bool = True, rounds: int = 3) -> dict[str, Any]:
         engine = Engine(database, sent, Settings(database_url=postgres.url()))
         runner = UnitRunner(engine, FakeExecutor())
         steps = 0
-        cpu = 0.0
+        cpu = server = 0.0
         with counting() as counts:
             for index in range(rounds + 1):
                 if index == 1:  # after the warm-up: prepared statements, pooled connections
                     counts.update(statements=0, transaction_commands=0)
-                    cpu, steps = _cpu(), 0
+                    cpu, server, steps = _cpu(), cpu_seconds([postgres.pid()]), 0
                 bundle = on_other_vms(report.bundle, f"r{index}")  # a run holds its VMs
                 engine.start(bundle, PLAN_NAME, "test", requested_by="bench")
                 while sent.stages:
@@ -115,6 +117,7 @@ def run(*, quick: bool = True, rounds: int = 3) -> dict[str, Any]:
                         steps += len(unit.steps)
                     engine.advance(run_id, stage.index)
             cpu = _cpu() - cpu
+            server = cpu_seconds([postgres.pid()]) - server
             figures = dict(counts)
         database.dispose()
     trips = figures["statements"] + figures["transaction_commands"]
@@ -124,12 +127,14 @@ def run(*, quick: bool = True, rounds: int = 3) -> dict[str, Any]:
         **figures,
         "round_trips_per_step": round(trips / steps, 2),
         "cpu_ms_per_step": round(cpu / steps * 1000, 3),
+        "database_cpu_ms_per_step": round(server / steps * 1000, 3),
         "summary": [
             f"{rounds} runs of {shape.groups}x{shape.vm_count // shape.groups} VMs, no-op "
             f"executor, PostgreSQL: {round(trips / steps, 2)} round trips per step "
             f"({figures['statements']} statements, {figures['transaction_commands']} "
             f"BEGIN/COMMIT/ROLLBACK over {steps} steps); this process's CPU "
-            f"{round(cpu / steps * 1000, 3)} ms per step"
+            f"{round(cpu / steps * 1000, 3)} ms per step, PostgreSQL's "
+            f"{round(server / steps * 1000, 3)} ms"
         ],
     }
 
