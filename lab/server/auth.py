@@ -35,6 +35,8 @@ from lab.server.http_types import HttpReply
 
 _NTLM_ENV_LOCK = threading.Lock()
 _BOUNDARY = "Encrypted Boundary"
+_PART = re.compile(rb"--\s*" + re.escape(_BOUNDARY.encode()) + rb"\r\n")
+_END = re.compile(rb"--\s*" + re.escape(_BOUNDARY.encode()) + rb"--\r\n$")
 SPNEGO_ENCRYPTED = "application/HTTP-SPNEGO-session-encrypted"
 
 
@@ -198,14 +200,10 @@ class Authenticator:
         """Decrypt a ``multipart/encrypted`` WinRM message."""
         if not content_type.startswith("multipart/encrypted"):
             raise AuthFailed(HttpReply(400, b"", []))
-        parts = [
-            p for p in re.split(rb"--\s*" + re.escape(_BOUNDARY.encode()) + rb"\r\n", body) if p
-        ]
+        parts = [p for p in _PART.split(body) if p]
         message = b""
         for i in range(0, len(parts) - 1, 2):
-            payload = re.sub(
-                rb"--\s*" + re.escape(_BOUNDARY.encode()) + rb"--\r\n$", b"", parts[i + 1]
-            )
+            payload = _END.sub(b"", parts[i + 1])
             wrapped = payload.replace(b"\tContent-Type: application/octet-stream\r\n", b"")
             header_len = struct.unpack("<i", wrapped[:4])[0]
             header = wrapped[4 : 4 + header_len]

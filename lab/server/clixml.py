@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import re
 import uuid
 from typing import Any
 
@@ -30,6 +31,16 @@ _INT32_MAX = 2**31 - 1
 _ENUM_BASES = "<T>System.Enum</T><T>System.ValueType</T><T>System.Object</T>"
 _LIST_TYPES = ("System.Collections.ArrayList", "System.Object")
 _DICT_TYPES = ("System.Collections.Hashtable", "System.Object")
+
+
+# What psrpcore's string escaping changes: "_x" in any case, C0 and C1 controls, surrogates
+# and characters beyond the Basic Multilingual Plane. A string with none is written as it is.
+_ESCAPED = re.compile("(?i)_x|[\u0000-\u001f\u007f-\u009f\ud800-\udfff\U00010000-\U0010ffff]")
+
+
+def _string(value: str) -> str:
+    """``_serialize_string(value)``, without its two substitutions when they change nothing."""
+    return _serialize_string(value) if _ESCAPED.search(value) else value
 
 
 class _Unsupported(Exception):
@@ -79,7 +90,7 @@ class _Writer:
 
     def _open(self, tag: str, name: str | None, attributes: str = "") -> str:
         return (
-            f'<{tag}{attributes} N="{_attribute(_serialize_string(name))}"'
+            f'<{tag}{attributes} N="{_attribute(_string(name))}"'
             if name
             else (f"<{tag}{attributes}")
         )
@@ -115,7 +126,7 @@ class _Writer:
         elif isinstance(value, str):
             if type(value) is not str:
                 raise _Unsupported
-            self._leaf("S", name, _serialize_string(value))
+            self._leaf("S", name, _string(value))
         elif type(value) is int:
             self._leaf("I64" if value > _INT32_MAX else "I32", name, str(value))
         elif type(value) is float:

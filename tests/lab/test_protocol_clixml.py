@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from psrpcore import ServerPipeline
 from psrpcore.types import PSInvocationState, serialize
+from psrpcore.types._serializer import _serialize_string
 
 from lab.objects import Command, LabEnum, LabObject
-from lab.server.clixml import output_clixml
+from lab.server.clixml import _string, output_clixml
 from lab.server.psrp import LabRunspacePool, complete, write_output_clixml
 from lab.server.serialize import to_ps_value
 from lab.world import Lab
@@ -178,3 +179,12 @@ def test_the_output_and_state_messages_are_the_ones_psrpcore_queues() -> None:
         sent.append(payloads)
     assert sent[0] == sent[1]
     assert len(sent[0]) > 4  # fragments of two objects and the state
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(alphabet=st.characters(exclude_categories=()), max_size=10)
+    | st.sampled_from(["_x", "a_X1", "\ud900", "\udc00x", "\x85"])
+)
+def test_strings_are_escaped_as_psrpcore_escapes_them(text: str) -> None:
+    assert _string(text) == _serialize_string(text)
