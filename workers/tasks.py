@@ -281,25 +281,35 @@ class UnitRunner:
                 break
         if done is not None:
             with self.engine.db.statements() as statements:
-                if not self._record(statements, done):
+                if self._record(statements, done) is None:
                     summary["status"] = "duplicate"
         return summary
 
-    def _record(self, statements: Statements, done: Done) -> bool:
-        """Write a step's success (only if this delivery still holds it); False if it does not.
+    def _record(
+        self,
+        statements: Statements,
+        done: Done,
+        *,
+        then: StepRow | None = None,
+        delivery: str | None = None,
+    ) -> bool | None:
+        """Write a step's success (only if this delivery still holds it) and start the unit's
+        next step ``then`` for ``delivery``; whether it started, None if this delivery no
+        longer holds the step (nothing is written).
 
-        A step's success is written just before the unit's next step starts (or on its own
-        after the last one), in the same session, and nothing runs on a host in between, so a
-        crash leaves the same states as writing it at once.
+        A step's success is written just as the unit's next step starts (or on its own after
+        the last one), and nothing runs on a host in between, so a crash leaves the same
+        states as writing it at once.
         """
         try:
             # ``step`` as this delivery set it running: the UPDATE checks that it still is,
             # and still this delivery's (a step taken over meanwhile is the other's)
-            steprows.move_step(
+            return steprows.succeed_then_start(
                 statements,
                 step=done.step,
-                status=StepStatus.SUCCEEDED,
                 owner=done.delivery,
+                then=then,
+                task_id=delivery,
                 result=done.outcome.result,
                 undo=undo_json(done.outcome.undo),
                 changed=done.outcome.changed,
@@ -307,8 +317,7 @@ class UnitRunner:
             )
         except Conflict:
             log.warning(TAKEN_OVER, done.step.key, done.step.run_id)
-            return False
-        return True
+            return None
 
     def _step(
         self,
@@ -376,14 +385,14 @@ class UnitRunner:
         # one, without BEGIN and COMMIT round trips around them
         with self.engine.db.statements() as statements:
             if done is not None:
-                if not self._record(statements, done):
-                    return StepVerdict.DUPLICATE, None
                 # the unit's next step, pending when the unit's first step read it: start it
-                # in one UPDATE that also checks the run still runs (else read all again)
+                # with the previous step's success, checking the run still runs (else read
+                # all again)
                 row = done.rows.get(spec.key)
-                if row is not None and steprows.start_next(
-                    statements, step=row, task_id=delivery
-                ):
+                started = self._record(statements, done, then=row, delivery=delivery)
+                if started is None:
+                    return StepVerdict.DUPLICATE, None
+                if started and row is not None:
                     prior = {**done.prior, done.step.kind: done.outcome.result}
                     return StepVerdict.START, Done(row, delivery, prior, done.rows)
             # one narrow query: the run's status (not its large row), the step, the VM's results

@@ -406,3 +406,45 @@ def test_a_statement_on_a_connection_the_server_dropped_fails_as_transient(
         assert read.step.key == "s0"
     finally:
         db.dispose()
+
+
+def test_a_success_and_the_next_start_keep_both_guards(db: Database) -> None:
+    """On PostgreSQL one statement; on SQLite two: the same outcomes either way."""
+    run = make_run(db)
+    with db.session() as session:
+        session.execute(update(Run).where(Run.id == run.id).values(status="running"))  # type: ignore[arg-type]
+    with db.statements() as driver:
+        rows = steprows.read_unit(driver, run_id=run.id, key="s0", vm="vm").rows
+        steprows.move_step(driver, step=rows["s0"], status=StepStatus.RUNNING, task_id="t")
+        # held by "t": recorded, and the next step started for "t"
+        assert steprows.succeed_then_start(
+            driver, step=rows["s0"], owner="t", then=rows["s1"], task_id="t", result={"a": 1}
+        )
+        assert (rows["s0"].status, rows["s1"].status, rows["s1"].attempts) == (
+            "succeeded",
+            "running",
+            1,
+        )
+    with db.session() as session:  # another delivery takes s1 over meanwhile
+        s1 = repository.get_step(session, run_id=run.id, key="s1")
+        repository.set_step_status(session, step=s1, status=StepStatus.PENDING, owner="t")
+        repository.set_step_status(session, step=s1, status=StepStatus.RUNNING, task_id="x")
+    with db.statements() as driver, pytest.raises(Conflict):
+        steprows.succeed_then_start(
+            driver, step=rows["s1"], owner="t", then=rows["s2"], task_id="t"
+        )
+    with db.session() as session:  # nothing written: s1 stays the other's, s2 pending
+        s1 = repository.get_step(session, run_id=run.id, key="s1")
+        assert (s1.status, s1.task_id) == ("running", "x")
+        assert repository.get_step(session, run_id=run.id, key="s2").status == "pending"
+        session.execute(update(Run).where(Run.id == run.id).values(status="cancelled"))  # type: ignore[arg-type]
+    rows["s1"].task_id = "x"
+    with db.statements() as driver:
+        # the run was cancelled: the success is written, the next step is not started
+        assert not steprows.succeed_then_start(
+            driver, step=rows["s1"], owner="x", then=rows["s2"], task_id="x"
+        )
+    with db.session() as session:
+        stored = [repository.get_step(session, run_id=run.id, key=f"s{i}") for i in range(4)]
+    assert [s.status for s in stored] == ["succeeded", "succeeded", "pending", "pending"]
+    assert stored[0].result == {"a": 1} and stored[0].finished_at is not None

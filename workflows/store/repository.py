@@ -283,10 +283,21 @@ def move_stage(session: Session, *, run_id: str, from_stage: int, to_stage: int)
 
 
 def steps_of(
-    session: Session, *, run_id: str, stage: int | None = None, vm: str | None = None
+    session: Session,
+    *,
+    run_id: str,
+    stage: int | None = None,
+    vm: str | None = None,
+    outcomes: bool = True,
 ) -> list[Step]:
-    """A run's steps in compiled order, optionally of one stage or one VM."""
+    """A run's steps in compiled order, optionally of one stage or one VM.
+
+    ``outcomes=False`` leaves the JSON columns (``result``, ``undo``) unread until something
+    touches them: the engine's decisions on a stage read statuses, not what each step did.
+    """
     query = select(Step).where(Step.run_id == run_id)
+    if not outcomes:
+        query = query.options(defer(Step.result), defer(Step.undo))  # type: ignore[arg-type]
     if stage is not None:
         query = query.where(Step.stage == stage)
     if vm is not None:
@@ -348,34 +359,35 @@ def start_step(session: Session, *, step: Step, task_id: str | None) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _step_update(columns: tuple[str, ...], guard: str) -> Update:
+def _step_update(columns: tuple[str, ...], guard: str, prefix: str = "") -> Update:
     """``UPDATE step SET <columns> WHERE id AND status [AND guard]`` with bind parameters.
 
     The per-step path runs a few shapes of this statement thousands of times; building one
     (clause coercion, ORM bulk-update planning) costs more CPU than executing it, so each shape
     is built once and executed on the session's connection with new parameters. ``guard``:
     ``none``; ``owner`` (held by ``w_owner``); ``unowned`` (held by no delivery);
-    ``run_running`` (its run ``w_run`` is running).
+    ``run_running`` (its run ``w_run`` is running). ``prefix`` goes before every bind name
+    (two of these statements in one).
     """
     # SQLModel builds __table__ when the class is created but does not declare it
     table: Any = Step.__table__  # type: ignore[attr-defined]
     runs: Any = Run.__table__  # type: ignore[attr-defined]
     statement = update(table).where(
-        table.c.id == bindparam("w_id"), table.c.status == bindparam("w_status")
+        table.c.id == bindparam(f"{prefix}w_id"), table.c.status == bindparam(f"{prefix}w_status")
     )
     if guard == "owner":
-        statement = statement.where(table.c.task_id == bindparam("w_owner"))
+        statement = statement.where(table.c.task_id == bindparam(f"{prefix}w_owner"))
     elif guard == "unowned":
         statement = statement.where(table.c.task_id.is_(None))
     elif guard == "run_running":
         running = exists().where(
-            runs.c.id == bindparam("w_run"), runs.c.status == RunStatus.RUNNING.value
+            runs.c.id == bindparam(f"{prefix}w_run"), runs.c.status == RunStatus.RUNNING.value
         )
         statement = statement.where(running)
     elif guard != "none":
         raise ValueError(f"unknown guard {guard!r}")
     return statement.values(
-        {name: bindparam(f"v_{name}", type_=table.c[name].type) for name in columns}
+        {name: bindparam(f"{prefix}v_{name}", type_=table.c[name].type) for name in columns}
     )
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, exists, func, select
 
 from plans.errors import FerrymanError
 from workflows.statuses import RunStatus, StepStatus, check_step
@@ -202,6 +202,75 @@ def move_step(
         raise Conflict(f"step {step.key} of run {step.run_id} changed while being updated")
     step.show(values)
     return step
+
+
+def succeed_then_start(
+    statements: Statements,
+    *,
+    step: StepRow,
+    owner: str | None,
+    then: StepRow | None,
+    task_id: str | None,
+    **fields: Any,
+) -> bool:
+    """Record ``step`` succeeded while held by ``owner`` (as :func:`move_step`), then start
+    the unit's next step ``then`` for ``task_id`` (as :func:`start_next`); whether it started.
+
+    Raises :class:`Conflict`, starting nothing, when the step was taken over meanwhile. On
+    PostgreSQL both are one statement (one round trip, one transaction): the next step starts
+    only if the success was written, so it leaves the states the two statements one after
+    the other leave when nothing comes between them, and a crash leaves both or neither.
+    """
+    if (
+        then is None
+        or StepStatus(then.status) is not StepStatus.PENDING
+        or statements.dialect.name != "postgresql"
+    ):
+        move_step(statements, step=step, status=StepStatus.SUCCEEDED, owner=owner, **fields)
+        return then is not None and start_next(statements, step=then, task_id=task_id)
+    current = StepStatus(step.status)
+    check_step(current, StepStatus.SUCCEEDED)
+    done = _transition(step, StepStatus.SUCCEEDED, fields)
+    started = _transition(then, StepStatus.RUNNING, {"task_id": task_id})
+    guard = "unowned" if owner is None else "owner"
+    prebuilt = _succeed_then_start(
+        statements.dialect, tuple(sorted(done)), guard, tuple(sorted(started))
+    )
+    params = {"d_w_id": step.id, "d_w_status": current.value, "d_w_owner": owner}
+    params.update({f"d_v_{name}": value for name, value in done.items()})
+    params.update(w_id=then.id, w_status=StepStatus.PENDING.value, w_run=then.run_id)
+    params.update({f"v_{name}": value for name, value in started.items()})
+    if owner is None:
+        del params["d_w_owner"]
+    [(succeeded, began)] = statements.fetch(prebuilt.sql, prebuilt.params(params))
+    if succeeded != 1:
+        raise Conflict(f"step {step.key} of run {step.run_id} changed while being updated")
+    step.show(done)
+    if began != 1:
+        return False
+    then.show(started)
+    return True
+
+
+@functools.lru_cache(maxsize=64)
+def _succeed_then_start(
+    dialect: Any, done: tuple[str, ...], guard: str, started: tuple[str, ...]
+) -> Prebuilt:
+    """``WITH done AS (UPDATE ... RETURNING id), started AS (UPDATE ... AND EXISTS (SELECT
+    FROM done) RETURNING id) SELECT`` how many rows each changed (PostgreSQL)."""
+    table: Any = Step.__table__  # type: ignore[attr-defined]
+    succeeded = _step_update(done, guard, "d_").returning(table.c.id).cte("done")
+    began = (
+        _step_update(started, "run_running")
+        .where(exists(select(succeeded.c.id)))
+        .returning(table.c.id)
+        .cte("started")
+    )
+    counts = (
+        select(func.count()).select_from(succeeded).scalar_subquery(),
+        select(func.count()).select_from(began).scalar_subquery(),
+    )
+    return Prebuilt.of(select(*counts), dialect)
 
 
 def _execute(

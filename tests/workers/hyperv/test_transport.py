@@ -213,3 +213,30 @@ def test_the_host_header_is_the_one_http_client_writes() -> None:
     assert transport._host_header("hv-1.example.", 5985, "http") == b"hv-1.example:5985"
     assert transport._host_header("hv-1", 443, "https") == b"hv-1"
     assert transport._host_header("fe80::1%eth0", 5986, "https") == b"[fe80::1]:5986"
+
+
+def test_a_read_timeout_on_the_kept_connection_is_retried_as_pypsrp_retries_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lean = transport.LeanTransport("h", ssl=False, auth="ntlm", username="u", password="p")
+    lean.reconnection_backoff = 0.0
+    lean.encryption = object()  # type: ignore[assignment]  # a context set up earlier
+    through_requests: list[int] = []
+
+    def late(connection: Any, message: bytes, timeout: Any) -> bytes:
+        raise requests.ReadTimeout("read timed out")
+
+    def pypsrps_send(
+        self: Any, message: bytes, *, retries_on_read_timeout: int, timeout: Any
+    ) -> bytes:
+        through_requests.append(retries_on_read_timeout)
+        assert self.encryption is None  # a new security context, as pypsrp starts over
+        return b"answer"
+
+    monkeypatch.setattr(lean, "_ready", lambda: object())
+    monkeypatch.setattr(lean, "_exchange", late)
+    monkeypatch.setattr(transport._TransportHTTP, "send", pypsrps_send)
+    assert lean.send(b"<Receive/>", retries_on_read_timeout=5) == b"answer"
+    assert through_requests == [4]  # the attempts left after the one that timed out
+    with pytest.raises(requests.ReadTimeout):
+        lean.send(b"<Command/>")  # no retries allowed: raised, as pypsrp raises it
