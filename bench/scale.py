@@ -255,10 +255,15 @@ def end_to_end(shape: Shape, *, concurrency: int, timeout: float) -> dict[str, A
             lab.calls.clear()
             run_id, started = harness.start(plan_file, "bench")
             # the lab runs in this process (its server threads), from here on with only the
-            # run's follow loop beside it (a read of the store every few hundred ms)
+            # run's follow loop beside it in this thread (a read of the store every few hundred
+            # ms, and a count of the run's steps by status every 2 s, which grows with the run):
+            # the lab's CPU is the process's less this thread's
             meter = CpuMeter({}, this_process="lab")
+            follow_cpu_s = time.thread_time()
             timing = harness.follow(run_id, started, timeout=timeout)
-            lab_cpu_s = meter.read()["lab"]
+            follow_cpu_s = time.thread_time() - follow_cpu_s
+            process_cpu_s = meter.read()["lab"]
+            lab_cpu_s = process_cpu_s - follow_cpu_s
             calls = len(lab.calls.calls())
             worker_rss_mb = sum(rss_mb(pid) for pid in harness.worker_pids)
             done, total = harness.progress(timing.run_id)
@@ -267,6 +272,8 @@ def end_to_end(shape: Shape, *, concurrency: int, timeout: float) -> dict[str, A
         "status": timing.status,
         "calls": calls,
         "lab_cpu_ms_per_call": round(lab_cpu_s / calls * 1000, 3) if calls else None,
+        "process_cpu_ms_per_call": round(process_cpu_s / calls * 1000, 3) if calls else None,
+        "follow_cpu_s": round(follow_cpu_s, 3),
         "worker_rss_mb": round(worker_rss_mb, 1),
     }
     if timing.status == "succeeded":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import socket
 import ssl
@@ -15,16 +16,11 @@ from pypsrp.exceptions import AuthenticationError, WinRMTransportError
 
 from plans.errors import FerrymanError
 from workers.hyperv import faults, transport
+from workers.hyperv.connection import AuthMethod
 from workers.hyperv.pool import RunspacePoolCache
+from workers.hyperv.psrp import PsrpRunner
 
 from .lab_double import Site, serve_site
-
-
-@pytest.fixture(params=["basic", "ntlm", "https"])
-def any_auth_site(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Site]:
-    yield from serve_site(request.param, monkeypatch)
 
 
 @pytest.fixture(params=["basic", "ntlm"])
@@ -53,14 +49,23 @@ def _header(lines: list[bytes], name: bytes) -> bytes | None:
     return None
 
 
+@pytest.fixture(params=["basic", "ntlm", "https", "https-ntlm"])
+def wire_site(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    mode = str(request.param)
+    for site in serve_site(mode.removesuffix("-ntlm"), monkeypatch):
+        endpoint = site.endpoint()
+        if mode == "https-ntlm":  # Negotiate over TLS: no sealing, the channel bound to the cert
+            endpoint = dataclasses.replace(endpoint, auth=AuthMethod.NTLM)
+        yield PsrpRunner(endpoint, cache=site.cache)
+
+
 @pytest.mark.integration
 def test_messages_after_the_first_go_out_as_the_bytes_requests_sends(
-    any_auth_site: Site, monkeypatch: pytest.MonkeyPatch
+    wire_site: PsrpRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sent = _record_sends(monkeypatch)
-    runner = any_auth_site.runner()
     for _ in range(3):
-        assert runner.run("Get-VM", {"Name": "sql-01"}).output[0]["Name"] == "sql-01"
+        assert wire_site.run("Get-VM", {"Name": "sql-01"}).output[0]["Name"] == "sql-01"
     heads: list[list[bytes]] = []
     lean = 0
     for data in sent:
@@ -213,3 +218,30 @@ def test_the_host_header_is_the_one_http_client_writes() -> None:
     assert transport._host_header("hv-1.example.", 5985, "http") == b"hv-1.example:5985"
     assert transport._host_header("hv-1", 443, "https") == b"hv-1"
     assert transport._host_header("fe80::1%eth0", 5986, "https") == b"[fe80::1]:5986"
+
+
+def test_a_read_timeout_on_the_kept_connection_is_retried_as_pypsrp_retries_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lean = transport.LeanTransport("h", ssl=False, auth="ntlm", username="u", password="p")
+    lean.reconnection_backoff = 0.0
+    lean.encryption = object()  # type: ignore[assignment]  # a context set up earlier
+    through_requests: list[int] = []
+
+    def late(connection: Any, message: bytes, timeout: Any) -> bytes:
+        raise requests.ReadTimeout("read timed out")
+
+    def pypsrps_send(
+        self: Any, message: bytes, *, retries_on_read_timeout: int, timeout: Any
+    ) -> bytes:
+        through_requests.append(retries_on_read_timeout)
+        assert self.encryption is None  # a new security context, as pypsrp starts over
+        return b"answer"
+
+    monkeypatch.setattr(lean, "_ready", lambda: object())
+    monkeypatch.setattr(lean, "_exchange", late)
+    monkeypatch.setattr(transport._TransportHTTP, "send", pypsrps_send)
+    assert lean.send(b"<Receive/>", retries_on_read_timeout=5) == b"answer"
+    assert through_requests == [4]  # the attempts left after the one that timed out
+    with pytest.raises(requests.ReadTimeout):
+        lean.send(b"<Command/>")  # no retries allowed: raised, as pypsrp raises it
