@@ -113,6 +113,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+_KEPT_CURSOR = "ferryman_statements_cursor"
+
+
+def _idle(dbapi_connection: Any) -> bool:
+    """Whether a psycopg connection is open with no transaction in progress."""
+    from psycopg import pq
+
+    return bool(dbapi_connection.info.transaction_status == pq.TransactionStatus.IDLE)
+
+
 def _returned(_dbapi_connection: Any, record: Any) -> None:
     record.info[_RETURNED_AT] = time.monotonic()
 
@@ -168,10 +178,13 @@ class Statements:
     reads any other database error (:func:`transient_database_error`).
     """
 
-    def __init__(self, engine: Engine, proxy: Any) -> None:
+    def __init__(self, engine: Engine, proxy: Any, *, keep_cursor: bool = False) -> None:
         self.engine = engine
         self.dialect = engine.dialect
         self._proxy = proxy
+        # psycopg: one cursor per pooled connection, kept with it, so the types' dumpers and
+        # loaders it looked up serve every later statement on that connection
+        self._keep_cursor = keep_cursor
 
     def execute(self, sql: str, params: Any) -> int:
         """Run one statement; how many rows it changed."""
@@ -185,7 +198,7 @@ class Statements:
 
     @contextmanager
     def _cursor(self, sql: str, params: Any) -> Iterator[Any]:
-        cursor = self._proxy.cursor()
+        cursor = self._kept_cursor() if self._keep_cursor else self._proxy.dbapi_connection.cursor()
         try:
             for listener in self.engine.dispatch.before_cursor_execute:
                 sql, params = listener(None, cursor, sql, params, None, False)
@@ -204,7 +217,16 @@ class Statements:
                 dialect=self.dialect,
             ) from error
         finally:
-            cursor.close()
+            if not self._keep_cursor:
+                cursor.close()
+
+    def _kept_cursor(self) -> Any:
+        raw = self._proxy.dbapi_connection
+        info = self._proxy.info  # the pooled connection's, kept across checkouts
+        cursor = info.get(_KEPT_CURSOR)
+        if cursor is None or cursor.closed or cursor.connection is not raw:
+            cursor = info[_KEPT_CURSOR] = raw.cursor()
+        return cursor
 
 
 class Database:
@@ -271,16 +293,30 @@ class Database:
         """
         proxy: Any = self.engine.raw_connection()  # the pool's checkout and liveness check
         dialect = self.engine.dialect
+        raw = proxy.dbapi_connection
+        # psycopg's autocommit flag is all the dialect's isolation-level calls change here
+        direct = dialect.driver == "psycopg"
         try:
-            dialect.set_isolation_level(proxy.dbapi_connection, "AUTOCOMMIT")
-            yield Statements(self.engine, proxy)
+            if direct:
+                raw.autocommit = True
+            else:
+                dialect.set_isolation_level(raw, "AUTOCOMMIT")
+            yield Statements(self.engine, proxy, keep_cursor=direct)
         finally:
             if proxy.is_valid:
                 try:
-                    dialect.reset_isolation_level(proxy.dbapi_connection)
+                    if direct:
+                        raw.autocommit = False
+                    else:
+                        dialect.reset_isolation_level(raw)
                 except Exception as error:  # a connection that cannot be reset is not reused
                     proxy.invalidate(error)
-            proxy.close()
+            if direct and proxy.is_valid and _idle(raw):
+                # autocommit left no transaction: the pool's rollback on return has nothing
+                # to do (SQLAlchemy's own checkin after a reset transaction, as here)
+                proxy._close_special(transaction_reset=True)
+            else:
+                proxy.close()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
