@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, text, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from plans.errors import FerrymanError
 from tests.workflows.test_store import make_run
@@ -448,3 +448,24 @@ def test_a_success_and_the_next_start_keep_both_guards(db: Database) -> None:
         stored = [repository.get_step(session, run_id=run.id, key=f"s{i}") for i in range(4)]
     assert [s.status for s in stored] == ["succeeded", "succeeded", "pending", "pending"]
     assert stored[0].result == {"a": 1} and stored[0].finished_at is not None
+
+
+def test_per_step_statements_hand_their_connection_back_ready_for_transactions(
+    db: Database,
+) -> None:
+    """The per-step statements run in autocommit; the connection goes back to the pool out
+    of it and with no transaction open, so a session after them is all or nothing, and a
+    failed statement leaves the connection usable."""
+    run = make_run(db)
+    for _ in range(3):  # later checkouts reuse what earlier ones set up on the connection
+        with db.statements() as driver:
+            assert steprows.read_unit(driver, run_id=run.id, key="s1", vm="vm").step.key == "s1"
+    with pytest.raises(DBAPIError), db.statements() as driver:
+        driver.fetch("SELECT no_such_column FROM step", {})
+    with db.statements() as driver:
+        assert steprows.read_unit(driver, run_id=run.id, key="s0", vm="vm").step.key == "s0"
+    with pytest.raises(RuntimeError), db.session() as session:
+        session.execute(update(Run).where(Run.id == run.id).values(status="running"))  # type: ignore[arg-type]
+        raise RuntimeError("the block fails: nothing of it is kept")
+    with db.session() as session:
+        assert repository.run_status(session, run_id=run.id) is RunStatus.PENDING
