@@ -266,9 +266,7 @@ class Engine:
                 gate = repository.approval_for(session, run_id=run.id, stage=stage.index)
                 entry = decide.enter_stage(stage, gate=gate)
             else:
-                steps = repository.steps_of(
-                    session, run_id=run.id, stage=stage.index, outcomes=False
-                )
+                steps = repository.step_facts(session, run_id=run.id, stage=stage.index)
                 entry = decide.enter_stage(stage, steps)
             if isinstance(entry, decide.PassStage):
                 continue
@@ -342,7 +340,7 @@ class Engine:
             if stage >= len(compiled.stages):
                 return Advance.STALE
             current = compiled.stages[stage]
-            steps = repository.steps_of(session, run_id=run_id, stage=stage, outcomes=False)
+            steps = repository.step_facts(session, run_id=run_id, stage=stage)
             move = decide.after_stage(run, current, steps)
             if isinstance(move, decide.Stale):
                 return Advance.STALE
@@ -378,7 +376,7 @@ class Engine:
 
     def finish(self, session: Session, after: AfterCommit, run: Run) -> None:
         """All stages done: succeeded, or failed if a group allowed to continue had failures."""
-        ending = decide.finish(repository.steps_of(session, run_id=run.id, outcomes=False))
+        ending = decide.finish(repository.step_facts(session, run_id=run.id))
         if isinstance(ending, decide.Fail):
             self.fail(session, after, run, ending.error)
             return

@@ -469,3 +469,23 @@ def test_per_step_statements_hand_their_connection_back_ready_for_transactions(
         raise RuntimeError("the block fails: nothing of it is kept")
     with db.session() as session:
         assert repository.run_status(session, run_id=run.id) is RunStatus.PENDING
+
+
+def test_the_engines_step_facts_are_the_step_records_values_in_order(db: Database) -> None:
+    run = make_run(db)
+    with db.session() as session:
+        step = repository.get_step(session, run_id=run.id, key="s2")
+        repository.set_step_status(session, step=step, status=StepStatus.RUNNING, task_id="t")
+    with db.session() as session:
+        facts = repository.step_facts(session, run_id=run.id)
+        of_stage = repository.step_facts(session, run_id=run.id, stage=1)
+        records = repository.steps_of(session, run_id=run.id)
+    assert [fact._asdict() for fact in facts] == [
+        {name: getattr(record, name) for name in repository.StepFact._fields}
+        for record in records
+    ]
+    assert [(fact.key, fact.status, fact.task_id) for fact in of_stage] == [
+        ("s2", "running", "t"),
+        ("s3", "pending", None),
+    ]
+    assert of_stage[0].started_at is not None
