@@ -11,12 +11,14 @@ look for unacknowledged messages (kombu's default looks about every 100 s).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery
 from celery.backends.redis import RedisBackend
 from kombu.transport import memory
+from kombu.transport import redis as redis_transport
 
 from workers.compat import serialise_ast_parse
 from workflows.settings import Settings
@@ -56,12 +58,53 @@ class MemoryTransport(memory.Transport):
                     raise
 
 
+class RedisChannel(redis_transport.Channel):
+    """kombu's Redis channel, sending through one Redis client instead of a new one a message.
+
+    kombu builds a ``redis.Redis`` client (its response callbacks, its options) for every
+    message it sends outside a pipeline: each task sent and each Celery event a worker
+    publishes for Flower, several per task. The client is only a front for the channel's
+    connection pool, which hands out a connection per command and is safe to share between
+    threads, so this channel keeps one and builds a new one only when the pool was replaced
+    (after a connection error).
+    """
+
+    _sender: Any = None
+
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        if client:
+            yield client
+            return
+        sender = self._sender
+        if sender is None or sender.connection_pool is not self.pool:
+            sender = self._sender = self._create_client()
+        yield sender
+
+
+class RedisTransport(redis_transport.Transport):
+    """kombu's Redis transport with :class:`RedisChannel`."""
+
+    Channel = RedisChannel
+
+
 def _stopping() -> bool:
     """Whether this process's Celery worker has been told to stop or terminate."""
     from celery.worker import state
 
     flags = (state.should_stop, state.should_terminate)
     return any(flag is not None and flag is not False for flag in flags)  # 0 means stop
+
+
+def broker_transport(url: str) -> type[Any] | None:
+    """Ferryman's transport class for the broker ``url``, None for kombu's own: the memory
+    transport that stops promptly, and the Redis one that reuses its sending client
+    (``redis://`` only: ``rediss://`` keeps kombu's, whose scheme turns TLS on)."""
+    if url.startswith("memory://"):
+        return MemoryTransport
+    if url.startswith("redis://"):
+        return RedisTransport
+    return None
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:
@@ -149,7 +192,7 @@ def create_app(settings: Settings, *, name: str = "ferryman") -> Celery:
         task_default_queue=ENGINE_QUEUE,
         task_create_missing_queues=True,
         broker_transport_options=transport_options(settings),
-        broker_transport=MemoryTransport if settings.broker_url.startswith("memory://") else None,
+        broker_transport=broker_transport(settings.broker_url),
         broker_connection_retry_on_startup=True,
         result_expires=7 * 24 * 3600,
         worker_pool="threads",
