@@ -248,6 +248,8 @@ class StoredStages(Sequence[Stage]):
             return StoredStages(self._blobs[index])
         if index < 0:
             index += len(self._blobs)
+        if not 0 <= index < len(self._blobs):
+            raise IndexError("stage index out of range")
         last = self._last  # one read: another thread may replace it meanwhile
         if last is not None and last[0] == index:
             return last[1]

@@ -32,6 +32,7 @@ from workflows import compensation, decide, gates
 from workflows.cache import CompiledRuns
 from workflows.compiler import CompiledRun, Stage, StageKind, compile_run
 from workflows.events import EventKind
+from workflows.memory import release_freed_memory
 from workflows.settings import Settings
 from workflows.statuses import (
     TERMINAL_RUN,
@@ -376,7 +377,11 @@ class Engine:
 
     def finish(self, session: Session, after: AfterCommit, run: Run) -> None:
         """All stages done: succeeded, or failed if a group allowed to continue had failures."""
-        ending = decide.finish(repository.step_facts(session, run_id=run.id))
+        # only failed steps can end a run as failed: a run of thousands of VMs is not read whole
+        failed = repository.steps_of(
+            session, run_id=run.id, status=StepStatus.FAILED, outcomes=False
+        )
+        ending = decide.finish(failed)
         if isinstance(ending, decide.Fail):
             self.fail(session, after, run, ending.error)
             return
@@ -391,6 +396,7 @@ class Engine:
         self._on_finished(session, after, run)
 
     def _on_finished(self, session: Session, after: AfterCommit, run: Run) -> None:
+        after.append(release_freed_memory)  # what the run's steps used, kept by the allocator
         follow = decide.after_finish(
             run.operation,
             RunStatus(run.status),

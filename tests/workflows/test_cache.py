@@ -71,6 +71,9 @@ def test_a_run_read_from_the_store_is_kept_compact_and_reads_as_compiled(
     assert kept.stages[-1] == compiled.stages[-1] and kept.stages[2] == compiled.stages[2]
     assert [stage.index for stage in kept.stages[3:]] == [s.index for s in compiled.stages[3:]]
     assert list(kept.steps()) == list(compiled.steps())
+    for beyond in (len(compiled.stages), -len(compiled.stages) - 1):
+        with pytest.raises(IndexError):
+            kept.stages[beyond]
     assert (kept.hosts, kept.options) == (compiled.hosts, compiled.options)
 
 

@@ -288,14 +288,17 @@ def steps_of(
     run_id: str,
     stage: int | None = None,
     vm: str | None = None,
+    status: str | None = None,
     outcomes: bool = True,
 ) -> list[Step]:
-    """A run's steps in compiled order, optionally of one stage or one VM.
+    """A run's steps in compiled order, optionally of one stage, one VM or one status.
 
     ``outcomes=False`` leaves the JSON columns (``result``, ``undo``) unread until something
     touches them: the engine's decisions on a stage read statuses, not what each step did.
     """
     query = select(Step).where(Step.run_id == run_id)
+    if status is not None:
+        query = query.where(Step.status == status)
     if not outcomes:
         query = query.options(defer(Step.result), defer(Step.undo))  # type: ignore[arg-type]
     if stage is not None:
