@@ -43,7 +43,9 @@ def test_the_memory_broker_of_a_ferryman_app_uses_it(tmp_path: Path) -> None:
 
 def test_other_brokers_keep_their_own_transport(tmp_path: Path) -> None:
     settings = Settings(
-        database_url=f"sqlite:///{tmp_path}/t.db", broker_url="amqp://guest@127.0.0.1:1//"
+        database_url=f"sqlite:///{tmp_path}/t.db",
+        broker_url="amqp://guest@127.0.0.1:1//",
+        result_backend="redis://127.0.0.1:1/1",
     )
     app = create_app(settings)
     assert app.conf.broker_transport is None
