@@ -23,6 +23,7 @@ from workflows.readiness import (
     static_checks,
     zones_used,
 )
+from workflows.waiting import wait_until
 
 PLAN_VMS = {"sql-01", "sql-02", "app-01", "app-02", "app-03", "web-01", "web-02"}
 
@@ -210,8 +211,16 @@ def test_after_commit_and_reverse_the_next_failover_is_a_failback(
                 assert found.verdict is Verdict.FAIL, found
                 assert f"{vm} is the primary on hv-got-" in found.detail
                 assert "the next failover of it is `--direction failback`" in found.detail
-            back = check("test", "failback", {})
-            assert {c.verdict for c in back.values()} <= {Verdict.PASS, Verdict.WARN}, back
+            # the reverse started the initial replication back; a test failback needs it done
+            # (until then the check says so: InitialReplicationInProgress / WaitingFor...)
+            def failback_ready() -> dict[str, Check] | None:
+                found = check("test", "failback", {})
+                verdicts = {c.verdict for c in found.values()}
+                return found if verdicts <= {Verdict.PASS, Verdict.WARN} else None
+
+            back = wait_until(failback_ready, timeout=60, interval=0.2)
+            assert back is not None, check("test", "failback", {})
+            assert set(back) == PLAN_VMS
             held, _ = lock_checks(
                 compile_run(ready.fabric, "three-tier", plan, "test", "failback"),
                 ready.snapshot(),
