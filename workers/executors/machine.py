@@ -324,8 +324,6 @@ def wait_ip(ctx: StepContext, spec: StepSpec) -> StepOutcome:
         timeout=timeout,
         initial_interval=ctx.poll_interval,
         max_interval=max(ctx.poll_interval * 15, ctx.poll_interval),
-        # the VM was started by the step before: its guest cannot have an address yet
-        first_look_after=ctx.poll_interval,
     )
     return StepOutcome(result={"addresses": [address], "source": source_name}, changed=False)
 

@@ -116,7 +116,6 @@ def wait_for_ip(
     timeout: float = 600.0,
     initial_interval: float = 0.2,
     max_interval: float = 3.0,
-    first_look_after: float = 0.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> str:
@@ -127,9 +126,6 @@ def wait_for_ip(
     ``initial_interval`` or a tenth of the boot late, whichever is more. A 1 s boot is seen
     within 0.2 s of it (doubling waits would have read at 1.4 s); a 60 s boot costs about
     fifty cheap reads, one every few seconds at the end.
-    ``first_look_after`` seconds pass before the first read (counted in ``timeout``): a guest
-    started a moment ago has not booted yet, and a read then costs a round trip to the host
-    and nothing else.
     A transient error from one poll is remembered and polling goes on; a permanent one
     (e.g. authentication) is raised at once. After ``timeout`` seconds raises
     :class:`IpTimeout` naming the VM, host, subnets and everything seen.
@@ -154,12 +150,9 @@ def wait_for_ip(
                 return address.split("%", 1)[0].strip()
         return None
 
-    started = clock()
-    if first_look_after > 0:
-        sleep(min(first_look_after, timeout))
     found = wait_until(
         address_in_subnets,
-        timeout=max(0.0, timeout - (clock() - started)),
+        timeout=timeout,
         interval=initial_interval,
         lateness=LATENESS,
         max_interval=max_interval,
