@@ -26,6 +26,7 @@ from psrpcore.types._serializer import (
 )
 
 from lab.objects import LabEnum, LabObject
+from lab.server.wsman import escape_attribute, escape_text
 
 _INT32_MAX = 2**31 - 1
 _ENUM_BASES = "<T>System.Enum</T><T>System.ValueType</T><T>System.Object</T>"
@@ -45,26 +46,6 @@ def _string(value: str) -> str:
 
 class _Unsupported(Exception):
     """A value psrpcore must write."""
-
-
-def _text(text: str) -> str:
-    """Character data as ElementTree escapes it."""
-    if "&" in text:
-        text = text.replace("&", "&amp;")
-    if "<" in text:
-        text = text.replace("<", "&lt;")
-    if ">" in text:
-        text = text.replace(">", "&gt;")
-    return text
-
-
-def _attribute(text: str) -> str:
-    """An attribute value as ElementTree escapes it."""
-    text = _text(text)
-    for raw, escaped in (('"', "&quot;"), ("\r", "&#13;"), ("\n", "&#10;"), ("\t", "&#09;")):
-        if raw in text:
-            text = text.replace(raw, escaped)
-    return text
 
 
 def output_clixml(value: Any) -> bytes | None:
@@ -90,14 +71,14 @@ class _Writer:
 
     def _open(self, tag: str, name: str | None, attributes: str = "") -> str:
         return (
-            f'<{tag}{attributes} N="{_attribute(_string(name))}"'
+            f'<{tag}{attributes} N="{escape_attribute(_string(name))}"'
             if name
             else (f"<{tag}{attributes}")
         )
 
     def _leaf(self, tag: str, name: str | None, text: str) -> None:
         start = self._open(tag, name)
-        self.parts.append(f"{start}>{_text(text)}</{tag}>" if text else f"{start} />")
+        self.parts.append(f"{start}>{escape_text(text)}</{tag}>" if text else f"{start} />")
 
     def _ref(self) -> int:
         ref = self.next_ref
@@ -110,7 +91,7 @@ class _Writer:
             self.parts.append(f'<TNRef RefId="{self.type_lists.index(main)}" />')
             return
         self.type_lists.append(main)
-        inner = "".join(f"<T>{_text(n)}</T>" if n else "<T />" for n in names)
+        inner = "".join(f"<T>{escape_text(n)}</T>" if n else "<T />" for n in names)
         self.parts.append(f'<TN RefId="{len(self.type_lists) - 1}">{inner}</TN>')
 
     def value(self, value: Any, name: str | None) -> None:
@@ -181,7 +162,7 @@ class _Writer:
                 self.value(item, key)
             self.parts.append("</Props>")
         if obj.to_string:
-            self.parts.append(f"<ToString>{_text(obj.to_string)}</ToString>")
+            self.parts.append(f"<ToString>{escape_text(obj.to_string)}</ToString>")
         self.parts.append("</Obj>")
 
     def _enum(self, value: LabEnum, name: str | None) -> None:
@@ -205,8 +186,9 @@ class _Writer:
         else:
             self.type_lists.append(main)
             self.parts.append(
-                f'<TN RefId="{len(self.type_lists) - 1}"><T>{_text(main)}</T>{_ENUM_BASES}</TN>'
+                f'<TN RefId="{len(self.type_lists) - 1}"><T>{escape_text(main)}</T>'
+                f"{_ENUM_BASES}</TN>"
             )
         if value.name:
-            self.parts.append(f"<ToString>{_text(value.name)}</ToString>")
+            self.parts.append(f"<ToString>{escape_text(value.name)}</ToString>")
         self.parts.append("</Obj>")

@@ -276,7 +276,7 @@ _SHELL_ENVELOPE_OPEN = (
 _PLAIN_ENVELOPE_OPEN = f'<s:Envelope xmlns:s="{NS["s"]}" xmlns:wsa="{NS["wsa"]}">'
 
 
-def _escape_text(text: str) -> str:
+def escape_text(text: str) -> str:
     """XML character data, escaped as ElementTree escapes it."""
     if "&" in text:
         text = text.replace("&", "&amp;")
@@ -287,9 +287,9 @@ def _escape_text(text: str) -> str:
     return text
 
 
-def _escape_attribute(text: str) -> str:
+def escape_attribute(text: str) -> str:
     """An attribute value, escaped as ElementTree escapes it."""
-    text = _escape_text(text)
+    text = escape_text(text)
     for raw, escaped in (('"', "&quot;"), ("\r", "&#13;"), ("\n", "&#10;"), ("\t", "&#09;")):
         if raw in text:
             text = text.replace(raw, escaped)
@@ -302,13 +302,13 @@ def _shell_envelope(action: str, relates_to: str, body: str, *, rsp: bool = True
         (
             _SHELL_ENVELOPE_OPEN if rsp else _PLAIN_ENVELOPE_OPEN,
             "<s:Header><wsa:Action>",
-            _escape_text(action),
+            escape_text(action),
             "</wsa:Action><wsa:MessageID>uuid:",
             str(uuid.uuid4()).upper(),
             "</wsa:MessageID><wsa:To>",
             ANONYMOUS,
             "</wsa:To><wsa:RelatesTo>",
-            _escape_text(relates_to),
+            escape_text(relates_to),
             "</wsa:RelatesTo></s:Header>",
             body,
             "</s:Envelope>",
@@ -319,7 +319,7 @@ def _shell_envelope(action: str, relates_to: str, body: str, *, rsp: bool = True
 def command_response(relates_to: str, command_id: str) -> bytes:
     """The Command response naming the command (pipeline) id."""
     element = (
-        f"<rsp:CommandId>{_escape_text(command_id)}</rsp:CommandId>"
+        f"<rsp:CommandId>{escape_text(command_id)}</rsp:CommandId>"
         if command_id
         else "<rsp:CommandId />"
     )
@@ -350,7 +350,7 @@ def receive_response(relates_to: str, reply: ReceiveChunk) -> bytes:
     """The Receive response: one ``rsp:Stream`` per chunk, then the command state."""
     parts = ["<s:Body><rsp:ReceiveResponse>"]
     if reply.command_id:
-        command_id = _escape_attribute(reply.command_id)
+        command_id = escape_attribute(reply.command_id)
         stream_open = f'<rsp:Stream Name="stdout" CommandId="{command_id}">'
     else:
         stream_open = '<rsp:Stream Name="stdout">'
