@@ -443,7 +443,7 @@ def get_step(session: Session, *, run_id: str, key: str) -> Step:
     return step
 
 
-_ANY = object()
+ANY_OWNER: Any = object()  # a step update without an owner check
 
 
 class _Attempted(Protocol):
@@ -477,8 +477,22 @@ def _held_by(task_id: str | None) -> Any:
     return col(Step.task_id).is_(None) if task_id is None else col(Step.task_id) == task_id
 
 
+def _update_guard(
+    step_id: int | None, current: StepStatus, owner: Any
+) -> tuple[str, dict[str, Any]]:
+    """The compare-and-set guard of a step update and its parameters: the step still in
+    ``current``, and (unless ``owner`` is :data:`ANY_OWNER`) held by that delivery (None: by
+    none)."""
+    params: dict[str, Any] = {"w_id": step_id, "w_status": current.value}
+    if owner is ANY_OWNER:
+        return "none", params
+    if owner is not None:
+        params["w_owner"] = owner
+    return ("unowned" if owner is None else "owner"), params
+
+
 def set_step_status(
-    session: Session, *, step: Step, status: StepStatus, owner: Any = _ANY, **fields: Any
+    session: Session, *, step: Step, status: StepStatus, owner: Any = ANY_OWNER, **fields: Any
 ) -> Step:
     """Move a step to ``status`` (checked) and set other columns (result, undo, error...).
 
@@ -488,11 +502,7 @@ def set_step_status(
     current = StepStatus(step.status)
     check_step(current, status)
     values = _transition(step, status, fields)
-    guard, params = "none", {"w_id": step.id, "w_status": current.value}
-    if owner is not _ANY:
-        guard = "unowned" if owner is None else "owner"
-        if owner is not None:
-            params["w_owner"] = owner
+    guard, params = _update_guard(step.id, current, owner)
     statement = _step_update(tuple(sorted(values)), guard)
     if not _execute_step_update(session, statement, params, values):
         raise Conflict(f"step {step.key} of run {step.run_id} changed while being updated")

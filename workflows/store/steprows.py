@@ -23,14 +23,14 @@ from plans.errors import FerrymanError
 from workflows.statuses import RunStatus, StepStatus, check_step
 from workflows.store.database import Statements
 from workflows.store.repository import (
+    ANY_OWNER,
     Conflict,
     RunNotFound,
     _step_update,
     _transition,
+    _update_guard,
 )
 from workflows.store.tables import Run, Step
-
-ANY_OWNER: Any = object()  # :func:`move_step` without an owner check
 
 
 @dataclass
@@ -193,11 +193,7 @@ def move_step(
     current = StepStatus(step.status)
     check_step(current, status)
     values = _transition(step, status, fields)
-    guard, params = "none", {"w_id": step.id, "w_status": current.value}
-    if owner is not ANY_OWNER:
-        guard = "unowned" if owner is None else "owner"
-        if owner is not None:
-            params["w_owner"] = owner
+    guard, params = _update_guard(step.id, current, owner)
     if not _execute(statements, tuple(sorted(values)), guard, params, values):
         raise Conflict(f"step {step.key} of run {step.run_id} changed while being updated")
     step.show(values)
