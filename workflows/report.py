@@ -26,6 +26,7 @@ from sqlmodel import Session
 from workflows.compiler import CompiledRun
 from workflows.events import RECOVERIES
 from workflows.store import repository
+from workflows.store.views import run_summary
 
 VM_UP = ("start_vm", "wait_ip")  # the steps after which a VM counts as up
 DNS_KINDS = ("update_dns", "restore_dns")
@@ -54,23 +55,12 @@ def build(session: Session, run_id: str) -> dict[str, Any]:
     plan = (run.snapshot.get("plans") or {}).get(run.plan) or {}
     report: dict[str, Any] = {
         "run": {
-            "id": run.id,
-            "plan": run.plan,
-            "operation": run.operation,
-            "direction": run.direction,
-            "status": run.status,
-            "parent": run.parent_id,
-            "requested_by": run.requested_by,
+            **run_summary(run),
             "idempotency_key": run.idempotency_key,
             "content_hash": run.content_hash,
             "options": run.options,
-            "created_at": _iso(run.created_at),
-            "started_at": _iso(run.started_at),
-            "finished_at": _iso(run.finished_at),
             "duration": _seconds(run.started_at, run.finished_at),
-            "current_stage": run.current_stage,
             "notes": run.notes,
-            "error": run.error,
         },
         "stages": [
             {
