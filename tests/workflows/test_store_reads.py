@@ -27,6 +27,24 @@ from workflows.store import (
 from workflows.store.database import EXTRA_CONNECTIONS, pool_size_for
 
 
+def terminate_backend(pid: int) -> None:
+    """End PostgreSQL backend ``pid`` as a server restart would, and wait until it is gone."""
+    import psycopg
+
+    from tests.support.servers import wait_for
+    from tests.workflows.conftest import PG_ADMIN
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+        # the terminate is a signal: the backend ends (and its socket says so) a moment later
+        def gone() -> bool:
+            found = admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,))
+            return found.fetchone() is None
+
+        wait_for(gone, timeout=30, what=f"backend {pid} to end")
+
+
 @contextmanager
 def statements(db: Database) -> Iterator[list[str]]:
     """Every SQL statement the database runs inside the block."""
@@ -142,25 +160,11 @@ def test_a_postgres_connection_the_server_dropped_is_replaced_before_use(
     """An operator's command right after a database restart must not fail on a stale
     pooled connection: a checkout finds the server's termination waiting on the socket (one
     idle longer is pinged), and a dead connection is replaced."""
-    import psycopg
-    from sqlalchemy import text
-
-    from tests.support.servers import wait_for
-    from tests.workflows.conftest import PG_ADMIN
-
     db = Database(postgres_url)
     try:
         with db.session() as session:
-            pid = session.execute(text("SELECT pg_backend_pid()")).scalar()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-
-            # the terminate is a signal: the backend ends (and its socket says so) a moment later
-            def gone() -> bool:
-                found = admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,))
-                return found.fetchone() is None
-
-            wait_for(gone, timeout=30, what=f"backend {pid} to end")
+            pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        terminate_backend(pid)
         with db.session() as session:
             assert session.execute(text("SELECT pg_backend_pid()")).scalar() != pid
     finally:
@@ -379,24 +383,12 @@ def test_a_statement_on_a_connection_the_server_dropped_fails_as_transient(
 ) -> None:
     """The driver path raises SQLAlchemy's error for a lost connection (so the retry policy
     retries the unit), and the pool replaces the connection for the next statements."""
-    import psycopg
-
-    from tests.support.servers import wait_for
-    from tests.workflows.conftest import PG_ADMIN
-
     db = Database(postgres_url)
     run = make_run(db, run_id="droppedbackend1", vm="vm-of-dropped")
     try:
         with db.statements() as driver:
             pid = driver.fetch("SELECT pg_backend_pid()", {})[0][0]
-            with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-
-                def gone() -> bool:
-                    found = admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,))
-                    return found.fetchone() is None
-
-                wait_for(gone, timeout=30, what=f"backend {pid} to end")
+            terminate_backend(pid)
             with pytest.raises(OperationalError) as lost:
                 steprows.read_unit(driver, run_id=run.id, key="s0", vm="vm-of-dropped")
         assert transient_database_error(lost.value)
