@@ -295,6 +295,7 @@ def serve_worker(
     from celery.signals import worker_ready
 
     from workers.app import never_join_results, queues_for
+    from workflows.memory import keep_large_blocks_apart
     from workflows.recovery import Watch
 
     if settings.embedded:
@@ -306,6 +307,7 @@ def serve_worker(
         log.warning("%s", notice)
     names = list(sites)
     threads = concurrency or settings.worker_concurrency
+    keep_large_blocks_apart()  # before the pool's threads exist: a long-lived process's heaps
     runtime = build_runtime(settings, concurrency=threads)
     worker_ready.connect(lambda **_: never_join_results(), weak=False)
     watch = Watch(runtime.engine).start()
