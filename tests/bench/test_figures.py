@@ -1,8 +1,12 @@
 """The benchmarks' arithmetic: the critical path counts necessary calls only, the audit's
-figures catch a mutation answered twice, and a spread reports every round."""
+figures catch a mutation answered twice, a spread reports every round, and the worker's
+memory is read once it settles."""
 
 from __future__ import annotations
 
+import pytest
+
+from bench import scale
 from bench.calls import Call, CallLog
 from bench.failovers import audit_figures
 from bench.makespan import NECESSARY_CALLS, critical_path
@@ -55,3 +59,11 @@ def test_audit_figures_catch_a_mutation_answered_twice() -> None:
 def test_a_spread_covers_every_round() -> None:
     figures = spread([1.0, 2.0, 3.0, 2.0, 2.0])
     assert figures == {"rounds": 5, "min": 1.0, "max": 3.0, "stdev": 0.71}
+
+
+def test_the_worker_memory_is_read_once_it_stops_moving(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a run's end gives its freed memory back just after the follow loop sees it finished
+    reads = iter([212.5, 186.6, 186.4, 150.0])
+    monkeypatch.setattr(scale, "rss_mb", lambda pid: next(reads))
+    assert scale.settled_rss_mb([1], interval=0.0) == 186.4
+
