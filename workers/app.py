@@ -42,8 +42,13 @@ class MemoryTransport(memory.Transport):
     command on the in-memory broker) took 2 s of waiting on an empty queue. Here a drain waits
     in slices of ``DRAIN_SLICE`` and gives up early once the worker is told to stop; otherwise
     it waits as long as it was asked to. The queues are the memory transport's own (shared
-    by every connection of the process).
+    by every connection of the process). A ``memory://`` URL names no host and needs none:
+    there is no default host to fall back to (kombu warned that it used "localhost").
     """
+
+    @property
+    def default_connection_params(self) -> dict[str, Any]:
+        return {"port": self.default_port}
 
     def drain_events(self, connection: Any, timeout: Any = None, **kwargs: Any) -> Any:
         if timeout is None or timeout <= DRAIN_SLICE:

@@ -74,6 +74,92 @@ class UserFile:
             os.unlink(self.path)
 
 
+_NTLM_SIGN = 0x00000010
+_NTLM_SEAL = 0x00000020
+_NTLM_ESS = 0x00080000  # extended session security
+_NTLM_KEY_EXCH = 0x40000000
+_SIGNATURE_VERSION = b"\x01\x00\x00\x00"
+
+
+class NtlmSeal:
+    """NTLM message confidentiality with extended session security (MS-NLMP 3.4.4.2), the
+    sealing a WinRM client and Windows use, for one established context.
+
+    pyspnego computes the same bytes, but rebuilds the negotiated flags and goes through
+    several layers on every message; this keeps the context's two RC4 streams, signing keys
+    and sequence numbers, taken over from pyspnego once its handshake is complete
+    (:meth:`adopt`), and does only the cipher and HMAC-MD5 calls. Once taken over, the
+    pyspnego context must not seal or unseal again (its copies of the streams and sequence
+    numbers would fall behind).
+    """
+
+    def __init__(
+        self,
+        flags: int,
+        cipher_out: Any,
+        cipher_in: Any,
+        sign_key_out: bytes,
+        sign_key_in: bytes,
+        seq_out: int,
+        seq_in: int,
+    ) -> None:
+        self._key_exch = bool(flags & _NTLM_KEY_EXCH)
+        self._out = cipher_out.update
+        self._in = cipher_in.update
+        self._sign_out = sign_key_out
+        self._sign_in = sign_key_in
+        self._seq_out = seq_out
+        self._seq_in = seq_in
+
+    @classmethod
+    def adopt(cls, context: Any) -> NtlmSeal | None:
+        """The sealing state of a complete pyspnego NTLM (or Negotiate over NTLM) acceptor,
+        or None when it is anything else (then pyspnego keeps sealing)."""
+        inner = getattr(context, "_context", context)
+        if type(inner).__name__ != "NTLMProxy" or not getattr(inner, "complete", False):
+            return None
+        try:
+            flags = int(inner._context_attr)
+            handle_out, handle_in = inner._handle_out, inner._handle_in
+            cipher_out, cipher_in = handle_out._handle, handle_in._handle
+            sign_out, sign_in = inner._sign_key_out, inner._sign_key_in
+            seq_out = inner._NTLMProxy__seq_num_out
+            seq_in = inner._NTLMProxy__seq_num_in
+        except AttributeError:
+            return None
+        wanted = _NTLM_SIGN | _NTLM_SEAL | _NTLM_ESS
+        if (
+            flags & wanted != wanted
+            or handle_out is handle_in
+            or not (isinstance(sign_out, bytes) and isinstance(sign_in, bytes))
+            or not (isinstance(seq_out, int) and isinstance(seq_in, int))
+        ):
+            return None
+        return cls(flags, cipher_out, cipher_in, sign_out, sign_in, seq_out, seq_in)
+
+    def wrap(self, message: bytes) -> tuple[bytes, bytes]:
+        """Seal one message: (signature, sealed message)."""
+        seq = self._seq_out.to_bytes(4, "little")
+        self._seq_out += 1
+        sealed = self._out(message)
+        checksum = hmac.digest(self._sign_out, seq + message, "md5")[:8]
+        if self._key_exch:
+            checksum = self._out(checksum)
+        return _SIGNATURE_VERSION + checksum + seq, sealed
+
+    def unwrap(self, signature: bytes, sealed: bytes) -> bytes:
+        """Unseal one message and check its signature and sequence number (ValueError)."""
+        seq = self._seq_in.to_bytes(4, "little")
+        self._seq_in += 1
+        message = self._in(sealed)
+        checksum = hmac.digest(self._sign_in, seq + message, "md5")[:8]
+        if self._key_exch:
+            checksum = self._in(checksum)
+        if not hmac.compare_digest(_SIGNATURE_VERSION + checksum + seq, signature):
+            raise ValueError("NTLM message signature does not match")
+        return message
+
+
 @dataclass
 class ConnectionAuth:
     """Authentication state of one TCP connection."""
@@ -82,6 +168,8 @@ class ConnectionAuth:
     user: str = ""  # who authenticated, as the client named itself
     context: Any = None  # a pyspnego context once NTLM completes (or while in progress)
     encrypted: bool = False
+    # The context's message sealing, taken over when NTLM completes (None: pyspnego's own).
+    seal: NtlmSeal | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -171,6 +259,7 @@ class Authenticator:
                     state.context = spnego.server(protocol="negotiate")
                     state.authenticated = False
                     state.encrypted = False
+                    state.seal = None
                 out_token = state.context.step(in_token)
             except Exception:
                 state.context = None
@@ -183,6 +272,8 @@ class Authenticator:
         state.authenticated = True
         state.user = str(getattr(state.context, "client_principal", "") or "")
         state.encrypted = self.mode is AuthMode.NTLM
+        if state.encrypted:
+            state.seal = NtlmSeal.adopt(state.context)
         headers = []
         if out_token:
             headers.append(
@@ -208,7 +299,10 @@ class Authenticator:
             header_len = struct.unpack("<i", wrapped[:4])[0]
             header = wrapped[4 : 4 + header_len]
             try:
-                message += state.context.unwrap_winrm(header, wrapped[4 + header_len :])
+                if state.seal is not None:
+                    message += state.seal.unwrap(header, wrapped[4 + header_len :])
+                else:
+                    message += state.context.unwrap_winrm(header, wrapped[4 + header_len :])
             except Exception:
                 raise AuthFailed(HttpReply(400, b"", [])) from None
         return message
@@ -216,7 +310,11 @@ class Authenticator:
     @staticmethod
     def wrap(state: ConnectionAuth, message: bytes) -> tuple[str, bytes]:
         """Encrypt a reply; returns (Content-Type, body)."""
-        header, data, padding = state.context.wrap_winrm(message)
+        if state.seal is not None:
+            header, data = state.seal.wrap(message)
+            padding = 0
+        else:
+            header, data, padding = state.context.wrap_winrm(message)
         wrapped = struct.pack("<i", len(header)) + header + data
         length = len(message) + padding
         head = "\r\n".join(

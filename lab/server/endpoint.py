@@ -35,6 +35,21 @@ MAX_ENVELOPE_SIZE = 500 * 1024  # bytes; WinRM's default MaxEnvelopeSizekb is 50
 # the HTTP body may exceed the envelope inside it by this much.
 ENCRYPTION_OVERHEAD = 4096
 
+# Child elements by their expanded names: ``find`` and ``findall`` then scan the children in
+# C instead of compiling a prefixed path with the namespace map on every call.
+_RSP_SHELL = f"{{{NS['rsp']}}}Shell"
+_RSP_COMMAND_LINE = f"{{{NS['rsp']}}}CommandLine"
+_RSP_ARGUMENTS = f"{{{NS['rsp']}}}Arguments"
+_RSP_SEND = f"{{{NS['rsp']}}}Send"
+_RSP_STREAM = f"{{{NS['rsp']}}}Stream"
+_RSP_RECEIVE = f"{{{NS['rsp']}}}Receive"
+_RSP_DESIRED_STREAM = f"{{{NS['rsp']}}}DesiredStream"
+_RSP_SIGNAL = f"{{{NS['rsp']}}}Signal"
+_RSP_CODE = f"{{{NS['rsp']}}}Code"
+_RSP_INPUT_STREAMS = f"{{{NS['rsp']}}}InputStreams"
+_RSP_OUTPUT_STREAMS = f"{{{NS['rsp']}}}OutputStreams"
+_CREATION_XML = f"{{{NS['pwsh']}}}creationXml"
+
 
 @dataclass
 class EndpointStats:
@@ -190,13 +205,13 @@ class HostService:
                 "The lab serves PowerShell remoting (PSRP) shells only; cmd shells are not "
                 "simulated.",
             )
-        shell_el = req.body.find("rsp:Shell", NS)
+        shell_el = req.body.find(_RSP_SHELL)
         if shell_el is None:
             raise WSManFault(
                 wsman.FaultCode.INVALID_PARAMETER, "w:SchemaValidationError", "no Shell"
             )
         shell_id = (shell_el.attrib.get("ShellId") or str(uuid.uuid4())).upper()
-        creation = shell_el.find("pwsh:creationXml", NS)
+        creation = shell_el.find(_CREATION_XML)
         shell = Shell(
             shell_id, self._invoker_for(user), req.payload_budget(), self.pipeline_threads
         )
@@ -211,8 +226,8 @@ class HostService:
             shell_id=shell_id,
             owner=self.auth.account.username,
             client_ip=client_ip,
-            input_streams=_text(shell_el, "rsp:InputStreams") or "stdin pr",
-            output_streams=_text(shell_el, "rsp:OutputStreams") or "stdout",
+            input_streams=_text(shell_el, _RSP_INPUT_STREAMS) or "stdin pr",
+            output_streams=_text(shell_el, _RSP_OUTPUT_STREAMS) or "stdout",
         )
 
     def _invoker_for(self, user: str) -> Invoker:
@@ -222,13 +237,13 @@ class HostService:
         return invoke
 
     def _command(self, req: Request, shell: Shell) -> bytes:
-        line = req.body.find("rsp:CommandLine", NS)
+        line = req.body.find(_RSP_COMMAND_LINE)
         if line is None:
             raise WSManFault(
                 wsman.FaultCode.INVALID_PARAMETER, "w:SchemaValidationError", "no CommandLine"
             )
         command_id = line.attrib.get("CommandId", "")
-        data = b"".join(base64.b64decode(a.text or "") for a in line.findall("rsp:Arguments", NS))
+        data = b"".join(base64.b64decode(a.text or "") for a in line.findall(_RSP_ARGUMENTS))
         try:
             run = shell.command(command_id, data)
         except ShellClosed:
@@ -242,8 +257,8 @@ class HostService:
         return wsman.command_response(req.message_id, run.command_id)
 
     def _send(self, req: Request, shell: Shell) -> bytes:
-        send = req.body.find("rsp:Send", NS)
-        streams = send.findall("rsp:Stream", NS) if send is not None else []
+        send = req.body.find(_RSP_SEND)
+        streams = send.findall(_RSP_STREAM) if send is not None else []
         try:
             for stream in streams:
                 shell.send(stream.attrib.get("CommandId"), base64.b64decode(stream.text or ""))
@@ -252,7 +267,16 @@ class HostService:
         return wsman.empty_response(Action.SEND, req.message_id)
 
     def _receive(self, req: Request, shell: Shell) -> bytes:
-        desired = req.body.find("rsp:Receive/rsp:DesiredStream", NS)
+        # ``find("rsp:Receive/rsp:DesiredStream")``: the first under any Receive
+        desired = next(
+            (
+                found
+                for receive in req.body
+                if receive.tag == _RSP_RECEIVE
+                and (found := receive.find(_RSP_DESIRED_STREAM)) is not None
+            ),
+            None,
+        )
         command_id = desired.attrib.get("CommandId") if desired is not None else None
         try:
             reply = shell.receive(command_id, req.payload_budget(), req.operation_timeout)
@@ -263,12 +287,12 @@ class HostService:
         return wsman.receive_response(req.message_id, reply)
 
     def _signal(self, req: Request, shell: Shell) -> bytes:
-        signal = req.body.find("rsp:Signal", NS)
+        signal = req.body.find(_RSP_SIGNAL)
         if signal is None:
             raise WSManFault(
                 wsman.FaultCode.INVALID_PARAMETER, "w:SchemaValidationError", "no Signal"
             )
-        code = _text(signal, "rsp:Code")
+        code = _text(signal, _RSP_CODE)
         command_id = signal.attrib.get("CommandId", "")
         if command_id:
             shell.signal(command_id, terminate=code.lower() == wsman.SIGNAL_TERMINATE.lower())
@@ -284,8 +308,8 @@ class HostService:
         self.pipeline_threads.stop()
 
 
-def _text(parent: ET.Element, path: str) -> str:
-    el = parent.find(path, NS)
+def _text(parent: ET.Element, tag: str) -> str:
+    el = parent.find(tag)
     return (el.text or "").strip() if el is not None else ""
 
 

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import email.parser
+import email.utils
 import http.client
 import logging
 import re
+import selectors
 import socket
 import ssl
 import struct
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
@@ -38,6 +41,9 @@ class DropConnection(Exception):
 
 App = Callable[[str, str, Any, bytes, dict[str, Any], str], HttpReply]
 """``app(method, path, headers, body, connection_state, client_ip) -> HttpReply``."""
+
+# socketserver's choice of selector for its accept loop.
+_SELECTOR: Any = getattr(selectors, "PollSelector", selectors.SelectSelector)
 
 MAX_BODY = 1024 * 1024  # bytes; the default for servers whose app sets no limit of its own
 
@@ -72,18 +78,71 @@ def content_length(headers: Any) -> int | None:
 _SIMPLE_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+):[ \t]*([\x20-\x7e\t]*)\r\n")
 
 
-def read_headers(fp: Any) -> http.client.HTTPMessage:
+class Headers:
+    """A request's header fields, read the way ``http.client.HTTPMessage`` reads them: the
+    fields in order (:meth:`items`), case-insensitive :meth:`get` (the first field of a name)
+    and :meth:`get_all`. Built by :func:`read_headers` when every line is a plain field; a
+    lookup is one dict read instead of the email message's pass over every field.
+    """
+
+    __slots__ = ("_fields", "_first")
+
+    def __init__(self, fields: list[tuple[str, str]]) -> None:
+        self._fields = fields
+        first: dict[str, str] = {}
+        for name, value in fields:
+            first.setdefault(name.lower(), value)
+        self._first = first
+
+    def get(self, name: str, failobj: Any = None) -> Any:
+        """The first value of field ``name``, or ``failobj``."""
+        return self._first.get(name.lower(), failobj)
+
+    def get_all(self, name: str, failobj: Any = None) -> Any:
+        """Every value of field ``name`` in order, or ``failobj`` when there is none."""
+        key = name.lower()
+        values = [value for field, value in self._fields if field.lower() == key]
+        return values or failobj
+
+    def __getitem__(self, name: str) -> str | None:
+        return self._first.get(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._first
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([name for name, _ in self._fields])
+
+    def keys(self) -> list[str]:
+        """The field names in order."""
+        return [name for name, _ in self._fields]
+
+    def values(self) -> list[str]:
+        """The field values in order."""
+        return [value for _, value in self._fields]
+
+    def items(self) -> list[tuple[str, str]]:
+        """The fields in order."""
+        return list(self._fields)
+
+    def __str__(self) -> str:
+        return "".join(f"{name}: {value}\n" for name, value in self._fields) + "\n"
+
+
+def read_headers(fp: Any) -> Headers | http.client.HTTPMessage:
     """``http.client.parse_headers(fp)``: the same fields, limits and errors, read faster.
 
     The lines are read by ``http.client`` itself (its line-length and header-count limits and
     errors). When every line is a plain ``Name: value`` field (:data:`_SIMPLE_FIELD`, as every
-    WinRM client sends), the fields go into the message as the email parser would store them
-    (the value without its leading blanks and line end); a folded, malformed or non-ASCII
-    line sends the whole block through the email parser as before. Only the header fields
-    are the application's: the lab never reads the (empty) body part of the message.
+    WinRM client sends), the fields are kept as the email parser would store them (the value
+    without its leading blanks and line end) in a :class:`Headers`; a folded, malformed or
+    non-ASCII line sends the whole block through the email parser as before. Only the header
+    fields are the application's: the lab never reads the (empty) body part of the message.
     """
     lines = http.client._read_headers(fp)  # type: ignore[attr-defined]
-    message = http.client.HTTPMessage()
     fields = []
     for line in lines[:-1]:
         match = _SIMPLE_FIELD.fullmatch(line)
@@ -93,10 +152,9 @@ def read_headers(fp: Any) -> http.client.HTTPMessage:
                 _class=http.client.HTTPMessage
             ).parsestr(text)
             return parsed
-        fields.append(match.groups())
-    for name, value in fields:
-        message[name.decode("ascii")] = value.decode("ascii")
-    return message
+        name, value = match.groups()
+        fields.append((name.decode("ascii"), value.decode("ascii")))
+    return Headers(fields)
 
 
 class LabHTTPServer(ThreadingHTTPServer):
@@ -122,7 +180,17 @@ class LabHTTPServer(ThreadingHTTPServer):
         self.ssl_context = ssl_context
         self._connections: set[socket.socket] = set()
         self._conn_lock = threading.Lock()
-        super().__init__((host, port), _Handler)
+        # The accept loop sleeps until a connection or a byte on this pair (see shutdown).
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._stopping = False
+        self._not_serving = threading.Event()
+        self._not_serving.set()
+        try:
+            super().__init__((host, port), _Handler)
+        except BaseException:
+            self._wake_read.close()
+            self._wake_write.close()
+            raise
 
     @property
     def port(self) -> int:
@@ -158,14 +226,40 @@ class LabHTTPServer(ThreadingHTTPServer):
 
     def start(self) -> threading.Thread:
         """Serve in a daemon thread; returns the thread."""
-        thread = threading.Thread(
-            target=self.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            daemon=True,
-            name=f"lab-http-{self.port}",
-        )
+        self._not_serving.clear()
+        thread = threading.Thread(target=self._serve, daemon=True, name=f"lab-http-{self.port}")
         thread.start()
         return thread
+
+    def _serve(self) -> None:
+        """``serve_forever`` without its timed wake-ups: with dozens of hosts, each polling
+        20 times a second so that it stops quickly, an idle lab kept a core busy for a few
+        ms of every second. :meth:`shutdown` wakes the loop through a socket pair instead."""
+        try:
+            with _SELECTOR() as selector:
+                selector.register(self, selectors.EVENT_READ)
+                selector.register(self._wake_read, selectors.EVENT_READ)
+                while not self._stopping:
+                    ready = selector.select()
+                    if self._stopping:
+                        break
+                    if any(key.fileobj is self for key, _ in ready):
+                        self._handle_request_noblock()  # type: ignore[attr-defined]
+                    self.service_actions()
+        finally:
+            self._not_serving.set()
+
+    def shutdown(self) -> None:
+        """Stop the accept loop and wait for it (at once when it never started)."""
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            self._wake_write.send(b"\0")
+        self._not_serving.wait()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_read.close()
+        self._wake_write.close()
 
     def stop(self) -> None:
         """Stop accepting, close the listening socket, then reset open connections."""
@@ -248,7 +342,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.startswith("//"):
             self.path = "/" + self.path.lstrip("/")  # Reduce to a single /
         try:
-            self.headers = read_headers(self.rfile)
+            self.headers = read_headers(self.rfile)  # type: ignore[assignment]
         except http.client.LineTooLong as err:
             self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long", str(err))
             return False
@@ -326,6 +420,35 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(reply)
 
     def _send(self, reply: HttpReply) -> None:
+        """What ``send_response``, ``send_header`` and ``end_headers`` write (the status line,
+        Server, Date, the reply's headers, Content-Type unless a bare 401, Content-Length),
+        built in one buffer and written with the body in one call."""
+        if self.request_version == "HTTP/0.9":
+            self._send_headers_one_by_one(reply)
+            return
+        status = reply.status
+        if log.isEnabledFor(logging.DEBUG):
+            self.log_request(status)
+        known = self.responses.get(status)
+        lines = [
+            f"{self.protocol_version} {status} {known[0] if known else ''}\r\n"
+            f"Server: {self.version_string()}\r\nDate: {_http_date()}\r\n"
+        ]
+        for name, value in reply.headers:
+            lines.append(f"{name}: {value}\r\n")
+            if name.lower() == "connection":
+                if value.lower() == "close":
+                    self.close_connection = True
+                elif value.lower() == "keep-alive":
+                    self.close_connection = False
+        if reply.body or status != 401:
+            lines.append(f"Content-Type: {reply.content_type}\r\n")
+        lines.append(f"Content-Length: {len(reply.body)}\r\n\r\n")
+        head = "".join(lines).encode("latin-1", "strict")
+        self.wfile.write(head + reply.body if reply.body else head)
+        self.wfile.flush()
+
+    def _send_headers_one_by_one(self, reply: HttpReply) -> None:
         self.send_response(reply.status)
         for name, value in reply.headers:
             self.send_header(name, value)
@@ -336,3 +459,17 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.body:
             self.wfile.write(reply.body)
         self.wfile.flush()
+
+
+_date: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """``BaseHTTPRequestHandler.date_time_string()``, formatted once a second."""
+    global _date
+    now = int(time.time())
+    second, text = _date
+    if second != now:
+        text = email.utils.formatdate(now, usegmt=True)
+        _date = (now, text)
+    return text

@@ -146,6 +146,8 @@ def parse_duration(text: str | None, default: float) -> float:
     return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
 
 
+_HEADER = f"{{{NS['s']}}}Header"
+_BODY = f"{{{NS['s']}}}Body"
 _ACTION = f"{{{NS['wsa']}}}Action"
 _MESSAGE_ID = f"{{{NS['wsa']}}}MessageID"
 _RESOURCE_URI = f"{{{NS['wsman']}}}ResourceURI"
@@ -161,8 +163,8 @@ def parse_request(data: bytes) -> Request:
         root = ET.fromstring(data)
     except ET.ParseError as exc:
         raise WSManFault(FaultCode.INVALID_PARAMETER, "w:InvalidXml", str(exc)) from exc
-    header = root.find("s:Header", NS)
-    body = root.find("s:Body", NS)
+    header = root.find(_HEADER)
+    body = root.find(_BODY)
     if header is None or body is None:
         raise WSManFault(FaultCode.INVALID_PARAMETER, "w:SchemaValidationError", "no Header/Body")
     # One pass over the header: the first child of each name (what ``find`` returns) and the

@@ -48,7 +48,13 @@ def test_valid_against_the_compose_specification(compose: dict[str, Any]) -> Non
 def test_the_stack_as_the_issue_names_it(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert {f"worker-{site}" for site in SITES} <= set(services)
-    assert {"redis", "postgres", "migrate", "triggers", "api", "flower"} <= set(services)
+    assert {"redis", "postgres", "migrate", "triggers", "commands", "api", "flower"} <= set(
+        services
+    )
+    # the operator-command consumer reads its signing key from a secret, never from the file
+    commands = services["commands"]
+    assert commands["command"] == ["commands", "--key", "file:/run/secrets/commands_key"]
+    assert "commands_key" in commands["secrets"]
     assert services["redis"]["command"][:3] == ["redis-server", "--appendonly", "yes"]
     assert any(v.endswith(":/data") for v in services["redis"]["volumes"])
     assert any(v.endswith(":/var/lib/postgresql/data") for v in services["postgres"]["volumes"])

@@ -2,19 +2,22 @@
 services' own commands with their own environment, secrets and mounts, in the compose file's
 order; every healthcheck the file declares passes; a test failover triggered on the queue, as
 a monitoring system would, runs through the workers, its gate is approved and its cleanup
-started over the API with a token made as an operator would (``docker compose exec api
-ferryman tokens create``); a planned failover started over the API moves the records on the
-compose BIND; and Flower answers only with its login.
+started by operator commands signed with the ``commands_key`` secret on ``ferryman.commands``
+(the ``commands`` service carries them out), followed over the API with a token made as an
+operator would (``docker compose exec api ferryman tokens create``); a planned failover
+started over the API, its gate approved over the API, moves the records on the compose BIND;
+and Flower answers only with its login.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,8 @@ import pytest
 from kombu import Connection
 
 from tests.deploy.local_compose import ROOT, LocalCompose, Service
+from workflows.commands import COMMANDS_QUEUE, SIGNATURE_HEADER, sign
+from workflows.commands import queues as command_queues
 from workflows.triggers import queues
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -60,7 +65,7 @@ def test_every_service_runs_and_every_healthcheck_passes(stack: LocalCompose) ->
         check = stack.healthcheck(service)
         assert check.returncode == 0, (name, check.stdout, check.stderr)
     checked = {n for n, s in stack.services.items() if "healthcheck" in s.spec}
-    assert {"api", "flower", "dns", "lab", "triggers", "redis", "postgres"} <= checked
+    assert {"api", "flower", "dns", "lab", "triggers", "commands", "redis", "postgres"} <= checked
 
 
 def test_a_healthcheck_fails_when_its_service_does_not_answer(stack: LocalCompose) -> None:
@@ -88,15 +93,29 @@ def test_a_test_failover_and_its_cleanup_through_the_stack(stack: LocalCompose) 
             exchange=runs.exchange, routing_key=runs.routing_key, declare=[runs],
             serializer="json",
         )  # fmt: skip
+    command_key = (stack.root / "run-secrets" / "commands_key").read_bytes().strip()
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as client:
         run = _wait_for_run(client, key)
-        final = _drive(client, run)
+
+        def approve(run_id: str, gate: str) -> None:
+            _command(broker, command_key, {
+                "command": "approve", "run": run_id, "gate": gate, "comment": "checked",
+                "principal": "alice", "role": "approver",
+                "idempotency_key": f"{key}-approve-{gate}",
+            })  # fmt: skip
+
+        final = _drive(client, run, approve=approve)
         assert final["run"]["status"] == "succeeded", final["run"]["error"]
         assert final["run"]["operation"] == "test"
         assert {s["status"] for s in final["steps"]} == {"succeeded"}
-        cleanup = client.post(f"/runs/{run}/cleanup", json={"notes": "compose stand-in"})
-        assert cleanup.status_code == 201, cleanup.text
-        done = _drive(client, cleanup.json()["id"])
+        decided = {a["decided_by"] for a in final["approvals"]}
+        assert decided == {"alice (approver via signed command)"}, decided
+        _command(broker, command_key, {
+            "command": "cleanup", "run": run, "notes": "compose stand-in",
+            "principal": "bob", "role": "operator", "idempotency_key": f"{key}-cleanup",
+        })  # fmt: skip
+        cleanup = _wait_for_follow_up(client, run, "cleanup")
+        done = _drive(client, cleanup)
         assert done["run"]["status"] == "succeeded", done["run"]["error"]
         assert done["run"]["operation"] == "cleanup"
     # the lab's VMs as they were: no test VM is left behind
@@ -178,8 +197,36 @@ def _wait_for_run(client: httpx.Client, key: str) -> str:
     raise AssertionError(f"no run for trigger {key} in 60 s (is the trigger consumer up?)")
 
 
-def _drive(client: httpx.Client, run_id: str) -> dict[str, Any]:
-    """Follow the run to its end, approving each gate it waits at."""
+def _command(broker: str, key: bytes, body: dict[str, Any]) -> None:
+    """An operator command as a chat bot or ticket system sends it: JSON signed with the key."""
+    raw = json.dumps(body).encode("utf-8")
+    with Connection(broker) as conn, conn.Producer() as producer:
+        producer.publish(
+            raw, exchange=COMMANDS_QUEUE, routing_key=COMMANDS_QUEUE,
+            content_type="application/json", content_encoding="utf-8",
+            headers={SIGNATURE_HEADER: sign(key, raw)}, declare=[command_queues()[0]],
+        )  # fmt: skip
+
+
+def _wait_for_follow_up(client: httpx.Client, run_id: str, operation: str) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        listed = client.get("/runs", params={"plan": "three-tier", "operation": operation})
+        assert listed.status_code == 200, listed.text
+        for run in listed.json():
+            report = client.get(f"/runs/{run['id']}").json()
+            if report["run"]["parent"] == run_id:
+                return str(run["id"])
+        time.sleep(0.5)
+    raise AssertionError(f"no {operation} of {run_id} in 60 s (is the commands consumer up?)")
+
+
+def _drive(
+    client: httpx.Client, run_id: str, approve: Callable[[str, str], None] | None = None
+) -> dict[str, Any]:
+    """Follow the run to its end, approving each gate it waits at (over the API unless
+    ``approve`` is given)."""
+    sent: set[str] = set()
     deadline = time.monotonic() + RUN_TIMEOUT
     while time.monotonic() < deadline:
         report: dict[str, Any] = client.get(f"/runs/{run_id}").json()
@@ -188,7 +235,11 @@ def _drive(client: httpx.Client, run_id: str) -> dict[str, Any]:
             return report
         if status == "waiting":
             for gate in report["approvals"]:
-                if gate["status"] == "pending":
+                if gate["status"] == "pending" and approve is not None:
+                    if gate["name"] not in sent:  # once: the command is carried out once
+                        sent.add(gate["name"])
+                        approve(run_id, gate["name"])
+                elif gate["status"] == "pending":
                     answer = client.post(
                         f"/runs/{run_id}/gates/{gate['name']}/approve",
                         json={"comment": "checked"},

@@ -43,11 +43,14 @@ def test_an_invalid_manifest_is_caught() -> None:
 def test_the_pieces_there_are() -> None:
     deployments = named("Deployment")
     assert {f"ferryman-worker-{site}" for site in SITES} | {
-        "ferryman-api", "ferryman-triggers", "ferryman-flower", "ferryman-beat"
+        "ferryman-api", "ferryman-triggers", "ferryman-commands", "ferryman-flower",
+        "ferryman-beat",
     } == set(deployments)  # fmt: skip
     beat = deployments["ferryman-beat"]["spec"]
     assert beat["replicas"] == 1 and beat["strategy"] == {"type": "Recreate"}
     assert beat["template"]["spec"]["containers"][0]["args"][:2] == ["drills", "beat"]
+    commands = deployments["ferryman-commands"]["spec"]["template"]["spec"]["containers"][0]
+    assert commands["args"] == ["commands", "--key", "file:/run/secrets/ferryman/commands-key"]
     (job,) = named("Job").values()
     assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["db", "upgrade"]
     secrets = named("Secret")

@@ -1,4 +1,4 @@
-"""The systemd units: one template worker per site, API, triggers, Flower and a oneshot
+"""The systemd units: one template worker per site, API, triggers, commands, Flower and a oneshot
 migration they require; hardened to an exposure of 4.0 or less by ``systemd-analyze
 security``; secrets as credentials that Ferryman reads from $CREDENTIALS_DIRECTORY."""
 
@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from plans.credentials import SecretRef
 from workflows.settings import Settings
 
 UNITS = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
 SERVICES = (
     "ferryman-api",
     "ferryman-triggers",
+    "ferryman-commands",
     "ferryman-flower",
     "ferryman-beat",
     "ferryman-worker@",
@@ -59,7 +61,9 @@ def test_the_units_there_are() -> None:
         assert unit["Service"]["Restart"] == ["always"]
 
 
-def test_secrets_are_credentials_ferryman_reads(tmp_path: Path) -> None:
+def test_secrets_are_credentials_ferryman_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     secret_names = {
         field
         for field, info in Settings.model_fields.items()
@@ -69,9 +73,12 @@ def test_secrets_are_credentials_ferryman_reads(tmp_path: Path) -> None:
     for path in all_units():
         unit = read_unit(path)["Service"]
         assert not any("PASSWORD" in e or "://" in e for e in unit.get("Environment", []))
+        command = " ".join(unit["ExecStart"])
         for credential in unit.get("LoadCredential", []):
             name, _, source = credential.partition(":")
-            assert name in variables, (path.name, name)
+            # a setting's secret by its variable's name, or a file the command names (%d is
+            # $CREDENTIALS_DIRECTORY)
+            assert name in variables or f"file:%d/{name}" in command, (path.name, name)
             assert source.startswith("/etc/ferryman/credentials/")
     # what systemd hands the service: $CREDENTIALS_DIRECTORY/FERRYMAN_DATABASE_URL
     (tmp_path / "FERRYMAN_DATABASE_URL").write_text("postgresql://ferryman:pw@db/ferryman\n")
@@ -80,6 +87,11 @@ def test_secrets_are_credentials_ferryman_reads(tmp_path: Path) -> None:
     assert settings.database_url.endswith("ferryman:pw@db/ferryman")
     assert settings.flower_basic_auth is not None
     assert settings.flower_basic_auth.get_secret_value() == "admin:secret"
+    # ferryman commands --key file:%d/commands-key: a file reference into that folder is read
+    (tmp_path / "commands-key").write_text("the-shared-signing-key\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    key = SecretRef.parse(f"file:{tmp_path}/commands-key").resolve()
+    assert key == "the-shared-signing-key"
 
 
 def exposure(path: Path) -> float:

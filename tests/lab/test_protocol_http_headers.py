@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import http.client
 import io
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lab.server.http import read_headers
+from lab.server.http import _Handler, read_headers
+from lab.server.http_types import HttpReply
 
 TYPICAL = (
     b"Host: 127.0.0.1:41234\r\n"
@@ -94,3 +96,37 @@ _LINE = st.one_of(
 def test_any_header_block_reads_alike(lines: list[bytes]) -> None:
     ours, reference = _both(b"".join(lines) + b"\r\n")
     assert ours == reference
+
+
+def _handler(version: str = "HTTP/1.1") -> Any:
+    handler = object.__new__(_Handler)
+    handler.request_version = version
+    handler.requestline = "POST /wsman HTTP/1.1"
+    handler.client_address = ("127.0.0.1", 5985)
+    handler.command = "POST"
+    handler.close_connection = False
+    handler.wfile = io.BytesIO()
+    return handler
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        HttpReply(200, b"<s:Envelope/>", [("WWW-Authenticate", "Negotiate abc")]),
+        HttpReply(401, b"", [("WWW-Authenticate", "Negotiate"), ("WWW-Authenticate", "Basic")]),
+        HttpReply(500, b"", []),
+        HttpReply(413, b"too big", [("Connection", "close")], "text/plain"),
+        HttpReply(299, b"x", [("Connection", "keep-alive")], "text/plain"),
+    ],
+)
+def test_a_reply_is_written_as_http_server_writes_it(reply: HttpReply) -> None:
+    for _ in range(3):  # the Date header can change between the two writes
+        ours, reference = _handler(), _handler()
+        reference.close_connection = ours.close_connection = reply.status == 299
+        ours._send(reply)
+        reference._send_headers_one_by_one(reply)
+        if ours.wfile.getvalue() == reference.wfile.getvalue():
+            break
+    assert ours.wfile.getvalue() == reference.wfile.getvalue()
+    assert ours.close_connection == reference.close_connection
+    assert ours.wfile.getvalue().startswith(f"HTTP/1.1 {reply.status} ".encode())
