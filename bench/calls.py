@@ -15,6 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from lab.hyperv.hostscripts import WAIT_FOR_ADDRESS
+from workers.hyperv.hyperv import WAIT_FOR_ADDRESS_LABEL
+
 _VM_PARAMETERS = ("vmname", "name")
 
 
@@ -76,6 +79,16 @@ def _vm_of(commands: Sequence[Any]) -> str | None:
     return None
 
 
+def _name_of(commands: Sequence[Any]) -> str:
+    """The first cmdlet's name; a script's text is named by what it is."""
+    if not commands:
+        return "?"
+    name = str(getattr(commands[0], "name", "?"))
+    if getattr(commands[0], "is_script", False):
+        return WAIT_FOR_ADDRESS_LABEL if name == WAIT_FOR_ADDRESS else "Script"
+    return name
+
+
 @contextmanager
 def recording(lab: Any) -> Iterator[CallLog]:
     """Record every pipeline ``lab`` (a ``lab.world.Lab``) runs while the block lasts."""
@@ -87,7 +100,7 @@ def recording(lab: Any) -> Iterator[CallLog]:
         try:
             return original(host, commands, **kwargs)
         finally:
-            name = str(getattr(commands[0], "name", "?")) if commands else "?"
+            name = _name_of(commands)
             log.add(Call(host, name, _vm_of(commands), start, time.monotonic()))
 
     # An instance attribute shadows the method for the server's backend, which calls

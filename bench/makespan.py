@@ -31,7 +31,9 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from collections import defaultdict
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +184,55 @@ def breakdown(shape: Shape, calls: CallLog) -> dict[str, Any]:
     }
 
 
+def group_figures(shape: Shape, calls: CallLog) -> list[dict[str, Any]]:
+    """Per group (seconds): its span (first call to last), its VMs' median and longest span,
+    the slowest VM, and what made it slow: its calls up to Start-VM (``to_start_s``) and its
+    IP wait (Start-VM's end to the last call's). A group lasts as long as its slowest VM, so
+    ``straggle_s`` (span - median VM span) is what the stragglers cost it."""
+    group_of = _group_of(shape)
+    per_group: dict[int, list[tuple[str, list[Call]]]] = defaultdict(list)
+    for vm, vm_calls in calls.per_vm().items():
+        per_group[group_of[vm]].append((vm, vm_calls))
+    out = []
+    for group in sorted(per_group):
+        members = per_group[group]
+        start = min(c[0].start for _, c in members)
+        end = max(c[-1].end for _, c in members)
+        spans = {vm: c[-1].end - c[0].start for vm, c in members}
+        slowest, slowest_calls = max(members, key=lambda m: m[1][-1].end)
+        names = [c.cmdlet for c in slowest_calls]
+        upto = names.index("Start-VM") if "Start-VM" in names else len(names) - 1
+        out.append(
+            {
+                "span_s": round(end - start, 3),
+                "vm_span_median_s": _median(list(spans.values())),
+                "vm_span_max_s": round(max(spans.values()), 3),
+                "straggle_s": round(end - start - statistics.median(spans.values()), 3),
+                "slowest_vm": slowest,
+                "slowest_starts_after_s": round(slowest_calls[0].start - start, 3),
+                "slowest_to_start_s": round(slowest_calls[upto].end - slowest_calls[0].start, 3),
+                "slowest_ip_wait_s": round(slowest_calls[-1].end - slowest_calls[upto].end, 3),
+            }
+        )
+    return out
+
+
+def outside_calls(calls: CallLog, started: float, finished: float) -> dict[str, float]:
+    """Seconds of the run before its first call (``lead_s``: starting the run, dispatching,
+    opening sessions) and after its last (``tail_s``: recording the last steps, the last
+    stage's end, the run's end); ``started``/``finished`` on the calls' monotonic clock."""
+    recorded = calls.calls()
+    if not recorded:
+        return {}
+    first = min(c.start for c in recorded)
+    last = max(c.end for c in recorded)
+    return {
+        "lead_s": round(first - started, 3),
+        "calls_span_s": round(last - first, 3),
+        "tail_s": round(finished - last, 3),
+    }
+
+
 def load_sampler(worker_pids: list[int]) -> LoadSampler:
     """Samples the machine's load and that of the workers and the lab (this process)."""
     return LoadSampler({"workers": worker_pids}, this_process="lab")
@@ -251,9 +302,11 @@ def bare_makespan(
         lab.calls.clear()
         meter = cpu_meter(worker.pids, server)
         with load_sampler(worker.pids) as load:
+            began = time.monotonic()
             seconds = time_bare(app, bare.VM, stages, timeout)
         cpu = meter.read()
         figures: dict[str, Any] = {"makespan_s": round(seconds, 3)}
+        figures["outside_calls"] = outside_calls(lab.calls, began, began + seconds)
         figures.update(critical_path(shape, lab.calls, latency, BOOT))
         figures["calls_per_vm"] = round(lab.calls.calls_per_vm(), 2)
         figures["breakdown"] = breakdown(shape, lab.calls)
@@ -261,6 +314,25 @@ def bare_makespan(
         figures["machine_load"] = load.figures()
     figures["makespan_ratio"] = round(seconds / figures["critical_path_s"], 2)
     return figures
+
+
+def _recorded_window(harness: Any, run_id: str) -> tuple[float, float] | None:
+    """The run's recorded start and end (the makespan's ends) on this process's monotonic
+    clock, which the lab's call log uses."""
+    from workflows.store import repository
+
+    with harness.runtime.db.session() as session:
+        run = repository.get_run(session, run_id=run_id, with_inputs=False)
+        started, finished = run.started_at or run.created_at, run.finished_at
+    if started is None or finished is None:
+        return None
+    offset = time.time() - time.monotonic()
+
+    def mono(moment: Any) -> float:
+        aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return float(aware.timestamp() - offset)
+
+    return mono(started), mono(finished)
 
 
 def cpu_meter(worker_pids: list[int], server: Any) -> CpuMeter:
@@ -318,6 +390,7 @@ def measure(
             with load_sampler(harness.worker_pids) as load:
                 timing = harness.run(plan_file, PLAN_NAME, timeout=timeout)
             cpu = meter.read()
+            window = _recorded_window(harness, timing.run_id)
         calls = lab.calls
         out["status"] = timing.status
         if timing.status != "succeeded":
@@ -334,6 +407,8 @@ def measure(
         out["machine_load"] = load.figures()
         gaps = stage_gaps(shape, calls)
         out["stage_gap_s"] = {"min": min(gaps), "max": max(gaps)} if gaps else {}
+        out["outside_calls"] = outside_calls(calls, *window) if window else {}
+        out["groups"] = group_figures(shape, calls)
     critical = out["critical_path_s"]
     out["makespan_ratio"] = round(out["makespan_s"] / critical, 2)
     out["target_ratio"] = TARGETS.get(latency)
@@ -355,6 +430,13 @@ def measure(
         "  medians: VM span {vm_span_s} s, gap between a VM's calls {call_gap_ms} ms, "
         "Start-VM to address {ip_wait_s} s (boot {boot} s), group span {group_span_s} s".format(
             boot=BOOT, **out["breakdown"]
+        ),
+        "  outside the calls: {lead} s before the first, {tail} s after the last; stragglers "
+        "cost the groups {straggle} s in all; stage gaps {gaps} s in all".format(
+            lead=out["outside_calls"].get("lead_s"),
+            tail=out["outside_calls"].get("tail_s"),
+            straggle=round(sum(g["straggle_s"] for g in out["groups"]), 3),
+            gaps=round(sum(gaps), 3),
         ),
     ]
     return out

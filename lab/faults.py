@@ -4,7 +4,9 @@ A rule (topology ``faults:`` entry or ``POST /faults`` body) matches calls by ``
 (a name or glob, default ``*``), ``vm`` and ``host`` (optional), and does one or both of:
 
 - ``latency_ms``: a fixed delay, or ``[low, high]`` for a uniform random one (real
-  milliseconds, not lab time: it is meant for client timeouts);
+  milliseconds, not lab time: it is meant for client timeouts), slept before the cmdlet runs;
+  a rule's latency is charged once per call, however many cmdlets of the call's pipeline it
+  matches (WinRM's round trip is paid once per call);
 - ``fail``: ``http500`` or ``reset`` (transient: :class:`~lab.objects.TransportFault`) or
   ``error`` (permanent: a terminating :class:`~lab.objects.CmdletError` with ``error_id`` and
   ``message``), for the next ``count`` matching calls, or each call with probability ``rate``
@@ -160,15 +162,24 @@ class FaultInjector:
             self._rules.append(rule)
         return rule
 
-    def decide(self, host: str, cmdlet: str, vm: str | None) -> Decision:
-        """Roll the dice for one call: total latency of matching rules, first failure."""
+    def decide(
+        self, host: str, cmdlet: str, vm: str | None, charged: set[int] | None = None
+    ) -> Decision:
+        """Roll the dice for one cmdlet: total latency of matching rules, first failure.
+
+        ``charged`` holds the ids of the rules whose latency the call this cmdlet belongs to
+        has already paid: a rule's latency is charged once per call (the round trip is paid
+        once, however many of the pipeline's cmdlets match), and is added to it here.
+        """
         delay = 0.0
         failure = None
         with self._lock:
             for rule in self._rules:
                 if not rule.matches(host, cmdlet, vm):
                     continue
-                if rule.latency_ms is not None:
+                if rule.latency_ms is not None and (charged is None or rule.id not in charged):
+                    if charged is not None:
+                        charged.add(rule.id)
                     low, high = rule.latency_ms
                     delay += (low if low == high else self._rng.uniform(low, high)) / 1000.0
                 if failure is None and rule.fail is not None and self._fires(rule):

@@ -29,6 +29,12 @@ from lab.faults import FaultInjector
 from lab.hyperv import errors
 from lab.hyperv.context import Cmdlet, Context, prop
 from lab.hyperv.dns import build_zones
+from lab.hyperv.hostscripts import (
+    WAIT_FOR_ADDRESS,
+    WAIT_FOR_ADDRESS_CMDLET,
+    addresses_of,
+    bind_address_wait,
+)
 from lab.hyperv.params import Bound, bind
 from lab.hyperv.registry import lookup
 from lab.hyperv.scripts import outcome
@@ -140,11 +146,16 @@ class Lab:
             raise TransportFault("reset")
         result = InvokeResult()
         piped: list[Any] = []
+        charged: set[int] = set()  # latency rules this call has paid (once per call)
         for position, command in enumerate(commands):
-            if command.is_script:
-                piped = self._script(host, command, user)
+            if command.is_script and command.name == WAIT_FOR_ADDRESS:
+                piped = self._wait_for_address(host, command, user, charged)
+            elif command.is_script:
+                piped = self._script(host, command, user, charged)
             else:
-                piped = self._cmdlet(host, command, piped, result, user, downstream=position > 0)
+                piped = self._cmdlet(
+                    host, command, piped, result, user, downstream=position > 0, charged=charged
+                )
         result.output = piped
         return result
 
@@ -157,6 +168,8 @@ class Lab:
         user: str,
         *,
         downstream: bool = False,
+        charged: set[int] | None = None,
+        inject: bool = True,
     ) -> list[Any]:
         cmdlet = lookup(command.name)
         if cmdlet is None:
@@ -168,9 +181,9 @@ class Lab:
         # does nothing; running it with no operand would mean "every VM on the host".
         starved = downstream and not piped
         late_fault = None
-        if not starved:
+        if not starved and inject:
             params = _raw_params(command)
-            late_fault = self._inject(host, name, label, cmdlet.mutating, params, user)
+            late_fault = self._inject(host, name, label, cmdlet.mutating, params, user, charged)
         try:
             bound = bind(
                 cmdlet.signature, command.parameters, has_input=bool(piped) or starved, piped=piped
@@ -237,9 +250,13 @@ class Lab:
         mutating: bool,
         params: dict[str, Any],
         user: str,
+        charged: set[int] | None = None,
     ) -> str | None:
-        """Apply latency and failures due before the call; returns a fault due *after* it."""
-        decision = self.faults.decide(host, name, vm)
+        """Apply latency and failures due before the call; returns a fault due *after* it.
+
+        ``charged``: the latency rules the call has paid already (see ``FaultInjector.decide``).
+        """
+        decision = self.faults.decide(host, name, vm, charged)
         if decision.delay > 0:
             time.sleep(decision.delay)  # real time, outside every lock
         rule = decision.failure
@@ -265,10 +282,12 @@ class Lab:
             )
         raise TransportFault(str(rule.fail))
 
-    def _script(self, host: str, command: Command, user: str) -> list[Any]:
+    def _script(
+        self, host: str, command: Command, user: str, charged: set[int] | None = None
+    ) -> list[Any]:
         params = _raw_params(command)
         audited = {"script": command.name, **params}
-        late_fault = self._inject(host, SCRIPT, None, True, audited, user)
+        late_fault = self._inject(host, SCRIPT, None, True, audited, user, charged)
         result = outcome(self.topology.scripts, command.name, params)
         self.clock.sleep(result.duration)  # outside every lock
         exc = None if result.error is None else CmdletError(result.error)
@@ -278,6 +297,40 @@ class Lab:
         if late_fault is not None:
             raise TransportFault(late_fault)
         return list(result.output)
+
+    def _wait_for_address(
+        self, host: str, command: Command, user: str, charged: set[int] | None = None
+    ) -> list[Any]:
+        """Run :data:`~lab.hyperv.hostscripts.WAIT_FOR_ADDRESS` as a host would.
+
+        The call crosses the network once: fault rules match it as the cmdlet the script runs
+        (``Get-VMNetworkAdapter``, for the VM it names), their latency charged once before it
+        starts. On the host it reads the VM's adapters (``-ErrorAction Stop``: a missing VM
+        ends it with the read's error) until one reports an address not in ``-Known`` or
+        ``-TimeoutMs`` have passed (real time, as the client's timeouts are), sleeping the
+        script's pauses outside every lock; then it outputs the adapters. A host that goes
+        down meanwhile drops the connection. Not a change: nothing is audited.
+        """
+        label = _vm_label(command, [])
+        params = _raw_params(command)
+        late_fault = self._inject(
+            host, WAIT_FOR_ADDRESS_CMDLET, label, False, params, user, charged
+        )
+        wait = bind_address_wait(command.parameters)
+        read = Command(WAIT_FOR_ADDRESS_CMDLET, [("VMName", wait.vm_name), ("ErrorAction", "Stop")])
+        started = time.monotonic()
+        while True:
+            if self.host_down(host):
+                raise TransportFault("reset")
+            adapters = self._cmdlet(host, read, [], InvokeResult(), user, inject=False)
+            elapsed = time.monotonic() - started
+            left = wait.timeout - elapsed
+            if left <= 0 or any(wait.is_new(a) for a in addresses_of(adapters)):
+                break
+            time.sleep(wait.pause(elapsed, left))  # real time, outside every lock
+        if late_fault is not None:
+            raise TransportFault(late_fault)
+        return adapters
 
     # ----------------------------------------------------------------- audit
     def _now(self) -> str:

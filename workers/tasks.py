@@ -395,9 +395,15 @@ class UnitRunner:
                 if started and row is not None:
                     prior = {**done.prior, done.step.kind: done.outcome.result}
                     return StepVerdict.START, Done(row, delivery, prior, done.rows)
-            # one narrow query: the run's status (not its large row), the step, the VM's results
-            read = steprows.read_unit(statements, run_id=run_id, key=spec.key, vm=spec.vm)
+            # one narrow query: the run's status (not its large row), the step, the VM's
+            # results; and on PostgreSQL in the same statement the step's start when it is
+            # pending and its run running (a first start, or a retry's)
+            read, started = steprows.read_and_start(
+                statements, run_id=run_id, key=spec.key, vm=spec.vm, task_id=delivery
+            )
             step = read.step
+            if started:
+                return StepVerdict.START, Done(step, delivery, read.prior, read.rows)
             verdict = decide.start_step(
                 read.run_status,
                 StepStatus(step.status),

@@ -8,7 +8,9 @@
   initial replication), ``failover`` (Start/Stop/Complete-VMFailover), ``relationship``
   (Set/Remove/Suspend/Resume-VMReplication, resynchronisation), ``replicaserver`` (the
   Replica server's configuration and authorization entries, Remove-VM), ``vmm``, ``dns``,
-  ``scripts``;
+  ``scripts`` (operators' scripts, acted out by the topology's behaviours) and
+  ``hostscripts`` (fixed scripts a client sends with parameters, run as a host runs them:
+  the host-side wait for a guest's address);
 - ``registry``: every command by name.
 
 Nothing here touches the network.

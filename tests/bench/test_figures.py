@@ -67,3 +67,21 @@ def test_the_worker_memory_is_read_once_it_stops_moving(monkeypatch: pytest.Monk
     monkeypatch.setattr(scale, "rss_mb", lambda pid: next(reads))
     assert scale.settled_rss_mb([1], interval=0.0) == 186.4
 
+
+def test_group_figures_name_the_straggler_and_the_time_outside_the_calls() -> None:
+    from bench.makespan import group_figures, outside_calls
+
+    log = CallLog()
+    for vm, start, wait in (("vm-00000", 1.0, 1.0), ("vm-00001", 1.0, 1.5)):
+        log.add(Call("hv-got-1", "Start-VM", vm, start, start + 0.1))
+        log.add(Call("hv-got-1", "Wait", vm, start + 0.1, start + 0.1 + wait))
+    [group] = group_figures(Shape(1, 2), log)
+    assert group["slowest_vm"] == "vm-00001"
+    assert group["span_s"] == 1.6 and group["vm_span_max_s"] == 1.6
+    assert group["straggle_s"] == round(1.6 - 1.35, 3)
+    assert (group["slowest_to_start_s"], group["slowest_ip_wait_s"]) == (0.1, 1.5)
+    assert outside_calls(log, started=0.5, finished=3.0) == {
+        "lead_s": 0.5,
+        "calls_span_s": 1.6,
+        "tail_s": 0.4,
+    }

@@ -209,8 +209,8 @@ def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine
 
 def test_a_unit_writes_each_step_on_its_own_and_reads_once(any_store: Engine) -> None:
     """Each step's success is written with the next step's start (on PostgreSQL in one
-    statement), each write taking effect on its own (another connection sees it while the
-    next step runs), and only the first step reads."""
+    statement, as the first step's read and start are), each write taking effect on its own
+    (another connection sees it while the next step runs), and only the first step reads."""
     from sqlalchemy import event
 
     engine = any_store
@@ -244,9 +244,10 @@ def test_a_unit_writes_each_step_on_its_own_and_reads_once(any_store: Engine) ->
     finally:
         event.remove(engine.db.engine, "before_cursor_execute", record)
     # the first step reads the VM's steps and starts; then each success with the next start
-    # (PostgreSQL: one statement), and the last success alone
+    # (PostgreSQL: the read and the first start one statement, each success and the next
+    # start one), and the last success alone
     if engine.db.engine.dialect.name == "postgresql":
-        assert sent == ["SELECT", "UPDATE"] + ["WITH"] * (steps - 1) + ["UPDATE"], sent
+        assert sent == ["WITH"] * steps + ["UPDATE"], sent
     else:
         assert sent == ["SELECT"] + ["UPDATE"] * (2 * steps), sent
     assert summary["status"] == "succeeded"

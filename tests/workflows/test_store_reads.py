@@ -442,6 +442,66 @@ def test_a_success_and_the_next_start_keep_both_guards(db: Database) -> None:
     assert stored[0].result == {"a": 1} and stored[0].finished_at is not None
 
 
+def test_a_units_first_start_reads_and_starts_in_one_statement_on_postgres(
+    db: Database,
+) -> None:
+    """The read of a unit and its step's start: one statement on PostgreSQL, two on SQLite;
+    the step starts only while pending and its run running, and the read shows it started."""
+    run = make_run(db)
+    with db.session() as session:
+        done = repository.get_step(session, run_id=run.id, key="s0")
+        repository.set_step_status(session, step=done, status=StepStatus.RUNNING)
+        repository.set_step_status(
+            session, step=done, status=StepStatus.SUCCEEDED, result={"addresses": ["10.0.0.5"]}
+        )
+    with db.statements() as driver:  # the run is not running yet: nothing starts
+        read, started = steprows.read_and_start(
+            driver, run_id=run.id, key="s1", vm="vm", task_id="t"
+        )
+    assert not started and (read.run_status, read.step.status) == (RunStatus.PENDING, "pending")
+    with db.session() as session:
+        session.execute(update(Run).where(Run.id == run.id).values(status="running"))  # type: ignore[arg-type]
+    with statements(db) as seen, db.statements() as driver:
+        read, started = steprows.read_and_start(
+            driver, run_id=run.id, key="s1", vm="vm", task_id="t"
+        )
+    assert len(seen) == (1 if db.engine.dialect.name == "postgresql" else 2)
+    assert started and read.run_status is RunStatus.RUNNING
+    assert (read.step.status, read.step.attempts, read.step.task_id) == ("running", 1, "t")
+    assert read.rows["s1"] is read.step and set(read.rows) == {"s0", "s1", "s2", "s3"}
+    assert read.prior == {"start_vm": {"addresses": ["10.0.0.5"]}}
+    with db.session() as session:
+        stored = repository.get_step(session, run_id=run.id, key="s1")
+    assert (stored.status, stored.attempts, stored.task_id) == ("running", 1, "t")
+    assert stored.started_at is not None and stored.heartbeat_at is not None
+    with db.statements() as driver:
+        # running now: another delivery reads it held by "t" and starts nothing
+        again, started = steprows.read_and_start(
+            driver, run_id=run.id, key="s1", vm="vm", task_id="u"
+        )
+        assert not started and (again.step.status, again.step.task_id) == ("running", "t")
+        # a step not filed under the unit's VM is found (and started) by its key
+        other, started = steprows.read_and_start(
+            driver, run_id=run.id, key="s2", vm="other", task_id="t"
+        )
+        assert started and (other.step.key, other.step.status, other.step.attempts) == (
+            "s2",
+            "running",
+            1,
+        )
+        with pytest.raises(RunNotFound):
+            steprows.read_and_start(driver, run_id="nope", key="s1", vm="vm", task_id="t")
+        with pytest.raises(FerrymanError, match="no step 'zz'"):
+            steprows.read_and_start(driver, run_id=run.id, key="zz", vm=None, task_id="t")
+    with db.session() as session:
+        session.execute(update(Run).where(Run.id == run.id).values(status="cancelled"))  # type: ignore[arg-type]
+    with db.statements() as driver:  # the run stopped: a pending step is not started
+        late, started = steprows.read_and_start(
+            driver, run_id=run.id, key="s3", vm=None, task_id="t"
+        )
+    assert not started and (late.run_status, late.step.status) == (RunStatus.CANCELLED, "pending")
+
+
 def test_per_step_statements_hand_their_connection_back_ready_for_transactions(
     db: Database,
 ) -> None:
@@ -473,8 +533,7 @@ def test_the_engines_step_facts_are_the_step_records_values_in_order(db: Databas
         of_stage = repository.step_facts(session, run_id=run.id, stage=1)
         records = repository.steps_of(session, run_id=run.id)
     assert [fact._asdict() for fact in facts] == [
-        {name: getattr(record, name) for name in repository.StepFact._fields}
-        for record in records
+        {name: getattr(record, name) for name in repository.StepFact._fields} for record in records
     ]
     assert [(fact.key, fact.status, fact.task_id) for fact in of_stage] == [
         ("s2", "running", "t"),

@@ -300,7 +300,8 @@ def _state_text(hv: HyperVHost, name: str) -> str:
 
 
 def wait_ip(ctx: StepContext, spec: StepSpec) -> StepOutcome:
-    """Poll Hyper-V or VMM until the VM reports an address in the input's ``subnets``."""
+    """Wait until the VM reports an address in the input's ``subnets``: the Hyper-V host
+    waits for it itself (see ``workers.hyperv.ip``); VMM is polled."""
     host = host_of(spec)
     name = target_vm(ctx, spec)
     params = input_of(spec, WaitIpInput)

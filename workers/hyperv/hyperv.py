@@ -26,6 +26,32 @@ from workers.hyperv.models import Adapter, RecoveryPoint, ReplicationInfo, VMInf
 from workers.powershell import PowerShellRunner, PSResult
 
 TEST_SUFFIX = " - Test"
+
+# The wait for a guest's address on the host itself: one call that returns once an adapter of
+# the VM reports an address not in -Known, or once -TimeoutMs have passed, and outputs the VM's
+# adapters as Get-VMNetworkAdapter does. Between its local reads it sleeps a tenth of the
+# time waited (-WaitedMs before this call, plus its own), at least -PollMs and at most
+# -MaxPollMs, never past its deadline; a read's error (a VM the host does not have) ends it
+# at once. Fixed text, values only as parameters; one line with no control characters (they
+# would travel escaped). The lab runs the same text (``lab/hyperv/hostscripts.py``).
+WAIT_FOR_ADDRESS_SCRIPT = (
+    "param([string]$VMName, [string[]]$Known = @(), [int]$TimeoutMs = 0, [int]$PollMs = 50, "
+    "[int]$MaxPollMs = 3000, [int]$WaitedMs = 0) "
+    "$clock = [Diagnostics.Stopwatch]::StartNew(); "
+    "while ($true) { "
+    "$adapters = @(Get-VMNetworkAdapter -VMName $VMName -ErrorAction Stop); "
+    "$new = @($adapters | ForEach-Object { $_.IPAddresses } | "
+    "Where-Object { $_ -and $Known -notcontains $_ }); "
+    "$left = $TimeoutMs - $clock.ElapsedMilliseconds; "
+    "if ($new.Count -gt 0 -or $left -le 0) { $adapters; break }; "
+    "$pause = [Math]::Min([double]$MaxPollMs, "
+    "[Math]::Max([double]$PollMs, ($WaitedMs + $clock.ElapsedMilliseconds) / 10.0)); "
+    "Start-Sleep -Milliseconds ([int][Math]::Min($pause, [double]$left)) "
+    "}"
+)
+WAIT_FOR_ADDRESS_LABEL = "Get-VMNetworkAdapter (wait for an address)"
+# How long a call may take beyond the wait it asks the host for (latency, a busy host).
+WAIT_CALL_ALLOWANCE = 60.0
 # Snapshot types that are replica recovery points (the rest are ordinary checkpoints).
 RECOVERY_SNAPSHOT_TYPES = ("Replica", "AppConsistentReplica", "SyncedReplica")
 
@@ -103,6 +129,56 @@ class HyperVHost:
     def get_network_adapters(self, vm: str) -> list[Adapter]:
         """``Get-VMNetworkAdapter -VMName``: adapters with switch and guest IP addresses."""
         result = self._call("Get-VMNetworkAdapter", {"VMName": escape_wildcards(vm)})
+        return [Adapter.from_output(o) for o in of_vm(result.output, vm)]
+
+    def wait_for_adapter_addresses(
+        self,
+        vm: str,
+        *,
+        known: Sequence[str] = (),
+        timeout: float,
+        poll: float = 0.05,
+        max_poll: float = 3.0,
+        waited: float = 0.0,
+    ) -> list[Adapter]:
+        """The adapters of ``vm`` once one reports an address not in ``known``, or after
+        ``timeout`` seconds (then as they are): one call that waits on the host
+        (:data:`WAIT_FOR_ADDRESS_SCRIPT`), reading locally every ``poll`` seconds, later a
+        tenth of the time waited (``waited`` seconds before this call included), at most
+        ``max_poll``. A VM the host does not have raises CmdletFailed, as
+        :meth:`get_network_adapters` does."""
+        params: dict[str, Any] = {
+            "VMName": escape_wildcards(vm),
+            "TimeoutMs": _milliseconds(timeout),
+            "PollMs": max(1, _milliseconds(poll)),
+            "MaxPollMs": max(1, _milliseconds(max_poll)),
+            "WaitedMs": _milliseconds(waited),
+        }
+        if known:
+            params["Known"] = list(known)
+        try:
+            result = self.runner.run_script(
+                WAIT_FOR_ADDRESS_SCRIPT, params, timeout=timeout + WAIT_CALL_ALLOWANCE
+            )
+        except CmdletFailed as exc:
+            # the runner names any script "script"; name what this one does instead
+            message = str(exc)
+            generic = f"script failed on {self.host_name}: "
+            if message.startswith(generic):
+                message = (
+                    f"{WAIT_FOR_ADDRESS_LABEL} failed on {self.host_name}: "
+                    + message[len(generic) :]
+                )
+            raise CmdletFailed(
+                message,
+                host=self.host_name,
+                cmdlet=WAIT_FOR_ADDRESS_LABEL,
+                fully_qualified_error_id=exc.fully_qualified_error_id,
+                category=exc.category,
+                target=exc.target,
+            ) from exc
+        if result.errors:
+            raise failed(self.host_name, WAIT_FOR_ADDRESS_LABEL, result)
         return [Adapter.from_output(o) for o in of_vm(result.output, vm)]
 
     # --- power --------------------------------------------------------------------------------
@@ -357,6 +433,11 @@ def of_vm(objects: Sequence[Mapping[str, Any]], vm: str) -> list[Mapping[str, An
     is kept (the escaped ``-VMName`` already named only ``vm``)."""
     mine = named([o for o in objects if first(o, "VMName")], vm, ("VMName",))
     return [o for o in objects if not first(o, "VMName") or any(o is m for m in mine)]
+
+
+def _milliseconds(seconds: float) -> int:
+    """Whole milliseconds for an ``[int]`` parameter (never negative, at most Int32)."""
+    return min(2**31 - 1, max(0, round(seconds * 1000)))
 
 
 def escape_wildcards(text: str) -> str:

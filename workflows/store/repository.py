@@ -63,6 +63,27 @@ def _sync(session: Session, row: Any, values: dict[str, Any]) -> None:
             setattr(row, name, value)
 
 
+def _update_run(session: Session, run_id: str, values: dict[str, Any], *where: Any) -> bool:
+    """``UPDATE run SET values WHERE id = run_id AND where``; whether it changed the row.
+
+    Run on the session's connection, in its transaction, after its pending changes, as
+    ``session.execute`` would; the values are then shown on the run if the session holds it.
+    The ORM's own synchronisation of an UPDATE (matching its SET keys against every mapped
+    column) cost the engine more than the statement, several times per stage.
+    """
+    session.flush()
+    result = session.connection().execute(
+        update(Run).where(col(Run.id) == run_id, *where).values(**values)
+    )
+    if result.rowcount != 1:
+        return False
+    held = session.identity_map.get(session.identity_key(Run, run_id))
+    if held is not None:
+        for name, value in values.items():
+            set_committed_value(held, name, value)
+    return True
+
+
 class RunNotFound(FerrymanError):
     """No run has that id."""
 
@@ -80,8 +101,7 @@ def get_run(session: Session, *, run_id: str, with_inputs: bool = True) -> Run:
     if with_inputs:
         run = session.get(Run, run_id)
     else:
-        large = (defer(Run.snapshot), defer(Run.compiled))  # type: ignore[arg-type]
-        run = session.exec(select(Run).where(Run.id == run_id).options(*large)).first()
+        run = session.exec(_light_run(), params={"run_id": run_id}).first()
     if run is not None:
         return run
     if len(run_id) >= 4:
@@ -89,6 +109,14 @@ def get_run(session: Session, *, run_id: str, with_inputs: bool = True) -> Run:
         if len(matches) == 1:
             return matches[0]
     raise RunNotFound(f"no run {run_id!r}; 'ferryman runs list' shows the runs")
+
+
+@functools.cache
+def _light_run() -> Any:
+    """The run by id without its large JSON columns, built once: the engine reads it for every
+    stage, and building the query cost more than running it."""
+    large = (defer(Run.snapshot), defer(Run.compiled))  # type: ignore[arg-type]
+    return select(Run).where(col(Run.id) == bindparam("run_id")).options(*large)
 
 
 def run_status(session: Session, *, run_id: str) -> RunStatus:
@@ -256,10 +284,7 @@ def set_run_status(
         values["finished_at"] = None
     if error is not None:
         values["error"] = error
-    result = session.execute(
-        update(Run).where(col(Run.id) == run.id, col(Run.status) == current.value).values(**values)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if not _update_run(session, run.id, values, col(Run.status) == current.value):
         raise Conflict(f"run {run.id} is no longer {current}; it changed while deciding")
     _sync(session, run, values)
     if status is RunStatus.COMPENSATING or (
@@ -274,12 +299,8 @@ def set_run_status(
 
 def move_stage(session: Session, *, run_id: str, from_stage: int, to_stage: int) -> bool:
     """Compare-and-set the run's current stage; False when another caller moved it first."""
-    result = session.execute(
-        update(Run)
-        .where(col(Run.id) == run_id, col(Run.current_stage) == from_stage)
-        .values(current_stage=to_stage)
-    )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    values = {"current_stage": to_stage}
+    return _update_run(session, run_id, values, col(Run.current_stage) == from_stage)
 
 
 def steps_of(
@@ -330,12 +351,22 @@ _FACT_COLUMNS = StepFact._fields
 def step_facts(session: Session, *, run_id: str, stage: int | None = None) -> list[StepFact]:
     """A run's steps (optionally of one stage) in compiled order, as :class:`StepFact` s:
     the columns decisions read, without building a model object for each row."""
-    table: Any = Step.__table__  # type: ignore[attr-defined]
-    query = select(*(table.c[name] for name in _FACT_COLUMNS)).where(table.c.run_id == run_id)
+    params: dict[str, Any] = {"run_id": run_id}
     if stage is not None:
-        query = query.where(table.c.stage == stage)
-    rows = session.execute(query.order_by(table.c.seq))
+        params["stage"] = stage
+    rows = session.execute(_facts_query(stage is not None), params)
     return [StepFact(*row) for row in rows]
+
+
+@functools.cache
+def _facts_query(of_stage: bool) -> Any:
+    """:func:`step_facts`' query (of one stage or of the run), built once."""
+    table: Any = Step.__table__  # type: ignore[attr-defined]
+    query = select(*(table.c[name] for name in _FACT_COLUMNS))
+    query = query.where(table.c.run_id == bindparam("run_id"))
+    if of_stage:
+        query = query.where(table.c.stage == bindparam("stage"))
+    return query.order_by(table.c.seq)
 
 
 @dataclass
@@ -616,12 +647,20 @@ def approvals_of(session: Session, *, run_id: str) -> list[Approval]:
 
 def pending_approvals(session: Session, *, due_before: datetime | None = None) -> list[Approval]:
     """Open gates, optionally only those whose deadline has passed."""
+    if due_before is None:
+        return list(session.exec(_open_gates(False)).all())
+    return list(session.exec(_open_gates(True), params={"due": due_before}).all())
+
+
+@functools.cache
+def _open_gates(due: bool) -> Any:
+    """:func:`pending_approvals`' query, built once (every stage callback asks it)."""
     query = select(Approval).where(Approval.status == ApprovalStatus.PENDING.value)
-    if due_before is not None:
+    if due:
         query = query.where(
-            col(Approval.deadline).is_not(None), col(Approval.deadline) <= due_before
+            col(Approval.deadline).is_not(None), col(Approval.deadline) <= bindparam("due")
         )
-    return list(session.exec(query).all())
+    return query
 
 
 def decide_approval(
@@ -690,21 +729,14 @@ def set_current_stage(session: Session, *, run_id: str, stage: int) -> None:
 
     The stage counts as not sent until :func:`mark_dispatched` says otherwise.
     """
-    session.execute(
-        update(Run)
-        .where(col(Run.id) == run_id)
-        .values(current_stage=stage, dispatched_stage=None, stage_entered_at=utcnow())
-    )
+    values = {"current_stage": stage, "dispatched_stage": None, "stage_entered_at": utcnow()}
+    _update_run(session, run_id, values)
 
 
 def mark_dispatched(session: Session, *, run_id: str, stage: int) -> bool:
     """Record that ``stage`` was sent, if the run still points at it; False otherwise."""
-    result = session.execute(
-        update(Run)
-        .where(col(Run.id) == run_id, col(Run.current_stage) == stage)
-        .values(dispatched_stage=stage)
-    )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    values = {"dispatched_stage": stage}
+    return _update_run(session, run_id, values, col(Run.current_stage) == stage)
 
 
 def claim_resend(

@@ -15,9 +15,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
-from sqlalchemy import bindparam, exists, func, select
+from sqlalchemy import bindparam, exists, func, or_, select, update
 
 from plans.errors import FerrymanError
 from workflows.statuses import RunStatus, StepStatus, check_step
@@ -30,7 +30,7 @@ from workflows.store.repository import (
     _transition,
     _update_guard,
 )
-from workflows.store.tables import Run, Step
+from workflows.store.tables import Run, Step, utcnow
 
 
 @dataclass
@@ -122,25 +122,34 @@ def _run_status(dialect: Any) -> Prebuilt:
     return Prebuilt.of(select(run.c.status).where(run.c.id == bindparam("run_id")), dialect)
 
 
+def _step_row(run_id: str, row: Any, load: Callable[[Any], Any] | None) -> StepRow:
+    """A row of :data:`_COLUMNS` (the JSON result loaded as the dialect loads it)."""
+    result = load(row[6]) if load is not None else row[6]
+    return StepRow(row[0], run_id, row[1], row[2], row[3], row[4], row[5], result)
+
+
 def _rows(statements: Statements, run_id: str, by: str, value: str) -> list[tuple[StepRow, str]]:
     prebuilt, load = _read(statements.dialect, by)
     rows = statements.fetch(prebuilt.sql, prebuilt.params({"run_id": run_id, "by": value}))
-    return [
-        (
-            StepRow(
-                row[0],
-                run_id,
-                row[1],
-                row[2],
-                row[3],
-                row[4],
-                row[5],
-                load(row[6]) if load is not None else row[6],
-            ),
-            row[7],
-        )
-        for row in rows
-    ]
+    return [(_step_row(run_id, row, load), row[7]) for row in rows]
+
+
+def _missing(statements: Statements, run_id: str, key: str) -> NoReturn:
+    """Raise why the step ``key`` was not found: no such run, or no such step in it."""
+    prebuilt = _run_status(statements.dialect)
+    if not statements.fetch(prebuilt.sql, prebuilt.params({"run_id": run_id})):
+        raise RunNotFound(f"no run {run_id!r}; 'ferryman runs list' shows the runs")
+    raise FerrymanError(f"run {run_id} has no step {key!r}; was the run recompiled?")
+
+
+def _unit_read(rows: list[tuple[StepRow, str]], step: StepRow, vm: str | None) -> UnitRead:
+    """The read of a unit: the run's status, the step, the VM's prior results, every row."""
+    prior: dict[str, dict[str, Any]] = {}
+    if vm is not None:
+        for row, _ in rows:
+            if row.status == StepStatus.SUCCEEDED and row.result is not None:
+                prior[row.kind] = row.result
+    return UnitRead(RunStatus(rows[0][1]), step, prior, {row.key: row for row, _ in rows})
 
 
 def read_unit(statements: Statements, *, run_id: str, key: str, vm: str | None) -> UnitRead:
@@ -153,16 +162,93 @@ def read_unit(statements: Statements, *, run_id: str, key: str, vm: str | None) 
         rows += extra
         found = [row for row, _ in extra]
     if not found:
-        prebuilt = _run_status(statements.dialect)
-        if not statements.fetch(prebuilt.sql, prebuilt.params({"run_id": run_id})):
-            raise RunNotFound(f"no run {run_id!r}; 'ferryman runs list' shows the runs")
-        raise FerrymanError(f"run {run_id} has no step {key!r}; was the run recompiled?")
-    prior: dict[str, dict[str, Any]] = {}
-    if vm is not None:
-        for row, _ in rows:
-            if row.status == StepStatus.SUCCEEDED and row.result is not None:
-                prior[row.kind] = row.result
-    return UnitRead(RunStatus(rows[0][1]), found[0], prior, {row.key: row for row, _ in rows})
+        _missing(statements, run_id, key)
+    return _unit_read(rows, found[0], vm)
+
+
+def read_and_start(
+    statements: Statements, *, run_id: str, key: str, vm: str | None, task_id: str | None
+) -> tuple[UnitRead, bool]:
+    """:func:`read_unit`, and the step ``key`` set running for ``task_id`` if it is pending
+    and its run running (as :func:`start_next`); the read, and whether it started it.
+
+    A unit's first step on its first start: on PostgreSQL both are one statement (the start
+    an UPDATE in a CTE, the read what the statement saw before it), elsewhere the read and
+    then the start. When it did not start the step (a step done before, running, a run that
+    stopped), nothing was written and the read shows why; a step started by someone else
+    between the read and the start reads pending here, and the caller's own compare-and-set
+    start then finds it taken.
+    """
+    if statements.dialect.name != "postgresql":
+        read = read_unit(statements, run_id=run_id, key=key, vm=vm)
+        if read.run_status is not RunStatus.RUNNING:
+            return read, False
+        return read, start_next(statements, step=read.step, task_id=task_id)
+    now = utcnow()
+    values = {
+        "status": StepStatus.RUNNING.value,
+        "task_id": task_id,
+        "started_at": now,
+        "heartbeat_at": now,
+        "finished_at": None,
+    }
+    prebuilt, load = _read_and_start(statements.dialect, vm is not None)
+    params = {f"v_{name}": value for name, value in values.items()}
+    params.update(run_id=run_id, key=key, w_status=StepStatus.PENDING.value, by=vm if vm else key)
+    fetched = statements.fetch(prebuilt.sql, prebuilt.params(params))
+    rows = [(_step_row(run_id, row, load), row[7]) for row in fetched]
+    found = [row for row, _ in rows if row.key == key]
+    if not found:
+        _missing(statements, run_id, key)
+    started = fetched[0][8]  # the attempts the start wrote; None when it wrote nothing
+    if started is not None:
+        values["attempts"] = started
+        found[0].show(values)
+    return _unit_read(rows, found[0], vm), started is not None
+
+
+@functools.lru_cache(maxsize=8)
+def _read_and_start(dialect: Any, by_vm: bool) -> tuple[Prebuilt, Callable[[Any], Any] | None]:
+    """``WITH started AS (UPDATE step ... WHERE run_id AND key AND pending AND its run
+    running RETURNING attempts) SELECT`` the unit's rows (by VM, and the step by key), each
+    with the attempts written (PostgreSQL)."""
+    step: Any = Step.__table__  # type: ignore[attr-defined]
+    run: Any = Run.__table__  # type: ignore[attr-defined]
+    running = exists().where(
+        run.c.id == bindparam("run_id"), run.c.status == RunStatus.RUNNING.value
+    )
+    columns = ("status", "task_id", "started_at", "heartbeat_at", "finished_at")
+    start = (
+        update(step)
+        .where(
+            step.c.run_id == bindparam("run_id"),
+            step.c.key == bindparam("key"),
+            step.c.status == bindparam("w_status"),
+            running,
+        )
+        .values(
+            {name: bindparam(f"v_{name}", type_=step.c[name].type) for name in columns}
+            | {"attempts": step.c.attempts + 1}
+        )
+        .returning(step.c.attempts)
+        .cte("started")
+    )
+    which = step.c.key == bindparam("key")
+    if by_vm:
+        which = or_(step.c.vm == bindparam("by"), which)
+    statement = (
+        select(
+            *(step.c[name] for name in _COLUMNS),
+            run.c.status.label("run_status"),
+            select(start.c.attempts).scalar_subquery().label("started"),
+        )
+        .join_from(step, run, run.c.id == step.c.run_id)
+        .where(step.c.run_id == bindparam("run_id"), which)
+        .order_by(step.c.seq)
+    )
+    return Prebuilt.of(statement, dialect), step.c.result.type._cached_result_processor(
+        dialect, None
+    )
 
 
 def start_next(statements: Statements, *, step: StepRow, task_id: str | None) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 
 from lab.hyperv.wildcard import matches
 from workers.errors import CmdletFailed, RemoteTransientError
+from workers.hyperv.hyperv import WAIT_FOR_ADDRESS_SCRIPT
 from workers.powershell import PSError, PSResult
 from workflows.steps import HostRef
 
@@ -553,8 +554,16 @@ class FakeRunner:
         *,
         timeout: float | None = None,
     ) -> PSResult:
-        """Run a script registered in ``world.scripts`` under its text."""
+        """Run a script registered in ``world.scripts`` under its text.
+
+        The host-side wait for an address (``WAIT_FOR_ADDRESS_SCRIPT``) is one
+        ``Get-VMNetworkAdapter`` here: this world has no clock, so its guests report their
+        addresses when they start and the wait has nothing to wait for.
+        """
         params = dict(parameters or {})
+        if script == WAIT_FOR_ADDRESS_SCRIPT:
+            read = {"VMName": params["VMName"]}
+            return self.world.invoke(self.host, "Get-VMNetworkAdapter", read, ())
         self.world.calls.append(Call(self.host, "script", {"script": script, **params}, ()))
         if self.host in self.world.down:
             raise RemoteTransientError(f"script on {self.host}: connection refused")
