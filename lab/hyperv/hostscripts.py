@@ -23,7 +23,7 @@ from lab.objects import CmdletError
 
 # Returns once an adapter of the VM reports an address not in -Known, or once -TimeoutMs
 # have passed, and outputs the VM's adapters as Get-VMNetworkAdapter does. Between reads it
-# sleeps a tenth of the time waited (-WaitedMs before this call, plus this call's own), at
+# sleeps a twentieth of the time waited (-WaitedMs before this call, plus this call's own), at
 # least -PollMs and at most -MaxPollMs, never past the deadline. A VM the host does not have
 # (or any other error of the read) ends it at once with the read's error (-ErrorAction Stop).
 WAIT_FOR_ADDRESS = (
@@ -37,7 +37,7 @@ WAIT_FOR_ADDRESS = (
     "$left = $TimeoutMs - $clock.ElapsedMilliseconds; "
     "if ($new.Count -gt 0 -or $left -le 0) { $adapters; break }; "
     "$pause = [Math]::Min([double]$MaxPollMs, "
-    "[Math]::Max([double]$PollMs, ($WaitedMs + $clock.ElapsedMilliseconds) / 10.0)); "
+    "[Math]::Max([double]$PollMs, ($WaitedMs + $clock.ElapsedMilliseconds) / 20.0)); "
     "Start-Sleep -Milliseconds ([int][Math]::Min($pause, [double]$left)) "
     "}"
 )
@@ -61,7 +61,7 @@ class AddressWait:
 
     def pause(self, elapsed: float, left: float) -> float:
         """The script's sleep after a read, ``elapsed`` seconds into the call."""
-        pause = min(self.max_poll, max(self.poll, (self.waited + elapsed) / 10.0))
+        pause = min(self.max_poll, max(self.poll, (self.waited + elapsed) / 20.0))
         return max(0.0, min(pause, left))
 
     def is_new(self, address: Any) -> bool:

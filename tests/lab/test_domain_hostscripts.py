@@ -102,9 +102,9 @@ def test_parameters_bind_as_the_param_block_says() -> None:
     )
     assert (bound.vm_name, bound.known, bound.timeout, bound.poll) == ("a", {"x"}, 1.5, 0.02)
     assert (bound.max_poll, bound.waited) == (3.0, 0.0)
-    # a tenth of the time waited, within the bounds, never past the deadline
+    # a twentieth of the time waited, within the bounds, never past the deadline
     assert bound.pause(elapsed=0.1, left=1.0) == 0.02
-    assert bound.pause(elapsed=5.0, left=10.0) == 0.5
+    assert bound.pause(elapsed=5.0, left=10.0) == 0.25
     assert bound.pause(elapsed=5.0, left=0.1) == 0.1
     later = bind_address_wait([("VMName", "a"), ("WaitedMs", 100_000)])
     assert later.pause(elapsed=0.0, left=60.0) == 3.0

@@ -162,8 +162,8 @@ def in_subnets(address: str, subnets: Sequence[Network]) -> bool:
 
 LATENESS = 0.1  # the share of the time waited so far by which an address may be noticed late
 # The host-side wait: the longest one call waits (under WinRM's limits, and so that a worker
-# gets control back every so often), and the pauses between the host's local reads (a tenth
-# of the time waited, within these bounds; the script's own rule, see hyperv.py).
+# gets control back every so often), and the pauses between the host's local reads (a
+# twentieth of the time waited, within these bounds; the script's own rule, see hyperv.py).
 HOST_WAIT_SLICE = 20.0
 # PowerShell's error id for script text in a no-language runspace (JEA endpoints), and the
 # endpoints (host, URL) that gave it: their addresses are polled (shared by the process's
