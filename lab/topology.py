@@ -23,6 +23,8 @@ A topology is a YAML (or dict) document::
     hosts:
       - {name: vmm-sto, site: stockholm, role: vmm, port: 15985}     # port optional
       - {name: hv-sto-1, site: stockholm, role: hyperv}
+      # language_mode: NoLanguage -- a constrained endpoint (JEA's default): cmdlets with
+      # parameters run, script text is refused with ScriptsNotAllowed (default FullLanguage)
       - name: hv-got-1
         site: gothenburg
         role: hyperv
@@ -93,6 +95,8 @@ import yaml
 from lab.faults import FaultInjector, FaultSpecError, is_world_fault
 
 ROLES = ("vmm", "hyperv")
+# What the endpoint lets a session run: everything, or cmdlets only (a JEA endpoint).
+LANGUAGE_MODES = ("FullLanguage", "NoLanguage")
 FREQUENCIES = (30, 300, 900)
 AUTH_PORTS = {"kerberos": 8083, "certificate": 8084}
 
@@ -115,6 +119,7 @@ class TopologyHost:
     role: str
     port: int | None = None
     replica_server: ReplicaServerSpec | None = None
+    language_mode: str = "FullLanguage"
 
 
 @dataclass(frozen=True)
@@ -360,7 +365,16 @@ class _Parser:
             replica_server = None
             if role == "hyperv":
                 replica_server = self._replica_server(f"{path}.replica_server", item)
-            hosts.append(TopologyHost(name, str(site), str(role), port, replica_server))
+            language_mode = item.get("language_mode", "FullLanguage")
+            if language_mode not in LANGUAGE_MODES:
+                self.fail(
+                    f"{path}.language_mode",
+                    f"must be one of {list(LANGUAGE_MODES)}, not {language_mode!r}",
+                )
+                language_mode = "FullLanguage"
+            hosts.append(
+                TopologyHost(name, str(site), str(role), port, replica_server, language_mode)
+            )
         if not hosts:
             self.fail("hosts", "list at least one host")
         return tuple(hosts)

@@ -144,6 +144,11 @@ class Lab:
             raise ValueError(f"no lab host {host!r}; hosts are {sorted(self.world.hosts)}")
         if self.host_down(host):
             raise TransportFault("reset")
+        if self.world.hosts[host].language_mode == "NoLanguage" and any(
+            c.is_script for c in commands
+        ):
+            # a constrained endpoint parses nothing but commands: refused before anything runs
+            raise CmdletError(errors.scripts_not_allowed())
         result = InvokeResult()
         piped: list[Any] = []
         charged: set[int] = set()  # latency rules this call has paid (once per call)

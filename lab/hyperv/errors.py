@@ -43,6 +43,20 @@ def command_not_found(name: str) -> ErrorInfo:
     )
 
 
+def scripts_not_allowed() -> ErrorInfo:
+    """A runspace in no-language mode (a JEA endpoint's default) given script text."""
+    return ErrorInfo(
+        message=(
+            "The syntax is not supported by this runspace. This can occur if the runspace is "
+            "in no-language mode."
+        ),
+        fully_qualified_error_id="ScriptsNotAllowed",
+        category="ParserError",
+        target_object=None,
+        exception_type="System.Management.Automation.ParseException",
+    )
+
+
 def parameter_not_found(cmdlet: str, parameter: str) -> ErrorInfo:
     """A named parameter the cmdlet does not have."""
     return ErrorInfo(

@@ -85,3 +85,24 @@ def test_group_figures_name_the_straggler_and_the_time_outside_the_calls() -> No
         "calls_span_s": 1.6,
         "tail_s": 0.4,
     }
+
+
+def test_the_call_log_names_a_script_by_what_it_is() -> None:
+    from bench.calls import recording
+    from lab.hyperv.hostscripts import WAIT_FOR_ADDRESS
+    from lab.objects import Command, InvokeResult
+
+    class Lab:
+        def invoke(self, host: str, commands: list[Command], **_kwargs: object) -> InvokeResult:
+            return InvokeResult()
+
+    lab = Lab()
+    with recording(lab) as log:
+        lab.invoke("hv-got-1", [Command(WAIT_FOR_ADDRESS, [("VMName", "a - Test")], True)])
+        lab.invoke("hv-got-1", [Command("Invoke-AppCheck", [], True)])
+        lab.invoke("hv-got-1", [Command("Start-VM", [("Name", "a - Test")])])
+    assert [(c.cmdlet, c.vm) for c in log.calls()] == [
+        ("Get-VMNetworkAdapter (wait for an address)", "a - Test"),
+        ("Script", None),
+        ("Start-VM", "a - Test"),
+    ]

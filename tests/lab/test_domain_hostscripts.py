@@ -10,8 +10,9 @@ import pytest
 from lab.faults import FaultInjector
 from lab.hyperv.hostscripts import WAIT_FOR_ADDRESS, bind_address_wait
 from lab.objects import CmdletError, Command, InvokeResult, TransportFault
+from lab.topology import TopologyError
 from lab.world import Lab
-from tests.lab.test_domain_support import make_lab, ok
+from tests.lab.test_domain_support import example_dict, make_lab, ok
 from workers.hyperv.hyperv import WAIT_FOR_ADDRESS_SCRIPT
 
 GOT = "hv-got-1"
@@ -162,3 +163,25 @@ def test_a_rules_latency_is_charged_once_per_call() -> None:
     assert charged == {every.id, slow_failover.id}
     assert injector.decide(GOT, "Get-VM", "a", set()).delay == pytest.approx(0.1)  # next call
     assert injector.decide(GOT, "Get-VM", "a").delay == pytest.approx(0.1)  # no call given
+
+
+def test_a_no_language_endpoint_refuses_script_text_and_runs_cmdlets() -> None:
+    data = example_dict()
+    for host in data["hosts"]:
+        if host["name"] == GOT:
+            host["language_mode"] = "NoLanguage"
+    lab = make_lab(data)
+    with pytest.raises(CmdletError) as refused:
+        wait(lab, TimeoutMs=0)
+    assert refused.value.info.fully_qualified_error_id == "ScriptsNotAllowed"
+    assert refused.value.info.category == "ParserError"
+    ok(lab, GOT, "Get-VMNetworkAdapter", VMName="sql-01")  # cmdlets with parameters run
+    # another host keeps the full language
+    assert wait(lab, vm="sql-02", host="hv-got-2", TimeoutMs=0).errors == []
+
+
+def test_a_language_mode_the_lab_does_not_know_is_refused_at_load() -> None:
+    data = example_dict()
+    data["hosts"][0]["language_mode"] = "ConstrainedLanguage"
+    with pytest.raises(TopologyError, match="language_mode"):
+        make_lab(data)

@@ -11,6 +11,7 @@ and the lab's audit log must show each mutating cmdlet exactly once per VM.
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -43,6 +44,7 @@ FAST_SEEDS = [101, 202]
 STUCK_AFTER = 90  # a recovered trial finishes in ~10 s
 SLOW_SEEDS = list(range(1, 21))
 LOST_MESSAGE_SEEDS = [303, 404, 505]
+IN_FLIGHT_GRACE = 5.0  # seconds a kill waits, after its count of calls, for a step to run
 
 
 @dataclass
@@ -84,6 +86,8 @@ def crash_trial(
             bundle, PLAN, "planned", requested_by="reliability", idempotency_key=f"crash-{seed}"
         )
 
+        counted_at: list[float] = []  # when the lab had seen the seed's number of calls
+
         def reached() -> bool:
             with runtime.db.session() as session:
                 from workflows.store import repository
@@ -91,9 +95,18 @@ def crash_trial(
                 current = repository.get_run(session, run_id=run.id)
             if current.status == RunStatus.WAITING:
                 runtime.engine.approve(run.id, by="reliability", comment="drill")
-            return len(lab.lab.audit.entries()) >= kill_after
+            if len(lab.lab.audit.entries()) < kill_after:
+                return False
+            # then kill while a step runs (most steps take milliseconds against a lab without
+            # latency, so a kill at the count alone often fell between two steps), unless
+            # none starts within IN_FLIGHT_GRACE (the seed's call was the run's last)
+            if not counted_at:
+                counted_at.append(time.monotonic())
+            if step_statuses(runtime, run.id)["running"]:
+                return True
+            return time.monotonic() - counted_at[0] > IN_FLIGHT_GRACE
 
-        wait_for(reached, timeout=90, what=f"{kill_after} mutating calls in the lab")
+        wait_for(reached, timeout=90, interval=0.01, what=f"{kill_after} mutating calls in the lab")
         worker.kill()
         # counted once the worker is gone: a step it finished between a look and the kill
         # is not in flight, and only the steps it left running must be taken over

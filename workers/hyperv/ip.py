@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from plans.errors import TransientError
-from workers.errors import RemoteTransientError
+from workers.errors import CmdletFailed, RemoteTransientError
 from workers.hyperv.hyperv import HyperVHost
 from workers.hyperv.vmm import VmmServer
 from workflows.waiting import wait_until
@@ -93,16 +93,37 @@ class HyperVIpSource:
         self, vm: str, known: Sequence[str], *, within: float, waited: float
     ) -> list[str]:
         """Every address of ``vm`` once one not in ``known`` appears (or after ``within``
-        seconds), waited for on the host (``HyperVHost.wait_for_adapter_addresses``)."""
-        adapters = self.hyperv.wait_for_adapter_addresses(
-            vm,
-            known=known,
-            timeout=within,
-            poll=HOST_POLL_INTERVAL,
-            max_poll=HOST_MAX_POLL_INTERVAL,
-            waited=waited,
-        )
-        return [a for adapter in adapters for a in adapter.ip_addresses]
+        seconds), waited for on the host (``HyperVHost.wait_for_adapter_addresses``).
+
+        A host whose endpoint runs cmdlets only (a JEA endpoint in no-language mode refuses
+        script text with ``ScriptsNotAllowed``) is read once instead, now and from then on in
+        this process: :func:`wait_for_ip` then paces the reads as it polls any source."""
+        host = self.hyperv.host_name
+        endpoint = getattr(self.hyperv.runner, "endpoint", None)
+        where = (host, getattr(endpoint, "url", None))  # the same name at another URL: another
+        if where not in _SCRIPTLESS_ENDPOINTS:
+            try:
+                adapters = self.hyperv.wait_for_adapter_addresses(
+                    vm,
+                    known=known,
+                    timeout=within,
+                    poll=HOST_POLL_INTERVAL,
+                    max_poll=HOST_MAX_POLL_INTERVAL,
+                    waited=waited,
+                )
+            except CmdletFailed as exc:
+                if exc.fully_qualified_error_id.split(",")[0] != SCRIPTS_NOT_ALLOWED:
+                    raise
+                _SCRIPTLESS_ENDPOINTS.add(where)
+                log.warning(
+                    "%s's endpoint runs no scripts (%s): its VMs' addresses are polled with "
+                    "Get-VMNetworkAdapter instead of waited for on the host",
+                    host,
+                    exc,
+                )
+            else:
+                return [a for adapter in adapters for a in adapter.ip_addresses]
+        return self.addresses(vm)
 
 
 class VmmIpSource:
@@ -144,6 +165,11 @@ LATENESS = 0.1  # the share of the time waited so far by which an address may be
 # gets control back every so often), and the pauses between the host's local reads (a tenth
 # of the time waited, within these bounds; the script's own rule, see hyperv.py).
 HOST_WAIT_SLICE = 20.0
+# PowerShell's error id for script text in a no-language runspace (JEA endpoints), and the
+# endpoints (host, URL) that gave it: their addresses are polled (shared by the process's
+# threads; an endpoint's language mode changes with its configuration, a worker restart forgets)
+SCRIPTS_NOT_ALLOWED = "ScriptsNotAllowed"
+_SCRIPTLESS_ENDPOINTS: set[tuple[str, str | None]] = set()
 HOST_POLL_INTERVAL = 0.05
 HOST_MAX_POLL_INTERVAL = 3.0
 

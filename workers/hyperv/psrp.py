@@ -1,8 +1,9 @@
 """PsrpRunner: :class:`~workers.powershell.PowerShellRunner` over the real pypsrp client.
 
 Every call is a typed pipeline: ``add_cmdlet`` + ``add_parameter`` (switches as ``True``), never
-script text built from strings; :meth:`PsrpRunner.run_script` is only for operator-written
-scripts from a plan, and passes their parameters as parameters too.
+script text built from strings; :meth:`PsrpRunner.run_script` is for operator-written scripts
+from a plan and for the fixed text of the host-side address wait
+(``hyperv.WAIT_FOR_ADDRESS_SCRIPT``), and passes their parameters as parameters too.
 
 Each call leases one of the host's sessions (see ``pool.py``) for its whole run, so calls on
 one host run side by side, up to the cache's ``pools_per_host``; a long-running cmdlet holds

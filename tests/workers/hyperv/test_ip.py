@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 
 from plans.errors import TransientError
 from workers.errors import AuthenticationError, CmdletFailed, RemoteTransientError
+from workers.hyperv import ip as ip_module
 from workers.hyperv.hyperv import WAIT_FOR_ADDRESS_SCRIPT, HyperVHost
 from workers.hyperv.ip import HyperVIpSource, IpTimeout, VmmIpSource, in_subnets, wait_for_ip
 from workers.hyperv.vmm import VmmServer
@@ -271,3 +272,55 @@ def test_no_subnets_is_a_programming_error(runner: FakeRunner) -> None:
     with pytest.raises(ValueError):
         wait_for_ip(HyperVIpSource(HyperVHost(runner, "h")), "vm", [])
     assert runner.calls == []
+
+
+@pytest.fixture
+def forget_scriptless_endpoints() -> Iterator[None]:
+    yield
+    ip_module._SCRIPTLESS_ENDPOINTS.clear()
+
+
+def test_a_host_that_refuses_scripts_is_polled_from_then_on(
+    runner: FakeRunner, clock: FakeClock, forget_scriptless_endpoints: None
+) -> None:
+    refused = CmdletFailed(
+        "The syntax is not supported by this runspace.",
+        host="hv-got-1",
+        cmdlet="script",
+        fully_qualified_error_id="ScriptsNotAllowed",
+        category="ParserError",
+    )
+    runner.on("<script>", refused)
+    runner.on("Get-VMNetworkAdapter", adapters(), adapters(), adapters("10.99.1.11"))
+    source = HyperVIpSource(HyperVHost(runner, "hv-got-1"))
+    got = wait_for_ip(
+        source, "sql-01 - Test", ["10.99.0.0/16"], timeout=60, clock=clock, sleep=clock.sleep
+    )
+    assert got == "10.99.1.11"
+    assert [c.cmdlet for c in runner.calls] == ["<script>"] + ["Get-VMNetworkAdapter"] * 3
+    assert len(clock.sleeps) == 2  # paced as any polled source
+    runner.calls.clear()
+    again = wait_for_ip(
+        source, "sql-01 - Test", ["10.99.0.0/16"], timeout=60, clock=clock, sleep=clock.sleep
+    )
+    assert again == "10.99.1.11"
+    assert [c.cmdlet for c in runner.calls] == ["Get-VMNetworkAdapter"]  # not asked again
+
+
+def test_any_other_refusal_of_the_wait_is_raised(
+    runner: FakeRunner, clock: FakeClock, forget_scriptless_endpoints: None
+) -> None:
+    runner.on(
+        "<script>",
+        CmdletFailed(
+            "Hyper-V was unable to find a virtual machine with name 'gone'.",
+            host="hv-got-1",
+            cmdlet="script",
+            fully_qualified_error_id="InvalidParameter,Microsoft.HyperV.PowerShell.Commands.GetVMNetworkAdapter",
+        ),
+    )
+    source = HyperVIpSource(HyperVHost(runner, "hv-got-1"))
+    with pytest.raises(CmdletFailed):
+        wait_for_ip(source, "gone", ["10.99.0.0/16"], timeout=60, clock=clock, sleep=clock.sleep)
+    assert [c.cmdlet for c in runner.calls] == ["<script>"]
+    assert not ip_module._SCRIPTLESS_ENDPOINTS

@@ -100,12 +100,18 @@ def serve(
     auth: str = "basic",
     extra_vms: list[dict[str, Any]] | None = None,
     replication: dict[str, dict[str, Any]] | None = None,
+    no_language: tuple[str, ...] = (),
 ) -> Iterator[World]:
-    """The lab for the example world (plus ``extra_vms``) and adapters pointed at it."""
+    """The lab for the example world (plus ``extra_vms``) and adapters pointed at it;
+    ``no_language``: hosts whose endpoint runs cmdlets only (JEA)."""
     from lab.testing import running_lab
 
     cache = RunspacePoolCache()
-    with running_lab(topology(extra_vms, replication), auth=auth) as handle:
+    data = topology(extra_vms, replication)
+    for host in data["hosts"]:
+        if host["name"] in no_language:
+            host["language_mode"] = "NoLanguage"
+    with running_lab(data, auth=auth) as handle:
         monkeypatch.setenv(PASSWORD_VAR, handle.password)
         try:
             yield World(handle, cache)
@@ -193,6 +199,32 @@ def test_test_failover_gets_an_ip_from_both_sources_and_cleans_up(world: World) 
     replica.stop_failover("sql-01")
     with pytest.raises(CmdletFailed):
         replica.get_vm(test_vm)
+
+
+def test_a_host_whose_endpoint_runs_no_scripts_has_its_guests_addresses_polled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with serve(monkeypatch, no_language=("hv-got-1",)) as world:
+        replica = world.hv("hv-got-1")
+        test_vm = name_of_test_vm("sql-01")
+        replica.start_failover("sql-01", as_test=True)
+        replica.connect_network(test_vm, "test-got")
+        replica.start_vm(test_vm)
+        with pytest.raises(CmdletFailed) as refused:  # the endpoint refuses the wait script
+            replica.wait_for_adapter_addresses(test_vm, timeout=1)
+        assert refused.value.fully_qualified_error_id == "ScriptsNotAllowed"
+        for _ in range(2):  # the first wait learns the endpoint's mode; the second knows it
+            ip = wait_for_ip(
+                HyperVIpSource(replica),
+                test_vm,
+                ["10.99.0.0/16"],
+                timeout=30,
+                initial_interval=0.05,
+                max_interval=0.5,
+            )
+            assert ip == "10.99.1.11"
+        # a Hyper-V host whose endpoint allows scripts still waits on the host
+        assert world.hv("hv-got-2").wait_for_adapter_addresses("sql-02", timeout=0) != []
 
 
 def test_planned_failover_then_reverse(world: World) -> None:
