@@ -15,6 +15,7 @@ import sys
 from workers.app import queues_for
 from workers.embedded import build_runtime
 from workers.tasks import default_executor
+from workflows.memory import keep_large_blocks_apart
 from workflows.recovery import Watch
 from workflows.settings import Settings
 
@@ -28,6 +29,7 @@ def main() -> None:
         level=level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     settings = Settings.from_env()
+    keep_large_blocks_apart()  # as ferryman worker does before its pool's threads exist
     runtime = build_runtime(settings, default_executor(poll_interval=0.1))
     watch = Watch(runtime.engine, interval=1.0).start()
     try:
