@@ -185,16 +185,26 @@ def _token(stack: LocalCompose, name: str = "compose-test") -> str:
 
 
 def _wait_for_run(client: httpx.Client, key: str) -> str:
+    """The run the trigger with idempotency key ``key`` started."""
+    return _wait_for_listed(
+        client, "test", lambda run: run["idempotency_key"] == key,
+        f"no run for trigger {key} in 60 s (is the trigger consumer up?)",
+    )  # fmt: skip
+
+
+def _wait_for_listed(
+    client: httpx.Client, operation: str, matches: Callable[[dict[str, Any]], bool], what: str
+) -> str:
+    """The id of the plan's first listed run of ``operation`` that ``matches``, within 60 s."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        listed = client.get("/runs", params={"plan": "three-tier", "operation": "test"})
+        listed = client.get("/runs", params={"plan": "three-tier", "operation": operation})
         assert listed.status_code == 200, listed.text
         for run in listed.json():
-            report = client.get(f"/runs/{run['id']}").json()
-            if report["run"]["idempotency_key"] == key:
+            if matches(client.get(f"/runs/{run['id']}").json()["run"]):
                 return str(run["id"])
         time.sleep(0.5)
-    raise AssertionError(f"no run for trigger {key} in 60 s (is the trigger consumer up?)")
+    raise AssertionError(what)
 
 
 def _command(broker: str, key: bytes, body: dict[str, Any]) -> None:
@@ -209,16 +219,11 @@ def _command(broker: str, key: bytes, body: dict[str, Any]) -> None:
 
 
 def _wait_for_follow_up(client: httpx.Client, run_id: str, operation: str) -> str:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        listed = client.get("/runs", params={"plan": "three-tier", "operation": operation})
-        assert listed.status_code == 200, listed.text
-        for run in listed.json():
-            report = client.get(f"/runs/{run['id']}").json()
-            if report["run"]["parent"] == run_id:
-                return str(run["id"])
-        time.sleep(0.5)
-    raise AssertionError(f"no {operation} of {run_id} in 60 s (is the commands consumer up?)")
+    """The ``operation`` run started from ``run_id`` (by a command)."""
+    return _wait_for_listed(
+        client, operation, lambda run: run["parent"] == run_id,
+        f"no {operation} of {run_id} in 60 s (is the commands consumer up?)",
+    )  # fmt: skip
 
 
 def _drive(
