@@ -26,7 +26,7 @@ from plans.errors import TransientError
 from workers.errors import CmdletFailed, RemoteTransientError
 from workers.hyperv.hyperv import HyperVHost
 from workers.hyperv.vmm import VmmServer
-from workflows.waiting import wait_until
+from workflows.waiting import pauses, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -165,13 +165,13 @@ LATENESS = 0.1  # the share of the time waited so far by which an address may be
 # gets control back every so often), and the pauses between the host's local reads (a
 # twentieth of the time waited, within these bounds; the script's own rule, see hyperv.py).
 HOST_WAIT_SLICE = 20.0
+HOST_POLL_INTERVAL = 0.05
+HOST_MAX_POLL_INTERVAL = 3.0
 # PowerShell's error id for script text in a no-language runspace (JEA endpoints), and the
 # endpoints (host, URL) that gave it: their addresses are polled (shared by the process's
 # threads; an endpoint's language mode changes with its configuration, a worker restart forgets)
 SCRIPTS_NOT_ALLOWED = "ScriptsNotAllowed"
 _SCRIPTLESS_ENDPOINTS: set[tuple[str, str | None]] = set()
-HOST_POLL_INTERVAL = 0.05
-HOST_MAX_POLL_INTERVAL = 3.0
 
 
 def wait_for_ip(
@@ -260,11 +260,18 @@ def _wait_on_host(
     as known, so the host returns only when something new appears."""
     started = clock()
     deadline = started + timeout
+    # the pauses after a failed wait or an early answer: the polling schedule's own
+    pacing = pauses(
+        timeout=timeout,
+        interval=initial_interval,
+        lateness=LATENESS,
+        max_interval=max_interval,
+        clock=clock,
+    )
     known: list[str] = []
     while True:
         now = clock()
-        remaining = max(0.0, deadline - now)
-        within = min(remaining, HOST_WAIT_SLICE)
+        within = min(max(0.0, deadline - now), HOST_WAIT_SLICE)
         try:
             current = source.addresses_after(vm, known, within=within, waited=now - started)
         except TransientError as exc:
@@ -272,27 +279,25 @@ def _wait_on_host(
                 "waiting for %s's address on %s failed (%s); will wait again", vm, source.host, exc
             )
             _remember(seen, f"error: {exc}")
-            now = clock()
-            if now >= deadline:
+        else:
+            new = False
+            for address in current:
+                _remember(seen, address)
+                if in_subnets(address, networks):
+                    return address.split("%", 1)[0].strip()
+                if address not in known:
+                    known.append(address)
+                    new = True
+            after = clock()
+            if after >= deadline:
                 break
-            pause = min(max(initial_interval, (now - started) * LATENESS), max_interval)
-            sleep(min(pause, deadline - now))
-            continue
-        new = False
-        for address in current:
-            _remember(seen, address)
-            if in_subnets(address, networks):
-                return address.split("%", 1)[0].strip()
-            if address not in known:
-                known.append(address)
-                new = True
-        after = clock()
-        if after >= deadline:
-            break
-        if not new and after - now < within:
+            if new or after - now >= within:
+                continue  # something new, or the host waited its whole slice: ask again
             # back early with nothing new (a host that does not wait): do not call in a loop
-            pause = min(max(initial_interval, (after - started) * LATENESS), max_interval)
-            sleep(min(pause, deadline - after))
+        pause = next(pacing, None)
+        if pause is None:  # the deadline has passed
+            break
+        sleep(pause)
     raise IpTimeout(vm, source.host, networks, seen)
 
 
