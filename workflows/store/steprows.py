@@ -30,7 +30,7 @@ from workflows.store.repository import (
     _transition,
     _update_guard,
 )
-from workflows.store.tables import Run, Step, utcnow
+from workflows.store.tables import Run, Step
 
 
 @dataclass
@@ -184,15 +184,11 @@ def read_and_start(
         if read.run_status is not RunStatus.RUNNING:
             return read, False
         return read, start_next(statements, step=read.step, task_id=task_id)
-    now = utcnow()
-    values = {
-        "status": StepStatus.RUNNING.value,
-        "task_id": task_id,
-        "started_at": now,
-        "heartbeat_at": now,
-        "finished_at": None,
-    }
-    prebuilt, load = _read_and_start(statements.dialect, vm is not None)
+    # the columns any start writes, but the attempt count: the statement counts it up itself,
+    # as the step's own count is read only by the same statement
+    values = _transition(_Unread(), StepStatus.RUNNING, {"task_id": task_id})
+    del values["attempts"]
+    prebuilt, load = _read_and_start(statements.dialect, vm is not None, tuple(sorted(values)))
     params = {f"v_{name}": value for name, value in values.items()}
     params.update(run_id=run_id, key=key, w_status=StepStatus.PENDING.value, by=vm if vm else key)
     fetched = statements.fetch(prebuilt.sql, prebuilt.params(params))
@@ -207,8 +203,17 @@ def read_and_start(
     return _unit_read(rows, found[0], vm), started is not None
 
 
+@dataclass
+class _Unread:
+    """A step whose attempt count is not known (:func:`read_and_start` counts it in SQL)."""
+
+    attempts: int = 0
+
+
 @functools.lru_cache(maxsize=8)
-def _read_and_start(dialect: Any, by_vm: bool) -> tuple[Prebuilt, Callable[[Any], Any] | None]:
+def _read_and_start(
+    dialect: Any, by_vm: bool, columns: tuple[str, ...]
+) -> tuple[Prebuilt, Callable[[Any], Any] | None]:
     """``WITH started AS (UPDATE step ... WHERE run_id AND key AND pending AND its run
     running RETURNING attempts) SELECT`` the unit's rows (by VM, and the step by key), each
     with the attempts written (PostgreSQL)."""
@@ -217,7 +222,6 @@ def _read_and_start(dialect: Any, by_vm: bool) -> tuple[Prebuilt, Callable[[Any]
     running = exists().where(
         run.c.id == bindparam("run_id"), run.c.status == RunStatus.RUNNING.value
     )
-    columns = ("status", "task_id", "started_at", "heartbeat_at", "finished_at")
     start = (
         update(step)
         .where(
