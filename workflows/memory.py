@@ -29,6 +29,7 @@ import os
 import sys
 from collections.abc import Callable
 from functools import cache
+from typing import Any, cast
 
 log = logging.getLogger(__name__)
 
@@ -38,33 +39,37 @@ MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value, kept fixed
 
 
 @cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None where there is none (macOS, musl, Windows)."""
+def _libc() -> ctypes.CDLL | None:
+    """glibc, or None where the C library is another (macOS, musl, Windows)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
-    except (OSError, AttributeError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
         return None
-    trim.argtypes = [ctypes.c_size_t]  # type: ignore[attr-defined]
-    trim.restype = ctypes.c_int  # type: ignore[attr-defined]
-    return trim
+
+
+def _libc_function(name: str, argtypes: list[Any], restype: Any) -> Callable[..., int] | None:
+    """glibc's function ``name`` with its C signature, or None where there is none."""
+    libc = _libc()
+    function: Any = getattr(libc, name, None) if libc is not None else None
+    if function is None:
+        return None
+    function.argtypes = argtypes
+    function.restype = restype
+    return cast(Callable[..., int], function)
+
+
+@cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where there is none."""
+    return _libc_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
 
 
 @cache
 def _mallopt() -> Callable[[int, int], int] | None:
     """glibc's ``mallopt``, or None where there is none."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt: Callable[[int, int], int] = libc.mallopt
-    except (OSError, AttributeError):
-        return None
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]  # type: ignore[attr-defined]
-    mallopt.restype = ctypes.c_int  # type: ignore[attr-defined]
-    return mallopt
+    return _libc_function("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
 
 
 def keep_large_blocks_apart(threshold: int = MMAP_THRESHOLD) -> bool:
